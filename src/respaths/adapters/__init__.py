@@ -1,0 +1,45 @@
+"""Adapters: each file turns one ecosystem's models into a ResidualView (stem -> blocks -> head).
+
+`view(model)` tries them in order; the first that recognises the model wins. An adapter is a
+function `adapt(model, **options) -> ResidualView | None` returning None when the model is not its
+kind. To support a new ecosystem, add a file with such a function and list it in ADAPTERS.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from torch import nn
+
+from ..core import ResidualView
+
+# (module name, what it recognises) in the order they are tried.
+ADAPTERS: list[tuple[str, str]] = [
+    ("declared", "a model with a `respaths_view()` method or declared through respaths.declare"),
+    ("respaths_models", "respaths' own models"),
+]
+
+
+def view(model: nn.Module, example_input: Any = None, **options: Any) -> ResidualView:
+    """The model seen as stem -> blocks -> head. With example_input, block shapes are probed."""
+    if isinstance(model, ResidualView):
+        v = model
+    else:
+        v = None
+        for name, _ in ADAPTERS:
+            try:
+                mod = importlib.import_module(f"{__name__}.{name}")
+            except ImportError:  # an optional ecosystem that is not installed
+                continue
+            v = mod.adapt(model, **options)
+            if v is not None:
+                break
+        if v is None:
+            tried = "; ".join(what for _, what in ADAPTERS)
+            raise ValueError(
+                f"respaths does not know how to see {type(model).__name__} as stem -> blocks -> head "
+                f"(tried: {tried}); declare it with respaths.declare(model, stem=..., blocks=..., head=...) "
+                f"as shown in the README section 'Bring your own model'.")
+    if example_input is not None:
+        v.probe(example_input)
+    return v

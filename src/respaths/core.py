@@ -1,0 +1,207 @@
+"""The one idea respaths is built on: a model is stem -> blocks -> head, and a block is a triple.
+
+A residual block computes   y = post(shortcut(x) + branch(x))
+  - pre-activation ResNet: post is the identity;
+  - original ResNet:       post is ReLU;
+  - post-LN transformer:   post is LayerNorm.
+Deleting a block at test time leaves y = post(shortcut(x)); for a shape-changing block the
+shortcut is its projection (or zero-pad), as in Veit et al. 2016.
+
+A plain layer (VGG, a ResNet with its shortcuts removed) is a Block whose shortcut is None:
+y = post(branch(x)). Deleting it means skipping it, which is only possible where its input and
+output shapes agree; `Block.deletable` says so.
+
+A Plan is an ordered list of steps over the blocks: ("run", i) or ("delete", i). Every experiment
+(single deletion, k random deletions, reordering, ...) is a set of plans; `run_plan` is the plain,
+obviously-correct way to execute one, against which the fast engine is tested.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class UserError(Exception):
+    """Bad input from the user: the message is one sentence saying what was wrong and what to do."""
+
+
+def identity(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass(eq=False)
+class Block:
+    """One block of the view: three callables plus what the experiments need to know about it."""
+
+    branch: Callable[[Tensor], Tensor]
+    shortcut: Callable[[Tensor], Tensor] | None = identity  # None: a plain layer with no skip
+    post: Callable[[Tensor], Tensor] = identity
+    name: str = ""
+    index: int = -1
+    stage: int = 0
+    downsample: bool = False  # changes the shape of the activation (stride or width)
+    module: nn.Module | None = None  # the module this block came from, if any
+    in_shape: tuple[int, ...] | None = None  # per-example shape, filled by ResidualView.probe
+    out_shape: tuple[int, ...] | None = None
+
+    @property
+    def residual(self) -> bool:
+        return self.shortcut is not None
+
+    @property
+    def deletable(self) -> bool:
+        if self.residual:
+            return True
+        return self.in_shape is not None and self.in_shape == self.out_shape
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.shortcut is None:
+            return self.post(self.branch(x))
+        return self.post(self.shortcut(x) + self.branch(x))
+
+    def deleted(self, x: Tensor) -> Tensor:
+        """The block removed at test time: post(shortcut(x)), or x for a plain layer."""
+        if self.shortcut is None:
+            if not self.deletable:
+                raise ValueError(f"block {self.index} ({self.name}) is a plain layer that changes shape "
+                                 f"{self.in_shape} -> {self.out_shape}; it cannot be deleted.")
+            return x
+        return self.post(self.shortcut(x))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "stage": self.stage,
+            "downsample": self.downsample,
+            "residual": self.residual,
+            "deletable": self.deletable,
+            "in_shape": list(self.in_shape) if self.in_shape is not None else None,
+            "out_shape": list(self.out_shape) if self.out_shape is not None else None,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans
+
+RUN, DELETE = "run", "delete"
+Step = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered list of steps; hashable so that plans can key result files and tries."""
+
+    steps: tuple[Step, ...]
+    label: str = field(default="", compare=False)
+
+    @property
+    def deleted(self) -> list[int]:
+        return sorted(i for op, i in self.steps if op == DELETE)
+
+    @property
+    def order(self) -> list[int]:
+        return [i for _, i in self.steps]
+
+    def key(self) -> str:
+        """A stable text key: 'r0 r1 d2 r3'."""
+        return " ".join(f"{op[0]}{i}" for op, i in self.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key(), "label": self.label, "deleted": self.deleted, "order": self.order}
+
+
+def full_plan(n: int) -> Plan:
+    return Plan(tuple((RUN, i) for i in range(n)), label="baseline")
+
+
+def delete_blocks(n: int, deleted: Iterable[int], label: str = "") -> Plan:
+    """The plan that runs blocks 0..n-1 in order with the given ones deleted."""
+    gone = set(int(i) for i in deleted)
+    bad = [i for i in gone if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"block index {bad[0]} is out of range for a model with {n} blocks.")
+    return Plan(tuple((DELETE if i in gone else RUN, i) for i in range(n)),
+                label=label or f"delete {sorted(gone)}")
+
+
+def reorder_blocks(order: Sequence[int], label: str = "") -> Plan:
+    """The plan that runs every block once, in the given order."""
+    if sorted(order) != list(range(len(order))):
+        raise ValueError(f"an order must be a permutation of 0..{len(order) - 1}; got {list(order)}.")
+    return Plan(tuple((RUN, int(i)) for i in order), label=label or "reorder")
+
+
+# ---------------------------------------------------------------------------------------------
+# The view
+
+
+class ResidualView:
+    """A model seen as stem -> blocks -> head.
+
+    `stem(inputs)` gives the activation entering block 0, `head(x)` turns the activation leaving the
+    last block into the model's output. The view does not own parameters: `model` does.
+    """
+
+    def __init__(self, stem: Callable, blocks: Sequence[Block], head: Callable,
+                 model: nn.Module | None = None, name: str = "", adapter: str = ""):
+        self.stem = stem
+        self.blocks = list(blocks)
+        self.head = head
+        self.model = model
+        self.name = name
+        self.adapter = adapter
+        for i, b in enumerate(self.blocks):
+            b.index = i
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, i: int) -> Block:
+        return self.blocks[i]
+
+    def __call__(self, inputs: Any, plan: Plan | None = None) -> Tensor:
+        return run_plan(self, inputs, plan)
+
+    @property
+    def deletable(self) -> list[int]:
+        return [b.index for b in self.blocks if b.deletable]
+
+    @torch.no_grad()
+    def probe(self, inputs: Any) -> "ResidualView":
+        """Run once to record each block's per-example input and output shapes."""
+        x = self.stem(inputs)
+        for b in self.blocks:
+            b.in_shape = tuple(x.shape[1:])
+            x = b(x)
+            b.out_shape = tuple(x.shape[1:])
+            if not b.downsample and b.in_shape != b.out_shape:
+                b.downsample = True
+        return self
+
+    def info(self) -> list[dict[str, Any]]:
+        return [b.info() for b in self.blocks]
+
+    def swappable_pairs(self) -> list[tuple[int, int]]:
+        """Pairs of blocks that can trade places: same input and output shape, neither downsampling.
+
+        Two blocks are compatible when both keep the shape and see the same shape, which never holds
+        across a shape change."""
+        ok = [b for b in self.blocks if b.residual and not b.downsample and b.in_shape is not None
+              and b.in_shape == b.out_shape]
+        return [(a.index, c.index) for k, a in enumerate(ok) for c in ok[k + 1:] if a.in_shape == c.in_shape]
+
+
+def run_plan(view: ResidualView, inputs: Any, plan: Plan | None = None) -> Tensor:
+    """Execute a plan the obvious way: stem, each step in turn, head."""
+    x = view.stem(inputs)
+    if plan is None:
+        for b in view.blocks:
+            x = b(x)
+    else:
+        for op, i in plan.steps:
+            x = view.blocks[i](x) if op == RUN else view.blocks[i].deleted(x)
+    return view.head(x)

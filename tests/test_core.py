@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+import respaths
+from respaths.core import Block, ResidualView, delete_blocks, reorder_blocks, run_plan
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preresnet14", "plain14", "vgg15", "vgg15-nobn"])
+def test_view_reproduces_model(name):
+    torch.manual_seed(0)
+    m = respaths.build_model(name, in_channels=1, num_classes=10, width=0.25).eval()
+    x = torch.randn(3, 1, 28, 28)
+    v = respaths.view(m, x)
+    assert torch.equal(v(x), m(x))
+
+
+def test_block_triple_and_deletion():
+    torch.manual_seed(0)
+    m = respaths.build_model("resnet14", in_channels=1, width=0.25).eval()
+    x = torch.randn(2, 1, 28, 28)
+    v = respaths.view(m, x)
+    assert len(v) == 6 and [b.downsample for b in v.blocks] == [False, False, True, False, True, False]
+    h = v.stem(x)
+    b = v.blocks[0]
+    assert torch.equal(b(h), torch.relu(h + b.branch(h)))  # post = ReLU in the original ResNet
+    assert torch.equal(b.deleted(h), torch.relu(h))
+    # deleting a downsampling block keeps its zero-pad shortcut, so shapes still fit
+    out = v(x, delete_blocks(len(v), [2, 4]))
+    assert out.shape == (2, 10)
+
+
+def test_depth_and_name_errors():
+    with pytest.raises(ValueError, match="6n\\+2"):
+        respaths.build_model("resnet21")
+    with pytest.raises(ValueError, match="known models"):
+        respaths.build_model("resnet")
+
+
+def test_plain_layers_only_deletable_where_shapes_allow():
+    m = respaths.build_model("vgg15", in_channels=1, width=0.25).eval()
+    v = respaths.view(m, torch.randn(1, 1, 28, 28))
+    assert v.deletable == [0, 1, 2, 3, 5, 6, 7, 9, 10, 11]
+    with pytest.raises(ValueError, match="cannot be deleted"):
+        v(torch.randn(1, 1, 28, 28), delete_blocks(len(v), [4]))
+
+
+def test_plans():
+    p = delete_blocks(4, [2])
+    assert p.key() == "r0 r1 d2 r3" and p.deleted == [2]
+    assert reorder_blocks([1, 0, 2]).order == [1, 0, 2]
+    with pytest.raises(ValueError):
+        reorder_blocks([0, 0, 1])
+    with pytest.raises(ValueError):
+        delete_blocks(3, [5])
+
+
+def test_stochastic_depth_survival_and_fixed_m():
+    m = respaths.build_model("preresnet110", stochastic_depth=0.5)
+    s = [b.survival for b in m.residual_blocks]
+    assert len(s) == 54 and s[-1] == pytest.approx(0.5) and s[0] == pytest.approx(1 - 0.5 / 54)
+    f = respaths.build_model("preresnet110", fixed_m=23)
+    active = f.draw_active(torch.Generator().manual_seed(1))
+    assert int(active.sum()) == 23
