@@ -1,0 +1,296 @@
+"""The paper's figures, drawn from plain numbers (never from models): matplotlib, Agg, PNG + SVG.
+
+Each function takes what its figure shows as lists of numbers plus a `subtitle` naming the model,
+the dataset and the number of images, and returns a matplotlib Figure; `save(fig, prefix)` writes
+prefix.png and prefix.svg atomically. Errors are fractions in the inputs and percent on the axes.
+
+  single_deletion    fig. 3   test error after deleting each block alone, residual vs VGG
+  random_deletion    fig. 5a  test error vs number of randomly deleted blocks, mean and spread
+  reorder            fig. 5b  test error vs Kendall tau of the shuffled block order
+  paths              fig. 6   path-length distribution, gradient per length (log), total gradient
+  surviving_paths    fig. 7   share of paths of each length left after d deletions
+  stochastic_depth   fig. 8   single deletion with and without stochastic depth (and fixed-m)
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window; must precede any pyplot import anywhere
+from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no global state between figures)
+
+PALETTE = {"residual": "#1f77b4", "vgg": "#d62728", "stochastic": "#2ca02c", "fixed": "#9467bd",
+           "other": "#7f7f7f"}
+DOWNSAMPLE_COLOR = "#ff7f0e"
+
+
+def _figure(ncols: int, title: str, subtitle: str, width: float = 5.2, height: float = 4.0) -> Figure:
+    fig = Figure(figsize=(width * ncols, height), dpi=100, layout="constrained")
+    fig.suptitle(f"{title}\n{subtitle}", fontsize=11)
+    return fig
+
+
+def _pct(values: Sequence[float | None]) -> list[float]:
+    return [math.nan if v is None else 100.0 * v for v in values]
+
+
+def _reference_lines(ax, baseline: float | None, chance: float | None, color: str, label: str) -> None:
+    if baseline is not None:
+        ax.axhline(100 * baseline, color=color, ls="--", lw=1, label=f"{label}: no deletion ({100 * baseline:.2f}%)")
+    if chance is not None:
+        ax.axhline(100 * chance, color="black", ls=":", lw=1, label=f"chance ({100 * chance:.0f}%)")
+
+
+def color_for(label: str) -> str:
+    low = label.lower()
+    for key, words in (("vgg", ("vgg", "plain")), ("stochastic", ("stochastic", "sd")),
+                       ("fixed", ("fixed",))):
+        if any(w in low for w in words):
+            return PALETTE[key]
+    return PALETTE["residual"]
+
+
+# ---------------------------------------------------------------------------------------------
+# fig. 3
+
+def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: float | None = None) -> Figure:
+    """One panel per model. Each panel: label, baseline (error of the whole net), errors (one per
+    block; None where the block cannot be deleted), downsample (one bool per block)."""
+    fig = _figure(len(panels), "Test error after deleting one block (Veit et al. fig. 3)", subtitle)
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, p in zip(axes, panels):
+        color = p.get("color") or color_for(p["label"])
+        err = _pct(p["errors"])
+        idx = list(range(len(err)))
+        ax.plot(idx, err, "o-", color=color, ms=4, lw=1.2, label=f"{p['label']}: one block deleted")
+        down = [i for i, d in enumerate(p["downsample"]) if d and not math.isnan(err[i])]
+        if down:
+            ax.plot(down, [err[i] for i in down], "^", color=DOWNSAMPLE_COLOR, ms=9, mfc="none", mew=1.8,
+                    label="downsampling block")
+        fixed = [i for i, e in enumerate(err) if math.isnan(e)]
+        if fixed:
+            ax.plot(fixed, [0.0] * len(fixed), "x", color="gray", ms=7, label="cannot be deleted (changes shape)")
+        _reference_lines(ax, p.get("baseline"), chance, color, p["label"])
+        ax.set_xlabel("index of the deleted block (0 = first)")
+        ax.set_title(p["label"], fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    axes[0].set_ylabel("test error (%)")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# fig. 5
+
+def random_deletion(series: Sequence[dict[str, Any]], subtitle: str, chance: float | None = None) -> Figure:
+    """Each series: label, k (list), mean, std (per k, fractions), baseline; optional n_samples."""
+    fig = _figure(1, "Test error vs number of deleted blocks (Veit et al. fig. 5a)", subtitle, width=6.4)
+    ax = fig.subplots()
+    for s in series:
+        color = s.get("color") or color_for(s["label"])
+        k = list(s["k"])
+        mean, std = _pct(s["mean"]), _pct(s["std"])
+        n = s.get("n_samples")
+        extra = f", {n} random sets per k" if n else ""
+        ax.plot(k, mean, "o-", color=color, ms=4, label=f"{s['label']}: mean{extra}")
+        ax.fill_between(k, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                        color=color, alpha=0.2, label=f"{s['label']}: ± 1 std")
+        if s.get("baseline") is not None:
+            ax.plot([0], [100 * s["baseline"]], "s", color=color, ms=6, label=f"{s['label']}: no deletion")
+    if chance is not None:
+        ax.axhline(100 * chance, color="black", ls=":", lw=1, label=f"chance ({100 * chance:.0f}%)")
+    ax.set_xlabel("number of deleted blocks k")
+    ax.set_ylabel("test error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def reorder(series: Sequence[dict[str, Any]], subtitle: str, bins: int = 10) -> Figure:
+    """Each series: label, tau (per shuffled order), error (per order), baseline. Points are the
+    orders; the line is the mean error in equal-width bins of tau."""
+    fig = _figure(1, "Test error vs Kendall τ after reordering blocks (Veit et al. fig. 5b)", subtitle, width=6.4)
+    ax = fig.subplots()
+    for s in series:
+        color = s.get("color") or color_for(s["label"])
+        tau, err = list(s["tau"]), _pct(s["error"])
+        ax.scatter(tau, err, s=10, color=color, alpha=0.35, lw=0, label=f"{s['label']}: one shuffled order")
+        if tau:
+            lo, hi = min(tau), max(tau)
+            edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)] if hi > lo else [lo, lo]
+            xs, ys = [], []
+            for a, b in zip(edges, edges[1:]):
+                inside = [e for t, e in zip(tau, err) if a <= t <= b]
+                if inside:
+                    xs.append((a + b) / 2)
+                    ys.append(sum(inside) / len(inside))
+            ax.plot(xs, ys, "-", color=color, lw=2, label=f"{s['label']}: mean per τ bin")
+        if s.get("baseline") is not None:
+            ax.plot([1.0], [100 * s["baseline"]], "s", color=color, ms=7, label=f"{s['label']}: original order")
+    ax.invert_xaxis()  # from the original order (τ = 1) to more shuffled ones, like fig. 5a's k
+    ax.set_xlabel("Kendall τ between the shuffled and the original block order")
+    ax.set_ylabel("test error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# fig. 6 and 7
+
+def _shade_range(ax, lo: int, hi: int, label: str | None) -> None:
+    ax.axvspan(lo - 0.5, hi + 0.5, color="#ffd54f", alpha=0.35, lw=0, label=label)
+
+
+def paths(n: int, lengths: Sequence[int], share_of_paths: Sequence[float], grad_mean: Sequence[float],
+          grad_low: Sequence[float], grad_high: Sequence[float], total: Sequence[float],
+          effective: tuple[int, int], effective_share: float, effective_paths_share: float,
+          subtitle: str, samples: int | None = None) -> Figure:
+    """(a) share of the 2^n paths with each length; (b) mean gradient norm reaching the input from
+    one sampled path of each length, with its CI, log scale; (c) total = C(n, k) x mean per length,
+    with the effective range (the shortest range holding `effective_share` of the total) shaded."""
+    fig = _figure(3, f"Paths through {n} blocks (Veit et al. fig. 6)", subtitle, width=4.6)
+    a, b, c = fig.subplots(1, 3)
+    all_k = list(range(n + 1))
+    a.bar(all_k, [100 * s for s in share_of_paths], color=PALETTE["residual"], width=0.8,
+          label=f"C({n}, k) / 2^{n}")
+    a.set_xlabel("path length k (blocks whose branch the path passes)")
+    a.set_ylabel("share of all paths (%)")
+    a.set_title("(a) distribution of path lengths", fontsize=10)
+    a.legend(fontsize=8)
+
+    ks = list(lengths)
+    yerr = [[m - lo for m, lo in zip(grad_mean, grad_low)], [hi - m for m, hi in zip(grad_mean, grad_high)]]
+    per = f" ({samples} sampled paths per k)" if samples else ""
+    b.errorbar(ks, grad_mean, yerr=yerr, fmt="o-", ms=3, color=PALETTE["residual"], ecolor="gray",
+               capsize=2, label="mean gradient norm" + per + ", 95% CI")
+    b.set_yscale("log")
+    b.set_xlabel("path length k")
+    b.set_ylabel("‖∂loss/∂(input of block 0)‖ per path (log)")
+    b.set_title("(b) gradient magnitude per path", fontsize=10)
+    b.legend(fontsize=8)
+
+    lo, hi = effective
+    c.plot(ks, total, "o-", ms=3, color=PALETTE["residual"], label="C(n, k) × mean gradient norm")
+    _shade_range(c, lo, hi, f"effective range k = {lo}–{hi}: {100 * effective_share:.0f}% of the total,"
+                            f"\n{100 * effective_paths_share:.3g}% of all paths")
+    c.set_xlabel("path length k")
+    c.set_ylabel("total gradient norm of all length-k paths")
+    c.set_title("(c) total gradient magnitude per length", fontsize=10)
+    c.legend(fontsize=8)
+    for ax in (a, b, c):
+        ax.grid(alpha=0.3)
+        ax.set_xlim(-0.5, n + 0.5)
+    return fig
+
+
+def surviving_paths(n: int, deletions: Sequence[int], subtitle: str,
+                    effective: tuple[int, int] | None = None,
+                    measured: dict[str, Any] | None = None) -> Figure:
+    """(a) C(n-d, x) / C(n, x): the share of length-x paths that deleting d blocks leaves intact;
+    (b) with `measured` (label, k, mean error, effective_surviving per k): the share of the gradient
+    of effective paths that survives vs the measured error after deleting k random blocks."""
+    ncols = 2 if measured else 1
+    fig = _figure(ncols, "Paths left intact after deleting d blocks (Veit et al. fig. 7)", subtitle, width=5.6)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    a = axes[0]
+    for d in deletions:
+        xs = list(range(0, n - d + 1))
+        a.plot(xs, [100 * math.comb(n - d, x) / math.comb(n, x) for x in xs], "-", lw=1.5,
+               label=f"d = {d}: {100 * 2.0 ** -d:.3g}% of all paths left")
+    if effective:
+        _shade_range(a, effective[0], effective[1], f"effective range {effective[0]}–{effective[1]}")
+    a.set_yscale("log")
+    a.set_xlabel("path length x")
+    a.set_ylabel("length-x paths left intact (%, log)")
+    a.set_title("(a) C(n−d, x) / C(n, x)", fontsize=10)
+    a.grid(alpha=0.3)
+    a.legend(fontsize=8)
+    if measured:
+        b = axes[1]
+        k = list(measured["k"])
+        b.plot(k, [100 * s for s in measured["effective_surviving"]], "o-", color=PALETTE["fixed"], ms=4,
+               label="share of the effective-path gradient left")
+        b.set_xlabel("number of deleted blocks k")
+        b.set_ylabel("gradient of effective paths left intact (%)", color=PALETTE["fixed"])
+        b.set_ylim(0, 105)
+        t = b.twinx()
+        t.plot(k, _pct(measured["mean"]), "s--", color=color_for(measured["label"]), ms=4,
+               label=f"{measured['label']}: mean test error")
+        t.set_ylabel("test error (%)", color=color_for(measured["label"]))
+        b.set_title("(b) effective paths lost vs error", fontsize=10)
+        b.grid(alpha=0.3)
+        h1, l1 = b.get_legend_handles_labels()
+        h2, l2 = t.get_legend_handles_labels()
+        b.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# fig. 8
+
+def stochastic_depth(panels: Sequence[dict[str, Any]], subtitle: str,
+                     random: Sequence[dict[str, Any]] | None = None) -> Figure:
+    """(a) single deletion of each block for several residual nets of the same shape (panels as in
+    single_deletion, on one axis); (b) optional random-k curves (series as in random_deletion)."""
+    ncols = 2 if random else 1
+    fig = _figure(ncols, "Resilience with and without stochastic depth (Veit et al. fig. 8)", subtitle, width=5.8)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    a = axes[0]
+    for p in panels:
+        color = p.get("color") or color_for(p["label"])
+        base = 100 * p["baseline"]
+        inc = [e - base for e in _pct(p["errors"])]
+        a.plot(range(len(inc)), inc, "o-", color=color, ms=4, lw=1.2,
+               label=f"{p['label']} (no deletion: {base:.2f}%)")
+        down = [i for i, d in enumerate(p["downsample"]) if d]
+        a.plot(down, [inc[i] for i in down], "^", color=DOWNSAMPLE_COLOR, ms=9, mfc="none", mew=1.5)
+    a.plot([], [], "^", color=DOWNSAMPLE_COLOR, ms=9, mfc="none", mew=1.5, label="downsampling block")
+    a.axhline(0, color="black", lw=0.8)
+    a.set_xlabel("index of the deleted block (0 = first)")
+    a.set_ylabel("error increase over the whole net (pp)")
+    a.set_title("(a) one block deleted", fontsize=10)
+    a.grid(alpha=0.3)
+    a.legend(fontsize=8)
+    if random:
+        b = axes[1]
+        for s in random:
+            color = s.get("color") or color_for(s["label"])
+            k, mean, std = list(s["k"]), _pct(s["mean"]), _pct(s["std"])
+            b.plot(k, mean, "o-", color=color, ms=4, label=f"{s['label']}: mean ± 1 std")
+            b.fill_between(k, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                           color=color, alpha=0.15)
+        b.set_xlabel("number of deleted blocks k")
+        b.set_ylabel("test error (%)")
+        b.set_title("(b) k random blocks deleted", fontsize=10)
+        b.grid(alpha=0.3)
+        b.legend(fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+
+def render(fig: Figure, fmt: str, dpi: int = 100) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
+    return buf.getvalue()
+
+
+def save(fig: Figure, prefix: str | os.PathLike) -> dict[str, bytes]:
+    """Write prefix.png and prefix.svg (each to a temporary name, then renamed); returns both bytes."""
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for fmt in ("png", "svg"):
+        data = render(fig, fmt)
+        path = prefix.with_name(f"{prefix.name}.{fmt}")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        out[fmt] = data
+    return out
