@@ -11,7 +11,9 @@ A plain layer (VGG, a ResNet with its shortcuts removed) is a Block whose shortc
 y = post(branch(x)). Deleting it means skipping it, which is only possible where its input and
 output shapes agree; `Block.deletable` says so.
 
-A Plan is an ordered list of steps over the blocks: ("run", i) or ("delete", i). Every experiment
+A Plan is an ordered list of steps over the blocks: ("run", i) or ("delete", i), and
+("parallel", (i, j, ...)): run those blocks on the same input and average their outputs (the
+"Transformer Layers as Painters" experiment). Every experiment
 (single deletion, k random deletions, reordering, ...) is a set of plans; `run_plan` is the plain,
 obviously-correct way to execute one, against which the fast engine is tested.
 """
@@ -46,6 +48,10 @@ class Block:
     module: nn.Module | None = None  # the module this block came from, if any
     in_shape: tuple[int, ...] | None = None  # per-example shape, filled by ResidualView.probe
     out_shape: tuple[int, ...] | None = None
+    # The model's own computation of the block, where the triple equals it only up to rounding: a
+    # whole transformer layer is two residual sums, x + a + m, which is not (x + a) + m bit for bit.
+    # When set, block(x) calls it; branch/shortcut/post still describe the block for path analyses.
+    forward: Callable[[Tensor], Tensor] | None = None
 
     @property
     def residual(self) -> bool:
@@ -58,6 +64,8 @@ class Block:
         return self.in_shape is not None and self.in_shape == self.out_shape
 
     def __call__(self, x: Tensor) -> Tensor:
+        if self.forward is not None:
+            return self.forward(x)
         if self.shortcut is None:
             return self.post(self.branch(x))
         return self.post(self.shortcut(x) + self.branch(x))
@@ -87,8 +95,8 @@ class Block:
 # ---------------------------------------------------------------------------------------------
 # Plans
 
-RUN, DELETE = "run", "delete"
-Step = tuple[str, int]
+RUN, DELETE, PARALLEL = "run", "delete", "parallel"
+Step = tuple[str, Any]  # (RUN | DELETE, i) or (PARALLEL, (i, j, ...))
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,9 @@ class Plan:
         return [i for _, i in self.steps]
 
     def key(self) -> str:
-        """A stable text key: 'r0 r1 d2 r3'."""
-        return " ".join(f"{op[0]}{i}" for op, i in self.steps)
+        """A stable text key: 'r0 r1 d2 r3'; a parallel step reads 'p1+2+3'."""
+        return " ".join(f"p{'+'.join(map(str, i))}" if op == PARALLEL else f"{op[0]}{i}"
+                        for op, i in self.steps)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key(), "label": self.label, "deleted": self.deleted, "order": self.order}
@@ -203,5 +212,13 @@ def run_plan(view: ResidualView, inputs: Any, plan: Plan | None = None) -> Tenso
             x = b(x)
     else:
         for op, i in plan.steps:
-            x = view.blocks[i](x) if op == RUN else view.blocks[i].deleted(x)
+            if op == PARALLEL:
+                x = run_parallel(view.blocks, i, x)
+            else:
+                x = view.blocks[i](x) if op == RUN else view.blocks[i].deleted(x)
     return view.head(x)
+
+
+def run_parallel(blocks: Sequence[Block], indices: Sequence[int], x: Tensor) -> Tensor:
+    """The blocks run side by side on the same input, their outputs averaged (in index order)."""
+    return torch.stack([blocks[i](x) for i in indices]).mean(0)
