@@ -1,9 +1,10 @@
 """respaths: residual networks seen as ensembles of paths (Veit, Wilber & Belongie, NIPS 2016)."""
 from .core import Block, Plan, ResidualView, delete_blocks, full_plan, reorder_blocks, run_plan
 from .adapters import view
+from .adapters.declared import declare
 from .models import build_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["Block", "Plan", "ResidualView", "build_model", "delete_blocks", "full_plan",
+__all__ = ["Block", "Plan", "ResidualView", "build_model", "declare", "delete_blocks", "full_plan",
            "list_models", "reorder_blocks", "run_plan", "view", "__version__"]

@@ -1,8 +1,9 @@
 """Adapters: each file turns one ecosystem's models into a ResidualView (stem -> blocks -> head).
 
 `view(model)` tries them in order; the first that recognises the model wins. An adapter is a
-function `adapt(model, **options) -> ResidualView | None` returning None when the model is not its
-kind. To support a new ecosystem, add a file with such a function and list it in ADAPTERS.
+function `adapt(model, example_input=None, **options) -> ResidualView | None` returning None when
+the model is not its kind. To support a new ecosystem, add a file with such a function and list it
+in ADAPTERS.
 """
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ from typing import Any
 
 from torch import nn
 
-from ..core import ResidualView
+from ..core import ResidualView, UserError
 
 # (module name, what it recognises) in the order they are tried.
 ADAPTERS: list[tuple[str, str]] = [
     ("declared", "a model with a `respaths_view()` method or declared through respaths.declare"),
     ("respaths_models", "respaths' own models"),
+    ("torchvision", "torchvision ResNet, ResNeXt and Wide ResNet"),
+    ("timm", "timm ResNets and Vision Transformers"),
+    ("hf", "Hugging Face transformers: BERT-style encoders, GPT-2 and Llama-style decoders, ViT"),
+    # last: torchvision-like classes also have conv1, bn1, layer1.. and would look like this layout
+    ("cifar_common", "CIFAR ResNets in the common layout (conv1, bn1, layer1..N, linear or fc)"),
 ]
 
 
@@ -31,12 +37,12 @@ def view(model: nn.Module, example_input: Any = None, **options: Any) -> Residua
                 mod = importlib.import_module(f"{__name__}.{name}")
             except ImportError:  # an optional ecosystem that is not installed
                 continue
-            v = mod.adapt(model, **options)
+            v = mod.adapt(model, example_input=example_input, **options)
             if v is not None:
                 break
         if v is None:
             tried = "; ".join(what for _, what in ADAPTERS)
-            raise ValueError(
+            raise UserError(
                 f"respaths does not know how to see {type(model).__name__} as stem -> blocks -> head "
                 f"(tried: {tried}); declare it with respaths.declare(model, stem=..., blocks=..., head=...) "
                 f"as shown in the README section 'Bring your own model'.")

@@ -1,0 +1,149 @@
+"""Adapter for timm ResNets (timm.models.resnet) and Vision Transformers (timm.models.vision_transformer).
+
+Each view follows timm's own forward_features / forward_head step by step, so that it reproduces
+model(x) exactly.
+
+ResNet blocks (BasicBlock, Bottleneck, with timm's optional drop_block, anti-aliasing `aa`,
+squeeze-excitation `se` and `drop_path`):
+    out = act2(branch(x) + downsample(x))                  (act3 for a Bottleneck)
+stem = conv1, bn1, act1, maxpool; head = forward_head (global pool, dropout, fc).
+
+ViT layers compute x = x + drop_path1(ls1(attn(norm1(x)))); x = x + drop_path2(ls2(mlp(norm2(x)))).
+  split="layer" (default): a block is a whole layer, y = layer(x); deleting it leaves x.
+  split="attn_mlp": attention and MLP are two blocks, each y = x + branch(x).
+stem = patch_embed, pos embed (+ class/register tokens), patch_drop, norm_pre;
+head = norm, then forward_head (pooling, fc_norm, head_drop, head).
+"""
+from __future__ import annotations
+
+import sys
+from functools import partial
+
+from torch import Tensor, nn
+
+from ..core import Block, ResidualView, UserError, identity
+from .declared import out_of_place
+
+DECLARE = "declare the model with respaths.declare (README, 'Bring your own model')"
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet
+
+def basic_branch(b: nn.Module, x: Tensor) -> Tensor:
+    x = b.aa(b.act1(b.drop_block(b.bn1(b.conv1(x)))))
+    x = b.bn2(b.conv2(x))
+    if b.se is not None:
+        x = b.se(x)
+    return b.drop_path(x) if b.drop_path is not None else x
+
+
+def bottleneck_branch(b: nn.Module, x: Tensor) -> Tensor:
+    x = b.act1(b.bn1(b.conv1(x)))
+    x = b.aa(b.act2(b.drop_block(b.bn2(b.conv2(x)))))
+    x = b.bn3(b.conv3(x))
+    if b.se is not None:
+        x = b.se(x)
+    return b.drop_path(x) if b.drop_path is not None else x
+
+
+def resnet_stem(model: nn.Module, x: Tensor) -> Tensor:
+    return model.maxpool(model.act1(model.bn1(model.conv1(x))))
+
+
+def adapt_resnet(model: nn.Module, tr) -> ResidualView:
+    kinds = {tr.BasicBlock: (basic_branch, "act2"), tr.Bottleneck: (bottleneck_branch, "act3")}
+    blocks = []
+    for s, layer_name in enumerate(["layer1", "layer2", "layer3", "layer4"]):
+        for j, b in enumerate(getattr(model, layer_name)):
+            kind = type(b)
+            if kind not in kinds:
+                raise UserError(f"{layer_name}.{j} of this timm ResNet is a {kind.__name__}, not timm's "
+                                f"BasicBlock or Bottleneck; {DECLARE}.")
+            branch, act = kinds[kind]
+            blocks.append(Block(branch=partial(branch, b),
+                                shortcut=b.downsample if b.downsample is not None else identity,
+                                post=out_of_place(getattr(b, act)), name=f"{layer_name}.{j}", stage=s,
+                                downsample=b.downsample is not None, module=b))
+    return ResidualView(partial(resnet_stem, model), blocks, model.forward_head, model=model,
+                        name=getattr(model, "default_cfg", {}).get("architecture", "") or type(model).__name__,
+                        adapter="timm")
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision Transformer
+
+def layer_residual(layer: nn.Module, x: Tensor) -> Tensor:
+    return layer(x) - x
+
+
+def attn_branch(b: nn.Module, x: Tensor) -> Tensor:
+    return b.drop_path1(b.ls1(b.attn(b.norm1(x))))
+
+
+def mlp_branch(b: nn.Module, x: Tensor) -> Tensor:
+    return b.drop_path2(b.ls2(b.mlp(b.norm2(x))))
+
+
+def res_post_attn_branch(b: nn.Module, x: Tensor) -> Tensor:  # ResPostBlock: norm on the branch output
+    return b.drop_path1(b.norm1(b.attn(x)))
+
+
+def res_post_mlp_branch(b: nn.Module, x: Tensor) -> Tensor:
+    return b.drop_path2(b.norm2(b.mlp(x)))
+
+
+def vit_stem(model: nn.Module, x: Tensor) -> Tensor:
+    return model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
+
+
+def vit_head(model: nn.Module, x: Tensor) -> Tensor:
+    return model.forward_head(model.norm(x))
+
+
+def adapt_vit(model: nn.Module, vt, split: str) -> ResidualView:
+    if split not in ("layer", "attn_mlp"):
+        raise UserError(f"split={split!r} is not a way to cut a ViT into blocks; use 'layer' (one block "
+                        f"per layer) or 'attn_mlp' (attention and MLP as two blocks).")
+    halves = {vt.Block: (attn_branch, mlp_branch), vt.ResPostBlock: (res_post_attn_branch, res_post_mlp_branch)}
+    blocks: list[Block] = []
+    for j, layer in enumerate(model.blocks):
+        name = f"blocks.{j}"
+        if split == "layer":
+            # the layer computes (x + a) + m, which the triple x + (a + m) equals only up to rounding:
+            # running the block calls the layer itself; branch (layer(x) - x) is for path analyses
+            blocks.append(Block(branch=partial(layer_residual, layer), forward=layer, name=name, module=layer))
+            continue
+        kind = type(layer)
+        if kind not in halves:  # exact classes only: a subclass may compute something else
+            raise UserError(f"{name} of this ViT is a {kind.__name__}, which respaths cannot split into "
+                            f"attention and MLP; use split='layer' or {DECLARE}.")
+        attn, mlp = halves[kind]
+        blocks.append(Block(branch=partial(attn, layer), name=f"{name}.attn", module=layer))
+        blocks.append(Block(branch=partial(mlp, layer), name=f"{name}.mlp", module=layer))
+    return ResidualView(partial(vit_stem, model), blocks, partial(vit_head, model), model=model,
+                        name=getattr(model, "default_cfg", {}).get("architecture", "") or type(model).__name__,
+                        adapter="timm")
+
+
+# ---------------------------------------------------------------------------------------------
+
+def adapt(model: nn.Module, split: str = "layer", **_) -> ResidualView | None:
+    if "timm" not in sys.modules:  # a timm model cannot exist without the import
+        return None
+    from timm.models import resnet as tr
+    from timm.models import vision_transformer as vt
+
+    cls = type(model)
+    if isinstance(model, tr.ResNet):
+        base = tr.ResNet
+        view = partial(adapt_resnet, model, tr)
+    elif isinstance(model, vt.VisionTransformer):
+        base = vt.VisionTransformer
+        view = partial(adapt_vit, model, vt, split)
+    else:
+        return None
+    if cls.forward is not base.forward or cls.forward_features is not base.forward_features:
+        raise UserError(f"{cls.__name__} is a timm {base.__name__} with its own forward, which respaths "
+                        f"cannot see exactly; {DECLARE}.")
+    return view()
