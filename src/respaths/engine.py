@@ -1,0 +1,379 @@
+"""The lesion engine: evaluate many plans over a dataset, sharing every computation they share.
+
+Plans that start alike compute the same activations up to where they part. The engine arranges the
+plans as a trie (one node per distinct prefix of steps) and, for each batch, walks it depth first:
+a node's activation is computed once, from its parent's, and handed to its children. Where a
+node has several children its activation is kept until the last child has it (a branch-point
+cache); children are visited lightest first so that the heaviest subtree inherits the activation
+without a copy, which keeps at most ~log2(#plans) activations alive at once. `cache_bytes` bounds
+what is kept: over the bound, a branch point is recomputed from the nearest kept ancestor (or the
+batch) instead, trading time for memory.
+
+For single deletion of n blocks this runs ~n^2/2 block evaluations per batch instead of n^2; the
+rest of the speed comes from per-block tricks, off by default because they change rounding:
+
+  fast=True      fold eval-mode BatchNorm into the convolution that feeds it (found by watching one
+                 forward pass, checked against the unfolded output, undone if it differs), and
+                 channels_last memory format for 4-d activations and weights;
+  dtype=bf16/fp16  autocast: convolutions and matmuls in half precision.
+
+With the defaults (fp32, fast=False) every plan's logits are bit-identical to running the model with
+the blocks really removed at the same batch size (tests/test_engine.py checks it). The model is
+put in eval mode and run under torch.inference_mode; its state is restored afterwards.
+
+evaluate_plans -> one PlanResult per plan: errors, loss (sum of cross-entropy), per-example
+correctness (for paired statistics, respaths.stats) and seconds (the plan's share of the wall time:
+each node's time split evenly between the plans below it).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves
+from tqdm.auto import tqdm
+
+from .core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, run_parallel
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+DEFAULT_CACHE_BYTES = 1 << 30
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    n: int = 0
+    errors: int = 0
+    loss: float = 0.0  # sum over examples of the cross-entropy
+    correct: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    seconds: float = 0.0
+    logits: Tensor | None = None  # only with keep_logits=True
+
+    @property
+    def error(self) -> float:
+        return self.errors / self.n if self.n else float("nan")
+
+
+def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16.")
+    return DTYPES[dtype]
+
+
+# ---------------------------------------------------------------------------------------------
+# The trie of plans
+
+class Node:
+    __slots__ = ("step", "children", "ends", "weight", "seconds", "head_seconds")
+
+    def __init__(self, step: Any = None):
+        self.step = step
+        self.children: dict[Any, Node] = {}
+        self.ends: list[int] = []  # plans that end here
+        self.weight = 0  # plans ending at or below this node
+        self.seconds = 0.0  # time spent computing this node's activation
+        self.head_seconds = 0.0  # time spent on the head for the plans ending here
+
+    def kids(self) -> list["Node"]:
+        return sorted(self.children.values(), key=lambda c: c.weight)  # stable: heaviest last
+
+
+def build_trie(plans: Sequence[Plan]) -> Node:
+    root = Node()
+    for pid, plan in enumerate(plans):
+        node = root
+        node.weight += 1
+        for step in plan.steps:
+            node = node.children.setdefault(step, Node(step))
+            node.weight += 1
+        node.ends.append(pid)
+    return root
+
+
+def trie_cost(plans: Sequence[Plan]) -> tuple[int, int]:
+    """(block steps the trie runs, block steps running each plan separately would) per batch."""
+    def count(node: Node) -> int:
+        return sum(1 + count(c) for c in node.children.values())
+    return count(build_trie(plans)), sum(len(p.steps) for p in plans)
+
+
+def apply_step(view: ResidualView, step: Any, x: Any) -> Any:
+    op, i = step
+    if op == RUN:
+        return view.blocks[i](x)
+    if op == DELETE:
+        return view.blocks[i].deleted(x)
+    if op == PARALLEL:
+        return run_parallel(view.blocks, i, x)
+    raise ValueError(f"unknown plan step {step!r}.")
+
+
+def nbytes(x: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tree_leaves(x) if isinstance(t, Tensor))
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+def iterate_batches(data: Any, batch_size: int, device: torch.device) -> Iterator[tuple[Any, Tensor]]:
+    """(inputs, labels) on device from a respaths Dataset, an (inputs, labels) pair of tensors, or
+    any iterable of (inputs, labels) batches (used as given)."""
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        from .data import batches
+        yield from batches(data, batch_size, device)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+        for s in range(0, len(y), batch_size):
+            yield x[s:s + batch_size].to(device), y[s:s + batch_size].to(device)
+    else:
+        for x, y in data:
+            yield (x.to(device) if isinstance(x, Tensor) else x), y.to(device)
+
+
+def count_examples(data: Any) -> int | None:
+    if hasattr(data, "labels"):
+        return len(data.labels)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], Tensor):
+        return len(data[1])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+class _Walk:
+    """One depth-first walk of the trie over one batch."""
+
+    def __init__(self, view: ResidualView, root: Node, cache_bytes: int, finish):
+        self.view, self.root, self.cache_bytes, self.finish = view, root, cache_bytes, finish
+        self.held = 0
+        self.inputs: Any = None
+
+    def replay(self, anchor: Any, steps: list[Any]) -> Any:
+        x = self.view.stem(self.inputs) if anchor is None else anchor
+        for s in steps:
+            x = apply_step(self.view, s, x)
+        return x
+
+    def run(self, inputs: Any) -> None:
+        self.inputs = inputs
+        t = time.perf_counter()
+        x = self.view.stem(inputs)
+        self.root.seconds += time.perf_counter() - t
+        self.visit(self.root, x, None, [])
+        self.inputs = None
+
+    def visit(self, node: Node, x: Any, anchor: Any, steps: list[Any]) -> None:
+        # x: this node's activation; anchor + steps: how to compute it again from a kept one.
+        if node.ends:
+            t = time.perf_counter()
+            self.finish(node.ends, self.view.head(x))
+            node.head_seconds += time.perf_counter() - t
+        kids = node.kids()
+        if not kids:
+            return
+        keep = len(kids) > 1 and self.held + nbytes(x) <= self.cache_bytes
+        size = nbytes(x) if keep else 0
+        self.held += size
+        if keep:
+            anchor, steps = x, []
+        for j, kid in enumerate(kids):
+            t = time.perf_counter()
+            if x is None:  # not kept: recompute from the nearest kept ancestor
+                x = self.replay(anchor, steps)
+            y = apply_step(self.view, kid.step, x)
+            if not keep or j == len(kids) - 1:
+                x = None  # let the child own the only reference
+            kid.seconds += time.perf_counter() - t
+            self.visit(kid, y, anchor, steps + [kid.step])
+            del y
+        self.held -= size
+
+
+def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batch_size: int = 256,
+                   device: str | torch.device | None = None, dtype: str | torch.dtype = torch.float32,
+                   cache_bytes: int = DEFAULT_CACHE_BYTES, fast: bool = False, keep_logits: bool = False,
+                   progress: bool = False, desc: str = "plans") -> list[PlanResult]:
+    """Evaluate every plan on every example of data; see the module docstring."""
+    plans = list(plans)
+    if not plans:
+        return []
+    dtype = as_dtype(dtype)
+    model = view.model
+    if device is None:
+        p = next(model.parameters(), None) if model is not None else None
+        device = p.device if p is not None else torch.device("cpu")
+    device = torch.device(device)
+    root = build_trie(plans)
+    results = [PlanResult(plan) for plan in plans]
+    correct: list[list[Tensor]] = [[] for _ in plans]
+    logits_kept: list[list[Tensor]] = [[] for _ in plans]
+    losses = [0.0] * len(plans)
+    labels: list[Tensor] = []
+
+    def finish(pids: list[int], logits: Tensor) -> None:
+        logits = logits.float()
+        y = labels[-1]
+        ok = logits.argmax(-1) == y
+        loss = float(F.cross_entropy(logits, y, reduction="sum"))
+        for pid in pids:
+            correct[pid].append(ok.cpu())
+            losses[pid] += loss
+            if keep_logits:
+                logits_kept[pid].append(logits.cpu())
+
+    walk = _Walk(view, root, cache_bytes, finish)
+    total = count_examples(data)
+    bar = tqdm(total=total, desc=f"{len(plans)} {desc}", unit="img", disable=not progress, leave=False)
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
+                else contextlib.nullcontext())
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(eval_mode(model))
+        stack.enter_context(torch.inference_mode())
+        for k, (x, y) in enumerate(iterate_batches(data, batch_size, device)):
+            if fast and k == 0:
+                stack.enter_context(optimise(view, x[:32] if isinstance(x, Tensor) else x))
+            if fast and isinstance(x, Tensor) and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            labels.append(y)
+            with autocast:
+                walk.run(x)
+            bar.update(len(y))
+    bar.close()
+    wall = time.perf_counter() - start
+
+    # each node's time is shared evenly by the plans below it
+    shares = [0.0] * len(plans)
+    stack = [(root, root.seconds / max(root.weight, 1))]
+    while stack:
+        node, share = stack.pop()
+        for pid in node.ends:
+            shares[pid] = share + node.head_seconds / len(node.ends)
+        for c in node.children.values():
+            stack.append((c, share + c.seconds / c.weight))
+    overhead = (wall - sum(shares)) / len(plans)  # data loading, bookkeeping
+    for pid, r in enumerate(results):
+        r.correct = torch.cat(correct[pid]) if correct[pid] else torch.zeros(0, dtype=torch.bool)
+        r.n = len(r.correct)
+        r.errors = int((~r.correct).sum())
+        r.loss = losses[pid]
+        r.seconds = shares[pid] + overhead
+        if keep_logits:
+            r.logits = torch.cat(logits_kept[pid])
+    return results
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module | None):
+    """Eval mode for the duration, then each module's own training flag back."""
+    if model is None:
+        yield
+        return
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+# ---------------------------------------------------------------------------------------------
+# fast=True: BatchNorm folding and channels_last, applied to the model in place and undone after
+
+def conv_bn_pairs(view: ResidualView, x: Any) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """Eval-mode BatchNorms whose input is exactly a convolution's output, seen in one forward pass.
+
+    Each module must run once per pass (a shared module could feed different consumers), and the
+    convolution's output must not enter a block: there the shortcut uses it too (a pre-activation
+    block starts with BN, often right after the stem's convolution)."""
+    model = view.model
+    outputs: dict[int, tuple[nn.Module, Tensor]] = {}
+    entering: dict[int, Tensor] = {}  # activations entering a block
+    calls: dict[nn.Module, int] = {}
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def conv_hook(m, args, out):
+        calls[m] = calls.get(m, 0) + 1
+        outputs[id(out)] = (m, out)  # keep out alive so its id is not reused
+
+    def bn_hook(m, args):
+        calls[m] = calls.get(m, 0) + 1
+        hit = outputs.get(id(args[0])) if args else None
+        if hit is not None and hit[1] is args[0] and id(args[0]) not in entering:
+            pairs.append((hit[0], m))
+
+    hooks = []
+    for m in model.modules():
+        if type(m) is nn.Conv2d:
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.BatchNorm2d) and not m.training and m.running_mean is not None:
+            hooks.append(m.register_forward_pre_hook(bn_hook))
+    try:
+        h = view.stem(x)
+        for b in view.blocks:
+            entering[id(h)] = h
+            h = b(h)
+        view.head(h)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [(c, b) for c, b in pairs if calls[c] == 1 and calls[b] == 1]
+
+
+@contextlib.contextmanager
+def optimise(view: ResidualView, probe: Any):
+    """Fold BN into convolutions and switch to channels_last, checked on the probe batch; undone on exit."""
+    model = view.model
+    if model is None:
+        yield
+        return
+    reference = view(probe).float()
+    folded: list[tuple[nn.Conv2d, nn.BatchNorm2d, Any, Any]] = []
+    saved: dict[Tensor, Tensor] = {}
+    try:
+        for conv, bn in conv_bn_pairs(view, probe):
+            w, b = torch.nn.utils.fusion.fuse_conv_bn_weights(
+                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+            folded.append((conv, bn, conv.weight, conv.bias))
+            conv.weight, conv.bias = w, b
+            bn.forward = _identity  # instance attribute: shadows BatchNorm2d.forward until deleted
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.dim() == 4:
+                saved[t] = t.data
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+        if isinstance(probe, Tensor) and probe.dim() == 4:
+            probe = probe.contiguous(memory_format=torch.channels_last)
+        out = view(probe).float()
+        scale = reference.abs().max().clamp_min(1e-6)
+        if not torch.allclose(out, reference, rtol=1e-3, atol=1e-3 * float(scale)):
+            warnings.warn("folding BatchNorm changed this model's output beyond rounding; evaluating it "
+                          "without folding.")
+            _unfold(folded)
+            folded = []
+        yield
+    finally:
+        _unfold(folded)
+        for t, data in saved.items():
+            t.data = data
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _unfold(folded: list) -> None:
+    for conv, bn, w, b in folded:
+        conv.weight, conv.bias = w, b
+        del bn.forward
+    folded.clear()

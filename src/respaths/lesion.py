@@ -1,0 +1,250 @@
+"""The lesion study of Veit et al. 2016: delete or reorder blocks at test time and measure the error.
+
+  lesion_single(view, data)           the baseline and every deletable block deleted alone (fig. 3);
+  lesion_random(view, data, k, S)     S random sets of k deleted blocks for each k (fig. 5a);
+  reorder(view, data, k, S)           k random pairs of compatible blocks swapped, S times for each k,
+                                      with the Kendall tau of the resulting order (fig. 5b).
+
+Each builds a set of plans, evaluates them with the engine in chunks (plans sharing prefixes go
+together) and, with out=DIR/NAME, appends one record per plan to a ResultStore as each chunk
+finishes, so that a killed run resumes where it stopped. The baseline runs in every chunk (it
+costs little: its steps are the trie's spine) so each plan is compared with it image by image.
+
+Record fields (one per plan; see also the README, "Result files"):
+  key          "baseline", "single 17", "random k=3 s=12", "reorder k=2 s=4": unique in the file
+  kind, k, sample   experiment, number of deleted blocks / swapped pairs, sample index
+  deleted      indices of the deleted blocks;  order: block order run (reorder only)
+  swaps        the swapped pairs, in the order applied;  kendall_tau: of order vs 0..n-1 (reorder)
+  plan         the plan's key, 'r0 r1 d2 r3 ...'
+  n, errors, error, error_ci   images, wrong ones, error rate and its 95% Wilson interval
+  loss         mean cross-entropy
+  delta, delta_ci, mcnemar_p   error - baseline error, its 95% paired bootstrap interval, and the
+                               exact McNemar p-value;  newly_wrong / newly_right: discordant images
+  seconds      the plan's share of the engine's wall time (the only field that varies between runs)
+"""
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any, Iterable, Sequence
+
+import torch
+from scipy import stats as scipy_stats
+from torch import nn
+
+from . import stats
+from .core import RUN, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
+from .engine import DEFAULT_CACHE_BYTES, count_examples, evaluate_plans, iterate_batches
+from .results import ResultStore
+
+DEFAULT_CHUNK = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# The plans of each experiment: (record fields, plan)
+
+def parse_k(k: int | str | Iterable[int]) -> list[int]:
+    """'1-20' -> [1..20], '1,2,5' -> [1, 2, 5], 3 -> [3]."""
+    if isinstance(k, int):
+        return [k]
+    if isinstance(k, str):
+        out: list[int] = []
+        try:
+            for part in k.split(","):
+                a, _, b = part.strip().partition("-")
+                out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+        except ValueError:
+            raise UserError(f"cannot read k={k!r}; write a range like 1-20 or a list like 1,2,5.") from None
+        return out
+    return [int(x) for x in k]
+
+
+def single_plans(view: ResidualView) -> list[tuple[dict[str, Any], Plan]]:
+    n = len(view)
+    return [({"key": f"single {i}", "kind": "single", "k": 1, "sample": 0, "deleted": [i]},
+             delete_blocks(n, [i], label=f"delete {i}")) for i in view.deletable]
+
+
+def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[tuple[dict[str, Any], Plan]]:
+    """Each set depends only on (seed, k, sample): adding k values or samples keeps earlier ones."""
+    pool = view.deletable
+    bad = [k for k in ks if not 1 <= k <= len(pool)]
+    if bad:
+        raise UserError(f"cannot delete {bad[0]} blocks: this model has {len(pool)} deletable blocks; "
+                        f"choose k between 1 and {len(pool)}.")
+    out = []
+    for k in ks:
+        for s in range(samples):
+            gone = sorted(random.Random(f"{seed}/delete/{k}/{s}").sample(pool, k))
+            out.append(({"key": f"random k={k} s={s}", "kind": "random", "k": k, "sample": s, "deleted": gone},
+                        delete_blocks(len(view), gone, label=f"delete {gone}")))
+    return out
+
+
+def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[tuple[dict[str, Any], Plan]]:
+    """Swap k distinct random pairs of compatible blocks (view.swappable_pairs: never across a shape change)."""
+    pairs = view.swappable_pairs()
+    bad = [k for k in ks if not 1 <= k <= len(pairs)]
+    if bad:
+        raise UserError(f"cannot swap {bad[0]} pairs: this model has {len(pairs)} pairs of blocks with "
+                        f"compatible shapes; choose k between 1 and {len(pairs)}.")
+    n = len(view)
+    out = []
+    for k in ks:
+        for s in range(samples):
+            swaps = random.Random(f"{seed}/reorder/{k}/{s}").sample(pairs, k)
+            order = list(range(n))
+            for a, b in swaps:
+                pa, pb = order.index(a), order.index(b)
+                order[pa], order[pb] = order[pb], order[pa]
+            tau = float(scipy_stats.kendalltau(range(n), order).statistic)
+            out.append(({"key": f"reorder k={k} s={s}", "kind": "reorder", "k": k, "sample": s, "deleted": [],
+                         "swaps": [list(p) for p in swaps], "order": order, "kendall_tau": tau},
+                        reorder_blocks(order, label=f"swap {swaps}")))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Running an experiment
+
+def describe(view: ResidualView, data: Any, n_images: int) -> dict[str, Any]:
+    """What is being evaluated, for the result file's meta."""
+    return {
+        "model": {"name": view.name, "adapter": view.adapter, "blocks": len(view)},
+        "dataset": {"name": getattr(data, "name", type(data).__name__), "n_images": n_images},
+        "blocks": view.info(),
+    }
+
+
+def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[tuple[dict[str, Any], Plan]],
+                   params: dict[str, Any], *, out: str | None = None, meta: dict[str, Any] | None = None,
+                   force: bool = False, batch_size: int = 256, device: Any = None, dtype: Any = "float32",
+                   fast: bool = False, cache_bytes: int = DEFAULT_CACHE_BYTES, chunk: int = DEFAULT_CHUNK,
+                   progress: bool = False, seed: int = 0) -> list[dict[str, Any]]:
+    """Evaluate the baseline and the specs' plans; records in spec order (baseline first)."""
+    n_images = count_examples(data)
+    if n_images is None:  # an iterable of batches: count once
+        n_images = sum(len(y) for _, y in data)
+    if n_images == 0:
+        raise UserError("the dataset has no images; check --data-dir and --limit.")
+    full = {"experiment": experiment, **describe(view, data, n_images), "params": params, **(meta or {})}
+    store = ResultStore(out, full, force=force) if out else None
+    base_spec = ({"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": []}, full_plan(len(view)))
+    specs = [base_spec] + specs
+    keys = [fields["key"] for fields, _ in specs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("every plan of an experiment needs its own key.")
+    records: dict[str, dict[str, Any]] = {}
+    pending = [sp for sp in specs if store is None or not store.done(sp[0]["key"])]
+    # plans with a common prefix go together: sort by steps, then cut into chunks
+    pending.sort(key=lambda sp: sp[1].steps)
+    todo = [sp for sp in pending if sp[0]["key"] != "baseline"]
+    groups = [todo[s:s + chunk] for s in range(0, len(todo), max(1, chunk))] or [[]]
+    baseline_correct = None
+    for gi, group in enumerate(groups):
+        if not group and store is not None and store.done("baseline"):
+            break
+        plans = [base_spec[1]] + [p for _, p in group]
+        results = evaluate_plans(view, data, plans, batch_size=batch_size, device=device, dtype=dtype,
+                                 fast=fast, cache_bytes=cache_bytes, progress=progress,
+                                 desc=f"plans, chunk {gi + 1}/{len(groups)}")
+        base = results[0]
+        if baseline_correct is not None and not torch.equal(base.correct, baseline_correct):
+            raise RuntimeError("the baseline gave different answers in two chunks; the model or data is not "
+                               "deterministic, so paired statistics would be wrong.")
+        baseline_correct = base.correct
+        for (fields, _), r in zip([base_spec] + group, results):
+            if store is not None and store.done(fields["key"]):
+                continue
+            rec = make_record(fields, r, base, seed)
+            records[rec["key"]] = rec
+            if store is not None:
+                store.append(rec)
+    if store is None:
+        return [records[k] for k in keys]
+    baseline = store.get("baseline")
+    store.finish(order=keys, baseline={k: baseline[k] for k in ("n", "errors", "error", "error_ci", "loss")})
+    return store.sorted_records(keys)
+
+
+def make_record(fields: dict[str, Any], r: Any, base: Any, seed: int) -> dict[str, Any]:
+    rec = dict(fields)
+    rec.update(plan=r.plan.key(), n=r.n, errors=r.errors, error=r.error,
+               error_ci=list(stats.wilson_ci(r.errors, r.n)), loss=r.loss / max(r.n, 1))
+    rec.update(stats.compare(base.correct, r.correct, seed=seed))
+    rec["seconds"] = round(r.seconds, 6)
+    return rec
+
+
+def _probed(view: ResidualView, data: Any, device: Any) -> ResidualView:
+    if any(b.in_shape is None for b in view.blocks):
+        x, _ = next(iter(iterate_batches(data, 2, torch.device(device or "cpu"))))
+        with torch.inference_mode():
+            view.probe(x)
+    return view
+
+
+def lesion_single(view: ResidualView, data: Any, **options: Any) -> list[dict[str, Any]]:
+    """The baseline and each deletable block deleted alone. options: see run_experiment."""
+    view = _probed(view, data, options.get("device"))
+    return run_experiment(view, data, "lesion-single", single_plans(view), {"mode": "single"}, **options)
+
+
+def lesion_random(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, seed: int = 0,
+                  **options: Any) -> list[dict[str, Any]]:
+    """samples random sets of k deleted blocks for each k."""
+    view = _probed(view, data, options.get("device"))
+    ks = parse_k(k)
+    specs = random_plans(view, ks, samples, seed)
+    return run_experiment(view, data, "lesion-random", specs,
+                          {"mode": "random", "k": ks, "samples": samples, "seed": seed}, seed=seed, **options)
+
+
+def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, seed: int = 0,
+            **options: Any) -> list[dict[str, Any]]:
+    """samples random reorderings by k swaps of compatible blocks for each k."""
+    view = _probed(view, data, options.get("device"))
+    ks = parse_k(k)
+    specs = reorder_plans(view, ks, samples, seed)
+    return run_experiment(view, data, "reorder", specs, {"k": ks, "samples": samples, "seed": seed},
+                          seed=seed, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# The naive reference: the model itself, with blocks really removed or moved
+
+class Deleted(nn.Module):
+    """Stands in for a deleted block: post(shortcut(x)), or x for a plain layer."""
+
+    def __init__(self, block: Any):
+        super().__init__()
+        self.block = block  # a core.Block whose callables belong to the copied model
+
+    def forward(self, x: Any) -> Any:
+        return self.block.deleted(x)
+
+
+def lesioned_model(model: nn.Module, plan: Plan, example_input: Any, **view_options: Any) -> nn.Module:
+    """A deep copy of model in which the module of each plan position is the block the plan runs
+    there (or a Deleted stand-in): the obviously-correct way to run a plan, by a plain forward.
+
+    Works for models that call their blocks in order through the blocks' slots (nn.Sequential or
+    nn.ModuleList children), which is every model respaths' adapters know."""
+    from .adapters import view as make_view
+    twin = copy.deepcopy(model)
+    v = make_view(twin, example_input, **view_options)
+    slots = {}
+    for parent_name, parent in twin.named_modules():
+        for name, child in parent.named_children():
+            slots[id(child)] = (parent, name)
+    where = []
+    for b in v.blocks:
+        if b.module is None or id(b.module) not in slots:
+            raise ValueError(f"block {b.index} ({b.name}) has no module slot to replace.")
+        where.append(slots[id(b.module)])
+    if len(plan.steps) != len(v):
+        raise ValueError("lesioned_model needs a plan with one step per block.")
+    new = [b.module if op == RUN else Deleted(b) for op, i in plan.steps for b in [v.blocks[i]]]
+    for (parent, name), module in zip(where, new):
+        parent._modules[name] = module
+    return twin
