@@ -33,10 +33,139 @@ def evaluate_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# lesion / reorder  (issue 3: the lesion engine)
+
+def _lesion_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", nargs="?", help="a respaths checkpoint directory (or give --model)")
+    p.add_argument("--model", help="a model that is not a respaths checkpoint: torchvision:resnet50, "
+                                   "timm:NAME, respaths:preresnet110 or module.path:factory")
+    p.add_argument("--weights", help="weights for --model: .safetensors, or .pt/.pth read with weights_only")
+    p.add_argument("--num-classes", type=int, help="classes of --model (default: the factory's own; the "
+                                                   "dataset's for respaths: models)")
+    p.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
+                                     "(default: the checkpoint's)")
+    p.add_argument("--data-dir", help="where the dataset is looked for")
+    p.add_argument("--limit", type=int, help="use the first N test images")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random sets and the bootstrap")
+    p.add_argument("--out", default="runs", help="directory of the result files")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="float32 is exact; the others run under autocast")
+    p.add_argument("--fast", action="store_true", help="fold BatchNorm into convolutions and use channels_last "
+                                                      "(rounding-level differences; see respaths.engine)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-mb", type=int, default=1024, help="memory bound of the branch-point cache")
+    p.add_argument("--chunk", type=int, default=64, help="plans evaluated together (results are saved per chunk)")
+    p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
+
+
+def _lesion_setup(args: argparse.Namespace):
+    """(view, dataset, options for respaths.lesion) from the command line."""
+    import torch
+
+    from .adapters import view as make_view
+    from .data import load_dataset
+    from .engine import iterate_batches
+    from .loading import load_model
+    if bool(args.checkpoint) == bool(args.model):
+        raise UserError("give either a respaths checkpoint directory or --model SPEC (not both, not neither).")
+    if args.weights and not args.model:
+        raise UserError("--weights goes with --model; a checkpoint directory holds its own weights.")
+    dataset_name = args.dataset
+    if args.checkpoint:
+        model, meta = load_model(args.checkpoint, device=args.device)
+        if dataset_name is None:
+            ds = meta.get("dataset")
+            dataset_name = ds.get("name") if isinstance(ds, dict) else ds
+        source = {"checkpoint": args.checkpoint}
+    if dataset_name is None:
+        raise UserError("say which images to use with --dataset (fashion-mnist, cifar10, cifar100, "
+                        "imagefolder:PATH or synthetic).")
+    data = load_dataset(dataset_name, args.data_dir, split="test", limit=args.limit)
+    if args.model:
+        kwargs = {}
+        num_classes = args.num_classes
+        if args.model.startswith("respaths:"):
+            num_classes = num_classes or data.num_classes
+            kwargs["in_channels"] = data.in_channels
+        model, _ = load_model(args.model, args.weights, num_classes=num_classes, device=args.device, **kwargs)
+        source = {"model": args.model, "weights": args.weights}
+    x, _ = next(iter(iterate_batches(data.take(2), 2, torch.device(args.device))))
+    with torch.inference_mode():
+        v = make_view(model.eval(), x)
+        outputs = v(x).shape[-1]
+    if outputs < data.num_classes:
+        raise UserError(f"the model has {outputs} outputs but {data.name} has {data.num_classes} classes; "
+                        f"give --num-classes or a model trained on this dataset.")
+    options = dict(batch_size=args.batch_size, device=args.device, dtype=args.dtype, fast=args.fast,
+                   cache_bytes=args.cache_mb << 20, chunk=args.chunk, force=args.force, progress=True,
+                   meta={"source": source, "dtype": args.dtype, "fast": args.fast})
+    return v, data, options
+
+
+def _print_summary(records: list, path: str) -> None:
+    base = records[0]
+    print(f"baseline error {100 * base['error']:.2f}% on {base['n']} images")
+    groups: dict = {}
+    for r in records[1:]:
+        groups.setdefault((r["kind"], r["k"]), []).append(r)
+    if len(groups) == 1 and records[1:] and records[1]["kind"] == "single":
+        worst = sorted(records[1:], key=lambda r: -r["error"])[:5]
+        print("most harmful single deletions: " + ", ".join(
+            f"block {r['deleted'][0]} {100 * r['error']:.2f}%" for r in worst))
+    else:
+        for (kind, k), rs in sorted(groups.items()):
+            mean = sum(r["error"] for r in rs) / len(rs)
+            print(f"{kind} k={k}: mean error {100 * mean:.2f}% over {len(rs)} samples")
+    print(f"wrote {path}.json and {path}.csv")
+
+
+def lesion_args(p: argparse.ArgumentParser) -> None:
+    _lesion_common_args(p)
+    p.add_argument("--mode", default="single", choices=["single", "random"],
+                   help="single: each block deleted alone; random: --samples random sets of k blocks")
+    p.add_argument("--k", default="1-20", help="random mode: numbers of deleted blocks, e.g. 1-20 or 1,5,10")
+    p.add_argument("--samples", type=int, default=10, help="random mode: sets per k")
+
+
+def lesion_run(args: argparse.Namespace) -> int:
+    import os
+
+    from .lesion import lesion_random, lesion_single
+    view, data, options = _lesion_setup(args)
+    out = os.path.join(args.out, f"lesion-{args.mode}")
+    if args.mode == "single":
+        records = lesion_single(view, data, out=out, seed=args.seed, **options)
+    else:
+        records = lesion_random(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
+    _print_summary(records, out)
+    return 0
+
+
+def reorder_args(p: argparse.ArgumentParser) -> None:
+    _lesion_common_args(p)
+    p.add_argument("--k", default="1-20", help="numbers of swapped pairs, e.g. 1-20 or 1,5,10")
+    p.add_argument("--samples", type=int, default=10, help="random reorderings per k")
+
+
+def reorder_run(args: argparse.Namespace) -> int:
+    import os
+
+    from .lesion import reorder
+    view, data, options = _lesion_setup(args)
+    out = os.path.join(args.out, "reorder")
+    records = reorder(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
+    _print_summary(records, out)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 COMMANDS = {
     "train": (train_args, train_run, "train a model (SGD, stochastic depth, fixed-m, resumable)"),
     "evaluate": (evaluate_args, evaluate_run, "test error of a checkpoint"),
+    "lesion": (lesion_args, lesion_run, "delete blocks at test time: each alone, or random sets of k"),
+    "reorder": (reorder_args, reorder_run, "swap k random pairs of compatible blocks at test time"),
 }
 
 

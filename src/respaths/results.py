@@ -32,7 +32,7 @@ SCHEMA = "respaths.results/1"
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return json.dumps(obj, separators=(",", ":"), allow_nan=True)
 
 
 def _canonical(obj: Any) -> Any:
