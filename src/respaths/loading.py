@@ -37,7 +37,7 @@ def load_model(spec: str, weights: str | Path | None = None, num_classes: int | 
     meta is the checkpoint's meta.json for a checkpoint directory, else {"model": {"spec", "num_classes"},
     "weights": PATH or None}. kwargs go to the factory (e.g. img_size=64 for a timm ViT)."""
     spec = str(spec)
-    if Path(spec).is_dir():
+    if Path(spec).is_dir() or Path(spec + ".old").is_dir():  # .old: a save that a crash interrupted
         model, meta = from_checkpoint(Path(spec), weights, num_classes)
     else:
         model = build(spec, num_classes, kwargs)
@@ -69,7 +69,7 @@ def build(spec: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Modu
     source, sep, name = spec.partition(":")
     if not sep or not source or not name:
         hint = " (a weights file goes in weights=, with a model spec)" if spec.endswith((".safetensors",) + TORCH_SUFFIXES) else ""
-        raise UserError(f"cannot read the model spec {spec!r}{hint}; give one of {FORMS}.")
+        raise UserError(f"{spec!r} is neither a checkpoint directory nor a model spec{hint}; give one of {FORMS}.")
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
     if source == "torchvision":
