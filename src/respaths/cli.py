@@ -160,10 +160,54 @@ def reorder_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# layers  (issue: transformers and layer-importance methods)
+
+def layers_args(p: argparse.ArgumentParser) -> None:
+    from .layer_importance import METHODS, PAINTERS
+    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), tokenizer beside it")
+    p.add_argument("--method", required=True, choices=METHODS,
+                   help="influence: ShortGPT Block Influence and pruning in its order; angular: Gromov et al.'s "
+                        "angular distance and best n consecutive blocks; greedy: greedy pruning vs influence "
+                        "and random order; painters: skip/repeat/reverse/random/parallel/looped middle blocks")
+    p.add_argument("--text", help="UTF-8 text: one stream for decoders, one example per line for encoders "
+                                  "('LABEL<TAB>TEXT' lines give labels to classifiers)")
+    p.add_argument("--out", help="output prefix (writes PREFIX.json and PREFIX.csv); default runs/layers-METHOD")
+    p.add_argument("--split", default="layer", choices=["layer", "attn_mlp"],
+                   help="one block per layer, or attention and MLP as two blocks")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per window (decoders) or per line (encoders)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, help="use at most this many examples (lines or windows)")
+    p.add_argument("--steps", type=int, help="remove at most this many blocks (default: all but one)")
+    p.add_argument("--seeds", type=int, default=3, help="random orders (greedy) or permutations (painters)")
+    p.add_argument("--spans", help="painters: numbers of middle blocks, e.g. 1,2,4 (default 1..L-2)")
+    p.add_argument("--variants", default=",".join(PAINTERS), help="painters: variants to run")
+    p.add_argument("--loops", type=int, help="painters looped: times the parallel step runs (default: the span)")
+    p.add_argument("--token", default="last", choices=["last", "first"], help="angular: the readout token")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true", help="overwrite results of a different experiment")
+
+
+def layers_run(args: argparse.Namespace) -> int:
+    from .layer_importance import layers_main
+    try:
+        spans = [int(s) for s in args.spans.split(",")] if args.spans else None
+    except ValueError:
+        raise UserError(f"--spans takes numbers of blocks separated by commas, e.g. 1,2,4; got {args.spans!r}.")
+    path = layers_main(args.model, args.method, text=args.text, out=args.out, split=args.split,
+                       seq_len=args.seq_len, batch_size=args.batch_size, limit=args.limit, steps=args.steps,
+                       seeds=args.seeds, spans=spans, variants=[v for v in args.variants.split(",") if v],
+                       loops=args.loops, token=args.token, device=args.device, force=args.force)
+    print(f"wrote {path} and {path.with_suffix('.csv')}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 COMMANDS = {
     "train": (train_args, train_run, "train a model (SGD, stochastic depth, fixed-m, resumable)"),
     "evaluate": (evaluate_args, evaluate_run, "test error of a checkpoint"),
+    "layers": (layers_args, layers_run, "which transformer layers matter: Block Influence, angular "
+                                        "distance, greedy pruning, painters variants"),
     "lesion": (lesion_args, lesion_run, "delete blocks at test time: each alone, or random sets of k"),
     "reorder": (reorder_args, reorder_run, "swap k random pairs of compatible blocks at test time"),
 }
