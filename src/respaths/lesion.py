@@ -32,7 +32,7 @@ import torch
 from scipy import stats as scipy_stats
 from torch import nn
 
-from . import stats
+from . import distributed, stats
 from .core import RUN, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
 from .engine import DEFAULT_CACHE_BYTES, count_examples, evaluate_plans, iterate_batches
 from .results import ResultStore
@@ -128,12 +128,16 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[t
     if n_images == 0:
         raise UserError("the dataset has no images; check --data-dir and --limit.")
     full = {"experiment": experiment, **describe(view, data, n_images), "params": params, **(meta or {})}
-    store = ResultStore(out, full, force=force) if out else None
+    ranks = distributed.init()  # 1 outside torchrun; under it, rank 0 alone opens and writes the file
+    store = distributed.on_main(lambda: ResultStore(out, full, force=force)) if out else None
     base_spec = ({"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": []}, full_plan(len(view)))
     specs = [base_spec] + specs
     keys = [fields["key"] for fields, _ in specs]
     if len(set(keys)) != len(keys):
         raise ValueError("every plan of an experiment needs its own key.")
+    if ranks > 1:
+        return run_sharded(view, data, store, specs, keys, seed=seed, chunk=chunk, batch_size=batch_size,
+                           device=device, dtype=dtype, fast=fast, cache_bytes=cache_bytes, progress=progress)
     records: dict[str, dict[str, Any]] = {}
     pending = [sp for sp in specs if store is None or not store.done(sp[0]["key"])]
     # plans with a common prefix go together: sort by steps, then cut into chunks
@@ -165,6 +169,36 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[t
     baseline = store.get("baseline")
     store.finish(order=keys, baseline={k: baseline[k] for k in ("n", "errors", "error", "error_ci", "loss")})
     return store.sorted_records(keys)
+
+
+def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs: list[tuple[dict[str, Any], Plan]],
+                keys: list[str], *, seed: int, chunk: int, progress: bool, **engine: Any) -> list[dict[str, Any]]:
+    """run_experiment under torchrun: the plans dealt out across ranks, one file written by rank 0.
+
+    Sorted by their steps as in one process, then plan i goes to rank i % world (balanced: sorted
+    plans grow cheaper along the list); each rank runs the baseline beside each chunk of its own
+    plans, so every record, paired statistics included, equals the one-process record."""
+    base_spec = specs[0]
+
+    def compute(part: list[tuple[dict[str, Any], Plan]]) -> list[dict[str, Any]]:
+        group = [sp for sp in part if sp[0]["key"] != "baseline"]
+        results = evaluate_plans(view, data, [base_spec[1]] + [p for _, p in group], progress=progress and
+                                 distributed.is_main(), desc=f"plans on {distributed.world()} ranks", **engine)
+        pairs = list(zip(group, results[1:])) + ([(base_spec, results[0])] if len(group) < len(part) else [])
+        return [make_record(fields, r, results[0], seed) for (fields, _), r in pairs]
+
+    tasks = sorted(specs, key=lambda sp: sp[1].steps)
+    new = distributed.run_sharded(store, tasks, compute, key=lambda sp: sp[0]["key"], chunk=chunk)
+    if not distributed.broadcast(store is not None):  # no file (out=None): every rank has every record
+        by_key = {r["key"]: r for r in new}
+        return [by_key[k] for k in keys]
+
+    def finish() -> list[dict[str, Any]]:
+        baseline = store.get("baseline")
+        store.finish(order=keys, baseline={k: baseline[k] for k in ("n", "errors", "error", "error_ci", "loss")})
+        return store.sorted_records(keys)
+
+    return distributed.broadcast(distributed.on_main(finish))
 
 
 def make_record(fields: dict[str, Any], r: Any, base: Any, seed: int) -> dict[str, Any]:

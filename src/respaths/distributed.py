@@ -1,0 +1,254 @@
+"""Running on many processes with PyTorch's own torch.distributed, as launched by torchrun.
+
+    torchrun --nproc_per_node=2 -m respaths lesion runs/r20/checkpoint       # 2 processes, one file
+
+Outside torchrun (no WORLD_SIZE in the environment, or WORLD_SIZE=1) every function here is the
+one-process no-op, so the rest of respaths calls them unconditionally.
+
+  init()                 join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK,
+                         MASTER_ADDR/PORT): gloo for CPU tensors, plus NCCL for CUDA ones on a GPU machine;
+  rank(), world(), is_main(), local_device(d)   who am I, and which GPU is mine;
+  shard(items)           this rank's share: item i goes to rank i % world;
+  gather(obj), broadcast(obj)   picklable objects between ranks (our own ranks' results: plain data);
+  on_main(fn)            run fn on rank 0 only, and fail on every rank if it failed there;
+  run_sharded(store, tasks, compute)   a resumable sweep split across ranks (see its docstring).
+
+Sweeps: every rank builds the same list of tasks (plans, path lengths) from the same seeds; rank 0
+alone opens the result file, says which tasks are unfinished, and appends what all ranks computed,
+so the file is the one a single process writes and a killed run resumes with any number of ranks.
+Training: respaths.train's DistributedTrainer uses `rank_batches` below with DistributedDataParallel.
+"""
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import traceback
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .core import UserError
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------------
+# The process group
+
+
+def launched() -> bool:
+    """Whether torchrun (or an equivalent launcher) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init() -> int:
+    """Join torchrun's process group, once; returns the number of processes (1 outside torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    if not launched():
+        return 1
+    if not dist.is_available():
+        raise UserError("this build of torch has no torch.distributed; run without torchrun, or install a "
+                        "torch built with distributed support.")
+    backend = "gloo"
+    if torch.cuda.is_available():
+        # NCCL for CUDA tensors (gradients), gloo for the CPU ones (gathered result records)
+        torch.cuda.set_device(local_rank() % torch.cuda.device_count())
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend)  # env:// : RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT from torchrun
+    atexit.register(shutdown)
+    return dist.get_world_size()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def local_device(device: str | torch.device) -> torch.device:
+    """Under torchrun, a bare "cuda" means this process's own GPU, cuda:LOCAL_RANK."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and active():
+        return torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
+    return device
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------
+# Splitting work and collecting results
+
+
+def shard(items: Sequence[T], of_rank: int | None = None, ranks: int | None = None) -> list[T]:
+    """The items rank `of_rank` (default: this one) takes: item i goes to rank i % ranks.
+
+    Interleaving balances sweeps whose cost drifts along the list (plans sorted by their steps)."""
+    r = rank() if of_rank is None else of_rank
+    w = world() if ranks is None else ranks
+    return list(items[r::w])
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every rank's obj, in rank order, on every rank (pickled: use for our own ranks' plain results)."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: Any, src: int = 0) -> Any:
+    """Rank src's obj on every rank."""
+    if not active():
+        return obj
+    box = [obj if rank() == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def _reason(e: BaseException) -> str:
+    msg = e.args[0] if isinstance(e, (UserError, ValueError, FileNotFoundError)) and e.args else None
+    return str(msg) if msg is not None else f"{type(e).__name__}: {e}"
+
+
+def on_main(fn: Callable[[], T]) -> T | None:
+    """fn() on rank 0 (its value returned there, None elsewhere). If it raises, every rank raises:
+    rank 0 the original exception, the others a UserError with its message, instead of waiting
+    forever for a rank that has stopped."""
+    if not active():
+        return fn()
+    value, error, failure = None, None, None
+    if is_main():
+        try:
+            value = fn()
+        except Exception as e:
+            error, failure = _reason(e), e
+    error = broadcast(error)
+    if failure is not None:
+        raise failure
+    if error is not None:
+        raise UserError(f"rank 0 stopped: {error}")
+    return value
+
+
+def all_ok(fn: Callable[[], T]) -> T:
+    """fn() on every rank; if it raises on any rank, every rank raises (see on_main)."""
+    if not active():
+        return fn()
+    value, error, failure = None, None, None
+    try:
+        value = fn()
+    except Exception as e:
+        error, failure = _reason(e), e
+    errors = gather(error)
+    if failure is not None:
+        raise failure
+    bad = next(((r, e) for r, e in enumerate(errors) if e is not None), None)
+    if bad is not None:
+        raise UserError(f"rank {bad[0]} stopped: {bad[1]}")
+    return value
+
+
+def unfinished(store: Any, keys: Sequence[str]) -> list[str]:
+    """The keys not yet done in the ResultStore, as rank 0 (which alone opens it) reads them, on every rank."""
+    return broadcast([k for k in keys if store is None or not store.done(k)] if is_main() else None)
+
+
+def run_sharded(store: Any, tasks: Sequence[T], compute: Callable[[list[T]], list[dict[str, Any]]], *,
+                key: Callable[[T], str], chunk: int = 64) -> list[dict[str, Any]]:
+    """A sweep split across ranks, written by rank 0 as one process would write it.
+
+    store: the ResultStore on rank 0 (None on the others, or everywhere for no file);
+    tasks: the same list on every rank, one result record per task, key(task) its record's "key";
+    compute(list of tasks) -> their records (any order), run on at most `chunk` tasks at a time.
+
+    The unfinished tasks are dealt out i -> rank i % world; in each round every rank computes up to
+    `chunk` of its own, the records are gathered, and rank 0 appends them to the store in task
+    order (so the journal is fsynced after every round and a killed run resumes, with any number
+    of ranks). Returns the records computed in this call, in task order, on every rank."""
+    keys = [key(t) for t in tasks]
+    if len(set(keys)) != len(keys):
+        raise ValueError("every task of a sweep needs its own key.")
+    position = {k: i for i, k in enumerate(keys)}
+    pending = set(unfinished(store, keys))
+    mine = shard([t for t in tasks if key(t) in pending])
+    chunk = max(1, chunk)
+    rounds = math.ceil(math.ceil(len(pending) / world()) / chunk)
+    done: list[dict[str, Any]] = []
+    for r in range(rounds):
+        part = mine[r * chunk:(r + 1) * chunk]
+        records = all_ok(lambda: compute(part) if part else [])
+        new = sorted((rec for recs in gather(records) for rec in recs), key=lambda rec: position[rec["key"]])
+        if store is not None and is_main():
+            for rec in new:
+                store.append(rec)
+        done += new
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+# Data parallelism: this rank's part of every global batch
+
+
+def rank_batches(dataset: Any, batch_size: int, device: torch.device | str, *, generator: torch.Generator,
+                 augment: bool = False, channels_last: bool = False) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """One training epoch as (x, y, n): this rank's part of each global batch of `batch_size`
+    examples, and n, the global batch's size.
+
+    Every rank draws the same epoch order and, per global batch, the same augmentation for the
+    whole batch from `generator`, in the sequence respaths.data.batches draws them for one process,
+    then keeps its own slice (torch.tensor_split: sizes differ by at most one). So each example is
+    seen and augmented as in a one-process run, and the generator ends the epoch in the same state
+    whatever the number of ranks: a checkpoint resumes on any number. A last global batch with
+    fewer examples than ranks is skipped (its augmentation still drawn)."""
+    from .data import crop_and_flip, draw_augmentation, epoch_order, normalize
+
+    device = torch.device(device)
+    images, labels = dataset.images.to(device), dataset.labels.to(device)
+    order = epoch_order(len(labels), generator)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        params = draw_augmentation(len(idx), 4, generator) if augment else None
+        if len(idx) < world():
+            continue
+        part = torch.tensor_split(torch.arange(len(idx)), world())[rank()]
+        x = images[idx[part].to(device)]
+        if augment:
+            x = crop_and_flip(x, params[part])
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+        yield normalize(x, dataset.mean, dataset.std), labels[idx[part].to(device)], len(idx)
+
+
+def all_sum(*values: Tensor) -> list[Tensor]:
+    """Element-wise sums over ranks of scalar tensors (one collective for all of them)."""
+    if not active():
+        return list(values)
+    flat = torch.stack([v.detach().double().reshape(()) for v in values])  # exact for counts
+    dist.all_reduce(flat)  # gloo on CPU, NCCL on CUDA
+    return [flat[i].to(v.dtype) for i, v in enumerate(values)]
