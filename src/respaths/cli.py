@@ -104,6 +104,9 @@ def _lesion_setup(args: argparse.Namespace):
 
 
 def _print_summary(records: list, path: str) -> None:
+    from .distributed import is_main
+    if not is_main():  # under torchrun, rank 0 speaks for all
+        return
     base = records[0]
     print(f"baseline error {100 * base['error']:.2f}% on {base['n']} images")
     groups: dict = {}
