@@ -207,7 +207,7 @@ def test_lm_loss_equals_the_models_own_loss(models):
         ref = m(**inp, labels=labels, use_cache=False).loss.item()
     r = li.LMLoss()(respaths.view(m), [inp])
     assert r["loss"] == pytest.approx(ref, rel=1e-6) and r["ppl"] == pytest.approx(math.exp(ref), rel=1e-6)
-    assert r["tokens"] == int(inp["attention_mask"][:, 1:].sum())
+    assert r["n"] == int(inp["attention_mask"][:, 1:].sum())
 
 
 def test_token_batches_cut_windows():
@@ -352,11 +352,12 @@ def test_cli_layers_decoder_resumes_to_identical_files(models, tmp_path, capsys)
     doc = json.loads((tmp_path / "runs" / "greedy.json").read_text())
     recs = {r["key"]: r for r in doc["records"]}
     assert doc["meta"]["metric"] == "lm" and doc["meta"]["blocks"] == 5
-    assert {"baseline", "greedy/k=001", "influence-order/k=002", "random-order/seed=1/k=002"} <= set(recs)
-    g1 = recs["greedy/k=001"]
-    tries = [r for r in doc["records"] if r["experiment"] == "greedy-try" and r["k"] == 1]
+    assert {"baseline", "greedy k=1", "influence-order k=2", "random-order k=2 s=1"} <= set(recs)
+    g1 = recs["greedy k=1"]
+    tries = [r for r in doc["records"] if r["kind"] == "greedy-try" and r["k"] == 1]
     assert len(tries) == 5 and g1["loss"] == min(r["loss"] for r in tries)
     assert recs["baseline"]["ppl"] == pytest.approx(math.exp(recs["baseline"]["loss"]))
+    assert (tmp_path / "runs" / "greedy.png").stat().st_size > 0 and (tmp_path / "runs" / "greedy.svg").exists()
     first = (tmp_path / "runs" / "greedy.json").read_text()
     assert main(args + ["--method", "greedy", "--out", str(out), "--steps", "2"]) == 0  # resumes: nothing new
     assert (tmp_path / "runs" / "greedy.json").read_text() == first
@@ -382,7 +383,7 @@ def test_cli_layers_encoder_influence(models, tmp_path):
     assert doc["meta"]["metric"] == "cosine" and doc["meta"]["blocks"] == 6
     recs = {r["key"]: r for r in doc["records"]}
     assert recs["baseline"]["cos"] == pytest.approx(1.0)
-    assert len([k for k in recs if k.startswith("influence/block=")]) == 6
+    assert len([k for k in recs if k.startswith("influence block=")]) == 6
 
 
 def test_pretrained_minilm_if_installed():

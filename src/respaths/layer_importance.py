@@ -22,6 +22,7 @@ Methods, each equal to a naive computation (tests/test_transformers.py):
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from pathlib import Path
@@ -151,7 +152,7 @@ class LMLoss:
             nll += float(per_token[ok.flatten()].double().sum())
             n += int(ok.sum())
         loss = nll / n
-        return {"loss": loss, "ppl": math.exp(loss), "tokens": n}
+        return {"n": n, "loss": loss, "ppl": math.exp(loss)}  # n: tokens predicted
 
     @staticmethod
     def cost(r: dict[str, float]) -> float:
@@ -188,7 +189,7 @@ class EmbeddingCosine:
             self.reference = self.pooled(view, batches, None)
         cos = torch.cat([F.cosine_similarity(p, r, dim=-1)
                          for p, r in zip(self.pooled(view, batches, plan), self.reference)])
-        return {"cos": float(cos.double().mean()), "examples": len(cos)}
+        return {"n": len(cos), "cos": float(cos.double().mean())}
 
     @staticmethod
     def cost(r: dict[str, float]) -> float:
@@ -206,7 +207,7 @@ class ClassifierError:
         device = model_device(view)
         data = [(inputs_of(to_device(b, device)), b["labels"]) for b in batches]
         r = evaluate_plans(view, data, [plan or full_plan(len(view))], device=device)[0]
-        return {"error": r.error, "accuracy": 1.0 - r.error, "loss": r.loss / r.n, "examples": r.n}
+        return {"n": r.n, "error": r.error, "accuracy": 1.0 - r.error, "loss": r.loss / r.n}
 
     @staticmethod
     def cost(r: dict[str, float]) -> float:
@@ -381,13 +382,27 @@ def painters_plan(n_blocks: int, k: int, variant: str, seed: int = 0, loops: int
 
 # ---------------------------------------------------------------------------------------------
 # One method end to end, into a ResultStore
+#
+# Records follow the lesion schema (respaths.lesion): key, kind, k, sample, deleted, order, plan,
+# n, the metric's fields (loss and ppl | cos | error, accuracy and loss), seconds. Keys:
+#   baseline                        the full model
+#   influence block=I               Block Influence of block I (fields block, name, influence)
+#   influence-order k=K             the K least influential blocks deleted
+#   random-order k=K s=S            the first K blocks of random order S deleted
+#   greedy-try k=K removed=A+B+C    greedy step K trying C after A, B
+#   greedy k=K                      the K blocks greedy pruning chose (removed_order: in order)
+#   angular n=N l=L                 angular distance d(L, L+N) (fields n, l, distance)
+#   angular-prune n=N               the N consecutive blocks at the best l deleted
+#   painters VARIANT k=K [s=S]      VARIANT applied to the K middle blocks (field span)
+
+METRIC_FIELDS = ("n", "loss", "ppl", "cos", "error", "accuracy")
 
 
-def plan_record(key: str, method: str, plan: Plan, result: dict[str, Any], seconds: float, **extra: Any) -> dict:
-    """A record in the lesion schema: key, experiment, plan (label, deleted, order), metrics, seconds."""
-    return {"key": key, "experiment": method, "plan": plan.key(), "label": plan.label, "deleted": plan.deleted,
-            "order": [list(i) if isinstance(i, tuple) else i for i in plan.order], "n_deleted": len(plan.deleted),
-            **extra, **result, "seconds": seconds}
+def plan_record(key: str, kind: str, plan: Plan, result: dict[str, Any], seconds: float, k: int = 0,
+                sample: int = 0, **extra: Any) -> dict:
+    return {"key": key, "kind": kind, "k": k, "sample": sample, "deleted": plan.deleted,
+            "order": [list(i) if isinstance(i, tuple) else i for i in plan.order], "plan": plan.key(),
+            "label": plan.label, **extra, **result, "seconds": seconds}
 
 
 def file_digest(path: str | Path) -> str:
@@ -395,100 +410,89 @@ def file_digest(path: str | Path) -> str:
 
 
 class Runner:
-    """Evaluates plans once each (memoised by plan key, also across resumes) into a ResultStore."""
+    """Evaluates each distinct plan once (memoised by plan key, across resumes too) into a ResultStore."""
 
     def __init__(self, view: ResidualView, batches: Sequence[Batch], metric: Any, store: Any, progress: bool = True):
         self.view, self.batches, self.metric, self.store = view, batches, metric, store
         self.memo = {r["plan"]: r for r in store.records if "plan" in r}
         self.bar = tqdm(desc="plans", unit="plan", disable=not progress, leave=False)
 
-    def result(self, r: dict) -> dict:
-        return {k: r[k] for k in r if k in ("loss", "ppl", "tokens", "cos", "examples", "error", "accuracy")}
-
-    def evaluate(self, key: str, method: str, plan: Plan, **extra: Any) -> dict:
-        if self.store.done(key):
-            return self.result(self.store.get(key))
-        if plan.key() in self.memo:
-            old = self.memo[plan.key()]
-            result, seconds = self.result(old), old["seconds"]
+    def evaluate(self, key: str, kind: str, plan: Plan, **fields: Any) -> dict:
+        """The metric's result for the plan; appended to the store under key unless already there."""
+        old = self.store.get(key) or self.memo.get(plan.key())
+        if old is not None:
+            result, seconds = {f: old[f] for f in METRIC_FIELDS if f in old}, old["seconds"]
         else:
             t = time.perf_counter()
             result = self.metric(self.view, self.batches, plan)
             seconds = time.perf_counter() - t
             self.bar.update(1)
-        rec = plan_record(key, method, plan, result, seconds, **extra)
-        self.store.append(rec)
-        self.memo.setdefault(plan.key(), self.store.get(key))
+        if not self.store.done(key):
+            self.store.append(plan_record(key, kind, plan, result, seconds, **fields))
+            self.memo.setdefault(plan.key(), self.store.get(key))
         return result
+
+    def note(self, key: str, kind: str, **fields: Any) -> None:
+        """A record that is a score, not a plan (a block's influence, an angular distance)."""
+        if not self.store.done(key):
+            self.store.append({"key": key, "kind": kind, **fields})
 
 
 def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store: Any, *, metric: Any = None,
                steps: int | None = None, seeds: int = 3, spans: Sequence[int] | None = None,
                variants: Sequence[str] = PAINTERS, loops: int | None = None, token: str = "last",
                progress: bool = True) -> Path:
-    """Run one method (influence | angular | greedy | painters) and finish the store; see the README."""
+    """Run one method (influence | angular | greedy | painters) into the store and finish it."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     metric = metric or metric_for(view, batches)
     run = Runner(view, batches, metric, store, progress)
     L = len(view)
+    last = L - 1 if steps is None else max(0, min(steps, L - 1))
+    keys = ["baseline"]
     run.evaluate("baseline", "baseline", full_plan(L))
-    order: list[str] = ["baseline"]
     if method in ("influence", "greedy"):
         bi = block_influence(view, batches)
         for i, v in enumerate(bi):
-            key = f"influence/block={i:03d}"
-            if not store.done(key):
-                store.append({"key": key, "experiment": "influence", "block": i, "name": view.blocks[i].name,
-                              "influence": v})
-            order.append(key)
-        curves = {"influence-order": influence_order(bi)}
+            keys.append(f"influence block={i}")
+            run.note(keys[-1], "influence", block=i, name=view.blocks[i].name, influence=v)
+        orders = [("influence-order", "", 0, influence_order(bi))]
         if method == "greedy":
-            for s in range(seeds):
-                curves[f"random-order/seed={s}"] = random_order(L, s)
-        last = L - 1 if steps is None else min(steps, L - 1)
-        for name, seq in curves.items():
+            orders += [("random-order", f" s={s}", s, random_order(L, s)) for s in range(seeds)]
+        for kind, suffix, s, seq in orders:
             for k in range(1, last + 1):
-                key = f"{name}/k={k:03d}"
-                run.evaluate(key, name.split("/")[0], prune_plan(L, seq[:k], f"{name} {k}"), k=k,
-                             **({"seed": int(name.split("=")[1])} if "seed=" in name else {}))
-                order.append(key)
-        if method == "greedy":
-            def evaluate(plan: Plan) -> dict:
-                removed = [i for op, i in plan.steps if op == DELETE]
-                key = f"greedy-try/k={len(removed):03d}/removed={'+'.join(map(str, removed))}"
-                return run.evaluate(key, "greedy-try", plan, k=len(removed))
-            for s in greedy_pruning(view, batches, metric, last, evaluate):
-                key = f"greedy/k={s['k']:03d}"
-                run.evaluate(key, "greedy", prune_plan(L, s["removed"], f"greedy {s['k']}"), k=s["k"],
-                             removed_order=s["removed"])
-                order.append(key)
+                keys.append(f"{kind} k={k}{suffix}")
+                run.evaluate(keys[-1], kind, prune_plan(L, seq[:k], f"{kind} {k}{suffix}"), k=k, sample=s)
+    if method == "greedy":
+        def evaluate(plan: Plan) -> dict:
+            removed = [i for op, i in plan.steps if op == DELETE]
+            return run.evaluate(f"greedy-try k={len(removed)} removed={'+'.join(map(str, removed))}",
+                                "greedy-try", plan, k=len(removed))
+
+        for step in greedy_pruning(view, batches, metric, last, evaluate):
+            keys.append(f"greedy k={step['k']}")
+            run.evaluate(keys[-1], "greedy", prune_plan(L, step["removed"], f"greedy {step['k']}"), k=step["k"],
+                         removed_order=step["removed"])
     elif method == "angular":
         d = angular_distances(view, batches, token)
-        last = L - 1 if steps is None else min(steps, L - 1)
         for n in range(1, last + 1):
             for l in range(L - n + 1):
-                key = f"angular/n={n:03d}/l={l:03d}"
-                if not store.done(key):
-                    store.append({"key": key, "experiment": "angular", "n": n, "l": l,
-                                  "distance": float(d[l, l + n])})
-                order.append(key)
+                keys.append(f"angular n={n} l={l}")
+                run.note(keys[-1], "angular", n=n, l=l, distance=float(d[l, l + n]))
             l = best_span(d, n)
-            key = f"angular-prune/n={n:03d}"
-            run.evaluate(key, "angular-prune", prune_plan(L, range(l, l + n), f"angular: remove {l}..{l + n - 1}"),
+            keys.append(f"angular-prune n={n}")
+            run.evaluate(keys[-1], "angular-prune", prune_plan(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}"),
                          k=n, l=l, distance=float(d[l, l + n]))
-            order.append(key)
-    else:  # painters
+    elif method == "painters":
         for k in spans or range(1, L - 1):
             for variant in variants:
                 for s in range(seeds if variant == "random" else 1):
-                    key = f"painters/{variant}/k={k:03d}" + (f"/seed={s}" if variant == "random" else "")
-                    run.evaluate(key, f"painters-{variant}", painters_plan(L, k, variant, s, loops), k=k,
-                                 variant=variant, span=middle_span(L, k),
-                                 **({"seed": s} if variant == "random" else {}))
-                    order.append(key)
+                    keys.append(f"painters {variant} k={k}" + (f" s={s}" if variant == "random" else ""))
+                    run.evaluate(keys[-1], f"painters-{variant}", painters_plan(L, k, variant, s, loops), k=k,
+                                 sample=s, variant=variant, span=middle_span(L, k))
     run.bar.close()
-    return store.finish(order, metric=metric.name)
+    base = store.get("baseline")
+    return store.finish(keys, metric=metric.name, baseline={f: base[f] for f in METRIC_FIELDS if f in base})
 
 
 def layers_main(model_path: str, method: str, *, text: str | None, out: str | None = None, split: str = "layer",
@@ -526,5 +530,9 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "spans": list(spans) if spans else None, "variants": list(variants), "loops": loops, "token": token,
             "dtype": "float32"}
     store = ResultStore(out or f"runs/layers-{method}", meta, force=force)
-    return run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
+    path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token, progress=progress)
+    from .figures import save
+    from .layer_figures import plot
+    save(plot(json.loads(path.read_text())), path.with_suffix(""))  # PREFIX.png and PREFIX.svg
+    return path
