@@ -205,6 +205,41 @@ def layers_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# paths  (issue 4: path lengths, path gradients, effective paths)
+
+def paths_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a respaths checkpoint directory (or the run directory holding one)")
+    p.add_argument("--samples", type=int, default=1000, help="sampled paths per length (the paper: 1,000)")
+    p.add_argument("--lengths", default="all", help="path lengths k, e.g. 1-54 or 5,10,20; all: 0..n")
+    p.add_argument("--batch-size", type=int, default=128, help="training images per batch")
+    p.add_argument("--batches", type=int, default=10, help="training batches; sampled path j uses batch j mod this")
+    p.add_argument("--seed", type=int, default=0, help="seeds the batches and the sampled paths")
+    p.add_argument("--share", type=float, default=0.9, help="share of the total gradient the effective range holds")
+    p.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
+                                     "(default: the checkpoint's)")
+    p.add_argument("--data-dir", help="where the dataset is looked for")
+    p.add_argument("--out", default="runs", help="directory of the result files (OUT/paths.json and .csv)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    p.add_argument("--chunk", type=int, help="paths backpropagated together (default: what fits in about 1 GB)")
+    p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
+
+
+def paths_run(args: argparse.Namespace) -> int:
+    from .paths import paths_main
+    doc = paths_main(args.checkpoint, out=args.out, samples=args.samples, lengths=args.lengths,
+                     batch_size=args.batch_size, batches=args.batches, seed=args.seed, share=args.share,
+                     dataset=args.dataset, data_dir=args.data_dir, device=args.device, chunk=args.chunk,
+                     force=args.force)
+    e = doc["effective"]
+    lo, hi = e["lengths"]
+    print(f"{doc['blocks']} blocks, lengths {e['measured_lengths'][0]}..{e['measured_lengths'][-1]} measured: "
+          f"paths of length {lo}-{hi} carry {100 * e['gradient_share']:.1f}% of the total gradient and are "
+          f"{100 * e['path_share']:.3g}% of all paths")
+    print(f"wrote {os.path.join(args.out, 'paths')}.json and .csv")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 COMMANDS = {
     "train": (train_args, train_run, "train a model (SGD, stochastic depth, fixed-m, resumable)"),
@@ -213,6 +248,7 @@ COMMANDS = {
                                         "distance, greedy pruning, painters variants"),
     "lesion": (lesion_args, lesion_run, "delete blocks at test time: each alone, or random sets of k"),
     "reorder": (reorder_args, reorder_run, "swap k random pairs of compatible blocks at test time"),
+    "paths": (paths_args, paths_run, "path gradients by path length, and the effective paths (Veit et al. sec. 5)"),
 }
 
 

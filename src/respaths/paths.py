@@ -1,0 +1,474 @@
+"""Paths through a residual network: which exist, which carry the gradient, which survive a lesion.
+
+Veit et al. (2016), section 5. Unrolled, n residual blocks y = post(shortcut(x) + branch(x)) are
+2^n paths; a path of length k passes through the branch of k blocks and the shortcut of the rest.
+
+  1. Path lengths     C(n, k) paths of length k; for a *linear* residual network the output is
+                      exactly the sum of its 2^n path outputs (`unrolled_paths`).
+  2. Path gradients   the paper's protocol: forward a training batch, then backpropagate through
+                      the branch of k random blocks and the shortcut of the others, and record the
+                      gradient norm at the input of block 0. `PathGradients` does one forward per
+                      batch and then many sampled backward paths at once (torch.func vjp + vmap).
+  3. Effective paths  total gradient per length = C(n, k) x mean norm; the shortest range of
+                      lengths holding 90% of it (the paper: 5-17 of 54 blocks, 0.45% of paths).
+  4. Surviving paths  after deleting d blocks, C(n-d, x) / C(n, x) of the length-x paths are
+                      intact; `count_surviving` counts them from a plan's steps instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from .core import DELETE, Plan, ResidualView, UserError, identity
+
+# ---------------------------------------------------------------------------------------------
+# 1. Path lengths
+
+
+def path_counts(n: int) -> list[int]:
+    """C(n, k) for k = 0..n: how many paths pass through exactly k branches (exact integers)."""
+    return [math.comb(n, k) for k in range(n + 1)]
+
+
+def path_fractions(n: int) -> list[float]:
+    """C(n, k) / 2^n for k = 0..n."""
+    return [c / 2 ** n for c in path_counts(n)]
+
+
+def path_share(n: int, lo: int, hi: int) -> float:
+    """The share of all 2^n paths whose length is in lo..hi (inclusive)."""
+    return sum(math.comb(n, k) for k in range(max(lo, 0), min(hi, n) + 1)) / 2 ** n
+
+
+def linear_residual_forward(weights: Sequence[Tensor], x: Tensor) -> Tensor:
+    """A linear residual network: blocks y = x + W_i x (shortcut = identity, branch = W_i, no post)."""
+    for w in weights:
+        x = x + w @ x
+    return x
+
+
+def unrolled_paths(weights: Sequence[Tensor], x: Tensor) -> dict[tuple[int, ...], Tensor]:
+    """Every path's output for the linear residual network: {(i1, i2, ...): W_.. W_i2 W_i1 x}.
+
+    A path is the tuple of blocks whose branch it takes; () is the all-shortcut path. Each block
+    doubles the set: every path so far either skips it or goes through its branch."""
+    paths: dict[tuple[int, ...], Tensor] = {(): x}
+    for i, w in enumerate(weights):
+        paths.update({p + (i,): w @ out for p, out in list(paths.items())})
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Path gradients
+
+
+def _is_identity(f: Any) -> bool:
+    return f is identity or isinstance(f, nn.Identity)
+
+
+def _batch_norm_args(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+                     eps=1e-5):
+    return input, running_var, weight, training, eps
+
+
+class EvalBatchNormAsScale(TorchFunctionMode):
+    """While active, an eval-mode F.batch_norm keeps its exact output but backpropagates as what it
+    is, a per-channel scale. Only for speed: vmap's generic batch-norm backward costs several times
+    a multiplication, and the path-gradient backward passes are mostly convolutions and these."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is F.batch_norm:
+            x, running_var, weight, training, eps = _batch_norm_args(*args, **(kwargs or {}))
+            if not training and running_var is not None:
+                scale = torch.rsqrt(running_var + eps) * (1 if weight is None else weight)
+                linear = x * scale.view(-1, *[1] * (x.dim() - 2))
+                out = out.detach() + (linear - linear.detach())  # the exact value, the scale's gradient
+        return out
+
+
+class PathGradients:
+    """A batch's forward pass through a view, kept as each block's vjp, ready for sampled paths.
+
+    The network is taken as it is: call it on a model in eval mode (BatchNorm with its running
+    statistics) so that every Jacobian is that of the fixed, trained network rather than of the
+    batch statistics, and with parameters that do not require grad (only input gradients are
+    computed). `measure_path_gradients` does both. The cotangent at the end is the gradient of the
+    cross-entropy loss (mean over the batch) with respect to the last block's output, through the
+    head, computed once; `post` is backpropagated at the point the forward pass reached, so a path
+    sees ReLUs and LayerNorms exactly as the whole network did.
+    """
+
+    def __init__(self, view: ResidualView, inputs: Any, targets: Tensor):
+        bad = [b.index for b in view.blocks if not b.residual]
+        if bad:
+            raise UserError(f"block {bad[0]} of {view.name or 'this model'} is a plain layer with no shortcut, "
+                            f"so paths cannot skip it; path gradients need a residual model.")
+        self.n = len(view.blocks)
+        self.vjps: list[tuple[Any, Any, Any]] = []  # per block: (post, branch, shortcut) vjp or None
+        self.in_shapes: list[torch.Size] = []
+        with torch.no_grad():
+            h = view.stem(inputs)
+        with EvalBatchNormAsScale():
+            for b in view.blocks:
+                self.in_shapes.append(h.shape)
+                r, branch_vjp = torch.func.vjp(b.branch, h)
+                s, shortcut_vjp = (h, None) if _is_identity(b.shortcut) else torch.func.vjp(b.shortcut, h)
+                z = s + r
+                h, post_vjp = (z, None) if _is_identity(b.post) else torch.func.vjp(b.post, z)
+                self.vjps.append((post_vjp, branch_vjp, shortcut_vjp))
+        self.branch_rows = 0  # rows backpropagated through a branch so far: the work done
+        h = h.detach().requires_grad_()
+        with torch.enable_grad():
+            loss = F.cross_entropy(view.head(h), targets)
+            (self.cotangent,) = torch.autograd.grad(loss, h)
+        self.loss = float(loss.detach())
+
+    @staticmethod
+    def _vmap(vjp: Any, rows: Tensor) -> Tensor:
+        return torch.func.vmap(vjp)(rows)[0]  # each row is one path's cotangent for the whole batch
+
+    def grads(self, chosen: Tensor) -> tuple[Tensor, Tensor]:
+        """Gradients at the input of block 0 for M paths; chosen[m, i] says path m takes block i's branch.
+
+        Returns (rows, which): the gradient of path m is rows[which[m]]. Going from the last block to
+        the first, each row is one distinct suffix of choices: paths that agree on their last blocks
+        share the work through them, and identical paths cost one."""
+        chosen = chosen.to(torch.bool).cpu()
+        which = torch.zeros(chosen.shape[0], dtype=torch.long)  # every path starts at the loss
+        rows = self.cotangent.unsqueeze(0)
+        for i in reversed(range(self.n)):
+            post_vjp, branch_vjp, shortcut_vjp = self.vjps[i]
+            if post_vjp is not None:
+                rows = self._vmap(post_vjp, rows)
+            # the suffixes after block i: (row so far, branch or shortcut here); rows through the
+            # branch come first, then those through the shortcut
+            suffix, which = torch.unique(which * 2 + chosen[:, i], return_inverse=True)
+            branch = suffix % 2 == 1
+            order = torch.cat([branch.nonzero().squeeze(1), (~branch).nonzero().squeeze(1)])
+            renumber = torch.empty_like(order)
+            renumber[order] = torch.arange(len(order))
+            which = renumber[which]
+            parent = (suffix // 2).to(rows.device)
+            via_branch, via_shortcut = parent[branch.to(rows.device)], parent[~branch.to(rows.device)]
+            parts = []
+            if len(via_branch):
+                self.branch_rows += len(via_branch)
+                parts.append(self._vmap(branch_vjp, rows.index_select(0, via_branch)))
+            if len(via_shortcut):
+                g = rows.index_select(0, via_shortcut) if len(via_shortcut) < len(rows) else rows
+                parts.append(g if shortcut_vjp is None else self._vmap(shortcut_vjp, g))
+            rows = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return rows, which
+
+    def auto_chunk(self, memory_bytes: int = 1 << 30) -> int:
+        """How many paths to backpropagate at once so that their rows fit in about memory_bytes."""
+        row = max(math.prod(shape) for shape in self.in_shapes) * self.cotangent.element_size()
+        return max(1, min(1024, memory_bytes // (6 * row)))  # about six live copies of each row
+
+    def norms(self, chosen: Tensor, chunk: int = 64) -> Tensor:
+        """The norm of each path's gradient (over the whole batch tensor), chunk paths at a time.
+
+        Paths are taken in lexicographic order of their choices from the last block back, so a
+        chunk holds paths with long common suffixes, whose work is shared (see grads)."""
+        chosen = chosen.to(torch.bool).cpu()
+        order = torch.from_numpy(np.lexsort(chosen.numpy().T)) if len(chosen) else torch.zeros(0, dtype=torch.long)
+        out = torch.zeros(len(chosen), dtype=torch.float64)
+        for start in range(0, len(chosen), chunk):
+            mine = order[start:start + chunk]
+            rows, which = self.grads(chosen[mine])
+            out[mine] = torch.linalg.vector_norm(rows.flatten(1), dim=1).double().cpu()[which]
+        return out
+
+
+def naive_path_gradient(view: ResidualView, inputs: Any, targets: Tensor, chosen: Iterable[int]) -> Tensor:
+    """The reference: one full forward and autograd backward in which every block passes the gradient
+    through its branch (if chosen) or its shortcut (otherwise) only; the other term is detached, so
+    the forward values, and hence post's Jacobian, are those of the whole network."""
+    chosen = set(int(i) for i in chosen)
+    with torch.no_grad():
+        h0 = view.stem(inputs)
+    h0.requires_grad_()
+    with torch.enable_grad():
+        h = h0
+        for b in view.blocks:
+            s, r = b.shortcut(h), b.branch(h)
+            h = b.post(s.detach() + r if b.index in chosen else s + r.detach())
+        loss = F.cross_entropy(view.head(h), targets)
+        (g,) = torch.autograd.grad(loss, h0)
+    return g
+
+
+def sample_paths(n: int, k: int, count: int, generator: torch.Generator) -> Tensor:
+    """count paths of length k: each takes the branch of k of the n blocks drawn uniformly at random."""
+    order = torch.rand(count, n, generator=generator).argsort(dim=1)
+    chosen = torch.zeros(count, n, dtype=torch.bool)
+    chosen.scatter_(1, order[:, :k], True)
+    return chosen
+
+
+def length_generator(seed: int, k: int) -> torch.Generator:
+    """The random stream of one path length: the same whatever other lengths are run, or in what order."""
+    state = np.random.SeedSequence([seed, k]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def summarize(values: Sequence[float] | Tensor, confidence: float = 0.95) -> dict[str, Any]:
+    """mean, standard deviation (n-1), and Student-t confidence interval of the mean."""
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return {"samples": len(v), "mean": mean, "std": None, "ci": [None, None]}
+    std = float(v.std(ddof=1))
+    if std == 0.0:
+        lo = hi = mean
+    else:
+        lo, hi = stats.t.interval(confidence, len(v) - 1, loc=mean, scale=std / math.sqrt(len(v)))
+    return {"samples": len(v), "mean": mean, "std": std, "ci": [float(lo), float(hi)]}
+
+
+@contextlib.contextmanager
+def frozen(view: ResidualView) -> Iterator[None]:
+    """The fixed network: eval mode, parameters not requiring grad; both restored afterwards."""
+    model = view.model
+    if model is None:
+        yield
+        return
+    modes = {m: m.training for m in model.modules()}
+    flags = {p: p.requires_grad for p in model.parameters()}
+    model.eval()
+    for p in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+def length_key(k: int) -> str:
+    return f"k{k:03d}"
+
+
+def length_record(n: int, k: int, norms: Sequence[float] | Tensor, confidence: float = 0.95,
+                  seconds: float | None = None) -> dict[str, Any]:
+    """One result record per path length: counts, the gradient-norm summary, and the total."""
+    s = summarize(norms, confidence)
+    record = {"key": length_key(k), "length": k, "paths": math.comb(n, k), "path_fraction": math.comb(n, k) / 2 ** n,
+              **s, "total": math.comb(n, k) * s["mean"]}
+    if seconds is not None:
+        record["seconds"] = round(seconds, 3)
+    return record
+
+
+def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], lengths: Iterable[int],
+                           samples: int = 1000, seed: int = 0, chunk: int | None = None,
+                           confidence: float = 0.95, skip: Iterable[int] = (),
+                           progress: bool = False) -> Iterator[dict[str, Any]]:
+    """The paper's protocol: for each length k, `samples` random paths; path j uses batch j % len(batches).
+
+    batches: (inputs, targets) from the training set, already on the device and normalised.
+    Yields one record per length as it finishes (lengths in `skip` are left out, for resuming);
+    each length's paths come from its own seeded stream, so a record does not depend on the others.
+    Runs on the fixed network (eval mode, no parameter gradients; see PathGradients)."""
+    from tqdm.auto import tqdm
+
+    n = len(view.blocks)
+    todo = [k for k in lengths if k not in set(skip)]
+    bad = [k for k in todo if not 0 <= k <= n]
+    if bad:
+        raise UserError(f"path length {bad[0]} is out of range: this model has {n} blocks, so lengths are 0..{n}.")
+    if not batches:
+        raise UserError("path gradients need at least one training batch.")
+    with frozen(view), tqdm(total=samples * len(todo), disable=not progress, unit="path",
+                            desc="path gradients") as bar:
+        for k in todo:
+            start = time.perf_counter()
+            chosen = sample_paths(n, k, samples, length_generator(seed, k))
+            norms = torch.zeros(samples, dtype=torch.float64)
+            for b, (inputs, targets) in enumerate(batches):
+                mine = torch.arange(b, samples, len(batches))
+                if len(mine):
+                    pg = PathGradients(view, inputs, targets)
+                    norms[mine] = pg.norms(chosen[mine], chunk or pg.auto_chunk())
+                    bar.update(len(mine))
+            yield length_record(n, k, norms, confidence, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Total gradient and effective paths
+
+
+def total_gradient(n: int, mean_norms: dict[int, float]) -> dict[int, float]:
+    """Gradient carried by all paths of each length: C(n, k) x the mean norm of one such path."""
+    return {k: math.comb(n, k) * m for k, m in sorted(mean_norms.items())}
+
+
+def effective_range(n: int, totals: dict[int, float], share: float = 0.9) -> dict[str, Any]:
+    """The shortest range of lengths lo..hi holding at least `share` of the total gradient.
+
+    Only the measured lengths count (the total is their sum). Among ranges of equal width the one
+    holding more wins. Also returns the share of all 2^n paths whose length lies in the range."""
+    if not 0 < share <= 1:
+        raise UserError(f"the effective share must be in (0, 1], not {share}.")
+    ks = sorted(totals)
+    if not ks:
+        raise UserError("no measured lengths to find an effective range in.")
+    whole = sum(totals[k] for k in ks)
+    best = None
+    for a in range(len(ks)):
+        held = 0.0
+        for b in range(a, len(ks)):
+            held += totals[ks[b]]
+            if held >= share * whole * (1 - 1e-12):
+                cand = (ks[b] - ks[a], -held, ks[a], ks[b])
+                best = cand if best is None or cand < best else best
+                break
+    _, held, lo, hi = best
+    return {"share": share, "lengths": [lo, hi], "gradient_share": -held / whole if whole else 0.0,
+            "path_share": path_share(n, lo, hi)}
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Surviving paths
+
+
+def surviving_fraction(n: int, d: int, x: int) -> float:
+    """The share of length-x paths left intact after deleting d of n blocks: C(n-d, x) / C(n, x)."""
+    return math.comb(n - d, x) / math.comb(n, x)
+
+
+def count_surviving(plan: Plan | Sequence[int], n: int) -> list[int]:
+    """How many paths of each length 0..n the plan leaves, counted block by block from its steps.
+
+    A deleted block offers only its shortcut, a run block both ways, so the counts are the
+    coefficients of the product over steps of (1) or (1 + t); no closed form is used."""
+    gone = set(plan.deleted) if isinstance(plan, Plan) else set(int(i) for i in plan)
+    steps = plan.steps if isinstance(plan, Plan) else [(DELETE if i in gone else "run", i) for i in range(n)]
+    counts = [1] + [0] * n
+    for op, _ in steps:
+        if op != DELETE:
+            counts = [counts[0]] + [counts[x] + counts[x - 1] for x in range(1, n + 1)]
+    return counts
+
+
+def check_surviving(n: int, lesions: Iterable[Plan | dict[str, Any] | Sequence[int]]) -> list[dict[str, Any]]:
+    """For each lesion (a Plan, a lesion record with "deleted", or the deleted indices), the surviving
+    fraction of every path length counted from the lesion vs C(n-d, x) / C(n, x); `match` is exact."""
+    rows = []
+    for lesion in lesions:
+        deleted = lesion["deleted"] if isinstance(lesion, dict) else lesion
+        plan = deleted if isinstance(deleted, Plan) else [int(i) for i in deleted]
+        d = len(plan.deleted if isinstance(plan, Plan) else set(plan))
+        counted = [c / math.comb(n, x) for x, c in enumerate(count_surviving(plan, n))]
+        analytic = [surviving_fraction(n, d, x) for x in range(n + 1)]
+        key = lesion.get("key") if isinstance(lesion, dict) else (plan.key() if isinstance(plan, Plan) else None)
+        rows.append({"key": key, "deleted": d, "counted": counted, "analytic": analytic,
+                     "match": all(math.isclose(a, b, rel_tol=1e-12, abs_tol=0) for a, b in zip(counted, analytic))})
+    return rows
+
+
+def effective_surviving(n: int, d: int, totals: dict[int, float], lengths: tuple[int, int]) -> float:
+    """The share of the effective paths' gradient left intact after deleting d random blocks."""
+    ks = [k for k in totals if lengths[0] <= k <= lengths[1]]
+    whole = sum(totals[k] for k in ks)
+    return sum(totals[k] * surviving_fraction(n, d, k) for k in ks) / whole if whole else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment, resumable: one record per length in a ResultStore
+
+
+def effective_summary(n: int, records: Sequence[dict[str, Any]], share: float = 0.9) -> dict[str, Any]:
+    """The effective range of lengths computed from path-gradient records (one per length)."""
+    totals = total_gradient(n, {r["length"]: r["mean"] for r in records})
+    return {**effective_range(n, totals, share), "measured_lengths": sorted(totals)}
+
+
+def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], out: str, meta: dict[str, Any],
+                       lengths: Iterable[int], *, samples: int = 1000, seed: int = 0, share: float = 0.9,
+                       chunk: int | None = None, confidence: float = 0.95, force: bool = False,
+                       progress: bool = False) -> dict[str, Any]:
+    """measure_path_gradients into out.json / out.csv, skipping the lengths a previous run finished.
+
+    The finished file holds one record per length measured so far and, at the top level, `blocks`
+    and `effective` (effective_summary of those records). Returns that document's fields."""
+    from .results import ResultStore
+
+    if samples < 1:
+        raise UserError(f"--samples must be at least 1, not {samples}.")
+    n = len(view)
+    lengths = list(lengths)
+    bad = [k for k in lengths if not 0 <= k <= n]
+    if bad or not lengths:
+        raise UserError(f"path length {bad[0]} is out of range: this model has {n} blocks, so lengths are 0..{n}."
+                        if bad else "no path lengths to measure; give some with --lengths, e.g. 1-10.")
+    meta = {"experiment": "path-gradients", "blocks": n, "samples": samples, "seed": seed,
+            "confidence": confidence, **meta}
+    store = ResultStore(out, meta, force=force)
+    done = [k for k in lengths if store.done(length_key(k))]
+    for rec in measure_path_gradients(view, batches, lengths, samples=samples, seed=seed, chunk=chunk,
+                                      confidence=confidence, skip=done, progress=progress):
+        store.append(rec)
+    records = sorted(store.records, key=lambda r: r["length"])
+    effective = effective_summary(n, records, share)
+    store.finish(order=[r["key"] for r in records], blocks=n, effective=effective)
+    return {"meta": store.meta, "blocks": n, "effective": effective, "records": records}
+
+
+def paths_main(checkpoint: str, *, out: str = "runs", samples: int = 1000, lengths: str = "all",
+               batch_size: int = 128, batches: int = 10, seed: int = 0, share: float = 0.9,
+               dataset: str | None = None, data_dir: str | None = None, device: str = "auto",
+               chunk: int | None = None, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """`respaths paths`: path gradients of a checkpoint on its training set, into OUT/paths.json and .csv.
+
+    The batches are the first `batches` of a seeded shuffle of the training images (no augmentation),
+    normalised as the checkpoint was trained."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .adapters import view as make_view
+    from .checkpoint import load_checkpoint
+    from .data import batches as data_batches, load_dataset
+    from .lesion import parse_k
+    from .train import pick_device
+
+    path = Path(checkpoint)
+    if not (path / "meta.json").is_file() and (path / "checkpoint" / "meta.json").is_file():
+        path = path / "checkpoint"  # a run directory
+    if batch_size < 1 or batches < 1:
+        raise UserError(f"--batch-size and --batches must be at least 1 (got {batch_size} and {batches}).")
+    dev = pick_device(device)
+    model, meta = load_checkpoint(path, dev)
+    info = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {"name": meta.get("dataset")}
+    name = dataset or info.get("name")
+    if not name:
+        raise UserError(f"{path / 'meta.json'} does not say which dataset the model was trained on; pass --dataset.")
+    data = load_dataset(name, data_dir, split="train")
+    if name == info.get("name"):  # normalise as in training
+        data = replace(data, mean=tuple(info.get("mean", data.mean)), std=tuple(info.get("std", data.std)))
+    want = getattr(model, "config", {}).get("in_channels")
+    if want is not None and want != data.in_channels:
+        raise UserError(f"the model takes {want}-channel images but {data.name} has {data.in_channels}; "
+                        f"use the dataset it was trained on.")
+    gen = torch.Generator().manual_seed(seed)
+    chosen = [b for _, b in zip(range(batches), data_batches(data, batch_size, dev, train=True, generator=gen))]
+    v = make_view(model.eval(), chosen[0][0][:2])
+    n = len(v)
+    ks = list(range(n + 1)) if lengths == "all" else parse_k(lengths)
+    run_meta = {"source": {"checkpoint": str(checkpoint)}, "model": v.name, "dataset": data.name, "split": "train",
+                "batch_size": batch_size, "batches": len(chosen), "n_images": sum(len(y) for _, y in chosen),
+                "bn": "eval (running statistics)", "dtype": str(chosen[0][0].dtype).replace("torch.", "")}
+    return run_path_gradients(v, chosen, str(Path(out) / "paths"), run_meta, ks, samples=samples, seed=seed,
+                              share=share, chunk=chunk, force=force, progress=progress)
