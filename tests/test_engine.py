@@ -1,0 +1,189 @@
+"""The lesion engine against the obvious way: a copy of the model with its blocks really replaced."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as scipy_stats
+
+import respaths
+from respaths import stats
+from respaths.core import PARALLEL, Plan, delete_blocks, full_plan, reorder_blocks
+from respaths.engine import build_trie, conv_bn_pairs, evaluate_plans, trie_cost
+from respaths.lesion import lesioned_model, random_plans, reorder_plans, single_plans
+
+BATCH = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared CPU: one thread avoids oversubscription, which costs 10-30x here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(name: str, seed: int = 0) -> torch.nn.Module:
+    """A width-0.25 model whose BatchNorms are not the identity, so that every block matters."""
+    torch.manual_seed(seed)
+    m = respaths.build_model(name, in_channels=3, num_classes=10, width=0.25)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.normal_(0, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.normal_(1.0, 0.3)
+            mod.bias.data.normal_(0.0, 0.2)
+    return m.eval()
+
+
+def data(n: int = 40, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def naive_logits(model, plan, x):
+    twin = lesioned_model(model, plan, x[:2]).eval()
+    with torch.inference_mode():
+        return torch.cat([twin(x[s:s + BATCH]) for s in range(0, len(x), BATCH)])
+
+
+def experiment_plans(view, residual=True):
+    specs = single_plans(view) + random_plans(view, [2, 4], 2, seed=0)
+    if residual:
+        specs += reorder_plans(view, [1, 3], 2, seed=0)
+    return [full_plan(len(view))] + [plan for _, plan in specs]
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preresnet20", "vgg15"])
+def test_engine_equals_naive_exactly_at_fp32(name):
+    model = tiny(name)
+    x, y = data()
+    view = respaths.view(model, x[:2])
+    plans = experiment_plans(view, residual=name != "vgg15")
+    results = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
+    distinct = set()
+    for plan, r in zip(plans, results):
+        ref = naive_logits(model, plan, x)
+        assert torch.equal(r.logits, ref), plan.key()
+        assert r.errors == int((ref.argmax(1) != y).sum())
+        assert torch.equal(r.correct, ref.argmax(1) == y)
+        assert r.loss == pytest.approx(float(torch.nn.functional.cross_entropy(ref, y, reduction="sum")), rel=1e-6)
+        distinct.add(tuple(ref[0].tolist()))
+    assert len(distinct) > len(plans) // 2  # the plans really differ, so equality is not vacuous
+
+
+def test_branch_cache_bound_only_changes_time():
+    model = tiny("preresnet20")
+    x, y = data(24)
+    view = respaths.view(model, x[:2])
+    plans = experiment_plans(view)
+    big = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
+    none = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, cache_bytes=0)
+    for a, b in zip(big, none):
+        assert torch.equal(a.logits, b.logits)
+
+
+def test_trie_shares_prefixes():
+    n = 9
+    plans = [full_plan(n)] + [delete_blocks(n, [i]) for i in range(n)]
+    # the baseline spine (n steps) plus, for each i, the deletion and the n-1-i blocks after it
+    assert trie_cost(plans) == (n + sum(1 + n - 1 - i for i in range(n)), n * (n + 1))
+    root = build_trie(plans + [full_plan(n)])  # a duplicate plan ends on the same leaf
+    node = root
+    for step in full_plan(n).steps:
+        node = node.children[step]
+    assert node.ends == [0, n + 1] and root.weight == n + 2
+
+
+def test_parallel_steps_and_duplicates():
+    model = tiny("preresnet20")
+    x, y = data(20)
+    view = respaths.view(model, x[:2])
+    par = Plan((("run", 0), (PARALLEL, (1, 2)), *(("run", i) for i in range(3, len(view)))))
+    plans = [full_plan(len(view)), par, par]
+    res = evaluate_plans(view, (x, y), plans, batch_size=8, keep_logits=True)
+    with torch.inference_mode():
+        ref = torch.cat([respaths.run_plan(view, x[s:s + 8], par) for s in range(0, 20, 8)])
+    assert torch.equal(res[1].logits, ref) and torch.equal(res[2].logits, ref)
+    assert not torch.equal(res[0].logits, ref)
+
+
+def test_timing_and_model_state_are_kept():
+    model = tiny("resnet20").train()
+    x, y = data(32)
+    view = respaths.view(model, x[:2])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    plans = [full_plan(len(view)), delete_blocks(len(view), [3])]
+    res = evaluate_plans(view, (x, y), plans, batch_size=BATCH, fast=True)
+    assert all(r.seconds > 0 for r in res) and res[1].n == 32
+    assert model.training and all(m.training for m in model.modules())  # eval only while evaluating
+    after = model.state_dict()
+    assert state.keys() == after.keys() and all(torch.equal(state[k], after[k]) for k in state)
+    assert all(p.is_contiguous() for p in model.parameters())  # channels_last undone
+    assert not any("forward" in vars(m) for m in model.modules())  # BatchNorm forward restored
+
+
+@pytest.mark.parametrize("name,pairs", [("resnet20", 19), ("preresnet20", 9)])
+def test_batchnorm_folding(name, pairs):
+    """Post-activation: every BN follows a conv; pre-activation: only the inner one, since the first BN
+    of a block reads the block's input, which the shortcut also needs."""
+    model = tiny(name)
+    x, y = data(32)
+    view = respaths.view(model, x[:2])
+    with torch.inference_mode():
+        assert len(conv_bn_pairs(view, x[:4])) == pairs
+    plans = [full_plan(len(view))] + [plan for _, plan in single_plans(view)]
+    exact = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # folding must pass its own check here, not fall back
+        fast = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, fast=True)
+    for a, b in zip(exact, fast):
+        torch.testing.assert_close(b.logits, a.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_half_precision_on_request():
+    model = tiny("preresnet20")
+    x, y = data(16)
+    view = respaths.view(model, x[:2])
+    plans = [full_plan(len(view)), delete_blocks(len(view), [1])]
+    exact = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
+    half = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, dtype="bfloat16")
+    for a, b in zip(exact, half):
+        assert not torch.equal(a.logits, b.logits)
+        torch.testing.assert_close(b.logits, a.logits, rtol=0.1, atol=0.1 * float(a.logits.abs().max()))
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+def test_wilson_interval():
+    lo, hi = stats.wilson_ci(10, 100)
+    assert lo == pytest.approx(0.0552, abs=1e-4) and hi == pytest.approx(0.1744, abs=1e-4)
+
+
+def test_mcnemar_exact():
+    base = np.ones(100, dtype=bool)
+    plan = base.copy()
+    plan[:9] = False  # 9 images newly wrong, 1 newly right
+    plan[50] = True
+    base[50] = False
+    assert stats.discordant(base, plan) == (9, 1)
+    assert stats.mcnemar_p(base, plan) == pytest.approx(scipy_stats.binomtest(1, 10, 0.5).pvalue)
+    assert stats.mcnemar_p(base, base) == 1.0
+
+
+def test_paired_bootstrap_matches_resampling_images():
+    rng = np.random.default_rng(0)
+    base = rng.random(400) < 0.8
+    plan = base.copy()
+    flip = rng.random(400) < 0.15
+    plan[flip] = ~plan[flip]
+    lo, hi = stats.paired_bootstrap_ci(base, plan, resamples=20000)
+    diff = (~plan).astype(float) - (~base).astype(float)
+    ref = scipy_stats.bootstrap((diff,), np.mean, n_resamples=20000, method="percentile",
+                                random_state=np.random.default_rng(1)).confidence_interval
+    assert lo == pytest.approx(ref.low, abs=0.006) and hi == pytest.approx(ref.high, abs=0.006)
+    assert lo < diff.mean() < hi
+    assert stats.paired_bootstrap_ci(base, plan) == stats.paired_bootstrap_ci(base, plan)  # seeded
+    assert stats.paired_bootstrap_ci(base, base) == (0.0, 0.0)
