@@ -1,0 +1,200 @@
+"""The lesion and reorder experiments: plans, records, result files, resume after kill -9, CLI."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from scipy import stats as scipy_stats
+
+import respaths
+from respaths import cli
+from respaths.core import UserError
+from respaths.lesion import (lesion_random, lesion_single, lesioned_model, random_plans, reorder,
+                             reorder_plans)
+from respaths.results import ResultStore
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a shared CPU: avoid oversubscription
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(name, seed=0):
+    torch.manual_seed(seed)
+    m = respaths.build_model(name, in_channels=3, num_classes=10, width=0.25)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.normal_(0, 0.2)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.normal_(1.0, 0.3)
+    return m.eval()
+
+
+def data(n=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 16, 16, generator=g)
+    return x, torch.randint(0, 10, (n,), generator=g)
+
+
+def naive_errors(model, plan, x, y, batch):
+    twin = lesioned_model(model, plan, x[:2]).eval()
+    with torch.inference_mode():
+        return sum(int((twin(x[s:s + batch]).argmax(1) != y[s:s + batch]).sum()) for s in range(0, len(x), batch))
+
+
+def test_single_deletion_records():
+    model = tiny("resnet20")
+    x, y = data()
+    view = respaths.view(model, x[:2])
+    records = lesion_single(view, (x, y), batch_size=16)
+    assert [r["key"] for r in records] == ["baseline"] + [f"single {i}" for i in range(len(view))]
+    base = records[0]
+    for r in records:
+        plan = respaths.delete_blocks(len(view), r["deleted"])
+        assert r["errors"] == naive_errors(model, plan, x, y, 16), r["key"]
+        assert r["n"] == 32 and r["error"] == r["errors"] / 32
+        assert r["error_ci"][0] <= r["error"] <= r["error_ci"][1]
+        assert r["delta"] == pytest.approx(r["error"] - base["error"])
+        assert r["delta_ci"][0] <= r["delta"] <= r["delta_ci"][1]
+        assert r["newly_wrong"] - r["newly_right"] == r["errors"] - base["errors"]
+        assert r["seconds"] > 0
+    assert len({r["errors"] for r in records}) > 2
+
+
+def test_random_sets_are_seeded_and_deletable_only():
+    model = tiny("vgg15")
+    view = respaths.view(model, torch.randn(1, 3, 16, 16))
+    specs = random_plans(view, [1, 3, 5], samples=4, seed=7)
+    assert len(specs) == 12
+    for fields, plan in specs:
+        assert len(set(fields["deleted"])) == fields["k"] == len(plan.deleted)
+        assert set(fields["deleted"]) <= set(view.deletable)  # never a shape-changing plain layer
+        assert fields["deleted"] == sorted(fields["deleted"])
+    again = random_plans(view, [3], samples=4, seed=7)  # a set depends on (seed, k, sample) only
+    assert [f["deleted"] for f, _ in again] == [f["deleted"] for f, _ in specs if f["k"] == 3]
+    other = random_plans(view, [3], samples=4, seed=8)
+    assert [f["deleted"] for f, _ in other] != [f["deleted"] for f, _ in again]
+    with pytest.raises(UserError, match="deletable blocks"):
+        random_plans(view, [len(view.deletable) + 1], 1, 0)
+
+
+def test_reorder_swaps_only_compatible_blocks():
+    model = tiny("preresnet20")
+    x, y = data(16)
+    view = respaths.view(model, x[:2])
+    pairs = set(view.swappable_pairs())
+    specs = reorder_plans(view, [1, 2, 4], samples=3, seed=0)
+    for fields, plan in specs:
+        order = fields["order"]
+        assert sorted(order) == list(range(len(view))) and plan.order == order
+        assert all(tuple(p) in pairs for p in fields["swaps"]) and len(fields["swaps"]) == fields["k"]
+        for pos, b in enumerate(order):  # never across a shape change
+            assert view.blocks[b].in_shape == view.blocks[pos].in_shape
+            assert view.blocks[b].out_shape == view.blocks[pos].out_shape
+        assert fields["kendall_tau"] == pytest.approx(scipy_stats.kendalltau(range(len(order)), order).statistic)
+        assert fields["kendall_tau"] < 1.0
+    one = next(f for f, _ in specs if f["k"] == 1)
+    a, b = one["swaps"][0]
+    n, d = len(view), abs(a - b)  # one swap at distance d inverts 2d - 1 of the n(n-1)/2 pairs
+    assert one["kendall_tau"] == pytest.approx(1 - 2 * (2 * d - 1) / (n * (n - 1) / 2))
+    records = reorder(view, (x, y), k="1-2", samples=2, batch_size=8)
+    for r in records[1:]:
+        assert r["errors"] == naive_errors(model, respaths.reorder_blocks(r["order"]), x, y, 8)
+    with pytest.raises(UserError, match="compatible shapes"):
+        reorder_plans(view, [len(pairs) + 1], 1, 0)
+
+
+def test_result_store_resume_and_refusal(tmp_path):
+    prefix = tmp_path / "exp"
+    store = ResultStore(prefix, {"model": "m", "k": (1, 2)})
+    store.append({"key": "b", "error": 0.5, "ci": [0.4, 0.6], "deleted": [3, 4]})
+    store.append({"key": "a", "error": 0.25})
+    with open(store.journal, "a") as f:
+        f.write('{"key": "c", "err')  # a record cut by kill -9
+    store = ResultStore(prefix, {"model": "m", "k": [1, 2]})
+    assert store.done("a") and store.done("b") and not store.done("c")
+    store.append({"key": "c", "error": 1.0})
+    store.finish(order=["c", "b"])
+    doc = json.loads((tmp_path / "exp.json").read_text())
+    assert [r["key"] for r in doc["records"]] == ["c", "b", "a"]
+    assert (tmp_path / "exp.csv").read_text().splitlines()[:2] == ["key,error,ci_low,ci_high,deleted", "c,1.0,,,"]
+    assert not store.journal.exists()
+    first = (tmp_path / "exp.json").read_text()
+    again = ResultStore(prefix, {"model": "m", "k": [1, 2]})  # a finished run: everything done
+    assert again.done("c")
+    again.finish(order=["c", "b"])
+    assert (tmp_path / "exp.json").read_text() == first
+    with pytest.raises(UserError, match="different experiment.*--force"):
+        ResultStore(prefix, {"model": "other", "k": [1, 2]})
+    assert not ResultStore(prefix, {"model": "other"}, force=True).done("c")
+
+
+def without_seconds(path):
+    doc = json.loads(open(path).read())
+    for r in doc["records"]:
+        r.pop("seconds")
+    return doc
+
+
+def test_kill_minus_9_then_resume_gives_the_same_file(tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_file(respaths.build_model("resnet20", in_channels=3).state_dict(), str(weights))
+    args = ["lesion", "--model", "respaths:resnet20", "--weights", str(weights), "--dataset", "synthetic",
+            "--limit", "32", "--mode", "random", "--k", "1-4", "--samples", "5", "--chunk", "1",
+            "--batch-size", "16"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RESPATHS_NO_DOWNLOAD": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "respaths.cli", *args, "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = killed / "lesion-random.partial.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 5:  # header, baseline, 3 records
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "lesion-random.json").exists()
+    kept = {json.loads(l)["key"]: json.loads(l) for l in journal.read_text().splitlines()[1:] if l.endswith("}")}
+    assert 3 <= len(kept) < 21
+
+    assert cli.main([*args, "--out", str(killed)]) == 0  # resume
+    whole = tmp_path / "whole"
+    assert cli.main([*args, "--out", str(whole)]) == 0  # the same command, never interrupted
+    resumed = json.loads((killed / "lesion-random.json").read_text())
+    for r in resumed["records"]:
+        if r["key"] in kept:
+            assert r == kept[r["key"]]  # finished before the kill: kept, not computed again
+    assert len(resumed["records"]) == 21 and not journal.exists()
+    assert without_seconds(killed / "lesion-random.json") == without_seconds(whole / "lesion-random.json")
+    strip = lambda p: [l.rsplit(",", 1)[0] for l in p.read_text().splitlines()]  # seconds is the last column
+    assert strip(killed / "lesion-random.csv") == strip(whole / "lesion-random.csv")
+    before = (whole / "lesion-random.json").read_text()
+    assert cli.main([*args, "--out", str(whole)]) == 0  # finished: nothing recomputed, same file
+    assert (whole / "lesion-random.json").read_text() == before
+
+
+def test_cli_reorder_and_errors(tmp_path, capsys):
+    out = tmp_path / "r"
+    common = ["--model", "respaths:preresnet20", "--dataset", "synthetic", "--limit", "16", "--out", str(out)]
+    assert cli.main(["reorder", *common, "--k", "1,2", "--samples", "2"]) == 0
+    doc = json.loads((out / "reorder.json").read_text())
+    assert doc["meta"]["experiment"] == "reorder" and doc["meta"]["dataset"] == {"name": "synthetic", "n_images": 16}
+    assert len(doc["meta"]["blocks"]) == 9 and doc["baseline"]["n"] == 16
+    assert [r["kind"] for r in doc["records"]] == ["baseline"] + ["reorder"] * 4
+    assert "wrote" in capsys.readouterr().out
+    assert cli.main(["reorder", *common, "--k", "1-50"]) == 2
+    assert "choose k between 1 and" in capsys.readouterr().err
+    assert cli.main(["lesion", "somewhere", *common]) == 2
+    assert "either a respaths checkpoint" in capsys.readouterr().err
+    assert cli.main(["lesion", *common, "--mode", "random", "--k", "x"]) == 2
+    assert "cannot read k=" in capsys.readouterr().err
