@@ -17,19 +17,97 @@ from .core import UserError
 # train / evaluate  (issue: foundation)
 
 def train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model name, e.g. preresnet110")
+    p.add_argument("--model", help="model name: resnet{6n+2} (resnet20, resnet110, ...), preresnet{6n+2}, "
+                                   "plain{6n+2}, vgg15, vgg15-nobn; required unless --resume finds a run in --out")
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic (tests)")
+    p.add_argument("--data-dir", help="where the dataset is (also searched: $RESPATHS_DATA, ./data, "
+                                      "~/.cache/respaths, /usr/share/datasets)")
+    p.add_argument("--out", help="run directory (default runs/MODEL-DATASET-seedSEED)")
+    g = p.add_argument_group("recipe (He et al. 2016)")
+    g.add_argument("--epochs", type=int, default=164)
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--schedule", choices=["step", "cosine"], default="step",
+                   help="step: lr/10 at 50%% and 75%% of the iterations; cosine: cosine decay to 0")
+    g.add_argument("--warmup", choices=["auto", "on", "off"], default="auto",
+                   help="lr/10 until the training error is below 80%% (at most 400 iterations); "
+                        "auto: for 110 layers or more")
+    g.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no random crop (4-pixel zero padding) and horizontal flip")
+    g.add_argument("--seed", type=int, default=0, help="seeds the weights, data order, augmentation and "
+                                                       "stochastic depth")
+    g = p.add_argument_group("model")
+    g.add_argument("--width", type=float, default=1.0, help="width multiplier (0.25 for quick CPU runs)")
+    g.add_argument("--shortcut", choices=["A", "B"], default="A",
+                   help="A: zero-padding shortcut, B: 1x1 projection where the shape changes")
+    g.add_argument("--stochastic-depth", type=float, nargs="?", const=0.5, metavar="P_L",
+                   help="stochastic depth (Huang et al.): block l kept with p_l = 1 - l/L (1 - P_L); "
+                        "without a value P_L = 0.5")
+    g.add_argument("--fixed-m", type=int, metavar="M",
+                   help="exactly M residual blocks active per mini-batch (Veit et al.: 23 of 54)")
+    g = p.add_argument_group("data subset and evaluation")
+    g.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
+    g.add_argument("--limit-test", type=int, metavar="N", help="test on the first N test images")
+    g.add_argument("--eval-every", type=int, default=1, metavar="K",
+                   help="measure test error every K epochs (and always after the last)")
+    g = p.add_argument_group("speed")
+    g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="autocast precision; auto: bf16 on CUDA, fp32 elsewhere")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (default: on for CPU and CUDA)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g = p.add_argument_group("run directory")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --out with its own settings (the same command "
+                        "continues anyway; --resume also accepts one whose settings differ)")
+    g.add_argument("--force", action="store_true", help="delete the run saved in --out and start over")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+    g.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
 def train_run(args: argparse.Namespace) -> int:
-    raise UserError("respaths train is not built yet.")
+    from .train import make_config, train
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    if options["model"] is None:
+        if not (args.resume and args.out):
+            raise UserError("--model is required (e.g. --model resnet20), unless --resume and --out name a run "
+                            "to continue.")
+        from .checkpoint import read_meta
+        options["model"] = (read_meta(f"{args.out}/checkpoint").get("train") or {}).get("model")
+        if not options["model"]:
+            raise UserError(f"{args.out}/checkpoint does not say which model it trains; pass --model.")
+    train(make_config(**options))
+    return 0
 
 
 def evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint directory written by respaths train")
+    p.add_argument("checkpoint", help="a checkpoint directory written by respaths train (or its run directory)")
+    p.add_argument("--data-dir", help="where the dataset is (the checkpoint names the dataset)")
+    p.add_argument("--split", choices=["test", "train"], default="test")
+    p.add_argument("--limit", type=int, metavar="N", help="use the first N images")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def evaluate_run(args: argparse.Namespace) -> int:
-    raise UserError("respaths evaluate is not built yet.")
+    import json
+    from .train import evaluate_checkpoint
+    r = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, split=args.split, limit=args.limit,
+                            batch_size=args.batch_size, device=args.device, precision=args.precision)
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        print(f"{r['split']} error {r['error']:.2%} (loss {r['loss']:.4f}) of {r['model']} (epoch {r['epoch']}) "
+              f"on {r['n']} {r['dataset']} {r['split']} images")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

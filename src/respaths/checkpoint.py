@@ -1,0 +1,160 @@
+"""Checkpoints: a directory holding
+
+    model.safetensors   the weights (and batch-norm statistics): data only, safe to load from anyone
+    meta.json           what the weights are: model name and config, dataset and normalisation,
+                        epoch, metrics, respaths version; enough to rebuild the model by name
+    train_state.pt      (optional) what resuming needs: optimizer, schedule, every RNG state, the
+                        data-order generator; our own file, still read with weights_only=True
+
+A checkpoint directory is replaced as a whole: the new one is written beside it and swapped in with
+two renames, so a crash at any moment leaves either the old or the new checkpoint, never a mix.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .core import UserError
+
+WEIGHTS, META, TRAIN_STATE = "model.safetensors", "meta.json", "train_state.pt"
+FORMAT = "respaths-checkpoint/1"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file so that readers see the old content or the new, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _old(path: Path) -> Path:
+    return path.with_name(path.name + ".old")
+
+
+def recover(path: str | os.PathLike) -> Path:
+    """Finish a swap that a crash interrupted: if only `<dir>.old` is left, it is the checkpoint."""
+    path = Path(path)
+    if not path.exists() and _old(path).is_dir():
+        os.replace(_old(path), path)
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any],
+                    train_state: dict[str, Any] | None = None) -> Path:
+    """Write model weights, meta.json (model name & config added from `model.config`) and, if given,
+    the training state, replacing any checkpoint at `path` atomically."""
+    path = recover(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    # safetensors wants plain contiguous CPU tensors; channels-last weights are converted (values unchanged).
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, tmp / WEIGHTS)
+    meta = dict(meta)
+    meta.setdefault("format", FORMAT)
+    config = dict(getattr(model, "config", {}) or {})
+    if config:
+        meta.setdefault("model", {"name": config.get("name"), "config": config})
+    if "respaths_version" not in meta:
+        from . import __version__
+        meta["respaths_version"] = __version__
+    (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    if train_state is not None:
+        torch.save(train_state, tmp / TRAIN_STATE)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    _fsync_dir(tmp)
+    if path.exists():
+        shutil.rmtree(_old(path), ignore_errors=True)
+        os.replace(path, _old(path))
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    shutil.rmtree(_old(path), ignore_errors=True)
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    path = recover(path)
+    f = path / META
+    if not f.is_file():
+        raise UserError(f"{path} is not a respaths checkpoint (it has no {META}); "
+                        f"give a directory written by `respaths train`.")
+    try:
+        return json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{f} is damaged ({e}); retrain or restore it from a copy.") from None
+
+
+def load_weights(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    f = recover(path) / WEIGHTS
+    try:
+        return load_file(f, device=str(device))
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"{f} could not be read as safetensors weights ({e}); "
+                        f"retrain or restore it from a copy.") from None
+
+
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model named in meta.json with respaths.models.build_model and load its weights.
+
+    Returns (model in eval mode on `device`, meta)."""
+    from .models import build_model
+
+    meta = read_meta(path)
+    try:
+        config = dict(meta["model"]["config"])
+        name = meta["model"]["name"] or config["name"]
+    except (KeyError, TypeError):
+        raise UserError(f"{Path(path) / META} does not name a respaths model; "
+                        f"load its weights yourself with safetensors.torch.load_file.") from None
+    options = {k: config[k] for k in ("in_channels", "num_classes", "width", "shortcut", "stochastic_depth",
+                                      "fixed_m") if k in config}
+    model = build_model(name, **options)
+    try:
+        model.load_state_dict(load_weights(path, "cpu"))
+    except RuntimeError as e:
+        raise UserError(f"the weights in {path} do not fit the model {name} described in its meta.json "
+                        f"({str(e).splitlines()[0]}).") from None
+    return model.to(device).eval(), meta
+
+
+def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    f = recover(path) / TRAIN_STATE
+    if not f.is_file():
+        raise UserError(f"{path} holds no training state ({TRAIN_STATE}), so training cannot resume from it; "
+                        f"pass --force to start over.")
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged file raises any of several types
+        raise UserError(f"{f} is damaged ({type(e).__name__}); pass --force to start over.") from None
