@@ -91,7 +91,7 @@ def local_rank() -> int:
 def local_device(device: str | torch.device) -> torch.device:
     """Under torchrun, a bare "cuda" means this process's own GPU, cuda:LOCAL_RANK."""
     device = torch.device(device)
-    if device.type == "cuda" and device.index is None and active():
+    if device.type == "cuda" and device.index is None and launched():
         return torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
     return device
 

@@ -306,6 +306,57 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
             yield length_record(n, k, norms, confidence, time.perf_counter() - start)
 
 
+def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], lengths: Iterable[int],
+                                   samples: int = 1000, seed: int = 0, chunk: int | None = None,
+                                   confidence: float = 0.95, skip: Iterable[int] = (),
+                                   progress: bool = False) -> Iterator[dict[str, Any]]:
+    """measure_path_gradients split across torchrun's ranks; every rank yields the same records.
+
+    The unit of work is what one process does for one (length, batch): the same drawn paths (each
+    length's stream is seeded by the length alone, never by the rank), the same chunks, so the norms
+    are bit-identical to measure_path_gradients' and only "seconds" (the units' compute time, summed
+    over ranks) differs. Lengths go `world` at a time; within such a round the (length, batch) units
+    are dealt out i -> rank i % world, so each length's samples are split across the ranks."""
+    from tqdm.auto import tqdm
+
+    from . import distributed
+
+    n = len(view.blocks)
+    todo = [k for k in lengths if k not in set(skip)]
+    bad = [k for k in todo if not 0 <= k <= n]
+    if bad:
+        raise UserError(f"path length {bad[0]} is out of range: this model has {n} blocks, so lengths are 0..{n}.")
+    if not batches:
+        raise UserError("path gradients need at least one training batch.")
+    world = distributed.world()
+    with frozen(view), tqdm(total=samples * len(todo), disable=not (progress and distributed.is_main()), unit="path",
+                            desc=f"path gradients on {world} ranks") as bar:
+        for r in range(0, len(todo), world):
+            ks = todo[r:r + world]
+            units = [(k, b) for k in ks for b in range(min(len(batches), samples))]
+
+            def compute() -> list[tuple[int, int, Tensor, float]]:
+                done = []
+                for k, b in distributed.shard(units):
+                    start = time.perf_counter()
+                    chosen = sample_paths(n, k, samples, length_generator(seed, k))
+                    mine = torch.arange(b, samples, len(batches))
+                    pg = PathGradients(view, *batches[b])
+                    done.append((k, b, pg.norms(chosen[mine], chunk or pg.auto_chunk()), time.perf_counter() - start))
+                return done
+
+            parts = [unit for part in distributed.gather(distributed.all_ok(compute)) for unit in part]
+            for k in ks:
+                norms = torch.zeros(samples, dtype=torch.float64)
+                seconds = 0.0
+                for kk, b, values, s in parts:
+                    if kk == k:
+                        norms[torch.arange(b, samples, len(batches))] = values
+                        seconds += s
+                yield length_record(n, k, norms, confidence, seconds)
+            bar.update(samples * len(ks))
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. Total gradient and effective paths
 
@@ -416,15 +467,25 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
                         if bad else "no path lengths to measure; give some with --lengths, e.g. 1-10.")
     meta = {"experiment": "path-gradients", "blocks": n, "samples": samples, "seed": seed,
             "confidence": confidence, **meta}
-    store = ResultStore(out, meta, force=force)
-    done = [k for k in lengths if store.done(length_key(k))]
-    for rec in measure_path_gradients(view, batches, lengths, samples=samples, seed=seed, chunk=chunk,
-                                      confidence=confidence, skip=done, progress=progress):
-        store.append(rec)
-    records = sorted(store.records, key=lambda r: r["length"])
-    effective = effective_summary(n, records, share)
-    store.finish(order=[r["key"] for r in records], blocks=n, effective=effective)
-    return {"meta": store.meta, "blocks": n, "effective": effective, "records": records}
+    from . import distributed
+
+    # under torchrun (see respaths.distributed) rank 0 alone opens and writes the file
+    ranks = distributed.init()
+    store = distributed.on_main(lambda: ResultStore(out, meta, force=force))
+    done = distributed.broadcast([k for k in lengths if store.done(length_key(k))] if store is not None else None)
+    measure = measure_path_gradients if ranks == 1 else measure_path_gradients_sharded
+    for rec in measure(view, batches, lengths, samples=samples, seed=seed, chunk=chunk,
+                       confidence=confidence, skip=done, progress=progress):
+        if store is not None:
+            store.append(rec)
+
+    def finish() -> dict[str, Any]:
+        records = sorted(store.records, key=lambda r: r["length"])
+        effective = effective_summary(n, records, share)
+        store.finish(order=[r["key"] for r in records], blocks=n, effective=effective)
+        return {"meta": store.meta, "blocks": n, "effective": effective, "records": records}
+
+    return distributed.broadcast(distributed.on_main(finish))
 
 
 def paths_main(checkpoint: str, *, out: str = "runs", samples: int = 1000, lengths: str = "all",
@@ -449,7 +510,8 @@ def paths_main(checkpoint: str, *, out: str = "runs", samples: int = 1000, lengt
         path = path / "checkpoint"  # a run directory
     if batch_size < 1 or batches < 1:
         raise UserError(f"--batch-size and --batches must be at least 1 (got {batch_size} and {batches}).")
-    dev = pick_device(device)
+    from .distributed import local_device
+    dev = local_device(pick_device(device))  # under torchrun: this rank's own GPU
     model, meta = load_checkpoint(path, dev)
     info = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {"name": meta.get("dataset")}
     name = dataset or info.get("name")
