@@ -308,6 +308,9 @@ def paths_run(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, batches=args.batches, seed=args.seed, share=args.share,
                      dataset=args.dataset, data_dir=args.data_dir, device=args.device, chunk=args.chunk,
                      force=args.force)
+    from .distributed import is_main
+    if not is_main():  # under torchrun, rank 0 speaks for all
+        return 0
     e = doc["effective"]
     lo, hi = e["lengths"]
     print(f"{doc['blocks']} blocks, lengths {e['measured_lengths'][0]}..{e['measured_lengths'][-1]} measured: "
