@@ -266,6 +266,7 @@ def layers_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default="last", choices=["last", "first"], help="angular: the readout token")
     p.add_argument("--device", default="cpu")
     p.add_argument("--force", action="store_true", help="overwrite results of a different experiment")
+    p.add_argument("--no-figure", action="store_true", help="skip drawing PREFIX.png and PREFIX.svg")
 
 
 def layers_run(args: argparse.Namespace) -> int:
@@ -277,7 +278,8 @@ def layers_run(args: argparse.Namespace) -> int:
     path = layers_main(args.model, args.method, text=args.text, out=args.out, split=args.split,
                        seq_len=args.seq_len, batch_size=args.batch_size, limit=args.limit, steps=args.steps,
                        seeds=args.seeds, spans=spans, variants=[v for v in args.variants.split(",") if v],
-                       loops=args.loops, token=args.token, device=args.device, force=args.force)
+                       loops=args.loops, token=args.token, device=args.device, force=args.force,
+                       figure=not args.no_figure)
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0
 
