@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 transformers = pytest.importorskip("transformers")
-from transformers import (BertConfig, BertForSequenceClassification, BertModel, GPT2Config,  # noqa: E402
-                          GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, ViTConfig, ViTForImageClassification)
+from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel,  # noqa: E402
+                          GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, ViTConfig,
+                          ViTForImageClassification)
 
 import respaths  # noqa: E402
 from respaths import layer_importance as li  # noqa: E402
@@ -22,16 +23,19 @@ from respaths.cli import main  # noqa: E402
 from respaths.core import PARALLEL, RUN, Plan, delete_blocks  # noqa: E402
 
 V = 97  # vocabulary of the tiny models
-LAYERS = {"bert": "encoder.layer", "bertcls": "encoder.layer", "gpt2": "h", "llama": "layers", "vit": "layers"}
+LAYERS = {"bert": "encoder.layer", "bertcls": "encoder.layer", "bertmlm": "encoder.layer", "gpt2": "h",
+          "llama": "layers", "vit": "layers"}
 
 
 def tiny(name, attn="eager"):
-    torch.manual_seed({"bert": 0, "bertcls": 1, "gpt2": 2, "llama": 3, "vit": 4}[name])
+    torch.manual_seed({"bert": 0, "bertcls": 1, "gpt2": 2, "llama": 3, "vit": 4, "bertmlm": 5}[name])
     small = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, attn_implementation=attn)
     if name == "bert":
         m = BertModel(BertConfig(vocab_size=V, num_hidden_layers=3, **small))
     elif name == "bertcls":
         m = BertForSequenceClassification(BertConfig(vocab_size=V, num_hidden_layers=3, num_labels=3, **small))
+    elif name == "bertmlm":
+        m = BertForMaskedLM(BertConfig(vocab_size=V, num_hidden_layers=2, **small))
     elif name == "gpt2":
         m = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_embd=32, n_layer=5, n_head=4, n_positions=64,
                                        bos_token_id=1, eos_token_id=2, attn_implementation=attn))
@@ -324,6 +328,39 @@ def test_plan_keys_for_parallel_steps():
 
 
 # ---------------------------------------------------------------------------------------------
+# The paper's tools, unchanged, on transformer classifiers
+
+
+def test_lesion_single_on_vit_equals_models_with_layers_removed(models):
+    from respaths.lesion import lesion_single
+
+    m = models["vit"]
+    x, y = inputs_for("vit"), torch.tensor([0, 3, 4])
+    recs = {r["key"]: r for r in lesion_single(respaths.view(m), (x, y), batch_size=2)}
+    assert set(recs) == {"baseline"} | {f"single {i}" for i in range(4)}
+    for i in range(4):
+        with torch.no_grad():
+            logits = model_out(edited(m, "vit", [j for j in range(4) if j != i]), x)
+        assert recs[f"single {i}"]["errors"] == int((logits.argmax(1) != y).sum())
+
+
+@pytest.mark.parametrize("split", ["layer", "attn_mlp"])
+@pytest.mark.parametrize("name", ["vit", "bertcls"])
+def test_path_gradients_on_transformers_equal_naive_backward(models, name, split):
+    from respaths.paths import PathGradients, naive_path_gradient
+
+    m = copy.deepcopy(models[name]).requires_grad_(False)
+    inp, y = inputs_for(name), torch.tensor([0, 1, 2])
+    v = respaths.view(m, inp, split=split)
+    n = len(v)
+    chosen = torch.tensor([[i % 2 == 0 for i in range(n)], [i == 1 for i in range(n)], [True] * n])
+    rows, which = PathGradients(v, inp, y).grads(chosen)
+    for j in range(len(chosen)):
+        ref = naive_path_gradient(v, inp, y, [i for i in range(n) if chosen[j, i]])
+        assert torch.allclose(rows[which[j]], ref, rtol=1e-4, atol=1e-7 * ref.abs().max())
+
+
+# ---------------------------------------------------------------------------------------------
 # The command
 
 
@@ -359,6 +396,7 @@ def test_cli_layers_decoder_resumes_to_identical_files(models, tmp_path, capsys)
     assert recs["baseline"]["ppl"] == pytest.approx(math.exp(recs["baseline"]["loss"]))
     assert (tmp_path / "runs" / "greedy.png").stat().st_size > 0 and (tmp_path / "runs" / "greedy.svg").exists()
     first = (tmp_path / "runs" / "greedy.json").read_text()
+    args.append("--no-figure")
     assert main(args + ["--method", "greedy", "--out", str(out), "--steps", "2"]) == 0  # resumes: nothing new
     assert (tmp_path / "runs" / "greedy.json").read_text() == first
     assert main(args + ["--method", "painters", "--out", str(tmp_path / "p"), "--spans", "1,3"]) == 0
@@ -378,7 +416,7 @@ def test_cli_layers_encoder_influence(models, tmp_path):
     lines = "\n".join(TEXT.split(" and ")) + "\n"
     (tmp_path / "s.txt").write_text(lines)
     assert main(["layers", str(d), "--method", "influence", "--text", str(tmp_path / "s.txt"),
-                 "--out", str(tmp_path / "i"), "--split", "attn_mlp"]) == 0
+                 "--out", str(tmp_path / "i"), "--split", "attn_mlp", "--no-figure"]) == 0
     doc = json.loads((tmp_path / "i.json").read_text())
     assert doc["meta"]["metric"] == "cosine" and doc["meta"]["blocks"] == 6
     recs = {r["key"]: r for r in doc["records"]}

@@ -91,9 +91,7 @@ def read_text(path: str | Path, view: ResidualView, tokenizer: Any, seq_len: int
     text = path.read_text(encoding="utf-8", errors="replace")
     if getattr(view, "task", "") == "causal-lm":
         ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
-        batches = token_batches(ids, seq_len, batch_size)
-        if limit is not None:
-            batches = batches[:max(1, limit // batch_size)]
+        batches = token_batches(ids if limit is None else ids[:limit * seq_len], seq_len, batch_size)
     else:
         lines = [ln for ln in text.splitlines() if ln.strip()][:limit]
         labels = None
@@ -499,7 +497,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
                 seq_len: int = 128, batch_size: int = 8, limit: int | None = None, steps: int | None = None,
                 seeds: int = 3, spans: Sequence[int] | None = None, variants: Sequence[str] = PAINTERS,
                 loops: int | None = None, token: str = "last", device: str = "cpu", force: bool = False,
-                progress: bool = True) -> Path:
+                figure: bool = True, progress: bool = True) -> Path:
     """`respaths layers`: load a Hugging Face model directory, read the text, run the method."""
     from . import view as make_view
     from .adapters.hf import load
@@ -532,7 +530,8 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
     store = ResultStore(out or f"runs/layers-{method}", meta, force=force)
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token, progress=progress)
-    from .figures import save
-    from .layer_figures import plot
-    save(plot(json.loads(path.read_text())), path.with_suffix(""))  # PREFIX.png and PREFIX.svg
+    if figure:
+        from .figures import save
+        from .layer_figures import plot
+        save(plot(json.loads(path.read_text())), path.with_suffix(""))  # PREFIX.png and PREFIX.svg
     return path

@@ -339,8 +339,8 @@ def load(path: str, attn_implementation: str = "eager") -> tuple[nn.Module, Any]
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
     cls = getattr(transformers, arch, None) or transformers.AutoModel
-    model = cls.from_pretrained(path, local_files_only=True, attn_implementation=attn_implementation,
-                                dtype=torch.float32).eval()
+    model = cls.from_pretrained(path, local_files_only=True, attn_implementation=attn_implementation)
+    model = model.float().eval()  # fp32: the view and the metrics compare numbers, not samples
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, TypeError):
