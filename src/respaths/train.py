@@ -245,7 +245,8 @@ class Trainer:
 
     rank, world_size = 0, 1  # data parallelism: each rank takes order[rank::world_size] of every epoch
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None):
+        """datasets: (train, test) already in memory, instead of loading cfg.dataset by name."""
         check(cfg)
         self.cfg = cfg
         self.out = Path(cfg.out or default_out(cfg))
@@ -259,8 +260,10 @@ class Trainer:
         self.resume_from = self.claim_out_dir()
         cfg = self.cfg  # claim_out_dir may adopt the settings of the run being resumed
 
-        self.train_set = load_dataset(cfg.dataset, cfg.data_dir, "train", cfg.limit_train).to(self.device)
-        self.test_set = load_dataset(cfg.dataset, cfg.data_dir, "test", cfg.limit_test).to(self.device)
+        if datasets is None:
+            datasets = (load_dataset(cfg.dataset, cfg.data_dir, "train"), load_dataset(cfg.dataset, cfg.data_dir, "test"))
+        self.train_set = datasets[0].take(cfg.limit_train).to(self.device)
+        self.test_set = datasets[1].take(cfg.limit_test).to(self.device)
 
         torch.manual_seed(cfg.seed)
         try:
@@ -451,12 +454,14 @@ class Trainer:
             (bar.write if bar is not None and not bar.disable else print)(msg)
 
 
-def train(config: TrainConfig | dict[str, Any]) -> TrainResult:
-    """Train (or resume) one run; see TrainConfig. Bad settings raise UserError."""
+def train(config: TrainConfig | dict[str, Any], datasets: tuple[Dataset, Dataset] | None = None) -> TrainResult:
+    """Train (or resume) one run; see TrainConfig. Bad settings raise UserError.
+
+    datasets: optional (train, test) Datasets to use instead of loading config.dataset by name."""
     cfg = config if isinstance(config, TrainConfig) else make_config(**config)
     threads = torch.get_num_threads()
     try:
-        return Trainer(cfg).run()
+        return Trainer(cfg, datasets).run()
     finally:
         torch.set_num_threads(threads)  # --threads is for this run only
 
