@@ -187,3 +187,13 @@ def test_paired_bootstrap_matches_resampling_images():
     assert lo < diff.mean() < hi
     assert stats.paired_bootstrap_ci(base, plan) == stats.paired_bootstrap_ci(base, plan)  # seeded
     assert stats.paired_bootstrap_ci(base, base) == (0.0, 0.0)
+
+
+def test_a_block_that_changes_its_input_in_place_is_refused():
+    """The trie hands one activation to several children, so an in-place op on it would be wrong."""
+    model = tiny("preresnet14")
+    x, y = data(8)
+    model.blocks[2].branch = torch.nn.Sequential(torch.nn.ReLU(inplace=True), model.blocks[2].branch)
+    view = respaths.view(model, x[:2])
+    with pytest.raises(respaths.core.UserError, match="block 2 .* in place"):
+        evaluate_plans(view, (x, y), [full_plan(len(view)), delete_blocks(len(view), [1])])

@@ -198,3 +198,61 @@ def test_cli_reorder_and_errors(tmp_path, capsys):
     assert "either a respaths checkpoint" in capsys.readouterr().err
     assert cli.main(["lesion", *common, "--mode", "random", "--k", "x"]) == 2
     assert "cannot read k=" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet scale: torchvision ResNet-50/101/152, an ImageFolder, weights from a local file
+
+@pytest.mark.parametrize("name,blocks", [("resnet50", 16), ("resnet101", 33), ("resnet152", 50)])
+def test_torchvision_resnets_lesion_exactly(name, blocks):
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = tv.models.get_model(name, weights=None, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)  # small images keep ResNet-152 cheap; the blocks are the same
+    y = torch.tensor([1, 2])
+    view = respaths.view(model, x)
+    assert len(view) == blocks and view.adapter == "torchvision"
+    from respaths.engine import evaluate_plans
+    plans = [respaths.full_plan(blocks)] + [p for _, p in random_plans(view, [5], 1, seed=3)]
+    plans += [p for _, p in reorder_plans(view, [2], 1, seed=3)]
+    results = evaluate_plans(view, (x, y), plans, batch_size=2, keep_logits=True)
+    with torch.inference_mode():
+        assert torch.equal(results[0].logits, model(x))  # the view is the model
+        for plan, r in zip(plans[1:], results[1:]):
+            assert torch.equal(r.logits, lesioned_model(model, plan, x).eval()(x)), plan.key()
+            assert not torch.equal(r.logits, results[0].logits)
+
+
+def test_imagefolder_with_a_torchvision_resnet50_from_a_weights_file(tmp_path):
+    tv = pytest.importorskip("torchvision")
+    Image = pytest.importorskip("PIL.Image")
+    from respaths.data import load_dataset
+    g = torch.Generator().manual_seed(0)
+    for c, cls in enumerate(["n01440764", "n01443537"]):  # ImageNet-style class folders under val/
+        (tmp_path / "imnet" / "val" / cls).mkdir(parents=True)
+        for i in range(1):
+            pixels = torch.randint(0, 256, (240 + 40 * c, 300, 3), generator=g, dtype=torch.uint8)
+            Image.fromarray(pixels.numpy()).save(tmp_path / "imnet" / "val" / cls / f"{i}.png")
+    torch.manual_seed(0)
+    model = tv.models.resnet50(weights=None).eval()
+    weights = tmp_path / "resnet50.safetensors"
+    save_file(model.state_dict(), str(weights))
+    folder = f"imagefolder:{tmp_path / 'imnet'}"
+    out = tmp_path / "out"
+    assert cli.main(["lesion", "--model", "torchvision:resnet50", "--weights", str(weights), "--dataset", folder,
+                     "--mode", "random", "--k", "3", "--samples", "1", "--batch-size", "4", "--out", str(out)]) == 0
+    doc = json.loads((out / "lesion-random.json").read_text())
+    assert doc["meta"]["dataset"]["n_images"] == 2 and len(doc["meta"]["blocks"]) == 16
+    assert doc["meta"]["blocks"][0]["in_shape"] == [64, 56, 56]  # resized to 256, centre-cropped to 224
+    assert doc["meta"]["source"] == {"model": "torchvision:resnet50", "weights": str(weights)}
+    data = load_dataset(folder)
+    assert data.images.shape == (2, 3, 224, 224) and data.labels.tolist() == [0, 1]
+    from respaths.engine import iterate_batches
+    x, y = next(iterate_batches(data, 2, torch.device("cpu")))
+    with torch.inference_mode():
+        logits = model(x)
+        base = int((logits.argmax(1) != y).sum())
+        assert doc["baseline"]["errors"] == base  # the file's baseline is the model's own forward
+        r = doc["records"][1]
+        twin = lesioned_model(model, respaths.delete_blocks(16, r["deleted"]), x).eval()
+        assert r["errors"] == int((twin(x).argmax(1) != y).sum()) and r["k"] == 3

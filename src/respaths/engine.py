@@ -241,6 +241,8 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batc
         stack.enter_context(eval_mode(model))
         stack.enter_context(torch.inference_mode())
         for k, (x, y) in enumerate(iterate_batches(data, batch_size, device)):
+            if k == 0:
+                check_inputs_untouched(view, x[:2] if isinstance(x, Tensor) else x)
             if fast and k == 0:
                 stack.enter_context(optimise(view, x[:32] if isinstance(x, Tensor) else x))
             if fast and isinstance(x, Tensor) and x.dim() == 4:
@@ -271,6 +273,25 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batc
         if keep_logits:
             r.logits = torch.cat(logits_kept[pid])
     return results
+
+
+def check_inputs_untouched(view: ResidualView, probe: Any) -> None:
+    """The trie hands one activation to several children, so no block may change its input in place.
+
+    Checked once, on a probe, through the version counters that inference mode switches off."""
+    with torch.inference_mode(False), torch.no_grad():
+        x = view.stem(probe.clone() if isinstance(probe, Tensor) else probe)
+        for b in view.blocks:
+            if not isinstance(x, Tensor):
+                return
+            version = x._version
+            y = b(x)
+            if b.deletable:
+                b.deleted(x)
+            if x._version != version:
+                raise UserError(f"block {b.index} ({b.name}) changes its input in place (an inplace ReLU on "
+                                f"the shortcut path?); make the view's callables out of place.")
+            x = y
 
 
 @contextlib.contextmanager
