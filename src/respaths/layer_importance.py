@@ -224,32 +224,23 @@ def metric_for(view: ResidualView, batches: Sequence[Batch]):
 
 
 # ---------------------------------------------------------------------------------------------
-# Activations of the full model: x_0 (the stem's output) .. x_L (the last block's output)
-
-
-@torch.no_grad()
-def block_activations(view: ResidualView, batch: Batch) -> list[Tensor]:
-    x = view.stem(inputs_of(batch))
-    xs = [x]
-    for b in view.blocks:
-        x = b(x)
-        xs.append(x)
-    return xs
+# Scores from one pass of the full model: x_0 (the stem's output) .. x_L (the last block's output)
 
 
 @torch.no_grad()
 def block_influence(view: ResidualView, batches: Sequence[Batch]) -> list[float]:
-    """ShortGPT's Block Influence of each block: 1 - cos(input, output), averaged over all tokens."""
+    """ShortGPT's Block Influence of each block: 1 - cos(input, output), averaged over all real tokens."""
     device = model_device(view)
     total = torch.zeros(len(view), dtype=torch.float64)
     n = 0
     for b in batches:
         b = to_device(b, device)
-        xs = block_activations(view, b)
-        ok = valid_tokens(b, xs[0]).cpu()
-        for i in range(len(view)):
-            cos = F.cosine_similarity(xs[i].float(), xs[i + 1].float(), dim=-1).cpu()
-            total[i] += (1 - cos)[ok].double().sum()
+        x = view.stem(inputs_of(b))
+        ok = valid_tokens(b, x)
+        for i, block in enumerate(view.blocks):
+            y = block(x)
+            total[i] += float((1 - F.cosine_similarity(x.float(), y.float(), dim=-1))[ok].double().sum())
+            x = y
         n += int(ok.sum())
     return (total / n).tolist()
 
@@ -273,14 +264,18 @@ def angular_distances(view: ResidualView, batches: Sequence[Batch], token: str =
     n = 0
     for b in batches:
         b = to_device(b, device)
-        xs = block_activations(view, b)
-        idx = readout_index(b, xs[0], token)
+        x = view.stem(inputs_of(b))
+        idx = readout_index(b, x, token)
         rows = torch.arange(len(idx), device=idx.device)
-        unit = F.normalize(torch.stack([x[rows, idx].double() for x in xs]), dim=-1)  # [L+1, B, D]
+        read = [x[rows, idx]]
+        for block in view.blocks:
+            x = block(x)
+            read.append(x[rows, idx])
+        unit = F.normalize(torch.stack(read).double(), dim=-1)  # [L+1, B, D]
         # the angle as 2 atan2(|u - v|, |u + v|): arccos(u.v) loses digits when the angle is small
-        diff = (unit[:, None] - unit[None, :]).norm(dim=-1)
-        summ = (unit[:, None] + unit[None, :]).norm(dim=-1)
-        total += (2 * torch.atan2(diff, summ) / math.pi).sum(-1).cpu()
+        for l in range(L + 1):
+            diff, summ = (unit[l] - unit).norm(dim=-1), (unit[l] + unit).norm(dim=-1)  # [L+1, B]
+            total[l] += (2 * torch.atan2(diff, summ) / math.pi).sum(-1).cpu()
         n += len(idx)
     return (total / n).triu()
 

@@ -48,8 +48,9 @@ SPLIT_CLASSES = {
     "llama": {"LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer"},
     "vit": {"ViTLayer"},
 }
-# Where each family keeps its layers in the base model, and its final norm (None: no final norm).
-LAYERS = {"bert": "encoder.layer", "gpt2": "h", "llama": "layers", "vit": "layers"}
+# Where a base model keeps its layers (ViT moved from encoder.layer to layers in transformers 5),
+# and each family's final norm (None: no final norm).
+LAYER_PATHS = ("encoder.layer", "h", "layers")
 FINAL_NORM = {"bert": None, "gpt2": "ln_f", "llama": "norm", "vit": "layernorm"}
 
 
@@ -84,7 +85,7 @@ class HFView(ResidualView):
 
 
 def family_of(base: nn.Module) -> str | None:
-    layers = first_layers(base)
+    path, layers = find_layers(base)
     if layers is None or len(layers) == 0:
         return None
     layer = layers[0]
@@ -100,15 +101,15 @@ def family_of(base: nn.Module) -> str | None:
     return None
 
 
-def first_layers(base: nn.Module) -> nn.ModuleList | None:
-    for path in ("encoder.layer", "h", "layers"):
+def find_layers(base: nn.Module) -> tuple[str, nn.ModuleList | None]:
+    for path in LAYER_PATHS:
         try:
             m = base.get_submodule(path)
         except AttributeError:
             continue
         if isinstance(m, nn.ModuleList):
-            return m
-    return None
+            return path, m
+    return "", None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,11 +306,11 @@ def adapt(model: nn.Module, split: str = "layer", example_input: Any = None, **_
     if len(set(getattr(config, "layer_types", None) or ["one"])) > 1:
         raise UserError(f"{type(model).__name__} gives its layers different attention masks (layer_types "
                         f"{sorted(set(config.layer_types))}), which respaths' transformer view does not handle.")
-    layers = base.get_submodule(LAYERS[family])
+    path, layers = find_layers(base)
     ctx = Context()
     blocks: list[Block] = []
     for j, layer in enumerate(layers):
-        name = f"{LAYERS[family]}.{j}"
+        name = f"{path}.{j}"
         if split == "layer":
             blocks.append(Block(branch=partial(layer_residual, layer, ctx), forward=partial(whole_layer, layer, ctx),
                                 name=name, module=layer))
