@@ -61,6 +61,9 @@ def train_args(p: argparse.ArgumentParser) -> None:
                    help="channels-last memory format (default: on for CPU and CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: batch-norm statistics over the global batch (SyncBatchNorm, CUDA only) "
+                        "instead of per rank")
     g = p.add_argument_group("run directory")
     g.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out with its own settings (the same command "
@@ -143,8 +146,10 @@ def _lesion_setup(args: argparse.Namespace):
 
     from .adapters import view as make_view
     from .data import load_dataset
+    from .distributed import local_device
     from .engine import iterate_batches
     from .loading import load_model
+    args.device = str(local_device(args.device))  # under torchrun, "cuda" is this rank's own GPU
     if bool(args.checkpoint) == bool(args.model):
         raise UserError("give either a respaths checkpoint directory or --model SPEC (not both, not neither).")
     if args.weights and not args.model:

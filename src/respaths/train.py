@@ -79,10 +79,11 @@ class TrainConfig:
     force: bool = False
     progress: bool | None = None  # None: a bar when stderr is a terminal
     quiet: bool = False
+    sync_bn: bool = False  # under torchrun: SyncBatchNorm over all ranks (CUDA); see respaths.ddp
 
 
 RUNTIME = {"out", "data_dir", "device", "channels_last", "compile", "eval_every", "threads", "resume", "force",
-           "progress", "quiet"}
+           "progress", "quiet", "sync_bn"}
 
 
 def run_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -243,7 +244,7 @@ class Trainer:
     """One training run. `run()` is the epoch loop; each piece it calls is a method, so that a
     data-parallel trainer can set rank/world_size, wrap the model, and reuse the rest."""
 
-    rank, world_size = 0, 1  # data parallelism: each rank takes order[rank::world_size] of every epoch
+    rank, world_size = 0, 1  # data parallelism: respaths.ddp.DistributedTrainer (slices of global batches)
 
     def __init__(self, cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None):
         """datasets: (train, test) already in memory, instead of loading cfg.dataset by name."""
@@ -461,6 +462,10 @@ def train(config: TrainConfig | dict[str, Any], datasets: tuple[Dataset, Dataset
     cfg = config if isinstance(config, TrainConfig) else make_config(**config)
     threads = torch.get_num_threads()
     try:
+        from .distributed import launched
+        if launched():  # torchrun started this process as one of several: DistributedDataParallel
+            from .ddp import DistributedTrainer
+            return DistributedTrainer(cfg, datasets).run()
         return Trainer(cfg, datasets).run()
     finally:
         torch.set_num_threads(threads)  # --threads is for this run only
