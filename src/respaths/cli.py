@@ -114,6 +114,50 @@ def evaluate_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# layers  (issue: transformers and layer-importance methods)
+
+def layers_args(p: argparse.ArgumentParser) -> None:
+    from .layer_importance import METHODS, PAINTERS
+    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), tokenizer beside it")
+    p.add_argument("--method", required=True, choices=METHODS,
+                   help="influence: ShortGPT Block Influence and pruning in its order; angular: Gromov et al.'s "
+                        "angular distance and best n consecutive blocks; greedy: greedy pruning vs influence "
+                        "and random order; painters: skip/repeat/reverse/random/parallel/looped middle blocks")
+    p.add_argument("--text", help="UTF-8 text: one stream for decoders, one example per line for encoders "
+                                  "('LABEL<TAB>TEXT' lines give labels to classifiers)")
+    p.add_argument("--out", help="output prefix (writes PREFIX.json and PREFIX.csv); default runs/layers-METHOD")
+    p.add_argument("--split", default="layer", choices=["layer", "attn_mlp"],
+                   help="one block per layer, or attention and MLP as two blocks")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per window (decoders) or per line (encoders)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, help="use at most this many examples (lines or windows)")
+    p.add_argument("--steps", type=int, help="remove at most this many blocks (default: all but one)")
+    p.add_argument("--seeds", type=int, default=3, help="random orders (greedy) or permutations (painters)")
+    p.add_argument("--spans", help="painters: numbers of middle blocks, e.g. 1,2,4 (default 1..L-2)")
+    p.add_argument("--variants", default=",".join(PAINTERS), help="painters: variants to run")
+    p.add_argument("--loops", type=int, help="painters looped: times the parallel step runs (default: the span)")
+    p.add_argument("--token", default="last", choices=["last", "first"], help="angular: the readout token")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true", help="overwrite results of a different experiment")
+    p.add_argument("--no-figure", action="store_true", help="skip drawing PREFIX.png and PREFIX.svg")
+
+
+def layers_run(args: argparse.Namespace) -> int:
+    from .layer_importance import layers_main
+    try:
+        spans = [int(s) for s in args.spans.split(",")] if args.spans else None
+    except ValueError:
+        raise UserError(f"--spans takes numbers of blocks separated by commas, e.g. 1,2,4; got {args.spans!r}.")
+    path = layers_main(args.model, args.method, text=args.text, out=args.out, split=args.split,
+                       seq_len=args.seq_len, batch_size=args.batch_size, limit=args.limit, steps=args.steps,
+                       seeds=args.seeds, spans=spans, variants=[v for v in args.variants.split(",") if v],
+                       loops=args.loops, token=args.token, device=args.device, force=args.force,
+                       figure=not args.no_figure)
+    print(f"wrote {path} and {path.with_suffix('.csv')}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # lesion / reorder  (issue 3: the lesion engine)
 
 def _lesion_common_args(p: argparse.ArgumentParser) -> None:
@@ -134,6 +178,7 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
                    help="float32 is exact; the others run under autocast")
     p.add_argument("--fast", action="store_true", help="fold BatchNorm into convolutions and use channels_last "
                                                       "(rounding-level differences; see respaths.engine)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the blocks (pays a compile up front)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-mb", type=int, default=1024, help="memory bound of the branch-point cache")
     p.add_argument("--chunk", type=int, default=64, help="plans evaluated together (results are saved per chunk)")
@@ -181,8 +226,9 @@ def _lesion_setup(args: argparse.Namespace):
         raise UserError(f"the model has {outputs} outputs but {data.name} has {data.num_classes} classes; "
                         f"give --num-classes or a model trained on this dataset.")
     options = dict(batch_size=args.batch_size, device=args.device, dtype=args.dtype, fast=args.fast,
-                   cache_bytes=args.cache_mb << 20, chunk=args.chunk, force=args.force, progress=True,
-                   meta={"source": source, "dtype": args.dtype, "fast": args.fast})
+                   compile=args.compile, cache_bytes=args.cache_mb << 20, chunk=args.chunk, force=args.force,
+                   progress=True, meta={"source": source, "dtype": args.dtype, "fast": args.fast,
+                                        "compile": args.compile})
     return v, data, options
 
 
@@ -245,49 +291,6 @@ def reorder_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
-# layers  (issue: transformers and layer-importance methods)
-
-def layers_args(p: argparse.ArgumentParser) -> None:
-    from .layer_importance import METHODS, PAINTERS
-    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), tokenizer beside it")
-    p.add_argument("--method", required=True, choices=METHODS,
-                   help="influence: ShortGPT Block Influence and pruning in its order; angular: Gromov et al.'s "
-                        "angular distance and best n consecutive blocks; greedy: greedy pruning vs influence "
-                        "and random order; painters: skip/repeat/reverse/random/parallel/looped middle blocks")
-    p.add_argument("--text", help="UTF-8 text: one stream for decoders, one example per line for encoders "
-                                  "('LABEL<TAB>TEXT' lines give labels to classifiers)")
-    p.add_argument("--out", help="output prefix (writes PREFIX.json and PREFIX.csv); default runs/layers-METHOD")
-    p.add_argument("--split", default="layer", choices=["layer", "attn_mlp"],
-                   help="one block per layer, or attention and MLP as two blocks")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per window (decoders) or per line (encoders)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, help="use at most this many examples (lines or windows)")
-    p.add_argument("--steps", type=int, help="remove at most this many blocks (default: all but one)")
-    p.add_argument("--seeds", type=int, default=3, help="random orders (greedy) or permutations (painters)")
-    p.add_argument("--spans", help="painters: numbers of middle blocks, e.g. 1,2,4 (default 1..L-2)")
-    p.add_argument("--variants", default=",".join(PAINTERS), help="painters: variants to run")
-    p.add_argument("--loops", type=int, help="painters looped: times the parallel step runs (default: the span)")
-    p.add_argument("--token", default="last", choices=["last", "first"], help="angular: the readout token")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--force", action="store_true", help="overwrite results of a different experiment")
-    p.add_argument("--no-figure", action="store_true", help="skip drawing PREFIX.png and PREFIX.svg")
-
-
-def layers_run(args: argparse.Namespace) -> int:
-    from .layer_importance import layers_main
-    try:
-        spans = [int(s) for s in args.spans.split(",")] if args.spans else None
-    except ValueError:
-        raise UserError(f"--spans takes numbers of blocks separated by commas, e.g. 1,2,4; got {args.spans!r}.")
-    path = layers_main(args.model, args.method, text=args.text, out=args.out, split=args.split,
-                       seq_len=args.seq_len, batch_size=args.batch_size, limit=args.limit, steps=args.steps,
-                       seeds=args.seeds, spans=spans, variants=[v for v in args.variants.split(",") if v],
-                       loops=args.loops, token=args.token, device=args.device, force=args.force,
-                       figure=not args.no_figure)
-    print(f"wrote {path} and {path.with_suffix('.csv')}")
-    return 0
-
 
 # ---------------------------------------------------------------------------------------------
 # paths  (issue 4: path lengths, path gradients, effective paths)
@@ -328,15 +331,72 @@ def paths_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# reproduce / demo / report  (issue 5: the whole study, figures and the HTML report)
+
+def reproduce_args(p: argparse.ArgumentParser) -> None:
+    from .reproduce import PRESETS
+    shown = [n for n, pr in PRESETS.items() if not pr.hidden]
+    p.add_argument("--preset", default="quick", choices=list(PRESETS), metavar="NAME",
+                   help="; ".join(f"{n}: {PRESETS[n].description}" for n in shown))
+    p.add_argument("--out", help="run directory (default runs/PRESET); running again resumes it")
+    p.add_argument("--data-dir", help="where the dataset is looked for (also $RESPATHS_DATA, /usr/share/datasets)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when there is one)")
+    p.add_argument("--force", action="store_true", help="start over in --out, deleting its models and results")
+
+
+def reproduce_run(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+    path = reproduce(args.preset, args.out or f"runs/{args.preset}", force=args.force, device=args.device,
+                     data_dir=args.data_dir)
+    print(f"report: {path}")
+    return 0
+
+
+def demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="respaths-demo", help="run directory; running again reuses what is done")
+    p.add_argument("--data-dir", help="where Fashion-MNIST is looked for")
+
+
+def demo_run(args: argparse.Namespace) -> int:
+    import time
+
+    from .reproduce import reproduce
+    start = time.perf_counter()
+    path = reproduce("quick", args.out, data_dir=args.data_dir)
+    print(f"\nrespaths demo finished in {time.perf_counter() - start:.0f} s.\n"
+          f"Open the report in a browser: {path.resolve()}\n"
+          f"Figures (PNG and SVG): {path.parent.resolve() / 'figures'}; results (JSON and CSV): "
+          f"{path.parent.resolve() / 'results'}")
+    return 0
+
+
+def report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories written by respaths reproduce; "
+                                                          "several are shown side by side")
+    p.add_argument("--out", help="the HTML file (default DIR/report.html for one run, report.html for several)")
+
+
+def report_run(args: argparse.Namespace) -> int:
+    from .report import build
+    out = args.out or (None if len(args.dirs) == 1 else "report.html")
+    print(f"report: {build(args.dirs, out)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 COMMANDS = {
     "train": (train_args, train_run, "train a model (SGD, stochastic depth, fixed-m, resumable)"),
     "evaluate": (evaluate_args, evaluate_run, "test error of a checkpoint"),
-    "layers": (layers_args, layers_run, "which transformer layers matter: Block Influence, angular "
-                                        "distance, greedy pruning, painters variants"),
     "lesion": (lesion_args, lesion_run, "delete blocks at test time: each alone, or random sets of k"),
     "reorder": (reorder_args, reorder_run, "swap k random pairs of compatible blocks at test time"),
     "paths": (paths_args, paths_run, "path gradients by path length, and the effective paths (Veit et al. sec. 5)"),
+    "reproduce": (reproduce_args, reproduce_run, "the whole study of Veit et al.: train, run every experiment, "
+                                                 "write the figures and an HTML report (resumable)"),
+    "demo": (demo_args, demo_run, "the quick study on Fashion-MNIST into ./respaths-demo, in minutes on a CPU"),
+    "report": (report_args, report_run, "rebuild the HTML report from the results of one or more runs"),
+    "layers": (layers_args, layers_run, "which transformer layers matter: Block Influence, angular "
+                                        "distance, greedy pruning, painters variants"),
 }
 
 

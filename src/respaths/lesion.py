@@ -119,7 +119,8 @@ def describe(view: ResidualView, data: Any, n_images: int) -> dict[str, Any]:
 def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[tuple[dict[str, Any], Plan]],
                    params: dict[str, Any], *, out: str | None = None, meta: dict[str, Any] | None = None,
                    force: bool = False, batch_size: int = 256, device: Any = None, dtype: Any = "float32",
-                   fast: bool = False, cache_bytes: int = DEFAULT_CACHE_BYTES, chunk: int = DEFAULT_CHUNK,
+                   fast: bool = False, compile: bool = False, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                   chunk: int = DEFAULT_CHUNK,
                    progress: bool = False, seed: int = 0) -> list[dict[str, Any]]:
     """Evaluate the baseline and the specs' plans; records in spec order (baseline first)."""
     n_images = count_examples(data)
@@ -150,7 +151,7 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[t
             break
         plans = [base_spec[1]] + [p for _, p in group]
         results = evaluate_plans(view, data, plans, batch_size=batch_size, device=device, dtype=dtype,
-                                 fast=fast, cache_bytes=cache_bytes, progress=progress,
+                                 fast=fast, compile=compile, cache_bytes=cache_bytes, progress=progress,
                                  desc=f"plans, chunk {gi + 1}/{len(groups)}")
         base = results[0]
         if baseline_correct is not None and not torch.equal(base.correct, baseline_correct):
