@@ -93,13 +93,14 @@ def test_batched_path_gradients_equal_naive(name, shortcut, options):
         chosen = torch.cat([paths.sample_paths(n, k, 2, gen) for k in range(n + 1)])
         with paths.frozen(view):
             pg = paths.PathGradients(view, x, y)
-            rows, which = pg.grads(chosen)
+            grads = pg.grads(chosen)
             norms = pg.norms(chosen, chunk=5)
+            pg.vmap = not pg.vmap  # the other way of applying the vjps (per row on a CPU, vmap elsewhere)
+            assert torch.allclose(pg.grads(chosen), grads, rtol=tol, atol=tol * grads.abs().max())
             for j, row in enumerate(chosen):
                 naive = paths.naive_path_gradient(view, x, y, row.nonzero().flatten().tolist())
-                got = rows[which[j]]
-                assert got.shape == naive.shape
-                assert torch.allclose(got, naive, rtol=tol, atol=tol * naive.abs().max()), (dtype, j)
+                assert grads[j].shape == naive.shape
+                assert torch.allclose(grads[j], naive, rtol=tol, atol=tol * naive.abs().max()), (dtype, j)
                 assert norms[j].item() == pytest.approx(naive.norm().item(), rel=tol)
         assert len(set(np.round(norms.numpy(), 8))) > n  # different paths, different gradients
 
@@ -111,15 +112,15 @@ def test_paths_take_branch_xor_shortcut():
     n = len(view)
     with paths.frozen(view):
         pg = paths.PathGradients(view, x, y)
-        rows, which = pg.grads(torch.tensor([[True] * n, [False] * n]))
+        grads = pg.grads(torch.tensor([[True] * n, [False] * n]))
         h0 = view.stem(x).detach().requires_grad_()
         with torch.enable_grad():
             h = h0
             for b in view.blocks:
                 h = b(h)
             (full,) = torch.autograd.grad(torch.nn.functional.cross_entropy(view.head(h), y), h0)
-    assert not torch.allclose(rows[which[0]], full, atol=1e-6)
-    assert not torch.allclose(rows[which[1]], full, atol=1e-6)
+    assert not torch.allclose(grads[0], full, atol=1e-6)
+    assert not torch.allclose(grads[1], full, atol=1e-6)
 
 
 def test_paths_with_common_suffixes_share_work():
@@ -127,16 +128,16 @@ def test_paths_with_common_suffixes_share_work():
     n = len(view)
     with paths.frozen(view):
         pg = paths.PathGradients(view, x, y)
-        rows, which = pg.grads(torch.zeros(7, n, dtype=torch.bool))  # seven times the all-shortcut path
+        rows, which = pg.rows(torch.zeros(7, n, dtype=torch.bool))  # seven times the all-shortcut path
         assert len(rows) == 1 and pg.branch_rows == 0
         pg.branch_rows = 0
-        rows, which = pg.grads(torch.ones(7, n, dtype=torch.bool))
+        rows, which = pg.rows(torch.ones(7, n, dtype=torch.bool))
         assert len(rows) == 1 and pg.branch_rows == n
         pg.branch_rows = 0
         last_only = torch.zeros(2, n, dtype=torch.bool)
         last_only[:, -1] = True
         last_only[1, 0] = True  # differs from path 0 only at block 0
-        rows, which = pg.grads(last_only)
+        rows, which = pg.rows(last_only)
         assert pg.branch_rows == 2 and len(rows) == 2  # block n-1 once, block 0 once
 
 
