@@ -1,11 +1,11 @@
 """torchrun with 2 CPU processes (gloo) writes the files one process writes.
 
-One torchrun launch runs this file as its worker (see `worker` at the bottom): a lesion sweep, a
-reorder sweep and a path-gradient sweep on a tiny resnet, two of them resuming from a journal cut
-short, and data-parallel training. The test then compares with the same work done in one process
-here: sweep files identical record for record (wall-clock "seconds" aside), a BN-free model's
-weights after one data-parallel epoch equal to one process's up to rounding, and a checkpoint
-written by 2 ranks resumed by 1.
+One torchrun launch runs this file as its worker (see `worker`): a lesion sweep, a reorder sweep
+and a path-gradient sweep on a tiny resnet, two of them resuming from a journal cut short,
+data-parallel training, and a sweep refused because the ranks' weights differ. The test then
+compares with the same work done in one process here: sweep files identical record for record
+(wall-clock "seconds" aside), a BN-free model's weights after one data-parallel epoch equal to one
+process's up to rounding, and a checkpoint written by 2 ranks resumed by 1.
 """
 from __future__ import annotations
 
@@ -91,6 +91,23 @@ def worker(tmp: Path) -> None:
     sweeps(tmp, tmp / "two")
     train(train_config(tmp / "two" / "train-done", epochs=1))  # train() picks DistributedTrainer itself
     stop_after_one_epoch(DistributedTrainer(train_config(tmp / "two" / "train-stopped", epochs=2)))
+    different_weights_are_refused(tmp)
+
+
+def different_weights_are_refused(tmp: Path) -> None:
+    """Rank 1 with other weights (as a fresh random initialisation per process would give)."""
+    from respaths import distributed
+    from respaths.core import UserError
+    from respaths.lesion import lesion_single
+
+    view, data, _ = tiny_view(tmp)
+    if distributed.rank() == 1:
+        with torch.no_grad():
+            next(view.model.parameters()).add_(1e-3)
+    try:
+        lesion_single(view, data, out=str(tmp / "two" / "mixed"))
+    except UserError as e:
+        (tmp / "two" / f"refused-{distributed.rank()}.txt").write_text(str(e))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,6 +174,12 @@ def test_sweeps_resume_from_a_cut_journal(runs, name, kept):
     two = {r["key"]: r for r in json.loads((runs / "two" / f"{name}.json").read_text())["records"]}
     # the journal's records were kept as they were, wall-clock seconds included: not computed again
     assert [two[r["key"]] for r in one[:kept]] == one[:kept]
+
+
+def test_ranks_with_different_weights_are_refused(runs):
+    for rank in (0, 1):
+        assert "ranks hold different model weights" in (runs / "two" / f"refused-{rank}.txt").read_text()
+    assert not (runs / "two" / "mixed.json").exists()
 
 
 def test_data_parallel_epoch_equals_one_process(runs):

@@ -105,8 +105,8 @@ class DistributedTrainer(Trainer):
         loss_sum = torch.zeros((), device=self.device)
         errors = torch.zeros((), device=self.device, dtype=torch.long)
         seen, lr, t0 = 0, self.schedule.lr(step), time.perf_counter()
-        batches = distributed.rank_batches(self.train_set, cfg.batch_size, self.device, generator=self.generators["data"],
-                                           augment=cfg.augment, channels_last=self.channels_last)
+        batches = distributed.rank_batches(self.train_set, cfg.batch_size, self.device, augment=cfg.augment,
+                                           generator=self.generators["data"], channels_last=self.channels_last)
         for k, (x, y, total) in enumerate(batches):
             lr = self.schedule.lr(step)
             for group in self.optimizer.param_groups:

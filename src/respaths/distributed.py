@@ -9,8 +9,10 @@ one-process no-op, so the rest of respaths calls them unconditionally.
                          MASTER_ADDR/PORT): gloo for CPU tensors, plus NCCL for CUDA ones on a GPU machine;
   rank(), world(), is_main(), local_device(d)   who am I, and which GPU is mine;
   shard(items)           this rank's share: item i goes to rank i % world;
+  split(items, weights)  one contiguous run of items per rank, of about equal total weight;
   gather(obj), broadcast(obj)   picklable objects between ranks (our own ranks' results: plain data);
   on_main(fn)            run fn on rank 0 only, and fail on every rank if it failed there;
+  check_same(what, ts)   fail on every rank unless all ranks hold the same tensors (the model's weights);
   run_sharded(store, tasks, compute)   a resumable sweep split across ranks (see its docstring).
 
 Sweeps: every rank builds the same list of tasks (plans, path lengths) from the same seeds; rank 0
@@ -21,10 +23,10 @@ Training: respaths.train's DistributedTrainer uses `rank_batches` below with Dis
 from __future__ import annotations
 
 import atexit
+import hashlib
 import math
 import os
-import traceback
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -175,31 +177,69 @@ def all_ok(fn: Callable[[], T]) -> T:
     return value
 
 
+def check_same(what: str, tensors: Iterable[Tensor]) -> None:
+    """Raise on every rank unless all ranks hold the same tensors (compared by a digest of their bytes).
+
+    A sweep split across ranks is only one experiment if every rank evaluates the same model: a
+    model built with fresh random weights in each process would silently mix several."""
+    if not active():
+        return
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    if len(set(gather(digest.hexdigest()))) > 1:
+        raise UserError(f"the {world()} ranks hold different {what}; under torchrun every rank must load the same "
+                        f"weights (a checkpoint, or --weights), not a fresh random initialisation of its own.")
+
+
 def unfinished(store: Any, keys: Sequence[str]) -> list[str]:
     """The keys not yet done in the ResultStore, as rank 0 (which alone opens it) reads them, on every rank."""
     return broadcast([k for k in keys if store is None or not store.done(k)] if is_main() else None)
 
 
+def split(items: Sequence[T], weights: Sequence[float] | None = None, ranks: int | None = None) -> list[list[T]]:
+    """items cut into one contiguous run per rank, of about equal total weight (default: count).
+
+    Item i goes to the rank whose share of the total holds the weight before it, so the runs are
+    contiguous, rank 0's starts with the first item, and every rank computes the same runs (plain
+    arithmetic on the same numbers)."""
+    w = world() if ranks is None else ranks
+    weights = [1.0] * len(items) if weights is None else [float(x) for x in weights]
+    total = sum(weights) or 1.0
+    runs: list[list[T]] = [[] for _ in range(w)]
+    before = 0.0
+    for item, weight in zip(items, weights):
+        runs[min(w - 1, int(w * before / total))].append(item)
+        before += weight
+    return runs
+
+
 def run_sharded(store: Any, tasks: Sequence[T], compute: Callable[[list[T]], list[dict[str, Any]]], *,
-                key: Callable[[T], str], chunk: int = 64) -> list[dict[str, Any]]:
+                key: Callable[[T], str], chunk: int = 64,
+                cost: Callable[[list[T]], Sequence[float]] | None = None) -> list[dict[str, Any]]:
     """A sweep split across ranks, written by rank 0 as one process would write it.
 
     store: the ResultStore on rank 0 (None on the others, or everywhere for no file);
     tasks: the same list on every rank, one result record per task, key(task) its record's "key";
-    compute(list of tasks) -> their records (any order), run on at most `chunk` tasks at a time.
+    compute(list of tasks) -> their records (any order), run on at most `chunk` tasks at a time;
+    cost(list of tasks) -> each task's cost within that list (default: 1 each).
 
-    The unfinished tasks are dealt out i -> rank i % world; in each round every rank computes up to
-    `chunk` of its own, the records are gathered, and rank 0 appends them to the store in task
-    order (so the journal is fsynced after every round and a killed run resumes, with any number
-    of ranks). Returns the records computed in this call, in task order, on every rank."""
+    The unfinished tasks are cut into one contiguous run per rank of about equal cost (`split`):
+    contiguous, so that tasks sharing work (plans with a common prefix, sorted next to each other)
+    stay on one rank. In each round every rank computes up to `chunk` of its own, the records are
+    gathered, and rank 0 appends them to the store in task order (so the journal is fsynced after
+    every round and a killed run resumes, with any number of ranks). Returns the records computed
+    in this call, in task order, on every rank."""
     keys = [key(t) for t in tasks]
     if len(set(keys)) != len(keys):
         raise ValueError("every task of a sweep needs its own key.")
     position = {k: i for i, k in enumerate(keys)}
     pending = set(unfinished(store, keys))
-    mine = shard([t for t in tasks if key(t) in pending])
+    todo = [t for t in tasks if key(t) in pending]
+    runs = split(todo, cost(todo) if cost and todo else None)
+    mine = runs[rank()]
     chunk = max(1, chunk)
-    rounds = math.ceil(math.ceil(len(pending) / world()) / chunk)
+    rounds = math.ceil(max(len(r) for r in runs) / chunk)
     done: list[dict[str, Any]] = []
     for r in range(rounds):
         part = mine[r * chunk:(r + 1) * chunk]

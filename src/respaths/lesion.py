@@ -176,10 +176,13 @@ def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs:
                 keys: list[str], *, seed: int, chunk: int, progress: bool, **engine: Any) -> list[dict[str, Any]]:
     """run_experiment under torchrun: the plans dealt out across ranks, one file written by rank 0.
 
-    Sorted by their steps as in one process, then plan i goes to rank i % world (balanced: sorted
-    plans grow cheaper along the list); each rank runs the baseline beside each chunk of its own
-    plans, so every record, paired statistics included, equals the one-process record."""
+    Sorted by their steps as in one process, then cut into one contiguous run per rank of about
+    equal trie cost (the block steps each plan adds to the plans before it and the baseline), so
+    plans sharing a prefix mostly stay on one rank; each rank runs the baseline beside each chunk of
+    its own plans, so every record, paired statistics included, equals the one-process record."""
     base_spec = specs[0]
+    if view.model is not None:
+        distributed.check_same("model weights", view.model.state_dict().values())
 
     def compute(part: list[tuple[dict[str, Any], Plan]]) -> list[dict[str, Any]]:
         group = [sp for sp in part if sp[0]["key"] != "baseline"]
@@ -188,8 +191,16 @@ def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs:
         pairs = list(zip(group, results[1:])) + ([(base_spec, results[0])] if len(group) < len(part) else [])
         return [make_record(fields, r, results[0], seed) for (fields, _), r in pairs]
 
+    def shared(a: tuple, b: tuple) -> int:
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+    def cost(todo: list[tuple[dict[str, Any], Plan]]) -> list[int]:
+        steps = [(), *(p.steps for _, p in todo)]
+        base = base_spec[1].steps
+        return [len(s) + 1 - max(shared(s, before), shared(s, base)) for before, s in zip(steps, steps[1:])]
+
     tasks = sorted(specs, key=lambda sp: sp[1].steps)
-    new = distributed.run_sharded(store, tasks, compute, key=lambda sp: sp[0]["key"], chunk=chunk)
+    new = distributed.run_sharded(store, tasks, compute, key=lambda sp: sp[0]["key"], chunk=chunk, cost=cost)
     if not distributed.broadcast(store is not None):  # no file (out=None): every rank has every record
         by_key = {r["key"]: r for r in new}
         return [by_key[k] for k in keys]
