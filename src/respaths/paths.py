@@ -14,6 +14,14 @@ Veit et al. (2016), section 5. Unrolled, n residual blocks y = post(shortcut(x) 
                       lengths holding 90% of it (the paper: 5-17 of 54 blocks, 0.45% of paths).
   4. Surviving paths  after deleting d blocks, C(n-d, x) / C(n, x) of the length-x paths are
                       intact; `count_surviving` counts them from a plan's steps instead.
+
+Result file of `respaths paths` (run_path_gradients; ResultStore, OUT/paths.json and .csv), one
+record per length k:
+  key "k007", length, paths C(n, k), path_fraction C(n, k) / 2^n, samples,
+  mean, std, ci [low, high] (Student t, 95%) of the gradient norm of one sampled path,
+  total = paths x mean, seconds (the only field that differs between runs);
+and at the top level `blocks` and `effective` {share, lengths [lo, hi], gradient_share, path_share,
+measured_lengths}. Rows of check_surviving: key, deleted (d), counted and analytic (per x = 0..n), match.
 """
 from __future__ import annotations
 
@@ -297,6 +305,7 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
         raise UserError(f"path length {bad[0]} is out of range: this model has {n} blocks, so lengths are 0..{n}.")
     if not batches:
         raise UserError("path gradients need at least one training batch.")
+    kept: dict[int, PathGradients] = {}
     with frozen(view), tqdm(total=samples * len(todo), disable=not progress, unit="path",
                             desc="path gradients") as bar:
         for k in todo:
@@ -306,7 +315,9 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
             for b, (inputs, targets) in enumerate(batches):
                 mine = torch.arange(b, samples, len(batches))
                 if len(mine):
-                    pg = PathGradients(view, inputs, targets)
+                    pg = kept.get(b) or PathGradients(view, inputs, targets)
+                    if len(batches) == 1:  # one batch: its forward pass serves every length
+                        kept[b] = pg
                     norms[mine] = pg.norms(chosen[mine], chunk or pg.auto_chunk())
                     bar.update(len(mine))
             yield length_record(n, k, norms, confidence, time.perf_counter() - start)
