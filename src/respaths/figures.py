@@ -77,10 +77,10 @@ def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: flo
             ax.plot(fixed, [0.0] * len(fixed), "x", color="gray", ms=7, label="cannot be deleted (changes shape)")
         _reference_lines(ax, p.get("baseline"), chance, color, p["label"])
         ax.set_xlabel("index of the deleted block (0 = first)")
+        ax.set_ylabel("test error (%)")
         ax.set_title(p["label"], fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    axes[0].set_ylabel("test error (%)")
     return fig
 
 
@@ -276,8 +276,10 @@ def stochastic_depth(panels: Sequence[dict[str, Any]], subtitle: str,
 # ---------------------------------------------------------------------------------------------
 
 def render(fig: Figure, fmt: str, dpi: int = 100) -> bytes:
+    """PNG or SVG bytes; SVG keeps text as text (smaller, searchable) and no date (reproducible)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
     return buf.getvalue()
 
 

@@ -1,0 +1,251 @@
+"""Figures, claims and the HTML report: from synthetic result files, and from a tiny real run.
+
+The tiny run (synthetic data, 9-block nets at 1/8 width) is made once per module; three of its four
+models are untrained checkpoints put there beforehand, which also checks that reproduce reuses the
+models it finds. The Chromium test renders the report headless and keeps its screenshot in tmp/out.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from respaths import paths, report
+from respaths.compare import _random_summary
+from respaths.cli import main
+from respaths.reproduce import PRESETS, load_study, reproduce
+from respaths.results import ResultStore
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("RESPATHS_TEST_OUT", REPO / "tmp" / "out"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# ---------------------------------------------------------------------------------------------
+# A synthetic run directory, written with the real result writers and record schemas
+
+N = 9
+DOWN = [False, False, False, True, False, False, True, False, False]
+
+
+def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, fixed_diff: float = 0.002) -> Path:
+    out.mkdir(parents=True)
+    models = {}
+    for role, blocks, down in (("resnet", N, DOWN), ("vgg", 12, [i in (0, 4, 8) for i in range(12)]),
+                               ("stochastic", N, DOWN), ("fixed", N, DOWN)):
+        models[role] = {"name": "vgg15" if role == "vgg" else "preresnet20", "label": f"net-{role}",
+                        "blocks": blocks, "downsample": down, "parameters": 1000, "fixed_m": 4 if role == "fixed" else None,
+                        "stochastic_depth": 0.5 if role == "stochastic" else None,
+                        "training": {"epochs": 2, "seconds": 12.5}}
+    run = {"schema": "respaths.run/1", "preset": PRESETS["tiny"].config(), "models": models,
+           "dataset": {"name": "fashion-mnist", "num_classes": 10, "n_test": 2000, "n_train": 6000},
+           "steps": {"train resnet": {"seconds": 12.5}}, "environment": {"torch": torch.__version__, "device": "cpu"}}
+    (out / "run.json").write_text(json.dumps(run))
+    res = out / "results"
+
+    def store(name, records, **extra):
+        s = ResultStore(res / name, {"experiment": name})
+        for r in records:
+            s.append(r)
+        s.finish(**extra)
+
+    base = {"resnet": 0.10, "vgg": 0.09, "stochastic": 0.11, "fixed": 0.10 + fixed_diff}
+    nets, versus = {}, {}
+    for role in ("resnet", "stochastic", "fixed"):
+        hit = resnet_hit if role != "stochastic" else resnet_hit / 2
+        single = [base[role] + (0.05 if DOWN[i] else hit) + 0.001 * i for i in range(N)]
+        rand = [{"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": [], "error": base[role]}]
+        rand += [{"key": f"random k={k} s={s}", "kind": "random", "k": k, "sample": s,
+                  "deleted": list(range(k)), "error": base[role] + 0.03 * k * (0.8 if role == "stochastic" else 1)
+                  + 0.004 * s} for k in (1, 2, 3, 4, 6) for s in range(3)]
+        store(f"compare/{role}-lesion-random", rand, baseline={"error": base[role]})
+        nets[role] = {"test": {"n": 2000, "error": base[role]}, "random": _random_summary(rand),
+                      "single": {"baseline": base[role], "errors": single, "downsample": DOWN}}
+    versus["fixed"] = {"error_delta": fixed_diff, "error_delta_ci": [fixed_diff - 0.005, fixed_diff + 0.005],
+                       "mcnemar_p": 0.5}
+    versus["stochastic"] = {"error_delta": 0.01, "error_delta_ci": [0.005, 0.015], "mcnemar_p": 0.01,
+                            "resilience": {"mean_increase_delta": -resnet_hit / 2,
+                                           "ci": [-resnet_hit / 2 - 0.001, -resnet_hit / 2 + 0.001], "blocks": N}}
+    (res / "compare" / "compare.json").write_text(json.dumps({"schema": "respaths.compare/1", "reference": "resnet",
+                                                              "nets": nets, "versus": versus}))
+    vgg = [{"key": f"single {i}", "kind": "single", "k": 1, "deleted": [i], "error": vgg_error + 0.002 * i}
+           for i in range(12) if i not in (0, 4, 8)]
+    store("single-vgg", vgg, baseline={"error": base["vgg"]})
+    taus = [1 - 0.04 * j for j in range(1, 13)]
+    store("reorder-resnet", [{"key": f"reorder k={j} s=0", "kind": "reorder", "k": j, "kendall_tau": t,
+                              "error": 0.1 + 0.6 * (1 - t) + 0.002 * (j % 3)} for j, t in enumerate(taus)],
+          baseline={"error": 0.10})
+    g = torch.Generator().manual_seed(0)
+    lengths = [paths.length_record(N, k, (10 ** (-0.6 * k)) * (1 + 0.1 * torch.rand(20, generator=g)))
+               for k in range(N + 1)]
+    s = ResultStore(res / "paths-resnet", {"experiment": "path-gradients", "blocks": N, "samples": 20,
+                                           "n_images": 64})
+    for r in lengths:
+        s.append(r)
+    s.finish()
+    return out
+
+
+def test_study_numbers_equal_a_naive_reading(tmp_path):
+    out = write_run(tmp_path / "run")
+    study = load_study(out)
+    rand = json.loads((out / "results" / "compare" / "resnet-lesion-random.json").read_text())["records"]
+    for k, mean, std in zip(study["random"]["resnet"]["k"], study["random"]["resnet"]["mean"],
+                            study["random"]["resnet"]["std"]):
+        errs = [r["error"] for r in rand if r["k"] == k and r["kind"] == "random"]
+        assert mean == pytest.approx(sum(errs) / len(errs)) and std == pytest.approx(statistics.pstdev(errs))
+    vgg = study["single"]["vgg"]["errors"]
+    assert [i for i, e in enumerate(vgg) if e is None] == [0, 4, 8]  # layers that change shape
+    # the effective range: the shortest window of lengths holding 90% of sum C(n, k) x mean, by brute force
+    p = study["paths"]
+    totals = [math.comb(N, k) * m for k, m in zip(p["lengths"], p["mean"])]
+    best = min(((b - a, -sum(totals[a:b + 1]), a, b) for a in range(len(totals)) for b in range(a, len(totals))
+                if sum(totals[a:b + 1]) >= 0.9 * sum(totals)))
+    s = report.path_summary(p)
+    assert s["effective"] == (p["lengths"][best[2]], p["lengths"][best[3]])
+    assert s["paths_share"] == pytest.approx(sum(math.comb(N, k) for k in range(best[2], best[3] + 1)) / 2 ** N)
+
+
+def test_claims_hold_and_fail_on_the_numbers(tmp_path):
+    good = {c.key: c for c in report.claims(load_study(write_run(tmp_path / "good")))}
+    assert all(c.verdict == report.HOLDS for c in good.values()), {k: (c.verdict, c.measured) for k, c in good.items()}
+    assert good["single"].numbers["largest_increase"] == pytest.approx(0.005 + 0.001 * 8)
+    assert good["effective"].numbers["high"] < N / 2
+    bad = {c.key: c for c in report.claims(load_study(write_run(tmp_path / "bad", resnet_hit=0.3, vgg_error=0.12,
+                                                                fixed_diff=0.05)))}
+    assert bad["single"].verdict == report.FAILS  # +30 pp is far beyond 5% of the way to chance
+    assert bad["vgg"].verdict == report.FAILS  # 12% after deletion is nowhere near chance (90%)
+    assert bad["fixed"].verdict == report.FAILS  # 5 pp worse, CI [4.5, 5.5] pp
+    empty = load_study(write_run(tmp_path / "empty"))
+    del empty["paths"], empty["reorder"]["resnet"]
+    missing = {c.key: c.verdict for c in report.claims(empty)}
+    assert missing["gradient"] == missing["effective"] == missing["reorder"] == report.MISSING
+
+
+def test_figures_from_synthetic_records(tmp_path):
+    study = load_study(write_run(tmp_path / "run"))
+    figs = report.make_figures(study)
+    assert [stem for stem, _, _ in figs] == ["fig3-single-deletion", "fig5a-random-deletion", "fig5b-reorder",
+                                             "fig6-paths", "fig7-surviving-paths", "fig8-stochastic-depth"]
+    for stem, caption, fig in figs:
+        title = fig._suptitle.get_text()
+        assert "net-resnet" in title and "Fashion-MNIST" in title and re.search(r"[\d,]+ (test|training) images",
+                                                                                 title), (stem, title)
+        for ax in fig.axes:
+            assert ax.get_ylabel(), (stem, "y label")
+            if ax.get_xlabel() == "":  # only a twin axis shares its partner's x label
+                assert any(o is not ax and o.bbox.bounds == ax.bbox.bounds for o in fig.axes), stem
+        assert any(ax.get_legend() is not None for ax in fig.axes), stem
+    fig3 = dict((s, f) for s, _, f in figs)["fig3-single-deletion"]
+    marked = [l for ax in fig3.axes for l in ax.get_lines() if l.get_label() == "downsampling block"]
+    assert list(marked[0].get_xdata()) == [i for i, d in enumerate(DOWN) if d]
+    assert dict((s, f) for s, _, f in figs)["fig6-paths"].axes[1].get_yscale() == "log"
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny real run
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from respaths.checkpoint import save_checkpoint
+    from respaths.models import build_model
+    from respaths.reproduce import model_specs
+
+    from respaths.data import load_dataset
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    p = PRESETS["tiny"]
+    data = load_dataset(p.dataset, split="train")
+    for role in ("resnet", "stochastic", "fixed"):  # untrained models left there: reproduce must reuse them
+        spec = dict(model_specs(p)[role])
+        torch.manual_seed(1)
+        net = build_model(spec.pop("model"), in_channels=3, num_classes=10, **spec)
+        save_checkpoint(out / "models" / role / "checkpoint", net, {"epoch": p.epochs, "dataset": data.info()})
+    path = reproduce("tiny", out, progress=False, log=lambda s: None)
+    return out, path
+
+
+def test_tiny_run_writes_everything_and_resumes(tiny_run, tmp_path):
+    out, path = tiny_run
+    assert path == out / "report.html"
+    run = json.loads((out / "run.json").read_text())
+    assert "train vgg" in run["steps"] and "train resnet" not in run["steps"]  # trained one, reused three
+    names = [f"compare/{role}-lesion-{kind}" for role in ("resnet", "stochastic", "fixed")
+             for kind in ("single", "random")] + ["single-vgg", "reorder-resnet", "paths-resnet", "surviving-resnet"]
+    for name in names:
+        assert (out / "results" / f"{name}.json").is_file() and (out / "results" / f"{name}.csv").is_file(), name
+    assert (out / "results" / "compare" / "compare.json").is_file()
+    assert not list((out / "results").rglob("*.partial.jsonl"))
+    figs = sorted(p.stem for p in (out / "figures").glob("*.png"))
+    assert len(figs) == 6 and figs == sorted(p.stem for p in (out / "figures").glob("*.svg"))
+    # the models' test errors equal a plain forward of each model over the test images
+    from respaths.checkpoint import load_checkpoint
+    from respaths.data import batches, load_dataset
+    test = load_dataset("synthetic", split="test", limit=PRESETS["tiny"].test_limit)
+    cmp = json.loads((out / "results" / "compare" / "compare.json").read_text())
+    vgg = json.loads((out / "results" / "single-vgg.json").read_text())["baseline"]
+    counted = {"resnet": cmp["nets"]["resnet"]["test"]["errors"], "vgg": vgg["errors"]}
+    for role in ("resnet", "vgg"):
+        model, _ = load_checkpoint(out / "models" / role / "checkpoint")
+        with torch.no_grad():
+            wrong = sum(int((model(x).argmax(1) != y).sum()) for x, y in batches(test, 500))
+        assert counted[role] == wrong, role
+    # surviving paths counted from every random lesion match C(n-d, x) / C(n, x)
+    surv = json.loads((out / "results" / "surviving-resnet.json").read_text())["records"]
+    assert surv and all(r["match"] for r in surv)
+    # a second call finds everything done: no result file is rewritten
+    before = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*")}
+    reproduce("tiny", out, progress=False, log=lambda s: None)
+    assert before == {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*")}
+    # the report is self-contained: every image is embedded, nothing is fetched
+    html = path.read_text()
+    imgs = re.findall(r"<img [^>]*src='([^']*)'", html)
+    assert len(imgs) == 6 and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert not re.search(r"""(src|href)=['"]?(https?:)?//""", html)
+    assert "id='claim-single'" in html
+
+
+def test_report_command_side_by_side_and_errors(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    other = tmp_path / "second"
+    shutil.copytree(out, other, ignore=shutil.ignore_patterns("models", "figures", "paths-resnet.*", "report.html"))
+    target = tmp_path / "both.html"
+    assert main(["report", str(out), str(other), "--out", str(target)]) == 0
+    html = target.read_text()
+    # the second run has no path gradients: no fig. 6 or 7, and those claims are "not measured"
+    assert html.count("<img ") == 6 + 4 and "second (tiny)" in html and f"{out.name} (tiny)" in html
+    assert "second (tiny): no fig6-paths in this run" in html and "not measured" in html
+    assert not (other / "figures").exists() and not (other / "report.html").exists()  # runs left untouched
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a respaths run directory" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce", "--preset", "nope"])
+    assert e.value.code == 2
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_report_displays_every_figure_in_chromium(tiny_run, tmp_path):
+    _, path = tiny_run
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report-screenshot.png"
+    shot.unlink(missing_ok=True)
+    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+    # The page's own script sets <body data-figures="shown/total"> on load: img.complete and naturalWidth > 0.
+    dom = subprocess.run(common + ["--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r'<body[^>]*data-figures="(\d+)/(\d+)"', dom.stdout)
+    assert m, dom.stderr[-2000:]
+    assert m.group(1) == m.group(2) == "6"
+    subprocess.run(common + ["--window-size=1400,4200", f"--screenshot={shot}", path.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000
