@@ -1,20 +1,20 @@
 """How much faster is a lesion sweep on 2 processes (torchrun, gloo) than on 1?
 
-    python benchmarks/distributed_sweep.py [--model resnet32] [--images 512] [--samples 6]
+    python benchmarks/distributed_sweep.py [--model resnet32] [--samples 4] [--repeat 3] [--with-threads]
 
 Runs the same `lesion_random` sweep (random sets of k deleted blocks, every k, on a seeded random
-resnet and the synthetic test images) three ways, each in fresh processes:
+resnet and the synthetic test images), each time in fresh processes:
 
   1 process x 1 thread      the reference;
-  2 processes x 1 thread    torchrun --nproc_per_node=2: the plans dealt out across ranks;
-  1 process x 2 threads     the same two cores used by torch's intra-op threads instead.
+  2 processes x 1 thread    torchrun --nproc_per_node=2: the plans split across ranks;
+  1 process x 2 threads     (--with-threads) the same two cores used by torch's intra-op threads.
 
-It checks that the three result files hold the same records (wall-clock "seconds" aside) and prints
-the sweep's wall time (measured inside the processes, between barriers, so interpreter and torch
-start-up are left out; the command's whole wall time is printed too) and the speed-up ratios, and each
-process's CPU time in the sweep: 1 process's CPU time over the busiest rank's is the speed-up two
-otherwise idle cores would give. Wall times depend on what else the machine is doing: the load
-average is printed before and after.
+The ways take turns, --repeat times, so that a busy spell of a shared machine hits each of them;
+the best run of each counts. It checks that every result file holds the same records (wall-clock
+"seconds" aside) and prints the sweep's wall time (measured inside the processes between barriers:
+interpreter and torch start-up left out; the whole command's wall time is printed too), the speed-up
+ratios, and each process's CPU time in the sweep: 1 process's CPU time over the busiest rank's is
+the speed-up two otherwise idle cores would give. The load average is printed before and after.
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--samples", type=int, default=4, help="random sets per k")
     p.add_argument("--chunk", type=int, default=16)
-    p.add_argument("--skip-threads", action="store_true", help="leave out the 1 process x 2 threads run")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each way, taken in turn; the best counts")
+    p.add_argument("--with-threads", action="store_true", help="also 1 process x 2 threads")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -95,28 +96,37 @@ def main() -> None:
         return worker(args)
 
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs; {args.model}, {args.images} images, "
-          f"{args.samples} sets per k")
-    python = [sys.executable]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                f"--master_port={free_port()}"]
+          f"{args.samples} sets per k, best of {args.repeat}")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    ways = {"1 process x 1 thread": ([sys.executable], 1), "2 processes x 1 thread": (torchrun, 1)}
+    if args.with_threads:
+        ways["1 process x 2 threads"] = ([sys.executable], 2)
+    results: dict[str, list[dict]] = {label: [] for label in ways}
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        one = run("1 process x 1 thread", python, args, 1, tmp / "one" / "lesion-random")
-        two = run("2 processes x 1 thread", torchrun, args, 1, tmp / "two" / "lesion-random")
-        threads = None if args.skip_threads else run("1 process x 2 threads", python, args, 2,
-                                                      tmp / "threads" / "lesion-random")
-        files = [tmp / run / "lesion-random.json" for run in ("one", "two", "threads")[:2 if threads is None else 3]]
+        files = []
+        for i in range(args.repeat):  # in turn, so that a busy spell of the machine hits every way
+            for n, (label, (launcher, threads)) in enumerate(ways.items()):
+                out = Path(tmp) / f"way{n}-run{i}" / "lesion-random"
+                results[label].append(run(label, launcher, args, threads, out))
+                files.append(out.with_suffix(".json"))
         same = all(records(f) == records(files[0]) for f in files)
+    best = {label: min(rs, key=lambda r: r["sweep_seconds"]) for label, rs in results.items()}
+    one, two = best["1 process x 1 thread"], best["2 processes x 1 thread"]
     print(f"load average after: {os.getloadavg()}")
     print(f"identical records: {same}")
-    print(f"speed-up of 2 processes over 1 process x 1 thread:  {one['sweep_seconds'] / two['sweep_seconds']:.2f}x "
-          f"(whole command {one['command_seconds'] / two['command_seconds']:.2f}x)")
-    print(f"work split: 1 process's CPU time / the busiest rank's: "
+    whole = {label: min(r["command_seconds"] for r in rs) for label, rs in results.items()}
+    print(f"speed-up of 2 processes over 1 process x 1 thread (best runs): "
+          f"{one['sweep_seconds'] / two['sweep_seconds']:.2f}x "
+          f"(whole command {whole['1 process x 1 thread'] / whole['2 processes x 1 thread']:.2f}x)")
+    ratios = sorted(a["sweep_seconds"] / b["sweep_seconds"]
+                    for a, b in zip(results["1 process x 1 thread"], results["2 processes x 1 thread"]))
+    print(f"speed-up run by run: {', '.join(f'{r:.2f}x' for r in ratios)}")
+    print(f"work split: 1 process's CPU time / the busiest rank's (best runs): "
           f"{sum(one['cpu_seconds']) / max(two['cpu_seconds']):.2f}x (the speed-up two idle cores would give)")
-    if threads is not None:
-        print(f"speed-up of 2 processes over 1 process x 2 threads: "
-              f"{threads['sweep_seconds'] / two['sweep_seconds']:.2f}x "
-              f"(whole command {threads['command_seconds'] / two['command_seconds']:.2f}x)")
+    if args.with_threads:
+        threads = best["1 process x 2 threads"]
+        print(f"speed-up of 2 processes over 1 process x 2 threads (best runs): "
+              f"{threads['sweep_seconds'] / two['sweep_seconds']:.2f}x")
     if not same:
         sys.exit("the result files differ")
 

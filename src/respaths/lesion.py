@@ -177,7 +177,7 @@ def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs:
     """run_experiment under torchrun: the plans dealt out across ranks, one file written by rank 0.
 
     Sorted by their steps as in one process, then cut into one contiguous run per rank of about
-    equal trie cost (the block steps each plan adds to the plans before it and the baseline), so
+    equal trie cost (the blocks each plan runs beyond what it shares with the plans before it), so
     plans sharing a prefix mostly stay on one rank; each rank runs the baseline beside each chunk of
     its own plans, so every record, paired statistics included, equals the one-process record."""
     base_spec = specs[0]
@@ -194,10 +194,13 @@ def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs:
     def shared(a: tuple, b: tuple) -> int:
         return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
-    def cost(todo: list[tuple[dict[str, Any], Plan]]) -> list[int]:
+    def cost(todo: list[tuple[dict[str, Any], Plan]]) -> list[float]:
+        # steps beyond the prefix shared with the plan before or the baseline, plus the head; a
+        # deleted block (its shortcut) counts half: cheap, but still a node of the walk
         steps = [(), *(p.steps for _, p in todo)]
         base = base_spec[1].steps
-        return [len(s) + 1 - max(shared(s, before), shared(s, base)) for before, s in zip(steps, steps[1:])]
+        return [1 + sum(1 if op == RUN else 0.5 for op, _ in s[max(shared(s, before), shared(s, base)):])
+                for before, s in zip(steps, steps[1:])]
 
     tasks = sorted(specs, key=lambda sp: sp[1].steps)
     new = distributed.run_sharded(store, tasks, compute, key=lambda sp: sp[0]["key"], chunk=chunk, cost=cost)
