@@ -242,5 +242,13 @@ def test_sync_bn_on_cpu_is_refused_in_one_sentence(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
+def test_commands_that_do_not_split_their_work_refuse_torchrun(monkeypatch, capsys):
+    from respaths.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; no process group is joined
+    assert main(["evaluate", "no-such-checkpoint"]) == 2
+    assert "does not split its work across ranks; run it without torchrun" in capsys.readouterr().err
+
+
 if __name__ == "__main__":  # one torchrun rank
     worker(Path(sys.argv[1]))

@@ -418,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from .distributed import launched
+        if launched() and args.command not in ("train", "lesion", "reorder", "paths"):
+            raise UserError(f"respaths {args.command} does not split its work across ranks; run it without torchrun "
+                            f"(train, lesion, reorder and paths do run under torchrun).")
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError, KeyError) as e:
         if os.environ.get("RESPATHS_DEBUG"):
