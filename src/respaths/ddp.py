@@ -141,10 +141,9 @@ class DistributedTrainer(Trainer):
                 dist.broadcast(buffer, 0)
         part = replace(self.test_set, images=self.test_set.images[self.rank::self.world_size],
                        labels=self.test_set.labels[self.rank::self.world_size])
-        n = torch.tensor(len(part), device=self.device)
         mine = (evaluate(self.model, part, batch_size=max(self.cfg.batch_size, 500), device=self.device,
                          precision=self.precision, channels_last=self.channels_last, forward=self.eval_forward)
                 if len(part) else {"error": 0.0, "loss": 0.0})
-        errors, loss, n = distributed.all_sum(torch.tensor(mine["error"] * len(part)),
-                                              torch.tensor(mine["loss"] * len(part)), n.cpu())
+        sums = torch.tensor([mine["error"] * len(part), mine["loss"] * len(part), len(part)], dtype=torch.float64)
+        errors, loss, n = distributed.all_sum(*sums.to(self.device))  # CUDA tensors go over NCCL
         return {"error": round(float(errors)) / float(n), "loss": float(loss) / float(n), "n": int(n)}
