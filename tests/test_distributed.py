@@ -46,7 +46,7 @@ def tiny_view(root: Path):
 
     model, _ = load_checkpoint(root / "checkpoint")
     data = load_dataset("synthetic", split="test", limit=64)
-    train = [b for _, b in zip(range(3), batches(load_dataset("synthetic", split="train", limit=24), 8))]
+    train = [b for _, b in zip(range(2), batches(load_dataset("synthetic", split="train", limit=16), 8))]
     return make_view(model, train[0][0][:2]), data, train
 
 

@@ -348,19 +348,24 @@ def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[A
     if view.model is not None:
         distributed.check_same("model weights", view.model.state_dict().values())
     world = distributed.world()
+    rounds = [todo[r:r + world] for r in range(0, len(todo), world)]
+    units = [[(k, b) for k in ks for b in range(min(len(batches), samples))] for ks in rounds]
+    # a rank that only ever sees one batch keeps its forward pass for every length, as one process does
+    keep = len({b for round_units in units for _, b in distributed.shard(round_units)}) == 1
+    kept: dict[int, PathGradients] = {}
     with frozen(view), tqdm(total=samples * len(todo), disable=not (progress and distributed.is_main()), unit="path",
                             desc=f"path gradients on {world} ranks") as bar:
-        for r in range(0, len(todo), world):
-            ks = todo[r:r + world]
-            units = [(k, b) for k in ks for b in range(min(len(batches), samples))]
+        for ks, round_units in zip(rounds, units):
 
             def compute() -> list[tuple[int, int, Tensor, float]]:
                 done = []
-                for k, b in distributed.shard(units):
+                for k, b in distributed.shard(round_units):
                     start = time.perf_counter()
                     chosen = sample_paths(n, k, samples, length_generator(seed, k))
                     mine = torch.arange(b, samples, len(batches))
-                    pg = PathGradients(view, *batches[b])
+                    pg = kept.get(b) or PathGradients(view, *batches[b])
+                    if keep:
+                        kept[b] = pg
                     done.append((k, b, pg.norms(chosen[mine], chunk or pg.auto_chunk()), time.perf_counter() - start))
                 return done
 
