@@ -35,8 +35,8 @@ def cifar_shaped(n: int, seed: int = 0) -> Dataset:
     return Dataset("cifar-shaped", "train", images, labels, 10, *CIFAR10_STATS)
 
 
-def reference(ds: Dataset, model_name: str, batch_size: int, steps: int, workers: int) -> float:
-    """images/s of the usual loop: DataLoader + per-image PIL transforms, fp32, NCHW."""
+def reference_loader(ds: Dataset, batch_size: int, workers: int):
+    """The usual input pipeline: a torchvision-style Dataset with per-image PIL transforms in a DataLoader."""
     import torchvision.transforms as T
     from PIL import Image
 
@@ -53,7 +53,12 @@ def reference(ds: Dataset, model_name: str, batch_size: int, steps: int, workers
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                            T.Normalize(ds.mean, ds.std)])
     data = CIFAR10Like(ds.images.permute(0, 2, 3, 1).numpy(), ds.labels.tolist(), transform)
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=workers)
+    return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=workers)
+
+
+def reference(ds: Dataset, model_name: str, batch_size: int, steps: int, workers: int) -> float:
+    """images/s of the usual loop: DataLoader + per-image PIL transforms, fp32, NCHW."""
+    loader = reference_loader(ds, batch_size, workers)
     torch.manual_seed(0)
     model = build_model(model_name).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -70,6 +75,23 @@ def reference(ds: Dataset, model_name: str, batch_size: int, steps: int, workers
         if k == steps:
             break
     return seen / (time.perf_counter() - start)
+
+
+def data_only(ds: Dataset, batch_size: int, workers: int) -> tuple[float, float]:
+    """images/s of the two input pipelines alone (augmented, normalised batches; no model)."""
+    from respaths.data import batches
+
+    seen, it = 0, iter(reference_loader(ds, batch_size, workers))
+    next(it)  # the workers' start
+    start = time.perf_counter()
+    for x, y in it:
+        seen += len(y)
+    ref = seen / (time.perf_counter() - start)
+    g = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    seen = sum(len(y) for _, y in batches(ds, batch_size, "cpu", train=True, augment=True, generator=g,
+                                           channels_last=True))
+    return ref, seen / (time.perf_counter() - start)
 
 
 def respaths_trainer(ds: Dataset, model_name: str, batch_size: int, steps: int, **options) -> float:
@@ -116,6 +138,9 @@ def main() -> None:
     if args.compile:
         variants.append(("respaths fp32 channels_last compiled", dict(channels_last=True, compile=True)))
 
+    ref_data, ours_data = data_only(cifar_shaped(20 * args.batch_size), args.batch_size, args.workers)
+    print(f"input pipeline alone: reference {ref_data:,.0f} img/s, respaths {ours_data:,.0f} img/s "
+          f"({ours_data / ref_data:.0f}x)", flush=True)
     best: dict[str, float] = {}
     for r in range(args.repeats):
         ref = reference(ds, args.model, args.batch_size, args.steps, args.workers)

@@ -160,6 +160,7 @@ def test_imagefolder_resizes_and_centre_crops(tmp_path):
     ds = load_dataset(f"imagefolder:{tmp_path}", split="test")
     assert ds.images.shape == (4, 3, 224, 224) and ds.labels.tolist() == [0, 0, 1, 1]
     assert ds.classes == ["cat", "dog"] and ds.images[0, 0].float().mean() == 255 and ds.images[3, 2].min() == 255
+    assert load_dataset(f"imagefolder:{tmp_path}", split="test", limit=2).labels.tolist() == [0, 1]
     with pytest.raises(UserError, match="no images were found"):
         load_dataset(f"imagefolder:{tmp_path / 'nothing'}")
 

@@ -93,11 +93,14 @@ class Dataset:
 
 
 def normalize(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """uint8 [B, C, H, W] -> float32 (x/255 - mean) / std, as one multiply-add; keeps the memory format."""
+    """uint8 [B, C, H, W] -> float32 (x/255 - mean) / std, computed as x * (1/(255 std)) - mean/std.
+
+    In place on the new float tensor: on a CPU, an NCHW-contiguous multiply and add are several
+    times faster than one broadcasting addcmul or the same ops on a channels-last tensor."""
     c = images.shape[1]
     scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=images.device).view(1, c, 1, 1)
     shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device).view(1, c, 1, 1)
-    return torch.addcmul(shift, images.float(), scale)
+    return images.float().mul_(scale).add_(shift)
 
 
 def draw_augmentation(batch_size: int, pad: int = 4, generator: torch.Generator | None = None) -> Tensor:
@@ -111,17 +114,18 @@ def crop_and_flip(images: Tensor, params: Tensor, pad: int = 4) -> Tensor:
     """Crop each image from its zero-padded copy at (dy, dx) and flip it if asked, in one gather.
 
     Equivalent to torchvision's RandomCrop(size, padding=pad) followed by RandomHorizontalFlip(),
-    image by image. The result is NCHW in shape and channels-last in memory."""
+    image by image. Output pixel (i, j) of image n reads padded pixel (dy + i, dx + j), or
+    (dy + i, dx + w-1-j) when flipped (crop first, then flip)."""
     b, c, h, w = images.shape
     params = params.to(images.device)
     dy, dx, flip = params[:, 0:1], params[:, 1:2], params[:, 2:3].bool()
-    padded = F.pad(images, (pad, pad, pad, pad))
+    padded = F.pad(images, (pad, pad, pad, pad))  # [B, C, H + 2 pad, W + 2 pad]
     rows = dy + torch.arange(h, device=images.device)  # [B, H]
     cols = torch.arange(w, device=images.device).expand(b, w)
-    cols = torch.where(flip, w - 1 - cols, cols) + dx  # crop first, then flip: col j <- dx + (w-1-j)
-    batch = torch.arange(b, device=images.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
-    return out.permute(0, 3, 1, 2)
+    cols = torch.where(flip, w - 1 - cols, cols) + dx  # [B, W]
+    where = rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]  # flat index into each padded plane
+    where = where.view(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, -1).gather(2, where).view(b, c, h, w)
 
 
 def epoch_order(n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -150,11 +154,10 @@ def batches(dataset: Dataset, batch_size: int, device: torch.device | str = "cpu
         x = images[idx]
         if augment:
             x = crop_and_flip(x, draw_augmentation(len(idx), 4, generator))
+        x = normalize(x, dataset.mean, dataset.std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        else:
-            x = x.contiguous()
-        yield normalize(x, dataset.mean, dataset.std), labels[idx]
+        yield x, labels[idx]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,7 +402,8 @@ def load_imagefolder(path: str, split: str, resize: int = 256, crop: int = 224, 
     if not files:
         raise UserError(f"no images were found in {base} (looked for class subfolders holding .jpg/.png files, "
                         f"optionally under train/ and val/); point imagefolder:PATH at an ImageNet-style folder.")
-    files = files[:limit] if limit else files
+    if limit and limit < len(files):  # evenly spaced, so that a subset still has every class
+        files = [files[i * len(files) // limit] for i in range(limit)]
     images = torch.empty(len(files), 3, crop, crop, dtype=torch.uint8)
     for i, (f, _) in enumerate(tqdm(files, desc=f"reading {base.name}", unit="img", disable=None)):
         try:

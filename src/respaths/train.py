@@ -422,7 +422,8 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         n = math.ceil(len(self.train_set) / self.world_size)
-        self.log(f"training {cfg.model} on {len(self.train_set)} {cfg.dataset} images for {cfg.epochs} epochs "
+        self.log(f"training {cfg.model} on {len(self.train_set)} {cfg.dataset} images for {cfg.epochs} "
+                 f"epoch{'s' if cfg.epochs != 1 else ''} "
                  f"on {self.device} ({self.precision}{', channels_last' if self.channels_last else ''}"
                  f"{', compiled' if cfg.compile else ''}) -> {self.out}")
         show = cfg.progress if cfg.progress is not None else None  # None: tqdm decides (a terminal or not)
