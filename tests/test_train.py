@@ -204,3 +204,13 @@ def test_end_to_end_fashion_mnist_one_epoch(tmp_path, capsys):
     assert r.test_error < 0.4, r.history  # chance: 0.9; this run gets about 0.31
     assert main(["evaluate", str(tmp_path), "--limit", "2000", "--device", "cpu"]) == 0
     assert f"test error {r.test_error:.2%}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_saves_fp32_weights(tmp_path, precision):
+    r = train(dict(TINY, epochs=1, limit_train=64, limit_test=32, precision=precision, out=str(tmp_path)))
+    assert math.isfinite(r.history[0]["train_loss"]) and r.meta["precision"] == precision
+    weights = load_file(r.checkpoint / "model.safetensors")
+    assert all(w.dtype in (torch.float32, torch.int64) for w in weights.values())
+    if precision == "fp16":
+        assert load_train_state(r.checkpoint)["scaler"]["scale"] > 0  # the GradScaler is saved for resuming

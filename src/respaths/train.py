@@ -217,7 +217,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500, devic
              forward: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
     """Test error and mean cross-entropy of `model` (eval mode, every block active) on a dataset."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    forward = forward or model
+    forward = model if forward is None else forward  # (a compiled module has no truth value)
     was_training = model.training
     model.eval()
     set_active(model, None)
