@@ -182,7 +182,7 @@ def paths(n: int, lengths: Sequence[int], share_of_paths: Sequence[float], grad_
     c.set_xlabel("path length k")
     c.set_ylabel("total gradient norm of all length-k paths")
     c.set_title("(c) total gradient magnitude per length", fontsize=10)
-    c.legend(fontsize=8)
+    c.legend(fontsize=8, loc="upper right")
     for ax in (a, b, c):
         ax.grid(alpha=0.3)
         ax.set_xlim(-0.5, n + 0.5)

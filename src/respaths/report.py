@@ -469,7 +469,7 @@ def _meta_table(study: dict) -> str:
     rows = []
     for k, v in meta.items():
         if isinstance(v, dict):
-            v = ", ".join(f"{a}: {_fmt_seconds(b) if k == 'durations' else b}" for a, b in v.items())
+            v = ", ".join(f"{a}: {_fmt_seconds(b) if k.startswith(('durations', 'CPU')) else b}" for a, b in v.items())
         rows.append(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
