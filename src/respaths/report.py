@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -49,6 +48,28 @@ RULES = {
     "effective_share": 0.9,    # the effective range holds this share of the total gradient
     "surviving_r2": 0.9,       # mean error vs effective gradient lost: R^2 of a straight line
     "fixed_margin": 0.01,      # fixed-m net no worse than the full net by more than 1 pp (CI upper end)
+}
+
+
+RULE_NOTES = {
+    "single_max_gap": "largest single-deletion increase (non-downsampling blocks), as a share of chance minus whole-net error",
+    "vgg_min_gap": "smallest VGG single-deletion increase, as a share of chance minus whole-net error",
+    "random_rho": "Spearman rho of the mean error against k",
+    "random_max_step": "largest rise between consecutive k, as a share of the whole rise",
+    "reorder_rho": "Spearman rho of the error against Kendall tau",
+    "grad_rho": "Spearman rho of the mean path gradient against the path length",
+    "effective_share": "share of the total gradient the effective range must hold",
+    "surviving_r2": "R^2 of the mean error against the effective gradient lost",
+    "fixed_margin": "fixed-m error minus full-net error: the CI's upper end must stay below this",
+}
+
+# What a reader should know about a preset before reading its verdicts.
+PRESET_NOTES = {
+    "quick": "A small-scale run: one epoch on 10,000 images and 27 half-width blocks, so every net is far from "
+             "converged. The stochastic-depth and fixed-m nets learn more slowly per step than the normal net, "
+             "so the claims comparing them with it are no fair test here; the fashion and cifar10-paper presets "
+             "train to convergence.",
+    "tiny": "A test run on synthetic data with barely trained nets: the verdicts mean nothing.",
 }
 
 
@@ -495,8 +516,10 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
              "to this report; the rules for each verdict were fixed before the runs.</p>"]
     for s, cl in zip(studies, all_claims):
         count = {v: sum(c.verdict == v for c in cl) for v in VCLASS}
+        note = PRESET_NOTES.get(s.get("preset", ""))
         parts.append(f"<p><b>{_e(s['title'])}</b>: {s['dataset']['label']}, {s['dataset']['n_test']:,} test images; "
-                     + ", ".join(f"{n} {v}" for v, n in count.items() if n) + ".</p>")
+                     + ", ".join(f"{n} {v}" for v, n in count.items() if n) + "."
+                     + (f" <span class='sub'>{_e(note)}</span>" if note else "") + "</p>")
     parts += ["<h2>The paper's claims</h2>", _claims_table(studies, all_claims)]
     stems = list(dict.fromkeys(stem for f in figures for stem in f))
     parts.append("<h2>Figures</h2>")
@@ -518,7 +541,9 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
     parts.append("<h2>How this was run</h2>")
     for s in studies:
         parts.append(("" if one else f"<h3>{_e(s['title'])}</h3>") + _meta_table(s))
-    parts.append("<h2>Verdict rules</h2><p class='rule'>" + _e(json.dumps(RULES)) + "</p>")
+    parts.append("<h2>Verdict rules</h2><table>" + "".join(
+        f"<tr><th><code>{_e(k)}</code></th><td>{_e(v)}</td><td class='rule'>{_e(RULE_NOTES.get(k, ''))}</td></tr>"
+        for k, v in RULES.items()) + "</table>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
