@@ -270,7 +270,7 @@ def claim_surviving(study) -> Claim:
                   f"gradient; across k = {r['k'][0]}–{r['k'][-1]} the mean error is a straight line in the effective "
                   f"gradient lost with R² = {fit.rvalue ** 2:.3f} (slope {fit.slope:.2f} error per unit lost).")
     if p.get("surviving_checked"):
-        c.measured += (f" Paths counted in the {p['surviving_checked']} lesions run: "
+        c.measured += (f" Paths counted in each of the {p['surviving_checked']} random lesions that were run: "
                        f"{p['surviving_match']} of {p['surviving_checked']} match C(n−d, x)/C(n, x) exactly.")
         c.numbers["surviving_match"] = [p["surviving_match"], p["surviving_checked"]]
     c.rule = f"holds if R² ≥ {RULES['surviving_r2']} with a positive slope."
@@ -287,7 +287,7 @@ def claim_fixed(study) -> Claim:
         return c
     lo, hi = d["ci"]
     c.numbers = dict(fixed=mf["error"], full=mr["error"], diff=d["diff"], ci=[lo, hi], m=mf.get("fixed_m"))
-    c.measured = (f"{mf['label']} (m = {mf.get('fixed_m', '?')} of {mf['blocks']}): {pct(mf['error'])}; "
+    c.measured = (f"{mf['label']} (of {mf['blocks']} blocks): {pct(mf['error'])}; "
                   f"{mr['label']}: {pct(mr['error'])}; difference {pp(d['diff'])}, paired 95% CI "
                   f"[{pp(lo)}, {pp(hi)}] on {d['n']:,} test images.")
     margin = RULES["fixed_margin"]

@@ -151,9 +151,10 @@ class RunRecord:
     def save(self) -> None:
         _write_json(self.path, self.data)
 
-    def step(self, name: str, seconds: float, cpu_seconds: float) -> None:
-        """Add a finished (part of a) step: wall-clock and CPU time (all threads) accumulate over resumes."""
-        prev = self.data["steps"].get(name, {})
+    def step(self, name: str, seconds: float, cpu_seconds: float, accumulate: bool = True) -> None:
+        """Add a finished (part of a) step: wall-clock and CPU time (all threads) accumulate over resumes
+        (a step redone from scratch each time, like the report, replaces its time instead)."""
+        prev = self.data["steps"].get(name, {}) if accumulate else {}
         self.data["steps"][name] = {"seconds": round(prev.get("seconds", 0.0) + seconds, 2),
                                     "cpu_seconds": round(prev.get("cpu_seconds", 0.0) + cpu_seconds, 2),
                                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -369,7 +370,7 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     t, c = time.perf_counter(), cpu_time()
     from .report import build
     path = build([out])
-    run.step("report", time.perf_counter() - t, cpu_time() - c)
+    run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
     return path
 
 
