@@ -354,7 +354,7 @@ def test_path_gradients_on_transformers_equal_naive_backward(models, name, split
     v = respaths.view(m, inp, split=split)
     n = len(v)
     chosen = torch.tensor([[i % 2 == 0 for i in range(n)], [i == 1 for i in range(n)], [True] * n])
-    rows, which = PathGradients(v, inp, y).grads(chosen)
+    rows, which = PathGradients(v, inp, y).rows(chosen)
     for j in range(len(chosen)):
         ref = naive_path_gradient(v, inp, y, [i for i in range(n) if chosen[j, i]])
         assert torch.allclose(rows[which[j]], ref, rtol=1e-4, atol=1e-7 * ref.abs().max())
