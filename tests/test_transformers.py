@@ -432,3 +432,21 @@ def test_pretrained_minilm_if_installed():
     enc = tok(["a cat sat on the mat", "residual networks behave like ensembles"], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(respaths.view(model)(dict(enc)), model(**enc).last_hidden_state)
+
+
+def test_layers_results_saved_in_a_run_appear_in_its_report(models, tmp_path):
+    from respaths.report import build
+
+    run = tmp_path / "run"
+    d = tmp_path / "gpt2"
+    save_with_tokenizer(models["gpt2"], d, TEXT)
+    (tmp_path / "t.txt").write_text(TEXT)
+    from respaths.reproduce import reproduce
+
+    reproduce("tiny", run, progress=False, log=lambda s: None)
+    before = (run / "report.html").read_text().count("<img ")
+    assert main(["layers", str(d), "--method", "influence", "--text", str(tmp_path / "t.txt"), "--seq-len", "16",
+                 "--out", str(run / "results" / "layers-influence"), "--no-figure"]) == 0
+    html = build([run]).read_text()
+    assert html.count("<img ") == before + 1 and "respaths layers --method influence on GPT2LMHeadModel" in html
+    assert (run / "figures" / "layers-influence.png").stat().st_size > 0

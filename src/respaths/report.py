@@ -425,6 +425,23 @@ def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
                     "trained normally, with stochastic depth and with fixed m; and k random deletions.",
                     F.stochastic_depth([panel(r) for r in sd_roles], sd_subtitle(study, sd_roles),
                                        random=series if len(series) > 1 else None)))
+    out += layer_figures(Path(study["dir"]))
+    return out
+
+
+def layer_figures(run_dir: Path) -> list[tuple[str, str, Any]]:
+    """Figures of `respaths layers` results saved in the run as results/layers-*.json (transformers)."""
+    import json
+
+    from .layer_figures import plot
+
+    out = []
+    for path in sorted((run_dir / "results").glob("layers-*.json")):
+        doc = json.loads(path.read_text())
+        meta = doc.get("meta", {})
+        if meta.get("command") == "layers":
+            out.append((path.stem, f"respaths layers --method {meta['method']} on {meta.get('model_class', '')} "
+                        f"({meta['blocks']} blocks, metric {meta.get('metric')}).", plot(doc)))
     return out
 
 
