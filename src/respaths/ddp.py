@@ -87,15 +87,7 @@ class DistributedTrainer(Trainer):
             loss_sum = F.cross_entropy(logits, y, reduction="sum")
         # DDP averages gradients over ranks: scaled by ranks / global batch, the average is the
         # global batch's mean gradient, whatever each rank's share of it
-        loss = loss_sum * (self.world_size / self.batch_total)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        self.backward_and_step(loss_sum * (self.world_size / self.batch_total))
         return loss_sum.detach(), (logits.argmax(1) != y).sum()
 
     def train_epoch(self, bar: tqdm) -> dict[str, Any]:

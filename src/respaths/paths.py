@@ -286,6 +286,18 @@ def length_record(n: int, k: int, norms: Sequence[float] | Tensor, confidence: f
     return record
 
 
+def lengths_to_measure(view: ResidualView, lengths: Iterable[int], skip: Iterable[int], batches: Sequence) -> list[int]:
+    """The lengths still to measure (not in skip), after checking them and that there is a batch."""
+    n = len(view.blocks)
+    todo = [k for k in lengths if k not in set(skip)]
+    bad = [k for k in todo if not 0 <= k <= n]
+    if bad:
+        raise UserError(f"path length {bad[0]} is out of range: this model has {n} blocks, so lengths are 0..{n}.")
+    if not batches:
+        raise UserError("path gradients need at least one training batch.")
+    return todo
+
+
 def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], lengths: Iterable[int],
                            samples: int = 1000, seed: int = 0, chunk: int | None = None,
                            confidence: float = 0.95, skip: Iterable[int] = (),
@@ -298,13 +310,7 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
     Runs on the fixed network (eval mode, no parameter gradients; see PathGradients)."""
     from tqdm.auto import tqdm
 
-    n = len(view.blocks)
-    todo = [k for k in lengths if k not in set(skip)]
-    bad = [k for k in todo if not 0 <= k <= n]
-    if bad:
-        raise UserError(f"path length {bad[0]} is out of range: this model has {n} blocks, so lengths are 0..{n}.")
-    if not batches:
-        raise UserError("path gradients need at least one training batch.")
+    n, todo = len(view.blocks), lengths_to_measure(view, lengths, skip, batches)
     kept: dict[int, PathGradients] = {}
     with frozen(view), tqdm(total=samples * len(todo), disable=not progress, unit="path",
                             desc="path gradients") as bar:
@@ -338,13 +344,7 @@ def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[A
 
     from . import distributed
 
-    n = len(view.blocks)
-    todo = [k for k in lengths if k not in set(skip)]
-    bad = [k for k in todo if not 0 <= k <= n]
-    if bad:
-        raise UserError(f"path length {bad[0]} is out of range: this model has {n} blocks, so lengths are 0..{n}.")
-    if not batches:
-        raise UserError("path gradients need at least one training batch.")
+    n, todo = len(view.blocks), lengths_to_measure(view, lengths, skip, batches)
     if view.model is not None:
         distributed.check_same("model weights", view.model.state_dict().values())
     world = distributed.world()

@@ -363,6 +363,11 @@ class Trainer:
         with autocast(self.device, self.precision):
             logits = self.forward(x)
             loss = F.cross_entropy(logits, y)
+        self.backward_and_step(loss)
+        return loss.detach() * len(y), (logits.argmax(1) != y).sum()
+
+    def backward_and_step(self, loss: Tensor) -> None:
+        """Backpropagate loss (through the fp16 grad scaler when there is one) and take an SGD step."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler:
             self.scaler.scale(loss).backward()
@@ -371,7 +376,6 @@ class Trainer:
         else:
             loss.backward()
             self.optimizer.step()
-        return loss.detach() * len(y), (logits.argmax(1) != y).sum()
 
     def train_epoch(self, bar: tqdm) -> dict[str, Any]:
         cfg, model = self.cfg, self.model
