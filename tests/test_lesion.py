@@ -256,3 +256,36 @@ def test_imagefolder_with_a_torchvision_resnet50_from_a_weights_file(tmp_path):
         r = doc["records"][1]
         twin = lesioned_model(model, respaths.delete_blocks(16, r["deleted"]), x).eval()
         assert r["errors"] == int((twin(x).argmax(1) != y).sum()) and r["k"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# What a user does: `respaths train`, then lesion and reorder on the run directory it wrote
+
+def test_train_then_lesion_and_reorder_the_run_directory(tmp_path, capsys):
+    from respaths.checkpoint import load_checkpoint
+    from respaths.data import load_dataset, normalize
+    from respaths.train import evaluate_checkpoint
+    run = tmp_path / "run"
+    assert cli.main(["train", "--model", "preresnet20", "--width", "0.5", "--dataset", "synthetic",
+                     "--epochs", "3", "--schedule", "cosine", "--limit-train", "512", "--limit-test", "64", "--batch-size", "32",
+                     "--threads", "1", "--out", str(run), "--no-progress", "--quiet"]) == 0
+    common = ["--limit", "64", "--batch-size", "16"]
+    assert cli.main(["lesion", str(run), "--mode", "single", *common, "--out", str(tmp_path / "l")]) == 0
+    assert cli.main(["reorder", str(run), "--k", "1,2", "--samples", "2", *common,
+                     "--out", str(tmp_path / "r")]) == 0
+    single = json.loads((tmp_path / "l" / "lesion-single.json").read_text())
+    assert single["meta"]["dataset"] == {"name": "synthetic", "n_images": 64}
+    model, meta = load_checkpoint(run / "checkpoint")
+    # the baseline is the trained model's own test error, and each deletion equals the naive twin's
+    assert single["baseline"]["error"] == pytest.approx(
+        evaluate_checkpoint(run, device="cpu", limit=64)["error"], abs=1e-9)
+    test = load_dataset("synthetic", split="test", limit=64)
+    x = normalize(test.images, tuple(meta["dataset"]["mean"]), tuple(meta["dataset"]["std"]))
+    records = [r for r in single["records"] if r["kind"] == "single"]
+    assert len(records) == 9 and single["baseline"]["error"] < 0.5  # it learned (chance: 0.9)
+    for r in records:
+        assert r["error"] * 64 == naive_errors(model.eval(), respaths.delete_blocks(9, r["deleted"]),
+                                               x, test.labels, 16)
+    reordered = json.loads((tmp_path / "r" / "reorder.json").read_text())
+    assert reordered["baseline"]["error"] == single["baseline"]["error"]
+    assert [r["kind"] for r in reordered["records"]] == ["baseline"] + ["reorder"] * 4

@@ -68,6 +68,15 @@ def recover(path: str | os.PathLike) -> Path:
     return path
 
 
+def checkpoint_dir(path: str | os.PathLike) -> Path:
+    """The checkpoint a user means: the directory itself, or the `checkpoint/` inside the run directory
+    that `respaths train --out DIR` wrote."""
+    path = recover(path)
+    if not (path / META).is_file() and ((path / "checkpoint").exists() or _old(path / "checkpoint").is_dir()):
+        return recover(path / "checkpoint")
+    return path
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any],
                     train_state: dict[str, Any] | None = None) -> Path:
     """Write model weights, meta.json (model name & config added from `model.config`) and, if given,
@@ -105,7 +114,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    path = recover(path)
+    path = checkpoint_dir(path)
     f = path / META
     if not f.is_file():
         raise UserError(f"{path} is not a respaths checkpoint (it has no {META}); "
@@ -117,7 +126,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_weights(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    f = recover(path) / WEIGHTS
+    f = checkpoint_dir(path) / WEIGHTS
     try:
         return load_file(f, device=str(device))
     except (OSError, SafetensorError) as e:
