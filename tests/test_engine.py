@@ -124,10 +124,10 @@ def test_timing_and_model_state_are_kept():
     assert not any("forward" in vars(m) for m in model.modules())  # BatchNorm forward restored
 
 
-@pytest.mark.parametrize("name,pairs", [("resnet20", 19), ("preresnet20", 9)])
+@pytest.mark.parametrize("name,pairs", [("resnet20", 19), ("preresnet20", 10)])
 def test_batchnorm_folding(name, pairs):
-    """Post-activation: every BN follows a conv; pre-activation: only the inner one, since the first BN
-    of a block reads the block's input, which the shortcut also needs."""
+    """Post-activation: every BN follows a conv; pre-activation: the stem's and each block's inner one,
+    since the first BN of a block reads the block's input, which the shortcut also needs."""
     model = tiny(name)
     x, y = data(32)
     view = respaths.view(model, x[:2])

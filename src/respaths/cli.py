@@ -183,6 +183,16 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-mb", type=int, default=1024, help="memory bound of the branch-point cache")
     p.add_argument("--chunk", type=int, default=64, help="plans evaluated together (results are saved per chunk)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
+    _progress_arg(p)
+
+
+def _progress_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() if args.progress is None else args.progress
 
 
 def _lesion_setup(args: argparse.Namespace):
@@ -227,7 +237,7 @@ def _lesion_setup(args: argparse.Namespace):
                         f"give --num-classes or a model trained on this dataset.")
     options = dict(batch_size=args.batch_size, device=args.device, dtype=args.dtype, fast=args.fast,
                    compile=args.compile, cache_bytes=args.cache_mb << 20, chunk=args.chunk, force=args.force,
-                   progress=True, meta={"source": source, "dtype": args.dtype, "fast": args.fast,
+                   progress=_progress(args), meta={"source": source, "dtype": args.dtype, "fast": args.fast,
                                         "compile": args.compile})
     return v, data, options
 
@@ -310,6 +320,7 @@ def paths_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--chunk", type=int, help="paths backpropagated together (default: what fits in about 1 GB)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
+    _progress_arg(p)
 
 
 def paths_run(args: argparse.Namespace) -> int:
@@ -317,7 +328,7 @@ def paths_run(args: argparse.Namespace) -> int:
     doc = paths_main(args.checkpoint, out=args.out, samples=args.samples, lengths=args.lengths,
                      batch_size=args.batch_size, batches=args.batches, seed=args.seed, share=args.share,
                      dataset=args.dataset, data_dir=args.data_dir, device=args.device, chunk=args.chunk,
-                     force=args.force)
+                     force=args.force, progress=_progress(args))
     from .distributed import is_main
     if not is_main():  # under torchrun, rank 0 speaks for all
         return 0

@@ -163,16 +163,17 @@ def cifar_resnet(depth: int, in_channels: int = 3, num_classes: int = 10, width:
     if shortcut not in ("A", "B"):
         raise ValueError(f"shortcut must be 'A' (zero-pad) or 'B' (projection), not {shortcut!r}.")
     widths = [max(1, round(w * width)) for w in (16, 32, 64)]
-    stem: list[nn.Module] = [conv3x3(in_channels, widths[0])]
-    if not preact:
-        stem += [nn.BatchNorm2d(widths[0]), nn.ReLU()]
+    # He et al. 2016b, appendix: the first unit's activation comes right after conv1, before the split
+    # into two paths, so the stem is conv-BN-ReLU in both designs and block 0's branch starts with conv.
+    stem: list[nn.Module] = [conv3x3(in_channels, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU()]
     blocks: list[nn.Module] = []
     in_ch = widths[0]
     for s, w in enumerate(widths):
         for j in range(n):
             stride = 2 if (s > 0 and j == 0) else 1
             if preact:
-                branch = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(), conv3x3(in_ch, w, stride),
+                pre = [nn.BatchNorm2d(in_ch), nn.ReLU()] if blocks else []
+                branch = nn.Sequential(*pre, conv3x3(in_ch, w, stride),
                                        nn.BatchNorm2d(w), nn.ReLU(), conv3x3(w, w))
                 post: nn.Module = nn.Identity()
             else:
