@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .core import UserError
 
@@ -368,12 +369,27 @@ def demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where Fashion-MNIST is looked for")
 
 
+def _demo_outdated(out: str) -> bool:
+    """The demo folder is the demo's own: a run of other settings (an older respaths) is started over."""
+    import json
+
+    from .reproduce import preset
+    try:
+        old = json.loads((Path(out) / "run.json").read_text()).get("preset")
+    except (OSError, ValueError):
+        return False
+    if old == json.loads(json.dumps(preset("quick").config())):
+        return False
+    print(f"{out} holds a demo run with other settings (an older respaths?); starting it over.", file=sys.stderr)
+    return True
+
+
 def demo_run(args: argparse.Namespace) -> int:
     import time
 
     from .reproduce import reproduce
     start = time.perf_counter()
-    path = reproduce("quick", args.out, data_dir=args.data_dir)
+    path = reproduce("quick", args.out, data_dir=args.data_dir, force=_demo_outdated(args.out))
     print(f"\nrespaths demo finished in {time.perf_counter() - start:.0f} s.\n"
           f"Open the report in a browser: {path.resolve()}\n"
           f"Figures (PNG and SVG): {path.parent.resolve() / 'figures'}; results (JSON and CSV): "
