@@ -255,6 +255,12 @@ def timm_res_delete(copy_model, name):
     return Fn(lambda x: act(b.downsample(x) if b.downsample is not None else x))
 
 
+def timm_preact_delete(copy_model, name):
+    """A pre-activation ResNetV2 block replaced by its shortcut: the projection of norm1(x), or x."""
+    b = copy_model.get_submodule(name)
+    return Fn(lambda x: b.downsample(b.norm1(x)) if b.downsample is not None else x)
+
+
 def cifar_delete(copy_model, name):
     b = copy_model.get_submodule(name)
     return Fn(lambda x: F.relu(b.shortcut(x)))
@@ -273,6 +279,22 @@ def tm(name, **kw):
     return lambda: timm.create_model(name, pretrained=False, num_classes=10, **kw)
 
 
+def resnetv2(**kw):
+    """A small timm ResNetV2 (one or two blocks a stage); widths keep GroupNorm's 32 groups whole."""
+    from timm.models.resnetv2 import ResNetV2
+    return lambda: ResNetV2(layers=[1, 2, 1, 1], channels=(128, 256, 512, 1024), stem_chs=32, num_classes=10, **kw)
+
+
+def bit_resnetv2():  # BiT's settings (resnetv2_50x1_bit): 'fixed' padded stem, StdConv2d with eps 1e-8
+    from timm.layers import StdConv2d
+    return resnetv2(stem_type="fixed", conv_layer=partial(StdConv2d, eps=1e-8))()
+
+
+def hybrid_resnetv2():  # the ViT hybrids' backbone: non-pre-activation Bottleneck, 'same' padding
+    from timm.layers import StdConv2dSame
+    return resnetv2(preact=False, stem_type="same", conv_layer=StdConv2dSame)()
+
+
 CASES = {
     "tv-resnet18": (tv("resnet18"), (2, 3, 32, 32), "torchvision", 8, ["layer1.1", "layer3.0"], tv_delete),
     "tv-resnet50": (tv("resnet50"), (1, 3, 32, 32), "torchvision", 16, ["layer1.0", "layer3.4"], tv_delete),
@@ -286,6 +308,14 @@ CASES = {
     "timm-seresnext26d": (tm("seresnext26d_32x4d", drop_path_rate=0.1), (2, 3, 64, 64), "timm", 8,
                           ["layer3.0", "layer3.1"], timm_res_delete),
     "timm-resnetblur18": (tm("resnetblur18"), (2, 3, 64, 64), "timm", 8, ["layer2.0"], timm_res_delete),
+    "timm-resnetv2_18": (tm("resnetv2_18"), (2, 3, 64, 64), "timm", 8, ["stages.0.blocks.1", "stages.2.blocks.0"],
+                         timm_preact_delete),
+    "timm-resnetv2_50": (tm("resnetv2_50", layers=[1, 2, 1, 1], drop_path_rate=0.1), (1, 3, 64, 64), "timm", 5,
+                         ["stages.1.blocks.1", "stages.0.blocks.0"], timm_preact_delete),
+    "timm-resnetv2-bit": (bit_resnetv2, (2, 3, 64, 64), "timm", 5, ["stages.1.blocks.1", "stages.3.blocks.0"],
+                          timm_preact_delete),
+    "timm-resnetv2-hybrid": (hybrid_resnetv2, (2, 3, 64, 64), "timm", 5, ["stages.1.blocks.1", "stages.1.blocks.0"],
+                             timm_res_delete),
     "akamaster-resnet20-A": (lambda: AkaResNet(AkaBasicBlock, [3, 3, 3]), (2, 3, 32, 32), "cifar_common", 9,
                              ["layer1.1", "layer2.0"], cifar_delete),
     "akamaster-resnet14-B": (lambda: AkaResNet(AkaBasicBlockB, [2, 2, 2]), (2, 3, 32, 32),
@@ -379,6 +409,46 @@ def test_timm_vit_layers_and_halves():
 
 
 @torch.no_grad()
+@torch.no_grad()
+def test_timm_resnetv2_blocks_and_lesions():
+    from respaths.engine import evaluate_plans
+    from respaths.lesion import lesioned_model
+    model, x, *_ = build_case("timm-resnetv2_18")  # PreActBasic: a projection only where the shape changes
+    v = respaths.view(model, x)
+    assert [b.stage for b in v.blocks] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert [b.name for b in v.blocks if b.downsample] == [f"stages.{s}.blocks.0" for s in (1, 2, 3)]
+    assert torch.equal(v.stem(x), model.stem(x))
+    for key in ["timm-resnetv2-bit", "timm-resnetv2-hybrid"]:  # a Bottleneck always projects in a stage's first block
+        model, x, *_ = build_case(key)
+        v = respaths.view(model, x)
+        assert [b.stage for b in v.blocks] == [0, 1, 1, 2, 3]
+        assert [b.downsample for b in v.blocks] == [True, True, False, True, True]
+        assert v.blocks[2].in_shape == v.blocks[2].out_shape == (256, 8, 8)
+        # deleting the non-downsampling block through the lesion helpers is the model with that block's
+        # forward replaced by its shortcut (x, then act3 for the non-pre-activation Bottleneck)
+        y = torch.tensor([1, 2])
+        plans = [respaths.full_plan(5), delete_blocks(5, [2])]
+        results = evaluate_plans(v, (x, y), plans, batch_size=2, keep_logits=True)
+        assert torch.equal(results[0].logits, model(x))
+        twin = copy.deepcopy(model)
+        block = twin.stages[1].blocks[1]
+        block.forward = (lambda x: block.act3(x)) if key.endswith("hybrid") else (lambda x: x)
+        naive = twin(x)
+        assert torch.equal(results[1].logits, naive) and not torch.equal(naive, results[0].logits)
+        assert torch.equal(lesioned_model(model, plans[1], x).eval()(x), naive)
+
+
+def test_timm_resnetv2_with_its_own_forward_is_refused():
+    from timm.models.resnetv2 import ResNetV2
+
+    class Tapped(ResNetV2):
+        def forward_features(self, x):
+            return super().forward_features(x) * 2
+
+    with pytest.raises(UserError, match="own forward"):
+        respaths.view(Tapped(layers=[1, 1, 1, 1], channels=(128, 256, 512, 1024), stem_chs=32, num_classes=10))
+
+
 def test_declaration_forms():
     torch.manual_seed(0)
     m = TokenNet().eval()

@@ -1,4 +1,5 @@
-"""Adapter for timm ResNets (timm.models.resnet) and Vision Transformers (timm.models.vision_transformer).
+"""Adapter for timm ResNets (timm.models.resnet), ResNetV2s (timm.models.resnetv2: BiT, resnetv2_50, ...)
+and Vision Transformers (timm.models.vision_transformer).
 
 Each view follows timm's own forward_features / forward_head step by step, so that it reproduces
 model(x) exactly.
@@ -7,6 +8,12 @@ ResNet blocks (BasicBlock, Bottleneck, with timm's optional drop_block, anti-ali
 squeeze-excitation `se` and `drop_path`):
     out = act2(branch(x) + downsample(x))                  (act3 for a Bottleneck)
 stem = conv1, bn1, act1, maxpool; head = forward_head (global pool, dropout, fc).
+
+ResNetV2 pre-activation blocks (PreActBasic, PreActBottleneck) normalise before the split:
+    out = branch(x) + shortcut(x),   branch starts with norm1(x), shortcut(x) = downsample(norm1(x)) or x
+so deleting a downsampling block leaves its projection of the pre-activated input. The
+non-pre-activation Bottleneck (preact=False, as in the ViT hybrids) is out = act3(branch(x) + downsample(x)).
+stem = model.stem; head = norm (identity without pre-activation), then forward_head.
 
 ViT layers compute x = x + drop_path1(ls1(attn(norm1(x)))); x = x + drop_path2(ls2(mlp(norm2(x)))).
   split="layer" (default): a block is a whole layer, y = layer(x); deleting it leaves x.
@@ -71,6 +78,64 @@ def adapt_resnet(model: nn.Module, tr) -> ResidualView:
 
 
 # ---------------------------------------------------------------------------------------------
+# ResNetV2
+
+def preact_basic_branch(b: nn.Module, x: Tensor) -> Tensor:
+    x = b.conv1(b.norm1(x))
+    return b.drop_path(b.conv2(b.norm2(x)))
+
+
+def preact_bottleneck_branch(b: nn.Module, x: Tensor) -> Tensor:
+    x = b.conv1(b.norm1(x))
+    x = b.conv2(b.norm2(x))
+    return b.drop_path(b.conv3(b.norm3(x)))
+
+
+def preact_projection(b: nn.Module, x: Tensor) -> Tensor:
+    # the block projects the normalised input, not x; norm1 runs again in the branch, as it is
+    # deterministic the sum equals the block's own bit for bit
+    return b.downsample(b.norm1(x))
+
+
+def v2_bottleneck_branch(b: nn.Module, x: Tensor) -> Tensor:  # timm's norm layers carry the activation
+    x = b.norm1(b.conv1(x))
+    x = b.norm2(b.conv2(x))
+    return b.drop_path(b.norm3(b.conv3(x)))
+
+
+def adapt_resnetv2(model: nn.Module, rv2) -> ResidualView:
+    preact = {rv2.PreActBasic: preact_basic_branch, rv2.PreActBottleneck: preact_bottleneck_branch}
+    blocks = []
+    for s, stage in enumerate(model.stages):
+        if type(stage) is not rv2.ResNetStage:  # the view runs stage.blocks one by one, as its forward does
+            raise UserError(f"stages.{s} of this timm ResNetV2 is a {type(stage).__name__}, not timm's "
+                            f"ResNetStage; {DECLARE}.")
+        for j, b in enumerate(stage.blocks):
+            name = f"stages.{s}.blocks.{j}"
+            kind = type(b)  # exact classes only: a subclass may compute something else
+            if kind in preact:
+                branch = preact[kind]
+                shortcut = partial(preact_projection, b) if b.downsample is not None else identity
+                post = identity
+            elif kind is rv2.Bottleneck:
+                branch = v2_bottleneck_branch
+                shortcut = b.downsample if b.downsample is not None else identity
+                post = out_of_place(b.act3)
+            else:
+                raise UserError(f"{name} of this timm ResNetV2 is a {kind.__name__}, not timm's PreActBasic, "
+                                f"PreActBottleneck or Bottleneck; {DECLARE}.")
+            blocks.append(Block(branch=partial(branch, b), shortcut=shortcut, post=post, name=name, stage=s,
+                                downsample=b.downsample is not None, module=b))
+    return ResidualView(model.stem, blocks, partial(norm_then_head, model), model=model,
+                        name=getattr(model, "default_cfg", {}).get("architecture", "") or type(model).__name__,
+                        adapter="timm")
+
+
+def norm_then_head(model: nn.Module, x: Tensor) -> Tensor:  # the end of forward_features, then forward_head
+    return model.forward_head(model.norm(x))
+
+
+# ---------------------------------------------------------------------------------------------
 # Vision Transformer
 
 def layer_residual(layer: nn.Module, x: Tensor) -> Tensor:
@@ -97,10 +162,6 @@ def vit_stem(model: nn.Module, x: Tensor) -> Tensor:
     return model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
 
 
-def vit_head(model: nn.Module, x: Tensor) -> Tensor:
-    return model.forward_head(model.norm(x))
-
-
 def adapt_vit(model: nn.Module, vt, split: str) -> ResidualView:
     if split not in ("layer", "attn_mlp"):
         raise UserError(f"split={split!r} is not a way to cut a ViT into blocks; use 'layer' (one block "
@@ -121,7 +182,7 @@ def adapt_vit(model: nn.Module, vt, split: str) -> ResidualView:
         attn, mlp = halves[kind]
         blocks.append(Block(branch=partial(attn, layer), name=f"{name}.attn", module=layer))
         blocks.append(Block(branch=partial(mlp, layer), name=f"{name}.mlp", module=layer))
-    return ResidualView(partial(vit_stem, model), blocks, partial(vit_head, model), model=model,
+    return ResidualView(partial(vit_stem, model), blocks, partial(norm_then_head, model), model=model,
                         name=getattr(model, "default_cfg", {}).get("architecture", "") or type(model).__name__,
                         adapter="timm")
 
@@ -132,12 +193,16 @@ def adapt(model: nn.Module, split: str = "layer", **_) -> ResidualView | None:
     if "timm" not in sys.modules:  # a timm model cannot exist without the import
         return None
     from timm.models import resnet as tr
+    from timm.models import resnetv2 as rv2
     from timm.models import vision_transformer as vt
 
     cls = type(model)
     if isinstance(model, tr.ResNet):
         base = tr.ResNet
         view = partial(adapt_resnet, model, tr)
+    elif isinstance(model, rv2.ResNetV2):
+        base = rv2.ResNetV2
+        view = partial(adapt_resnetv2, model, rv2)
     elif isinstance(model, vt.VisionTransformer):
         base = vt.VisionTransformer
         view = partial(adapt_vit, model, vt, split)
