@@ -19,7 +19,7 @@ ADAPTERS: list[tuple[str, str]] = [
     ("declared", "a model with a `respaths_view()` method or declared through respaths.declare"),
     ("respaths_models", "respaths' own models"),
     ("torchvision", "torchvision ResNet, ResNeXt and Wide ResNet"),
-    ("timm", "timm ResNets and Vision Transformers"),
+    ("timm", "timm ResNets (v1 and v2) and Vision Transformers"),
     ("hf", "Hugging Face transformers: BERT-style encoders, GPT-2 and Llama-style decoders, ViT"),
     # last: torchvision-like classes also have conv1, bn1, layer1.. and would look like this layout
     ("cifar_common", "CIFAR ResNets in the common layout (conv1, bn1, layer1..N, linear or fc)"),
