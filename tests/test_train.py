@@ -214,3 +214,17 @@ def test_mixed_precision_trains_and_saves_fp32_weights(tmp_path, precision):
     assert all(w.dtype in (torch.float32, torch.int64) for w in weights.values())
     if precision == "fp16":
         assert load_train_state(r.checkpoint)["scaler"]["scale"] > 0  # the GradScaler is saved for resuming
+
+
+def test_a_preresnet_checkpoint_of_respaths_0_1_is_refused_with_the_reason(tmp_path):
+    """0.1's pre-activation ResNets had no BatchNorm after conv1; their weights cannot fit 0.2's model."""
+    from safetensors.torch import save_file
+    model = respaths.build_model("preresnet20", in_channels=1, width=0.25)
+    save_checkpoint(tmp_path, model, {"respaths_version": "0.1.0"})
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    meta["respaths_version"] = "0.1.0"
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("stem.1.")}, tmp_path / "model.safetensors")
+    with pytest.raises(UserError, match=r'Missing key\(s\).*"stem.1.weight".*respaths 0.1.*retrain it'):
+        load_checkpoint(tmp_path)

@@ -4,7 +4,7 @@ from .adapters import view
 from .adapters.declared import declare
 from .models import build_model, list_models
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Block", "Plan", "ResidualView", "build_model", "declare", "delete_blocks", "full_plan",
            "list_models", "reorder_blocks", "run_plan", "view", "__version__"]

@@ -153,9 +153,18 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     try:
         model.load_state_dict(load_weights(path, "cpu"))
     except RuntimeError as e:
+        saved_by = meta.get("respaths_version")
+        hint = ("; it was saved by respaths 0.1, whose pre-activation ResNets had no BatchNorm after conv1: "
+                "retrain it" if name.startswith("preresnet") and str(saved_by).startswith("0.1") else "")
         raise UserError(f"the weights in {path} do not fit the model {name} described in its meta.json "
-                        f"({str(e).splitlines()[0]}).") from None
+                        f"({_first_words(e)}){hint}.") from None
     return model.to(device).eval(), meta
+
+
+def _first_words(e: Exception, limit: int = 200) -> str:
+    """torch's load_state_dict message, on one line and short: which keys are missing or unexpected."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
