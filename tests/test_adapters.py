@@ -251,7 +251,7 @@ def tv_delete(copy_model, name):
 
 def timm_res_delete(copy_model, name):
     b = copy_model.get_submodule(name)
-    act = b.act3 if hasattr(b, "act3") else b.act2
+    act = b.act3 if hasattr(b, "act3") else b.act2 if hasattr(b, "act2") else b.act  # act: SK blocks
     return Fn(lambda x: act(b.downsample(x) if b.downsample is not None else x))
 
 
@@ -308,6 +308,9 @@ CASES = {
     "timm-seresnext26d": (tm("seresnext26d_32x4d", drop_path_rate=0.1), (2, 3, 64, 64), "timm", 8,
                           ["layer3.0", "layer3.1"], timm_res_delete),
     "timm-resnetblur18": (tm("resnetblur18"), (2, 3, 64, 64), "timm", 8, ["layer2.0"], timm_res_delete),
+    "timm-skresnet18": (tm("skresnet18"), (2, 3, 64, 64), "timm", 8, ["layer2.0", "layer3.1"], timm_res_delete),
+    "timm-skresnet50": (tm("skresnet50", layers=[1, 2, 1, 1], drop_path_rate=0.1), (1, 3, 64, 64), "timm", 5,
+                        ["layer2.1", "layer4.0"], timm_res_delete),
     "timm-resnetv2_18": (tm("resnetv2_18"), (2, 3, 64, 64), "timm", 8, ["stages.0.blocks.1", "stages.2.blocks.0"],
                          timm_preact_delete),
     "timm-resnetv2_50": (tm("resnetv2_50", layers=[1, 2, 1, 1], drop_path_rate=0.1), (1, 3, 64, 64), "timm", 5,

@@ -7,6 +7,7 @@ model(x) exactly.
 ResNet blocks (BasicBlock, Bottleneck, with timm's optional drop_block, anti-aliasing `aa`,
 squeeze-excitation `se` and `drop_path`):
     out = act2(branch(x) + downsample(x))                  (act3 for a Bottleneck)
+and the SK-ResNets' SelectiveKernelBasic / -Bottleneck (timm.models.sknet), out = act(branch(x) + downsample(x)).
 stem = conv1, bn1, act1, maxpool; head = forward_head (global pool, dropout, fc).
 
 ResNetV2 pre-activation blocks (PreActBasic, PreActBottleneck) normalise before the split:
@@ -54,19 +55,31 @@ def bottleneck_branch(b: nn.Module, x: Tensor) -> Tensor:
     return b.drop_path(x) if b.drop_path is not None else x
 
 
+def sk_branch(b: nn.Module, x: Tensor) -> Tensor:
+    # SelectiveKernelBasic / -Bottleneck (timm.models.sknet): conv1..conv3 carry their own norm and act
+    for conv in ("conv1", "conv2", "conv3"):
+        if hasattr(b, conv):
+            x = getattr(b, conv)(x)
+    if b.se is not None:
+        x = b.se(x)
+    return b.drop_path(x) if b.drop_path is not None else x
+
+
 def resnet_stem(model: nn.Module, x: Tensor) -> Tensor:
     return model.maxpool(model.act1(model.bn1(model.conv1(x))))
 
 
 def adapt_resnet(model: nn.Module, tr) -> ResidualView:
-    kinds = {tr.BasicBlock: (basic_branch, "act2"), tr.Bottleneck: (bottleneck_branch, "act3")}
+    from timm.models import sknet
+    kinds = {tr.BasicBlock: (basic_branch, "act2"), tr.Bottleneck: (bottleneck_branch, "act3"),
+             sknet.SelectiveKernelBasic: (sk_branch, "act"), sknet.SelectiveKernelBottleneck: (sk_branch, "act")}
     blocks = []
     for s, layer_name in enumerate(["layer1", "layer2", "layer3", "layer4"]):
         for j, b in enumerate(getattr(model, layer_name)):
             kind = type(b)
             if kind not in kinds:
                 raise UserError(f"{layer_name}.{j} of this timm ResNet is a {kind.__name__}, not timm's "
-                                f"BasicBlock or Bottleneck; {DECLARE}.")
+                                f"BasicBlock, Bottleneck or SelectiveKernel block; {DECLARE}.")
             branch, act = kinds[kind]
             blocks.append(Block(branch=partial(branch, b),
                                 shortcut=b.downsample if b.downsample is not None else identity,
