@@ -280,8 +280,8 @@ def test_cli_paths_writes_and_resumes(tmp_path, capsys):
 # 5. stochastic depth and fixed-m nets beside the normal one
 
 def test_compare_nets_against_direct_evaluation(tmp_path):
-    from respaths.checkpoint import save_checkpoint
-    from respaths.compare import compare_nets, load_net, load_test_split
+    from respaths.checkpoint import load_checkpoint, save_checkpoint
+    from respaths.compare import compare_nets, load_test_split
     from respaths.core import run_plan
     from respaths.data import batches
     ckpts = {}
@@ -295,7 +295,7 @@ def test_compare_nets_against_direct_evaluation(tmp_path):
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["nets"].keys() == doc["nets"].keys()
     assert doc["nets"]["fixed m=3"]["training"] == {"stochastic_depth": None, "fixed_m": 3}
     for label, path in ckpts.items():  # every number against the model run directly
-        model, meta = load_net(path)
+        model, meta = load_checkpoint(path)
         x, y = next(batches(load_test_split(meta, None, None, 48), 48))
         view = respaths.view(model, x[:1])
         net = doc["nets"][label]

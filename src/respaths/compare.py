@@ -35,15 +35,6 @@ from . import stats
 from .core import UserError, full_plan
 
 
-def load_net(checkpoint: str | Path, device: str = "cpu"):
-    """(model, meta) of a checkpoint directory or of the run directory holding one."""
-    from .checkpoint import load_checkpoint
-    path = Path(checkpoint)
-    if not (path / "meta.json").is_file() and (path / "checkpoint" / "meta.json").is_file():
-        path = path / "checkpoint"
-    return load_checkpoint(path, device)
-
-
 def training_of(model: Any) -> dict[str, Any]:
     config = getattr(model, "config", {}) or {}
     return {"stochastic_depth": config.get("stochastic_depth"), "fixed_m": config.get("fixed_m")}
@@ -125,6 +116,7 @@ def compare_nets(checkpoints: Mapping[str, str | Path], *, out: str | Path, refe
     import torch
 
     from .adapters import view as make_view
+    from .checkpoint import load_checkpoint
     from .engine import evaluate_plans, iterate_batches
     from .lesion import lesion_random, lesion_single
     from .results import write_atomic
@@ -139,7 +131,7 @@ def compare_nets(checkpoints: Mapping[str, str | Path], *, out: str | Path, refe
     views: dict[str, Any] = {}
     names = set()
     for label, ckpt in checkpoints.items():
-        model, meta = load_net(ckpt, device)
+        model, meta = load_checkpoint(ckpt, device)  # a checkpoint or the run directory holding one
         data = load_test_split(meta, dataset, data_dir, limit)
         names.add(data.name)
         x, _ = next(iter(iterate_batches(data.take(2), 2, torch.device(device))))

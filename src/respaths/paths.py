@@ -524,14 +524,12 @@ def paths_main(checkpoint: str, *, out: str = "runs", samples: int = 1000, lengt
     from pathlib import Path
 
     from .adapters import view as make_view
-    from .checkpoint import load_checkpoint
+    from .checkpoint import checkpoint_dir, load_checkpoint
     from .data import batches as data_batches, load_dataset
     from .lesion import parse_k
     from .train import pick_device
 
-    path = Path(checkpoint)
-    if not (path / "meta.json").is_file() and (path / "checkpoint" / "meta.json").is_file():
-        path = path / "checkpoint"  # a run directory
+    path = checkpoint_dir(checkpoint)  # a checkpoint, or the run directory holding one
     if batch_size < 1 or batches < 1:
         raise UserError(f"--batch-size and --batches must be at least 1 (got {batch_size} and {batches}).")
     from .distributed import local_device

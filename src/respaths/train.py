@@ -542,11 +542,9 @@ def evaluate_checkpoint(path: str | Path, *, data_dir: str | None = None, split:
     """Error and loss of a saved model on the dataset (and normalisation) it was trained with.
 
     `path` is a checkpoint directory or a run directory holding one."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import checkpoint_dir, load_checkpoint
 
-    path = Path(path)
-    if not (path / "meta.json").is_file() and (path / "checkpoint" / "meta.json").is_file():
-        path = path / "checkpoint"
+    path = checkpoint_dir(path)
     dev = pick_device(device)
     model, meta = load_checkpoint(path, dev)
     info = meta.get("dataset") or {}
