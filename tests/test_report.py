@@ -211,6 +211,13 @@ def test_tiny_run_writes_everything_and_resumes(tiny_run, tmp_path):
     assert len(imgs) == 6 and all(s.startswith("data:image/png;base64,") for s in imgs)
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", html)
     assert "id='claim-single'" in html
+    # the run records its own settings; another preset is refused, and the demo would start it over
+    from respaths.core import UserError
+    from respaths.reproduce import holds_other_settings, preset
+    assert not holds_other_settings(out, preset("tiny")) and holds_other_settings(out, preset("quick"))
+    assert not holds_other_settings(tmp_path / "nothing-here", preset("quick"))
+    with pytest.raises(UserError, match="holds a run of another preset"):
+        reproduce("quick", out, progress=False, log=lambda s: None)
 
 
 def test_report_command_side_by_side_and_errors(tiny_run, tmp_path, capsys):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from .core import UserError
 
@@ -371,14 +370,8 @@ def demo_args(p: argparse.ArgumentParser) -> None:
 
 def _demo_outdated(out: str) -> bool:
     """The demo folder is the demo's own: a run of other settings (an older respaths) is started over."""
-    import json
-
-    from .reproduce import preset
-    try:
-        old = json.loads((Path(out) / "run.json").read_text()).get("preset")
-    except (OSError, ValueError):
-        return False
-    if old == json.loads(json.dumps(preset("quick").config())):
+    from .reproduce import holds_other_settings, preset
+    if not holds_other_settings(out, preset("quick")):
         return False
     print(f"{out} holds a demo run with other settings (an older respaths?); starting it over.", file=sys.stderr)
     return True

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import socket
@@ -133,6 +132,20 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _settings(p: Preset) -> dict[str, Any]:
+    """The preset as run.json records it (tuples become lists)."""
+    return json.loads(json.dumps(p.config()))
+
+
+def holds_other_settings(out: str | os.PathLike, p: Preset) -> bool:
+    """Whether out/run.json records a run of other settings than p's (False without a readable record)."""
+    try:
+        old = json.loads((Path(out) / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return old.get("preset", {}) != _settings(p)
+
+
 class RunRecord:
     """run.json: which preset, when each step ran and for how long; refuses a different preset."""
 
@@ -144,7 +157,7 @@ class RunRecord:
                 old = json.loads(self.path.read_text())
             except ValueError:
                 raise UserError(f"{self.path} is damaged; remove it, or pass --force to start over.") from None
-            if old.get("preset", {}) != json.loads(json.dumps(p.config())):
+            if old.get("preset", {}) != _settings(p):
                 raise UserError(f"{out} holds a run of another preset ({old.get('preset', {}).get('name')}) "
                                 f"or settings; choose another --out or pass --force to start over.")
             self.data = old
