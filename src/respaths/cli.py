@@ -69,8 +69,7 @@ def train_args(p: argparse.ArgumentParser) -> None:
                    help="continue the run saved in --out with its own settings (the same command "
                         "continues anyway; --resume also accepts one whose settings differ)")
     g.add_argument("--force", action="store_true", help="delete the run saved in --out and start over")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: when stderr is a terminal)")
+    _progress_arg(g)
     g.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
@@ -186,7 +185,7 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     _progress_arg(p)
 
 
-def _progress_arg(p: argparse.ArgumentParser) -> None:
+def _progress_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
 
