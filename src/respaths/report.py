@@ -63,14 +63,18 @@ RULE_NOTES = {
     "fixed_margin": "fixed-m error minus full-net error: the CI's upper end must stay below this",
 }
 
-# What a reader should know about a preset before reading its verdicts.
-PRESET_NOTES = {
-    "quick": "A small-scale run: one epoch on 10,000 images and 27 half-width blocks, so every net is far from "
-             "converged. The stochastic-depth and fixed-m nets learn more slowly per step than the normal net, "
-             "so the claims comparing them with it are no fair test here; the fashion and cifar10-paper presets "
-             "train to convergence.",
-    "tiny": "A test run on synthetic data with barely trained nets: the verdicts mean nothing.",
-}
+def preset_note(name: str) -> str | None:
+    """What a reader should know about a preset before reading its verdicts, from the preset itself."""
+    from .reproduce import PRESETS
+    if name == "tiny":
+        return "A test run on synthetic data with barely trained nets: the verdicts mean nothing."
+    p = PRESETS.get(name)
+    if p is None or p.train_limit is None:  # the presets that train on the whole set, to convergence
+        return None
+    return (f"A small-scale run: {p.epochs} epoch{'s' if p.epochs != 1 else ''} on {p.train_limit:,} images and "
+            f"{p.blocks()} blocks at width ×{p.width:g}, so no net is trained to convergence. The stochastic-depth "
+            f"and fixed-m nets learn more slowly per step than the normal net, so the claims comparing them with "
+            f"it are no fair test here; the fashion and cifar10-paper presets train to convergence.")
 
 
 def pct(x: float) -> str:
@@ -533,7 +537,7 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
              "to this report; the rules for each verdict were fixed before the runs.</p>"]
     for s, cl in zip(studies, all_claims):
         count = {v: sum(c.verdict == v for c in cl) for v in VCLASS}
-        note = PRESET_NOTES.get(s.get("preset", ""))
+        note = preset_note(s.get("preset", ""))
         parts.append(f"<p><b>{_e(s['title'])}</b>: {s['dataset']['label']}, {s['dataset']['n_test']:,} test images; "
                      + ", ".join(f"{n} {v}" for v, n in count.items() if n) + "."
                      + (f" <span class='sub'>{_e(note)}</span>" if note else "") + "</p>")
