@@ -105,6 +105,30 @@ def test_batched_path_gradients_equal_naive(name, shortcut, options):
         assert len(set(np.round(norms.numpy(), 8))) > n  # different paths, different gradients
 
 
+@pytest.mark.parametrize("name,shortcut", [("resnet14", "A"), ("preresnet14", "A"), ("resnet14", "B")])
+def test_fast_path_gradients_equal_naive_to_rounding(name, shortcut):
+    """--fast (BN folded into convolutions, channels_last) gives the naive pass's gradients to float32
+    rounding, and leaves the model as it found it."""
+    view, x, y = tiny(name, shortcut)
+    n = len(view)
+    before = {k: v.clone() for k, v in view.model.state_dict().items()}
+    gen = torch.Generator().manual_seed(2)
+    chosen = torch.cat([paths.sample_paths(n, k, 2, gen) for k in range(n + 1)])
+    with paths.frozen(view):
+        with paths.fast_network(view, x):
+            folded = sum(isinstance(m, torch.nn.BatchNorm2d) and "forward" in vars(m) for m in view.model.modules())
+            pg = paths.PathGradients(view, x, y, channels_last=True)
+            assert pg.cotangent.is_contiguous(memory_format=torch.channels_last)
+            norms = pg.norms(chosen, chunk=5)
+        naive = torch.tensor([paths.naive_path_gradient(view, x, y, row.nonzero().flatten().tolist()).norm().item()
+                              for row in chosen], dtype=torch.float64)
+    assert folded > 0  # the fast rewrite was really in force
+    assert torch.allclose(norms, naive, rtol=1e-4)
+    after = view.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and after[k].is_contiguous() for k in before)
+    assert not any("forward" in vars(m) for m in view.model.modules())
+
+
 def test_paths_take_branch_xor_shortcut():
     """Length n is the path through every branch: for a preresnet it is the product of the branch
     Jacobians alone, not the full network's gradient (which sums all 2^n paths)."""
@@ -270,6 +294,13 @@ def test_cli_paths_writes_and_resumes(tmp_path, capsys):
     for r in again:
         same = doc["records"][r["length"]]
         assert {k: v for k, v in r.items() if k != "seconds"} == {k: v for k, v in same.items() if k != "seconds"}
+    # --fast: the same numbers to rounding, recorded as such, in its own file
+    assert main(args[:-4] + ["--out", str(tmp_path / "fast"), "--lengths", "2,5", "--device", "cpu", "--fast"]) == 0
+    fast = json.loads((tmp_path / "fast" / "paths.json").read_text())
+    assert fast["meta"]["fast"] is True and "fast" not in doc["meta"]
+    for r in fast["records"]:
+        assert r["mean"] == pytest.approx(doc["records"][r["length"]]["mean"], rel=1e-4)
+    assert main(args[:-4] + ["--out", str(tmp_path / "fast"), "--lengths", "2,5", "--device", "cpu"]) == 2
     assert main(args + ["--samples", "5"]) == 2  # another experiment in the same place
     assert main(args + ["--lengths", "0-9"]) == 2
     err = capsys.readouterr().err

@@ -117,7 +117,7 @@ class PathGradients:
     sees ReLUs and LayerNorms exactly as the whole network did.
     """
 
-    def __init__(self, view: ResidualView, inputs: Any, targets: Tensor):
+    def __init__(self, view: ResidualView, inputs: Any, targets: Tensor, channels_last: bool = False):
         bad = [b.index for b in view.blocks if not b.residual]
         if bad:
             raise UserError(f"block {bad[0]} of {view.name or 'this model'} is a plain layer with no shortcut, "
@@ -127,6 +127,9 @@ class PathGradients:
         self.in_shapes: list[torch.Size] = []
         with torch.no_grad():
             h = view.stem(inputs)
+        if channels_last and h.dim() == 4:
+            # fast mode (with the weights made channels_last by engine.optimise): oneDNN's NHWC kernels
+            h = h.contiguous(memory_format=torch.channels_last)
         with EvalBatchNormAsScale():
             for b in view.blocks:
                 self.in_shapes.append(h.shape)
@@ -143,6 +146,8 @@ class PathGradients:
         with torch.enable_grad():
             loss = F.cross_entropy(view.head(h), targets)
             (self.cotangent,) = torch.autograd.grad(loss, h)
+        if channels_last and h.dim() == 4:  # the head's gradient comes back NCHW; keep every row NHWC
+            self.cotangent = self.cotangent.contiguous(memory_format=torch.channels_last)
         self.loss = float(loss.detach())
 
     def _apply(self, vjp: Any, rows: list[Tensor]) -> list[Tensor]:
@@ -271,6 +276,19 @@ def frozen(view: ResidualView) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+@contextlib.contextmanager
+def fast_network(view: ResidualView, probe: Any, fast: bool = True) -> Iterator[None]:
+    """With fast: the lesion engine's rewrite (eval BatchNorm folded into the preceding convolution,
+    weights channels_last; engine.optimise), undone on exit. Give PathGradients channels_last=True
+    with it. The backward passes then skip those BatchNorms' scaling and run oneDNN's NHWC kernels."""
+    if not fast:
+        yield
+        return
+    from .engine import optimise
+    with optimise(view, probe):
+        yield
+
+
 def length_key(k: int) -> str:
     return f"k{k:03d}"
 
@@ -301,18 +319,19 @@ def lengths_to_measure(view: ResidualView, lengths: Iterable[int], skip: Iterabl
 def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], lengths: Iterable[int],
                            samples: int = 1000, seed: int = 0, chunk: int | None = None,
                            confidence: float = 0.95, skip: Iterable[int] = (),
-                           progress: bool = False) -> Iterator[dict[str, Any]]:
+                           progress: bool = False, fast: bool = False) -> Iterator[dict[str, Any]]:
     """The paper's protocol: for each length k, `samples` random paths; path j uses batch j % len(batches).
 
     batches: (inputs, targets) from the training set, already on the device and normalised.
     Yields one record per length as it finishes (lengths in `skip` are left out, for resuming);
     each length's paths come from its own seeded stream, so a record does not depend on the others.
-    Runs on the fixed network (eval mode, no parameter gradients; see PathGradients)."""
+    Runs on the fixed network (eval mode, no parameter gradients; see PathGradients); fast=True runs it
+    as fast_network does (norms differ from the exact ones by rounding)."""
     from tqdm.auto import tqdm
 
     n, todo = len(view.blocks), lengths_to_measure(view, lengths, skip, batches)
     kept: dict[int, PathGradients] = {}
-    with frozen(view), tqdm(total=samples * len(todo), disable=not progress, unit="path",
+    with frozen(view), fast_network(view, batches[0][0], fast), tqdm(total=samples * len(todo), disable=not progress, unit="path",
                             desc="path gradients") as bar:
         for k in todo:
             start = time.perf_counter()
@@ -321,7 +340,7 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
             for b, (inputs, targets) in enumerate(batches):
                 mine = torch.arange(b, samples, len(batches))
                 if len(mine):
-                    pg = kept.get(b) or PathGradients(view, inputs, targets)
+                    pg = kept.get(b) or PathGradients(view, inputs, targets, channels_last=fast)
                     if len(batches) == 1:  # one batch: its forward pass serves every length
                         kept[b] = pg
                     norms[mine] = pg.norms(chosen[mine], chunk or pg.auto_chunk())
@@ -332,7 +351,7 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
 def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], lengths: Iterable[int],
                                    samples: int = 1000, seed: int = 0, chunk: int | None = None,
                                    confidence: float = 0.95, skip: Iterable[int] = (),
-                                   progress: bool = False) -> Iterator[dict[str, Any]]:
+                                   progress: bool = False, fast: bool = False) -> Iterator[dict[str, Any]]:
     """measure_path_gradients split across torchrun's ranks; every rank yields the same records.
 
     The unit of work is what one process does for one (length, batch): the same drawn paths (each
@@ -353,7 +372,8 @@ def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[A
     # a rank that only ever sees one batch keeps its forward pass for every length, as one process does
     keep = len({b for round_units in units for _, b in distributed.shard(round_units)}) == 1
     kept: dict[int, PathGradients] = {}
-    with frozen(view), tqdm(total=samples * len(todo), disable=not (progress and distributed.is_main()), unit="path",
+    with frozen(view), fast_network(view, batches[0][0], fast), \
+            tqdm(total=samples * len(todo), disable=not (progress and distributed.is_main()), unit="path",
                             desc=f"path gradients on {world} ranks") as bar:
         for ks, round_units in zip(rounds, units):
 
@@ -363,7 +383,7 @@ def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[A
                     start = time.perf_counter()
                     chosen = sample_paths(n, k, samples, length_generator(seed, k))
                     mine = torch.arange(b, samples, len(batches))
-                    pg = kept.get(b) or PathGradients(view, *batches[b])
+                    pg = kept.get(b) or PathGradients(view, *batches[b], channels_last=fast)
                     if keep:
                         kept[b] = pg
                     done.append((k, b, pg.norms(chosen[mine], chunk or pg.auto_chunk()), time.perf_counter() - start))
@@ -474,7 +494,7 @@ def effective_summary(n: int, records: Sequence[dict[str, Any]], share: float = 
 def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], out: str, meta: dict[str, Any],
                        lengths: Iterable[int], *, samples: int = 1000, seed: int = 0, share: float = 0.9,
                        chunk: int | None = None, confidence: float = 0.95, force: bool = False,
-                       progress: bool = False) -> dict[str, Any]:
+                       progress: bool = False, fast: bool = False) -> dict[str, Any]:
     """measure_path_gradients into out.json / out.csv, skipping the lengths a previous run finished.
 
     The finished file holds one record per length measured so far and, at the top level, `blocks`
@@ -491,6 +511,8 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
                         if bad else "no path lengths to measure; give some with --lengths, e.g. 1-10.")
     meta = {"experiment": "path-gradients", "blocks": n, "samples": samples, "seed": seed,
             "confidence": confidence, **meta}
+    if fast:  # recorded only when on, so that exact result files of earlier versions still resume
+        meta["fast"] = True
     from . import distributed
 
     # under torchrun (see respaths.distributed) rank 0 alone opens and writes the file
@@ -499,7 +521,7 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
     done = distributed.broadcast([k for k in lengths if store.done(length_key(k))] if store is not None else None)
     measure = measure_path_gradients if ranks == 1 else measure_path_gradients_sharded
     for rec in measure(view, batches, lengths, samples=samples, seed=seed, chunk=chunk,
-                       confidence=confidence, skip=done, progress=progress):
+                       confidence=confidence, skip=done, progress=progress, fast=fast):
         if store is not None:
             store.append(rec)
 
@@ -515,7 +537,8 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
 def paths_main(checkpoint: str, *, out: str = "runs", samples: int = 1000, lengths: str = "all",
                batch_size: int = 128, batches: int = 10, seed: int = 0, share: float = 0.9,
                dataset: str | None = None, data_dir: str | None = None, device: str = "auto",
-               chunk: int | None = None, force: bool = False, progress: bool = True) -> dict[str, Any]:
+               chunk: int | None = None, force: bool = False, progress: bool = True,
+               fast: bool = False) -> dict[str, Any]:
     """`respaths paths`: path gradients of a checkpoint on its training set, into OUT/paths.json and .csv.
 
     The batches are the first `batches` of a seeded shuffle of the training images (no augmentation),
@@ -555,4 +578,4 @@ def paths_main(checkpoint: str, *, out: str = "runs", samples: int = 1000, lengt
                 "batch_size": batch_size, "batches": len(chosen), "n_images": sum(len(y) for _, y in chosen),
                 "bn": "eval (running statistics)", "dtype": str(chosen[0][0].dtype).replace("torch.", "")}
     return run_path_gradients(v, chosen, str(Path(out) / "paths"), run_meta, ks, samples=samples, seed=seed,
-                              share=share, chunk=chunk, force=force, progress=progress)
+                              share=share, chunk=chunk, force=force, progress=progress, fast=fast)
