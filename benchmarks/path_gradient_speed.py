@@ -1,18 +1,24 @@
 """Path-gradient sampling: batched (respaths.paths.PathGradients) vs one autograd pass per path.
 
 The naive way runs, for every sampled path, a full forward and autograd backward of the model with
-the unchosen branch or shortcut of each block detached (respaths.paths.naive_path_gradient). The
-batched way forwards the batch once and backpropagates many paths together, sharing the work of
-paths that agree on their last blocks. Both get the same paths on the same batch of a
-resnet110-shaped model (54 blocks, CIFAR-sized input); the script checks they agree and prints
-the time of each and the ratio, in CPU time of this process (steadier than wall-clock time on a
-shared machine; both are printed). Not a test: the numbers depend on the machine.
+the unchosen branch or shortcut of each block detached. Two naive references are timed on the same
+paths: "input" (respaths.paths.naive_path_gradient: autograd.grad of the input alone, weights
+frozen, the strict comparison) and "full" (loss.backward() on a model whose weights require grad,
+as a training-style loop and the issue's "full autograd backward" run it: weight gradients too).
+The batched way forwards the batch once and backpropagates many paths together, sharing the work
+of paths that agree on their last blocks; it is timed exact and with --fast (eval BatchNorm folded
+into the convolutions, channels_last: `respaths paths --fast`). All get the same paths on the same
+batch of a resnet110-shaped model (54 blocks, CIFAR-sized input); the script checks they agree and
+prints the time of each and the ratios, in CPU time of this process (steadier than wall-clock time
+on a shared machine; both are printed). Not a test: the numbers depend on the machine.
 
-The work itself bounds the ratio: the naive way runs n forward and k backward block passes per path,
-the batched way k backward passes less what paths share, so over lengths 0..n drawn evenly the ratio
-of block passes is about 3-4.5 (printed as "work ratio"); the rest is how fast each pass runs.
+The work itself bounds the ratio to the strict reference: it runs n forward and k backward block
+passes per path, the batched way k backward passes less what paths share, so over lengths 0..n
+drawn evenly the ratio of block passes is about 3-4.5 (printed as "work ratio"); the rest is how
+fast each pass runs.
 
     python benchmarks/path_gradient_speed.py [--samples 2] [--batch-size 16] [--threads 1]
+    python benchmarks/path_gradient_speed.py --model preresnet110 --samples 20 --naive-paths 110
 """
 import argparse
 import time
@@ -48,9 +54,10 @@ p.add_argument("--naive-paths", type=int, default=None,
                help="time the naive way on this many of the paths (every m/N-th, so all lengths stay in the mix) "
                     "and scale its time to all of them: each naive path is an independent pass, so its time is "
                     "linear in the number of paths; lets the batched way run the paper's many samples per length")
-p.add_argument("--naive-weight-grads", action="store_true",
-               help="let the naive way's parameters require grad, as a plain loss.backward() loop would, so "
-                    "that it also computes weight gradients (the fair comparison, the default, does not)")
+p.add_argument("--naive", default="input,full",
+               help="naive references to time: input (autograd.grad of the input alone, weights frozen: the "
+                    "strict comparison) and/or full (loss.backward() with weights requiring grad, as a plain "
+                    "training-style loop and the issue's 'full autograd backward' run it)")
 args = p.parse_args()
 
 torch.set_num_threads(args.threads)
@@ -75,30 +82,35 @@ def batched(fast: bool) -> tuple[PathGradients, torch.Tensor, float, float]:
         return pg, norms, time.perf_counter() - w, time.process_time() - c
 
 
+NAIVE = {  # name: (function, what it is)
+    "input": (naive_path_gradient, "naive, input gradient only (autograd.grad, frozen weights)"),
+    "full": (naive_with_weight_grads, "naive, full backward (loss.backward(), weight grads too)"),
+}
+m = len(chosen)
+subset = torch.arange(m) if not args.naive_paths else torch.linspace(0, m - 1, min(args.naive_paths, m)).long()
 with frozen(view):
     naive_path_gradient(view, x, y, [0])  # warm-up at this shape, untimed
-    pg, fast, w_fast, c_fast = batched(False)
-    _, fastest, w_fastest, c_fastest = batched(True)
+    batched_runs = {"exact": batched(False), "--fast (BN folded, NHWC)": batched(True)}
+    naive_runs = {}
+    for key in args.naive.split(","):
+        fn, label = NAIVE[key]
+        fn(view, x, y, [0])  # warm-up, untimed
+        w, c = time.perf_counter(), time.process_time()
+        norms = torch.stack([torch.linalg.vector_norm(fn(view, x, y, chosen[i].nonzero().flatten().tolist()))
+                             for i in subset]).double()
+        naive_runs[key] = (norms, (time.perf_counter() - w) * m / len(subset), (time.process_time() - c) * m / len(subset))
 
-    naive = naive_path_gradient if not args.naive_weight_grads else naive_with_weight_grads
-    m = len(chosen)
-    subset = torch.arange(m) if not args.naive_paths else torch.linspace(0, m - 1, min(args.naive_paths, m)).long()
-    w, c = time.perf_counter(), time.process_time()
-    slow = torch.stack([torch.linalg.vector_norm(naive(view, x, y, chosen[i].nonzero().flatten().tolist()))
-                        for i in subset]).double()
-    w_slow, c_slow = time.perf_counter() - w, time.process_time() - c
-    if len(subset) < m:
-        print(f"naive timed on {len(subset)} of the {m} paths and scaled by {m / len(subset):.1f}")
-        w_slow, c_slow = w_slow * m / len(subset), c_slow * m / len(subset)
-
-rel = ((fast[subset] - slow).abs() / slow.abs()).max().item()
+if len(subset) < m:
+    print(f"naive timed on {len(subset)} of the {m} paths and scaled by {m / len(subset):.1f}")
+pg = batched_runs["exact"][0]
 naive_passes = m * n + int(chosen.sum())  # every block forward, the chosen branches backward
-print(f"naive   (forward + backward per path{', with weight grads' if args.naive_weight_grads else ''}): CPU {c_slow:7.2f} s ({1000 * c_slow / m:6.1f} ms/path), wall {w_slow:7.2f} s")
-rel_fast = ((fastest[subset] - slow).abs() / slow.abs()).max().item()
-print(f"batched (one forward, shared vjps):     CPU {c_fast:7.2f} s ({1000 * c_fast / m:6.1f} ms/path), wall {w_fast:7.2f} s")
-print(f"batched --fast (BN folded, NHWC):       CPU {c_fastest:7.2f} s ({1000 * c_fastest / m:6.1f} ms/path), wall {w_fastest:7.2f} s")
 print(f"block passes: naive {naive_passes}, batched {n + pg.branch_rows} (work ratio {naive_passes / (n + pg.branch_rows):.2f})")
-print(f"speed-up, exact: {c_slow / c_fast:.2f}x in CPU time, {w_slow / w_fast:.2f}x in wall time; "
-      f"largest relative difference in the norms: {rel:.1e}")
-print(f"speed-up, --fast: {c_slow / c_fastest:.2f}x in CPU time, {w_slow / w_fastest:.2f}x in wall time; "
-      f"largest relative difference in the norms: {rel_fast:.1e}")
+for key, (_, w, c) in naive_runs.items():
+    print(f"{NAIVE[key][1]:62s} CPU {c:7.2f} s ({1000 * c / m:6.1f} ms/path), wall {w:7.2f} s")
+for name, (_, norms, w, c) in batched_runs.items():
+    print(f"{'batched ' + name + ': one forward, shared vjps':62s} CPU {c:7.2f} s ({1000 * c / m:6.1f} ms/path), wall {w:7.2f} s")
+for name, (_, norms, w_b, c_b) in batched_runs.items():
+    for key, (slow, w_n, c_n) in naive_runs.items():
+        rel = ((norms[subset] - slow).abs() / slow.abs()).max().item()
+        print(f"speed-up of batched {name.split(' ')[0]} over naive {key}: {c_n / c_b:.2f}x in CPU time, "
+              f"{w_n / w_b:.2f}x in wall time; largest relative difference in the norms {rel:.1e}")
