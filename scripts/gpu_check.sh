@@ -45,9 +45,11 @@ run)
         echo "$run: $(( $(date +%s) - start )) s for 2 epochs with set-up"
         cp "gpu-runs/$run/metrics.csv" "$out/metrics-$run.csv"
         cat "gpu-runs/$run/metrics.csv"
-        "$py" -c 'import csv, sys; r = list(csv.DictReader(open(sys.argv[1])))[-1]
-print(f"{sys.argv[2]}: epoch 2 at {float(r["images_per_s"]):,.0f} img/s; the 164-epoch recipe at this pace: "
-      f"{164 * float(r["seconds"]) / 60:.1f} min (goal: under 10 on one H100)")' "gpu-runs/$run/metrics.csv" "$run"
+        "$py" -c 'import csv, sys
+r = list(csv.DictReader(open(sys.argv[1])))[-1]
+ips, sec = float(r["images_per_s"]), float(r["seconds"])
+print(f"{sys.argv[2]}: epoch 2 at {ips:,.0f} img/s; the 164-epoch recipe at this pace: {164 * sec / 60:.1f} min "
+      "(goal: under 10 on one H100)")' "gpu-runs/$run/metrics.csv" "$run"
     done
     ;;
 *)
