@@ -28,19 +28,8 @@ import torch
 import respaths
 from respaths.paths import PathGradients, fast_network, frozen, naive_path_gradient, sample_paths
 
-def naive_with_weight_grads(view, x, y, chosen):
-    """The same masked pass run as a plain training-style loop would: loss.backward() on a model whose
-    parameters require grad, so every chosen branch's weight gradients are computed too."""
-    for p in model.parameters():
-        p.requires_grad_(True)
-        p.grad = None
-    h0 = view.stem(x).detach().requires_grad_()
-    h = h0
-    for b in view.blocks:
-        s, r = b.shortcut(h), b.branch(h)
-        h = b.post(s.detach() + r if b.index in chosen else s + r.detach())
-    torch.nn.functional.cross_entropy(view.head(h), y).backward()
-    return h0.grad
+def naive_full_backward(view, x, y, chosen):
+    return naive_path_gradient(view, x, y, chosen, full_backward=True)
 
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -84,7 +73,7 @@ def batched(fast: bool) -> tuple[PathGradients, torch.Tensor, float, float]:
 
 NAIVE = {  # name: (function, what it is)
     "input": (naive_path_gradient, "naive, input gradient only (autograd.grad, frozen weights)"),
-    "full": (naive_with_weight_grads, "naive, full backward (loss.backward(), weight grads too)"),
+    "full": (naive_full_backward, "naive, full backward (loss.backward(), weight grads too)"),
 }
 m = len(chosen)
 subset = torch.arange(m) if not args.naive_paths else torch.linspace(0, m - 1, min(args.naive_paths, m)).long()

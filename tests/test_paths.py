@@ -102,6 +102,10 @@ def test_batched_path_gradients_equal_naive(name, shortcut, options):
                 assert grads[j].shape == naive.shape
                 assert torch.allclose(grads[j], naive, rtol=tol, atol=tol * naive.abs().max()), (dtype, j)
                 assert norms[j].item() == pytest.approx(naive.norm().item(), rel=tol)
+                if j % 7 == 0:  # loss.backward() with weights requiring grad: the same input gradient
+                    full = paths.naive_path_gradient(view, x, y, row.nonzero().flatten().tolist(), full_backward=True)
+                    assert torch.allclose(full, naive, rtol=tol, atol=tol * naive.abs().max())
+                    assert not any(p.requires_grad for p in view.model.parameters())  # frozen again
         assert len(set(np.round(norms.numpy(), 8))) > n  # different paths, different gradients
 
 

@@ -211,22 +211,39 @@ class PathGradients:
         return out
 
 
-def naive_path_gradient(view: ResidualView, inputs: Any, targets: Tensor, chosen: Iterable[int]) -> Tensor:
+def naive_path_gradient(view: ResidualView, inputs: Any, targets: Tensor, chosen: Iterable[int],
+                        full_backward: bool = False) -> Tensor:
     """The reference: one full forward and autograd backward in which every block passes the gradient
     through its branch (if chosen) or its shortcut (otherwise) only; the other term is detached, so
-    the forward values, and hence post's Jacobian, are those of the whole network."""
+    the forward values, and hence post's Jacobian, are those of the whole network.
+
+    full_backward=True runs it as a training-style loop would: loss.backward() with the model's
+    parameters requiring grad, so the chosen branches' weight gradients are computed too (left in
+    .grad; requires_grad is restored). The input gradient is the same."""
     chosen = set(int(i) for i in chosen)
+    params = list(view.model.parameters()) if full_backward and view.model is not None else []
+    flags = [p.requires_grad for p in params]
     with torch.no_grad():
         h0 = view.stem(inputs)
     h0.requires_grad_()
-    with torch.enable_grad():
-        h = h0
-        for b in view.blocks:
-            s, r = b.shortcut(h), b.branch(h)
-            h = b.post(s.detach() + r if b.index in chosen else s + r.detach())
-        loss = F.cross_entropy(view.head(h), targets)
-        (g,) = torch.autograd.grad(loss, h0)
-    return g
+    try:
+        for p in params:
+            p.requires_grad_(True)
+            p.grad = None
+        with torch.enable_grad():
+            h = h0
+            for b in view.blocks:
+                s, r = b.shortcut(h), b.branch(h)
+                h = b.post(s.detach() + r if b.index in chosen else s + r.detach())
+            loss = F.cross_entropy(view.head(h), targets)
+            if full_backward:
+                loss.backward()
+                return h0.grad
+            (g,) = torch.autograd.grad(loss, h0)
+            return g
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
 
 
 def sample_paths(n: int, k: int, count: int, generator: torch.Generator) -> Tensor:
