@@ -106,6 +106,7 @@ def test_batched_path_gradients_equal_naive(name, shortcut, options):
                     full = paths.naive_path_gradient(view, x, y, row.nonzero().flatten().tolist(), full_backward=True)
                     assert torch.allclose(full, naive, rtol=tol, atol=tol * naive.abs().max())
                     assert not any(p.requires_grad for p in view.model.parameters())  # frozen again
+                    assert all(p.grad is None for p in view.model.parameters())  # the caller's .grad kept
         assert len(set(np.round(norms.numpy(), 8))) > n  # different paths, different gradients
 
 
