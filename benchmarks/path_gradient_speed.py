@@ -21,6 +21,7 @@ fast each pass runs.
     python benchmarks/path_gradient_speed.py --model preresnet110 --samples 20 --naive-paths 110
 """
 import argparse
+import sys
 import time
 
 import torch
@@ -75,6 +76,10 @@ NAIVE = {  # name: (function, what it is)
     "input": (naive_path_gradient, "naive, input gradient only (autograd.grad, frozen weights)"),
     "full": (naive_full_backward, "naive, full backward (loss.backward(), weight grads too)"),
 }
+unknown = set(args.naive.split(",")) - set(NAIVE)
+if unknown:
+    sys.exit(f"--naive names {', '.join(sorted(unknown))}, which is not a naive reference; give a comma-separated "
+             f"list of {', '.join(NAIVE)}.")
 m = len(chosen)
 subset = torch.arange(m) if not args.naive_paths else torch.linspace(0, m - 1, min(args.naive_paths, m)).long()
 with frozen(view):

@@ -1,14 +1,16 @@
-"""How fast could respaths be on this CPU? Upper bounds on the trainer's and lesion engine's speed-ups.
+"""How fast could respaths be on this CPU? Estimated ceilings of the trainer's and lesion engine's speed-ups.
 
 Both speed-up goals (issue 2: the trainer 2.5x over a plain CIFAR loop; issue 3: the single-deletion
 sweep 4x over one forward per plan) are ratios of wall times whose bulk is convolutions, and the
-convolutions are oneDNN's in both ways. This script measures, in one process, what each ratio could
-at most be:
+convolutions are oneDNN's in both ways. This script estimates, in one process, what each ratio could
+at most be (estimates, not proofs: the timings are noisy and the reference times are approximations):
 
   trainer   a plain fp32 NCHW training step on in-memory tensors (the reference loop without its
-            DataLoader, so a lower bound on its time) against the time the respaths step spends in
-            convolutions alone (channels_last, forward + backward, profiled). If everything but the
-            convolutions were free, the trainer could be at most that ratio faster.
+            DataLoader) against the time the respaths step spends in convolutions alone
+            (channels_last, forward + backward, profiled). If everything but the convolutions were
+            free, the trainer could be at most that ratio faster. The full reference of
+            benchmarks/train_throughput.py takes about 3.4 s per batch of 128, 0-25% more than the
+            plain step, so with it the ceiling would be at most ~1.7x.
   engine    one plain fp32 NCHW forward (the naive way's cost per plan) against the engine's
             --fast forward (BN folded, channels_last), times the trie's saving of block steps on the
             55 single-deletion plans (1539 of 2970): the engine's speed-up if it had no overhead.
@@ -16,9 +18,10 @@ at most be:
     python benchmarks/speed_bounds.py            # resnet110, ~2 minutes on 2 cores
 
 Measured on the 2-core AMD EPYC this was written on (AVX2 only), 2026-11-29, three runs (the machine is
-shared and its NCHW timings swing by 30%): trainer bound 1.3-1.6x (goal 2.5x): the channels_last step
-spends 2.0-2.3 s of 2.6-3.0 s in convolutions, the plain NCHW step takes 2.7-3.4 s; engine bound
-2.6-3.9x (goal 4x): the --fast forward is 1.3-2.0x the naive one, times the trie's 1.93x. bf16 would
+shared and its NCHW timings swing by 30%): trainer ceiling 1.3-1.6x (goal 2.5x): the channels_last step
+spends 2.0-2.3 s of 2.6-3.0 s in convolutions, the plain NCHW step takes 2.7-3.4 s; engine ceiling
+2.6-3.9x (goal 4x): the --fast forward is 1.3-2.0x the naive one, times the trie's 1.93x.
+benchmarks/lesion_speed.py once measured 3.03x, above this script's low end: single runs swing. bf16 would
 change both, but without AVX512-BF16 or AMX this CPU emulates it about 8x slower than fp32.
 """
 from __future__ import annotations

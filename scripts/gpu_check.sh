@@ -49,7 +49,7 @@ run)
 r = list(csv.DictReader(open(sys.argv[1])))[-1]
 ips, sec = float(r["images_per_s"]), float(r["seconds"])
 print(f"{sys.argv[2]}: epoch 2 at {ips:,.0f} img/s; the 164-epoch recipe at this pace: {164 * sec / 60:.1f} min "
-      "(goal: under 10 on one H100)")' "gpu-runs/$run/metrics.csv" "$run"
+      "(training loops only, no evaluation or start-up, on this GPU; goal: under 10 on one H100)")' "gpu-runs/$run/metrics.csv" "$run"
     done
     ;;
 *)
