@@ -36,7 +36,10 @@ N = 9
 DOWN = [False, False, False, True, False, False, True, False, False]
 
 
-def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, fixed_diff: float = 0.002) -> Path:
+def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, fixed_diff: float = 0.002,
+              losses: dict | None = None) -> Path:
+    losses = {"resnet": [0.9, 0.31, 0.305], "vgg": [0.9, 0.4], "stochastic": [0.9, 0.36, 0.357],
+              "fixed": [1.2, 0.5, 0.496], **(losses or {})}  # converged: < 2% change in the last epoch
     out.mkdir(parents=True)
     models = {}
     for role, blocks, down in (("resnet", N, DOWN), ("vgg", 12, [i in (0, 4, 8) for i in range(12)]),
@@ -44,7 +47,7 @@ def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, 
         models[role] = {"name": "vgg15" if role == "vgg" else "preresnet20", "label": f"net-{role}",
                         "blocks": blocks, "downsample": down, "parameters": 1000, "fixed_m": 4 if role == "fixed" else None,
                         "stochastic_depth": 0.5 if role == "stochastic" else None,
-                        "training": {"epochs": 2, "seconds": 12.5}}
+                        "training": {"epochs": 2, "seconds": 12.5, "train_loss": losses[role]}}
     run = {"schema": "respaths.run/1", "preset": PRESETS["tiny"].config(), "models": models,
            "dataset": {"name": "fashion-mnist", "num_classes": 10, "n_test": 2000, "n_train": 6000},
            "steps": {"train resnet": {"seconds": 12.5}}, "environment": {"torch": torch.__version__, "device": "cpu"}}
@@ -128,6 +131,30 @@ def test_claims_hold_and_fail_on_the_numbers(tmp_path):
     del empty["paths"], empty["reorder"]["resnet"]
     missing = {c.key: c.verdict for c in report.claims(empty)}
     assert missing["gradient"] == missing["effective"] == missing["reorder"] == report.MISSING
+
+
+def test_training_claims_are_inconclusive_unless_both_nets_converged(tmp_path):
+    # the fixed-m net still learning (loss -10% in its last epoch) and 5 pp worse: no verdict on the paper
+    study = load_study(write_run(tmp_path / "short", fixed_diff=0.05, losses={"fixed": [2.0, 1.0, 0.9]}))
+    c = {c.key: c for c in report.claims(study)}
+    assert c["fixed"].verdict == report.INCONCLUSIVE and c["fixed"].numbers["verdict_if_converged"] == report.FAILS
+    assert "not trained to convergence" in c["fixed"].measured and "10.0%" in c["fixed"].measured
+    assert c["stochastic"].verdict == report.HOLDS  # its two nets did converge
+    # one epoch on record is too few to tell, whatever the numbers
+    one = {c.key: c for c in report.claims(load_study(write_run(tmp_path / "one", losses={"resnet": [0.5]})))}
+    assert one["fixed"].verdict == one["stochastic"].verdict == report.INCONCLUSIVE
+    assert one["single"].verdict == report.HOLDS  # test-time claims on one net are always judged
+    # a converged net's real failure stays a failure (the test above: fixed_diff=0.05 with converged nets)
+    conv = {c.key: c for c in report.claims(load_study(write_run(tmp_path / "conv", fixed_diff=0.05,
+                                                                 losses={"fixed": [2.0, 1.0, 0.99]})))}
+    assert conv["fixed"].verdict == report.FAILS
+    # the rule reads metrics.csv where run.json has no losses (runs of older respaths)
+    out = write_run(tmp_path / "csv", losses={"fixed": None})
+    (out / "models" / "fixed").mkdir(parents=True)
+    (out / "models" / "fixed" / "metrics.csv").write_text("epoch,lr,train_loss\n1,0.1,2.0\n2,0.01,1.5\n")
+    study = load_study(out)
+    assert study["models"]["fixed"]["training"]["train_loss"] == [2.0, 1.5]
+    assert {c.key: c for c in report.claims(study)}["fixed"].verdict == report.INCONCLUSIVE
 
 
 def test_figures_from_synthetic_records(tmp_path):

@@ -35,6 +35,7 @@ from . import paths
 from .core import UserError
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
+INCONCLUSIVE = "inconclusive"
 
 # The verdict rules, fixed before looking at any result. Shares of the gap between the whole net's
 # error and chance make one rule fit datasets of any difficulty.
@@ -48,6 +49,10 @@ RULES = {
     "effective_share": 0.9,    # the effective range holds this share of the total gradient
     "surviving_r2": 0.9,       # mean error vs effective gradient lost: R^2 of a straight line
     "fixed_margin": 0.01,      # fixed-m net no worse than the full net by more than 1 pp (CI upper end)
+    # Claims comparing two training procedures are judged only between nets trained to convergence:
+    # the training loss fell by at most this share over the last epoch (and at least 2 epochs ran).
+    # Otherwise they read "inconclusive", so that a too-short run never reads as the paper being wrong.
+    "converged_loss_change": 0.02,
 }
 
 
@@ -61,6 +66,9 @@ RULE_NOTES = {
     "effective_share": "share of the total gradient the effective range must hold",
     "surviving_r2": "R^2 of the mean error against the effective gradient lost",
     "fixed_margin": "fixed-m error minus full-net error: the CI's upper end must stay below this",
+    "converged_loss_change": "a net counts as trained to convergence when its training loss fell by at most this "
+                             "share over its last epoch (of at least 2); the fixed-m and stochastic-depth claims "
+                             "are judged only between such nets, else they read inconclusive",
 }
 
 def preset_note(name: str) -> str | None:
@@ -283,6 +291,35 @@ def claim_surviving(study) -> Claim:
     return c
 
 
+def convergence(model: dict[str, Any]) -> tuple[bool, str]:
+    """(trained to convergence?, why) by RULES["converged_loss_change"], from the per-epoch training loss."""
+    losses = [x for x in (model.get("training") or {}).get("train_loss") or [] if x is not None]
+    if len(losses) < 2:
+        return False, (f"{model.get('label', '?')} trained {len(losses)} epoch(s) on record, too few to tell "
+                       f"whether its training loss has stopped falling")
+    change = (losses[-2] - losses[-1]) / abs(losses[-2]) if losses[-2] else 0.0
+    limit = RULES["converged_loss_change"]
+    return change <= limit, (f"{model.get('label', '?')}'s training loss fell {100 * change:.1f}% over its last "
+                             f"epoch ({losses[-2]:.4g} to {losses[-1]:.4g}; converged means at most "
+                             f"{100 * limit:.0f}%)")
+
+
+def judge_only_if_converged(c: Claim, study: dict[str, Any], roles: Sequence[str]) -> Claim:
+    """A claim comparing training procedures reads inconclusive unless every net it compares converged."""
+    if c.verdict == MISSING:
+        return c
+    verdicts = [convergence(study["models"].get(r, {})) for r in roles]
+    c.numbers["converged"] = {r: ok for r, (ok, _) in zip(roles, verdicts)}
+    if all(ok for ok, _ in verdicts):
+        return c
+    c.numbers["verdict_if_converged"] = c.verdict
+    c.verdict = INCONCLUSIVE
+    c.measured += (" Not judged — not trained to convergence: "
+                   + "; ".join(why for ok, why in verdicts if not ok)
+                   + f". On these numbers alone it would read \"{c.numbers['verdict_if_converged']}\".")
+    return c
+
+
 def claim_fixed(study) -> Claim:
     c = Claim("fixed", "Training only the effective paths — m of the n blocks active per mini-batch (paper: "
                        "23 of 54) — gives about the error of the normally trained net.")
@@ -297,7 +334,7 @@ def claim_fixed(study) -> Claim:
     margin = RULES["fixed_margin"]
     c.rule = f"holds if the CI's upper end is at most +{100 * margin:.0f} pp; partly if the difference is."
     c.verdict = HOLDS if hi <= margin else PARTLY if d["diff"] <= margin else FAILS
-    return c
+    return judge_only_if_converged(c, study, ("fixed", "resnet"))
 
 
 def claim_stochastic(study) -> Claim:
@@ -344,7 +381,7 @@ def claim_stochastic(study) -> Claim:
         c.verdict = PARTLY
     else:
         c.verdict = FAILS
-    return c
+    return judge_only_if_converged(c, study, ("stochastic", "resnet"))
 
 
 CLAIMS: list[Callable[[dict], Claim]] = [claim_single, claim_vgg, claim_random, claim_reorder, claim_gradient,
@@ -459,7 +496,7 @@ h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:1.8em;border-bottom:1px sol
 table{border-collapse:collapse;margin:.8em 0;width:100%} th,td{border:1px solid #ccc;padding:.4em .6em;
      vertical-align:top;text-align:left} th{background:#f3f3f3}
 td.v{white-space:nowrap;font-weight:600;text-align:center} .rule{color:#666;font-size:.88em}
-.holds{background:#d9f2d9} .partly{background:#fff0c2} .fails{background:#f8d0d0} .missing{background:#eee;color:#777}
+.holds{background:#d9f2d9} .partly{background:#fff0c2} .fails{background:#f8d0d0} .missing{background:#eee;color:#777} .inconclusive{background:#e3e8f4}
 figure{margin:1em 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em} .runs{display:grid;gap:1em} .sub{color:#666} code{font-size:.92em}
 """
@@ -473,7 +510,7 @@ window.addEventListener('load', function () {
 });
 """
 
-VCLASS = {HOLDS: "holds", PARTLY: "partly", FAILS: "fails", MISSING: "missing"}
+VCLASS = {HOLDS: "holds", PARTLY: "partly", FAILS: "fails", MISSING: "missing", INCONCLUSIVE: "inconclusive"}
 
 
 def _e(x: Any) -> str:

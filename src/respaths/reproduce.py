@@ -23,6 +23,7 @@ their journals, so running the same command again continues where it stopped. Pr
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -349,7 +350,8 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
                         "parameters": sum(t.numel() for t in model.parameters()),
                         "fixed_m": specs[role].get("fixed_m"), "stochastic_depth": specs[role].get("stochastic_depth"),
                         "training": {"epochs": meta.get("epoch"),
-                                     "seconds": run.data["steps"].get(f"train {role}", {}).get("seconds")},
+                                     "seconds": run.data["steps"].get(f"train {role}", {}).get("seconds"),
+                                     "train_loss": train_losses(out / "models" / role)},
                         "checkpoint": f"models/{role}/checkpoint"}
     run.data["models"] = models
     run.data["dataset"] = {"name": test.name, "num_classes": test.num_classes, "n_test": len(test),
@@ -399,6 +401,19 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
 # ---------------------------------------------------------------------------------------------
 # Reading a run back: the study the report is made from
 
+def train_losses(run_dir: Path) -> list[float] | None:
+    """The training loss of each epoch, from a training run's metrics.csv (None if there is none)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        return None
+    try:
+        with path.open(newline="") as f:
+            return [float(row["train_loss"]) for row in csv.DictReader(f) if row.get("train_loss")]
+    except (KeyError, ValueError):
+        raise UserError(f"{path} is damaged (no train_loss column of numbers); delete the run's models and "
+                        f"run the same reproduce command again.") from None
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
@@ -431,6 +446,9 @@ def load_study(out: str | os.PathLike) -> dict[str, Any]:
                              "random": {}, "reorder": {}, "paired": {}}
     models = run.get("models", {})
     study["models"] = {role: dict(m, error=None) for role, m in models.items()}
+    for role, m in study["models"].items():  # runs of respaths < 0.3 did not copy the losses into run.json
+        if not (m.get("training") or {}).get("train_loss"):
+            m["training"] = dict(m.get("training") or {}, train_loss=train_losses(out / "models" / role))
     # the residual nets: respaths.compare's summary of their lesion curves and paired test errors
     cmp = _read(res / "compare" / "compare.json")
     if cmp:
