@@ -133,3 +133,31 @@ def test_bad_input():
     changes = next(b.index for b in v.blocks if b.in_shape != b.out_shape)
     with pytest.raises(UserError, match="plain layer"):
         respaths.prune(plain, [changes], x)
+
+
+def test_lesioned_model_on_llama_takes_keyword_arguments():
+    from respaths.lesion import lesioned_model
+    model = tiny_lm("llama")
+    ids = torch.randint(3, 64, (2, 10), generator=torch.Generator().manual_seed(1))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    plan = delete_blocks(5, [1, 3])
+    with torch.no_grad():
+        twin = lesioned_model(model, plan, batch).eval()
+        torch.testing.assert_close(twin(**batch).logits, respaths.view(model)(batch, plan), rtol=1e-5, atol=1e-5)
+
+
+def test_bert_encoder(tmp_path):
+    tr = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = tr.BertModel(tr.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                                       intermediate_size=64)).eval()
+    ids = torch.randint(3, 64, (2, 10), generator=torch.Generator().manual_seed(1))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        want = respaths.view(model)(batch, delete_blocks(4, [0, 2]))
+        pruned = respaths.prune(model, ["encoder.layer.0", 2]).eval()
+        torch.testing.assert_close(pruned(**batch).last_hidden_state, want, rtol=1e-5, atol=1e-5)
+        pruned.save_pretrained(tmp_path)
+        again, info = tr.BertModel.from_pretrained(tmp_path, output_loading_info=True)
+        assert not info["missing_keys"] and again.config.num_hidden_layers == 2
+        assert torch.equal(again.eval()(**batch).last_hidden_state, pruned(**batch).last_hidden_state)
