@@ -161,3 +161,22 @@ def test_bert_encoder(tmp_path):
         again, info = tr.BertModel.from_pretrained(tmp_path, output_loading_info=True)
         assert not info["missing_keys"] and again.config.num_hidden_layers == 2
         assert torch.equal(again.eval()(**batch).last_hidden_state, pruned(**batch).last_hidden_state)
+
+
+def test_cli_prune(tmp_path):
+    from respaths import cli
+    tr = pytest.importorskip("transformers")
+    model = tiny_lm("gpt2")
+    model.save_pretrained(tmp_path / "full")
+    assert cli.main(["prune", str(tmp_path / "full"), "--blocks", "1,h.3", "--out", str(tmp_path / "small")]) == 0
+    again, info = tr.GPT2LMHeadModel.from_pretrained(tmp_path / "small", output_loading_info=True)
+    assert not info["missing_keys"] and again.config.n_layer == 3
+    ids = torch.randint(3, 64, (1, 6), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(ids).logits, respaths.view(model)(ids, delete_blocks(5, [1, 3])),
+                                   rtol=1e-5, atol=1e-5)
+    for bad in (["--blocks", "7"], ["--blocks", "0,1,2,3,4"]):
+        assert cli.main(["prune", str(tmp_path / "full"), *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert not (tmp_path / "bad").exists()
+    assert cli.main(["prune", "respaths:resnet20", "--num-classes", "10", "--blocks", "3", "--out", str(tmp_path / "cnn")]) == 0
+    assert (tmp_path / "cnn" / "model.safetensors").is_file() and (tmp_path / "cnn" / "respaths_prune.json").is_file()
