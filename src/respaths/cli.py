@@ -405,6 +405,64 @@ def report_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# prune  (issue 16: export a model with blocks removed)
+
+def prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), a respaths checkpoint "
+                                 "directory, or a model name such as resnet20, torchvision:resnet18")
+    p.add_argument("--blocks", required=True, help="blocks to remove, by index or name, separated by commas: 5,6")
+    p.add_argument("--out", required=True, help="a new directory for the pruned model")
+    p.add_argument("--weights", help="weights for a model given by name (.safetensors or .pt)")
+    p.add_argument("--num-classes", type=int)
+
+
+def prune_run(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+    from .prune import prune
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} already exists and is not empty; give a new directory to --out.")
+    blocks = [b.strip() for b in args.blocks.split(",") if b.strip()]
+    hf = (Path(args.model) / "config.json").is_file()
+    if hf:
+        from .adapters.hf import load
+        model, tokenizer = load(args.model)
+        meta = {"model": {"hf": str(args.model)}}
+    else:
+        from .loading import load_model
+        model, meta = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
+        tokenizer = None
+    pruned = prune(model, blocks)  # raises UserError on bad blocks before anything is written
+    from .adapters import view
+    v = view(model)
+    removed = sorted({next(b.index for b in v.blocks if s in (str(b.index), b.name)) for s in blocks})
+    info = {"pruned_from": meta, "removed": removed, "removed_names": [v.blocks[i].name for i in removed],
+            "blocks_before": len(v), "blocks_after": len(v) - len(removed), "reason": "--blocks"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".prune-", dir=out.parent))  # renamed into place when complete
+    try:
+        if hf:
+            pruned.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+        else:
+            from safetensors.torch import save_file
+            save_file({k: t.contiguous() for k, t in pruned.state_dict().items()}, tmp / "model.safetensors")
+        (tmp / "respaths_prune.json").write_text(json.dumps(info, indent=1))
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    print(f"removed blocks {removed} of {len(v)}; wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 COMMANDS = {
     "train": (train_args, train_run, "train a model (SGD, stochastic depth, fixed-m, resumable)"),
@@ -416,6 +474,7 @@ COMMANDS = {
                                                  "write the figures and an HTML report (resumable)"),
     "demo": (demo_args, demo_run, "the quick study on Fashion-MNIST into ./respaths-demo, in minutes on a CPU"),
     "report": (report_args, report_run, "rebuild the HTML report from the results of one or more runs"),
+    "prune": (prune_args, prune_run, "export a model with blocks really removed (loads and runs on its own)"),
     "layers": (layers_args, layers_run, "which transformer layers matter: Block Influence, angular "
                                         "distance, greedy pruning, painters variants"),
 }

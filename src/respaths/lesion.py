@@ -262,15 +262,13 @@ def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, s
 # ---------------------------------------------------------------------------------------------
 # The naive reference: the model itself, with blocks really removed or moved
 
-class Deleted(nn.Module):
-    """Stands in for a deleted block: post(shortcut(x)), or x for a plain layer."""
-
-    def __init__(self, block: Any):
-        super().__init__()
-        self.block = block  # a core.Block whose callables belong to the copied model
-
-    def forward(self, x: Any) -> Any:
-        return self.block.deleted(x)
+def Deleted(block: Any) -> nn.Module:
+    """Stands in for a deleted block: post(shortcut(x)), or x for a plain layer; the modules it
+    uses stay registered and it accepts (and ignores) a transformer layer's keyword arguments."""
+    from .prune import Skipped
+    if block.shortcut is None and not block.deletable:
+        block.deleted(None)  # raises: a plain layer that changes shape
+    return Skipped(block.shortcut, block.post)
 
 
 def lesioned_model(model: nn.Module, plan: Plan, example_input: Any, **view_options: Any) -> nn.Module:
