@@ -166,9 +166,11 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="weights for --model: .safetensors, or .pt/.pth read with weights_only")
     p.add_argument("--num-classes", type=int, help="classes of --model (default: the factory's own; the "
                                                    "dataset's for respaths: models)")
+    p.add_argument("--model-kwargs", help="KEY=VALUE,... passed to the --model factory (e.g. img_size=32)")
     p.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
                                      "(default: the checkpoint's)")
     p.add_argument("--data-dir", help="where the dataset is looked for")
+    _preprocessing_args(p)
     p.add_argument("--limit", type=int, help="use the first N test images")
     p.add_argument("--seed", type=int, default=0, help="seeds the random sets and the bootstrap")
     p.add_argument("--out", default="runs", help="directory of the result files")
@@ -183,6 +185,67 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=64, help="plans evaluated together (results are saved per chunk)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
     _progress_arg(p)
+
+
+NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
+def _preprocessing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--normalize", choices=["imagenet", "dataset"],
+                   help="the statistics the model was trained with: imagenet's, or the dataset's own (default)")
+    p.add_argument("--mean", help="per-channel mean in [0, 1] units the model was trained with, e.g. 0.485,0.456,0.406")
+    p.add_argument("--std", help="per-channel std in [0, 1] units, e.g. 0.229,0.224,0.225 (with --mean)")
+
+
+def _floats(text: str, option: str, channels: int) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not a comma-separated list of numbers; give e.g. 0.485,0.456,0.406.") from None
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise UserError(f"{option} gives {len(values)} values but the images have {channels} channels; give "
+                        f"one value per channel.")
+    return values
+
+
+def _preprocess(args: argparse.Namespace, data):
+    """data normalised as the model expects (--normalize, --mean/--std), and the values for the meta."""
+    from dataclasses import replace
+    if (args.mean is None) != (args.std is None):
+        raise UserError("--mean and --std go together; give both (or --normalize imagenet|dataset).")
+    if args.mean is not None and args.normalize is not None:
+        raise UserError("give either --normalize or --mean/--std, not both.")
+    if args.mean is not None:
+        mean = _floats(args.mean, "--mean", data.in_channels)
+        std = _floats(args.std, "--std", data.in_channels)
+        if any(v <= 0 for v in std):
+            raise UserError(f"--std {args.std} has a value that is not positive; standard deviations are > 0.")
+        name = "given"
+    elif args.normalize == "imagenet":
+        if data.in_channels != 3:
+            raise UserError(f"--normalize imagenet needs RGB images, but {data.name} has {data.in_channels} channel(s).")
+        (mean, std), name = NORMALIZE["imagenet"], "imagenet"
+    else:
+        mean, std, name = tuple(data.mean), tuple(data.std), "dataset"
+    chosen = {"normalize": name, "mean": list(mean), "std": list(std)}
+    return replace(data, mean=tuple(mean), std=tuple(std)), chosen
+
+
+def _model_kwargs(text: str | None) -> dict:
+    """KEY=VALUE,... with each VALUE read as a Python literal where it is one (32, True, 0.1), else a string."""
+    import ast
+    out: dict = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UserError(f"--model-kwargs {text!r}: {item!r} is not KEY=VALUE; give e.g. img_size=32,drop_rate=0.")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
 
 
 def _progress_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -208,6 +271,9 @@ def _lesion_setup(args: argparse.Namespace):
         raise UserError("give either a respaths checkpoint directory or --model SPEC (not both, not neither).")
     if args.weights and not args.model:
         raise UserError("--weights goes with --model; a checkpoint directory holds its own weights.")
+    if args.model_kwargs and not args.model:
+        raise UserError("--model-kwargs goes with --model; a checkpoint directory builds its own model.")
+    factory_kwargs = _model_kwargs(args.model_kwargs)
     dataset_name = args.dataset
     if args.checkpoint:
         model, meta = load_model(args.checkpoint, device=args.device)
@@ -219,8 +285,11 @@ def _lesion_setup(args: argparse.Namespace):
         raise UserError("say which images to use with --dataset (fashion-mnist, cifar10, cifar100, "
                         "imagefolder:PATH or synthetic).")
     data = load_dataset(dataset_name, args.data_dir, split="test", limit=args.limit)
+    data, preprocessing = _preprocess(args, data)
+    print(f"preprocessing: {preprocessing['normalize']} mean {preprocessing['mean']} std {preprocessing['std']}",
+          file=sys.stderr)
     if args.model:
-        kwargs = {}
+        kwargs = dict(factory_kwargs)
         num_classes = args.num_classes
         if args.model.startswith("respaths:"):
             num_classes = num_classes or data.num_classes
@@ -236,7 +305,7 @@ def _lesion_setup(args: argparse.Namespace):
                         f"give --num-classes or a model trained on this dataset.")
     options = dict(batch_size=args.batch_size, device=args.device, dtype=args.dtype, fast=args.fast,
                    compile=args.compile, cache_bytes=args.cache_mb << 20, chunk=args.chunk, force=args.force,
-                   progress=_progress(args), meta={"source": source, "dtype": args.dtype, "fast": args.fast,
+                   progress=_progress(args), meta={"source": source, "preprocessing": preprocessing, "dtype": args.dtype, "fast": args.fast,
                                         "compile": args.compile})
     return v, data, options
 

@@ -23,13 +23,16 @@ from torch import Tensor, nn
 class ZeroPadShortcut(nn.Module):
     """Option A of He et al.: subsample by the stride, zero-pad the new channels (no parameters)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, front: int = 0):
         super().__init__()
         self.stride, self.pad = stride, out_ch - in_ch
+        # zero channels put before the input's: 0 here; pad // 2 in akamaster's published ResNets
+        # (F.pad(x, (0, 0, 0, 0, planes // 4, planes // 4))), set by loading.map_akamaster
+        self.front = front
 
     def forward(self, x: Tensor) -> Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.pad)) if self.pad else x
+        return F.pad(x, (0, 0, 0, 0, self.front, self.pad - self.front)) if self.pad else x
 
 
 def projection(in_ch: int, out_ch: int, stride: int) -> nn.Module:
