@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import respaths
-from respaths.core import Block, ResidualView, delete_blocks, reorder_blocks, run_plan
+from respaths.core import UserError, Block, ResidualView, delete_blocks, reorder_blocks, run_plan
 
 
 @pytest.mark.parametrize("name", ["resnet20", "preresnet14", "plain14", "vgg15", "vgg15-nobn"])
@@ -32,7 +32,7 @@ def test_block_triple_and_deletion():
 def test_depth_and_name_errors():
     with pytest.raises(ValueError, match="6n\\+2"):
         respaths.build_model("resnet21")
-    with pytest.raises(ValueError, match="known models"):
+    with pytest.raises(UserError, match="known models"):
         respaths.build_model("resnet")
 
 

@@ -1,8 +1,8 @@
 """The `respaths` command: a thin layer of argparse over the library.
 
 Each subcommand is a pair: `<name>_args(parser)` declares its options, `<name>_run(args)` calls the
-library. Bad input raises UserError (or ValueError / FileNotFoundError) with one sentence; main()
-prints it and exits 2, never a traceback (set RESPATHS_DEBUG=1 to see one).
+library. Bad input raises UserError with one sentence (OSErrors name the path and reason); main() prints
+it and exits 2. Anything else is a bug: traceback, exit 1. RESPATHS_DEBUG=1 re-raises user errors too.
 """
 from __future__ import annotations
 
@@ -11,6 +11,76 @@ import os
 import sys
 
 from .core import UserError
+
+
+# ---------------------------------------------------------------------------------------------
+# Option types: argparse calls these, so bad values stop before any work or file (exit 2, one line).
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
+    return v
+
+
+def open_unit_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}")
+    return v
+
+
+def k_range(text: str) -> str:
+    """A rising range '1-20' or a list '1,5,10'; returned as given, so result files stay the same."""
+    from .lesion import parse_k
+    try:
+        parse_k(text)
+    except UserError:
+        raise argparse.ArgumentTypeError(f"expected a rising range like 1-20 or a list like 1,5,10, got {text!r}") from None
+    return text
+
+
+def lengths_range(text: str) -> str:
+    return text if text == "all" else k_range(text)
+
+
+def device_name(text: str) -> str:
+    """auto, cpu, cuda, cuda:N or mps, refused here when this machine has no such device."""
+    import re
+
+    import torch
+    if text in ("auto", "cpu"):
+        return text
+    m = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if m:
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r} asked for, but this machine has no CUDA device; use cpu")
+        if m[1] is not None and int(m[1]) >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r} asked for, but this machine has "
+                                             f"{torch.cuda.device_count()} CUDA device(s)")
+        return text
+    if text == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise argparse.ArgumentTypeError("'mps' asked for, but this machine has no MPS device; use cpu")
+        return text
+    raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -25,8 +95,8 @@ def train_args(p: argparse.ArgumentParser) -> None:
                                       "~/.cache/respaths, /usr/share/datasets)")
     p.add_argument("--out", help="run directory (default runs/MODEL-DATASET-seedSEED)")
     g = p.add_argument_group("recipe (He et al. 2016)")
-    g.add_argument("--epochs", type=int, default=164)
-    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--epochs", type=positive_int, default=164)
+    g.add_argument("--batch-size", type=positive_int, default=128)
     g.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--weight-decay", type=float, default=1e-4)
@@ -46,21 +116,21 @@ def train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stochastic-depth", type=float, nargs="?", const=0.5, metavar="P_L",
                    help="stochastic depth (Huang et al.): block l kept with p_l = 1 - l/L (1 - P_L); "
                         "without a value P_L = 0.5")
-    g.add_argument("--fixed-m", type=int, metavar="M",
+    g.add_argument("--fixed-m", type=positive_int, metavar="M",
                    help="exactly M residual blocks active per mini-batch (Veit et al.: 23 of 54)")
     g = p.add_argument_group("data subset and evaluation")
-    g.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training images")
-    g.add_argument("--limit-test", type=int, metavar="N", help="test on the first N test images")
-    g.add_argument("--eval-every", type=int, default=1, metavar="K",
+    g.add_argument("--limit-train", type=positive_int, metavar="N", help="train on the first N training images")
+    g.add_argument("--limit-test", type=positive_int, metavar="N", help="test on the first N test images")
+    g.add_argument("--eval-every", type=positive_int, default=1, metavar="K",
                    help="measure test error every K epochs (and always after the last)")
     g = p.add_argument_group("speed")
-    g.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    g.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="autocast precision; auto: bf16 on CUDA, fp32 elsewhere")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (default: on for CPU and CUDA)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
-    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: batch-norm statistics over the global batch (SyncBatchNorm, CUDA only) "
                         "instead of per rank")
@@ -92,9 +162,9 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a checkpoint directory written by respaths train (or its run directory)")
     p.add_argument("--data-dir", help="where the dataset is (the checkpoint names the dataset)")
     p.add_argument("--split", choices=["test", "train"], default="test")
-    p.add_argument("--limit", type=int, metavar="N", help="use the first N images")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="use the first N images")
+    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -127,26 +197,24 @@ def layers_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output prefix (writes PREFIX.json and PREFIX.csv); default runs/layers-METHOD")
     p.add_argument("--split", default="layer", choices=["layer", "attn_mlp"],
                    help="one block per layer, or attention and MLP as two blocks")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per window (decoders) or per line (encoders)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, help="use at most this many examples (lines or windows)")
-    p.add_argument("--steps", type=int, help="remove at most this many blocks (default: all but one)")
-    p.add_argument("--seeds", type=int, default=3, help="random orders (greedy) or permutations (painters)")
-    p.add_argument("--spans", help="painters: numbers of middle blocks, e.g. 1,2,4 (default 1..L-2)")
+    p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per window (decoders) or per line (encoders)")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--limit", type=positive_int, help="use at most this many examples (lines or windows)")
+    p.add_argument("--steps", type=positive_int, help="remove at most this many blocks (default: all but one)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="random orders (greedy) or permutations (painters)")
+    p.add_argument("--spans", type=k_range, help="painters: numbers of middle blocks, e.g. 1,2,4 (default 1..L-2)")
     p.add_argument("--variants", default=",".join(PAINTERS), help="painters: variants to run")
-    p.add_argument("--loops", type=int, help="painters looped: times the parallel step runs (default: the span)")
+    p.add_argument("--loops", type=positive_int, help="painters looped: times the parallel step runs (default: the span)")
     p.add_argument("--token", default="last", choices=["last", "first"], help="angular: the readout token")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--force", action="store_true", help="overwrite results of a different experiment")
     p.add_argument("--no-figure", action="store_true", help="skip drawing PREFIX.png and PREFIX.svg")
 
 
 def layers_run(args: argparse.Namespace) -> int:
     from .layer_importance import layers_main
-    try:
-        spans = [int(s) for s in args.spans.split(",")] if args.spans else None
-    except ValueError:
-        raise UserError(f"--spans takes numbers of blocks separated by commas, e.g. 1,2,4; got {args.spans!r}.")
+    from .lesion import parse_k
+    spans = parse_k(args.spans) if args.spans else None
     path = layers_main(args.model, args.method, text=args.text, out=args.out, split=args.split,
                        seq_len=args.seq_len, batch_size=args.batch_size, limit=args.limit, steps=args.steps,
                        seeds=args.seeds, spans=spans, variants=[v for v in args.variants.split(",") if v],
@@ -164,25 +232,25 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a model that is not a respaths checkpoint: torchvision:resnet50, "
                                    "timm:NAME, respaths:preresnet110 or module.path:factory")
     p.add_argument("--weights", help="weights for --model: .safetensors, or .pt/.pth read with weights_only")
-    p.add_argument("--num-classes", type=int, help="classes of --model (default: the factory's own; the "
+    p.add_argument("--num-classes", type=positive_int, help="classes of --model (default: the factory's own; the "
                                                    "dataset's for respaths: models)")
     p.add_argument("--model-kwargs", help="KEY=VALUE,... passed to the --model factory (e.g. img_size=32)")
     p.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
                                      "(default: the checkpoint's)")
     p.add_argument("--data-dir", help="where the dataset is looked for")
     _preprocessing_args(p)
-    p.add_argument("--limit", type=int, help="use the first N test images")
+    p.add_argument("--limit", type=positive_int, help="use the first N test images")
     p.add_argument("--seed", type=int, default=0, help="seeds the random sets and the bootstrap")
     p.add_argument("--out", default="runs", help="directory of the result files")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="float32 is exact; the others run under autocast")
     p.add_argument("--fast", action="store_true", help="fold BatchNorm into convolutions and use channels_last "
                                                       "(rounding-level differences; see respaths.engine)")
     p.add_argument("--compile", action="store_true", help="torch.compile the blocks (pays a compile up front)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--cache-mb", type=int, default=1024, help="memory bound of the branch-point cache")
-    p.add_argument("--chunk", type=int, default=64, help="plans evaluated together (results are saved per chunk)")
+    p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument("--cache-mb", type=positive_int, default=1024, help="memory bound of the branch-point cache")
+    p.add_argument("--chunk", type=positive_int, default=64, help="plans evaluated together (results are saved per chunk)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
     _progress_arg(p)
 
@@ -334,8 +402,8 @@ def lesion_args(p: argparse.ArgumentParser) -> None:
     _lesion_common_args(p)
     p.add_argument("--mode", default="single", choices=["single", "random"],
                    help="single: each block deleted alone; random: --samples random sets of k blocks")
-    p.add_argument("--k", default="1-20", help="random mode: numbers of deleted blocks, e.g. 1-20 or 1,5,10")
-    p.add_argument("--samples", type=int, default=10, help="random mode: sets per k")
+    p.add_argument("--k", type=k_range, default="1-20", help="random mode: numbers of deleted blocks, e.g. 1-20 or 1,5,10")
+    p.add_argument("--samples", type=positive_int, default=10, help="random mode: sets per k")
 
 
 def lesion_run(args: argparse.Namespace) -> int:
@@ -354,8 +422,8 @@ def lesion_run(args: argparse.Namespace) -> int:
 
 def reorder_args(p: argparse.ArgumentParser) -> None:
     _lesion_common_args(p)
-    p.add_argument("--k", default="1-20", help="numbers of swapped pairs, e.g. 1-20 or 1,5,10")
-    p.add_argument("--samples", type=int, default=10, help="random reorderings per k")
+    p.add_argument("--k", type=k_range, default="1-20", help="numbers of swapped pairs, e.g. 1-20 or 1,5,10")
+    p.add_argument("--samples", type=positive_int, default=10, help="random reorderings per k")
 
 
 def reorder_run(args: argparse.Namespace) -> int:
@@ -375,18 +443,18 @@ def reorder_run(args: argparse.Namespace) -> int:
 
 def paths_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a respaths checkpoint directory (or the run directory holding one)")
-    p.add_argument("--samples", type=int, default=1000, help="sampled paths per length (the paper: 1,000)")
-    p.add_argument("--lengths", default="all", help="path lengths k, e.g. 1-54 or 5,10,20; all: 0..n")
-    p.add_argument("--batch-size", type=int, default=128, help="training images per batch")
-    p.add_argument("--batches", type=int, default=10, help="training batches; sampled path j uses batch j mod this")
+    p.add_argument("--samples", type=positive_int, default=1000, help="sampled paths per length (the paper: 1,000)")
+    p.add_argument("--lengths", type=lengths_range, default="all", help="path lengths k, e.g. 1-54 or 5,10,20; all: 0..n")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="training images per batch")
+    p.add_argument("--batches", type=positive_int, default=10, help="training batches; sampled path j uses batch j mod this")
     p.add_argument("--seed", type=int, default=0, help="seeds the batches and the sampled paths")
-    p.add_argument("--share", type=float, default=0.9, help="share of the total gradient the effective range holds")
+    p.add_argument("--share", type=open_unit_float, default=0.9, help="share of the total gradient the effective range holds")
     p.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
                                      "(default: the checkpoint's)")
     p.add_argument("--data-dir", help="where the dataset is looked for")
     p.add_argument("--out", default="runs", help="directory of the result files (OUT/paths.json and .csv)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
-    p.add_argument("--chunk", type=int, help="paths backpropagated together (default: what fits in about 1 GB)")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    p.add_argument("--chunk", type=positive_int, help="paths backpropagated together (default: what fits in about 1 GB)")
     p.add_argument("--fast", action="store_true", help="fold BatchNorm into convolutions and use channels_last "
                                                       "(7-15%% faster on a CPU; norms within ~1.5e-3 relative)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
@@ -421,7 +489,7 @@ def reproduce_args(p: argparse.ArgumentParser) -> None:
                    help="; ".join(f"{n}: {PRESETS[n].description}" for n in shown))
     p.add_argument("--out", help="run directory (default runs/PRESET); running again resumes it")
     p.add_argument("--data-dir", help="where the dataset is looked for (also $RESPATHS_DATA, /usr/share/datasets)")
-    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when there is one)")
+    p.add_argument("--device", type=device_name, help="cpu, cuda, cuda:N (default: cuda when there is one)")
     p.add_argument("--force", action="store_true", help="start over in --out, deleting its models and results")
 
 
@@ -572,11 +640,18 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"respaths {args.command} does not split its work across ranks; run it without torchrun "
                             f"(train, lesion, reorder and paths do run under torchrun).")
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, KeyError) as e:
+    except UserError as e:  # bad input: one sentence; anything else is a bug and shows its traceback
         if os.environ.get("RESPATHS_DEBUG"):
             raise
-        msg = e.args[0] if e.args else str(e)
+        msg = " ".join(str(e.args[0] if e.args else e).split())
         print(f"respaths {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:  # permission, no space, not a directory: name the path and the reason
+        if os.environ.get("RESPATHS_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        reason = e.strerror or str(e)
+        print(f"respaths {args.command}: error: {where}{reason}; check the path and try again.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"respaths {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)

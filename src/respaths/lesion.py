@@ -24,6 +24,8 @@ Record fields (one per plan; see also the README, "Result files"):
 """
 from __future__ import annotations
 
+import re
+
 import copy
 import random
 from typing import Any, Iterable, Sequence
@@ -49,12 +51,11 @@ def parse_k(k: int | str | Iterable[int]) -> list[int]:
         return [k]
     if isinstance(k, str):
         out: list[int] = []
-        try:
-            for part in k.split(","):
-                a, _, b = part.strip().partition("-")
-                out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-        except ValueError:
-            raise UserError(f"cannot read k={k!r}; write a range like 1-20 or a list like 1,2,5.") from None
+        for part in k.split(","):
+            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+            if not m or (m[2] is not None and int(m[2]) < int(m[1])):
+                raise UserError(f"cannot read k={k!r}; write a rising range like 1-20 or a list like 1,2,5.")
+            out += list(range(int(m[1]), int(m[2]) + 1)) if m[2] is not None else [int(m[1])]
         return out
     return [int(x) for x in k]
 

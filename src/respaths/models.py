@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from .core import UserError
 
 
 class ZeroPadShortcut(nn.Module):
@@ -137,7 +138,7 @@ class Net(nn.Module):
 
 def _stages(depth: int) -> int:
     if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"depth {depth} is not of the form 6n+2 (8, 14, 20, 32, 44, 56, 110, ...); "
+        raise UserError(f"depth {depth} is not of the form 6n+2 (8, 14, 20, 32, 44, 56, 110, ...); "
                          f"pick one of those.")
     return (depth - 2) // 6
 
@@ -147,12 +148,12 @@ def _set_survival(net: Net, stochastic_depth: float | None, fixed_m: int | None)
     L = len(blocks)
     if fixed_m is not None:
         if not 1 <= fixed_m <= L:
-            raise ValueError(f"fixed_m={fixed_m} must be between 1 and the number of blocks, {L}.")
+            raise UserError(f"fixed_m={fixed_m} must be between 1 and the number of blocks, {L}.")
         for b in blocks:
             b.survival = fixed_m / L
     elif stochastic_depth is not None:
         if not 0.0 < stochastic_depth <= 1.0:
-            raise ValueError(f"stochastic depth p_L={stochastic_depth} must be in (0, 1].")
+            raise UserError(f"stochastic depth p_L={stochastic_depth} must be in (0, 1].")
         for l, b in enumerate(blocks, start=1):  # linear decay rule: p_l = 1 - l/L (1 - p_L)
             b.survival = 1.0 - l / L * (1.0 - stochastic_depth)
     return net
@@ -164,7 +165,7 @@ def cifar_resnet(depth: int, in_channels: int = 3, num_classes: int = 10, width:
     """He et al. CIFAR ResNet with 3 stages of n blocks (depth = 6n + 2) and widths 16, 32, 64."""
     n = _stages(depth)
     if shortcut not in ("A", "B"):
-        raise ValueError(f"shortcut must be 'A' (zero-pad) or 'B' (projection), not {shortcut!r}.")
+        raise UserError(f"shortcut must be 'A' (zero-pad) or 'B' (projection), not {shortcut!r}.")
     widths = [max(1, round(w * width)) for w in (16, 32, 64)]
     # He et al. 2016b, appendix: the first unit's activation comes right after conv1, before the split
     # into two paths, so the stem is conv-BN-ReLU in both designs and block 0's branch starts with conv.
@@ -252,18 +253,18 @@ def build_model(name: str, in_channels: int = 3, num_classes: int = 10, width: f
                 fixed_m: int | None = None) -> Net:
     """Build a model by name; the dataset decides in_channels and num_classes."""
     if width <= 0:
-        raise ValueError(f"width multiplier must be positive, not {width}.")
+        raise UserError(f"width multiplier must be positive, not {width}.")
     if name in ("vgg15", "vgg15-nobn"):
         if stochastic_depth is not None or fixed_m is not None:
-            raise ValueError("stochastic depth and fixed-m training need a residual model, not a VGG.")
+            raise UserError("stochastic depth and fixed-m training need a residual model, not a VGG.")
         net = vgg15(in_channels, num_classes, width, bn=(name == "vgg15"))
     else:
         m = re.fullmatch(r"(resnet|preresnet|plain)(\d+)", name)
         if not m:
-            raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}.")
+            raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}.")
         family, depth = m.group(1), int(m.group(2))
         if family == "plain" and (stochastic_depth is not None or fixed_m is not None):
-            raise ValueError("stochastic depth and fixed-m training need shortcuts; plain nets have none.")
+            raise UserError("stochastic depth and fixed-m training need shortcuts; plain nets have none.")
         net = cifar_resnet(depth, in_channels, num_classes, width, preact=(family == "preresnet"),
                            shortcut=shortcut, plain=(family == "plain"),
                            stochastic_depth=stochastic_depth, fixed_m=fixed_m)
