@@ -30,7 +30,7 @@ def test_block_triple_and_deletion():
 
 
 def test_depth_and_name_errors():
-    with pytest.raises(ValueError, match="6n\\+2"):
+    with pytest.raises(UserError, match="6n\\+2"):
         respaths.build_model("resnet21")
     with pytest.raises(UserError, match="known models"):
         respaths.build_model("resnet")
