@@ -20,13 +20,13 @@ LIMIT = 500
 
 
 @pytest.fixture(scope="module")
-def data_dir(request) -> Path:
+def data_dir(tmp_path_factory) -> Path:
     if not WEIGHTS.is_file():
         pytest.skip(f"no published weights at {WEIGHTS}")
     env = os.environ.get("RESPATHS_DATA")
     if env and (Path(env) / "cifar-10-batches-py").is_dir():
         return Path(env)
-    cache = Path(request.config.cache.mkdir("cifar10-jpeg"))
+    cache = tmp_path_factory.mktemp("cifar10-jpeg")  # make_cifar10.py takes ~15 s
     if not (cache / "cifar-10-batches-py" / "test_batch").is_file():
         if not MAKE.is_file():
             pytest.skip("no CIFAR-10 under $RESPATHS_DATA and no shared/datasets/make_cifar10.py to write it")

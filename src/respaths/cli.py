@@ -354,8 +354,7 @@ def _lesion_setup(args: argparse.Namespace):
                         "imagefolder:PATH or synthetic).")
     data = load_dataset(dataset_name, args.data_dir, split="test", limit=args.limit)
     data, preprocessing = _preprocess(args, data)
-    print(f"preprocessing: {preprocessing['normalize']} mean {preprocessing['mean']} std {preprocessing['std']}",
-          file=sys.stderr)
+    print(f"preprocessing: {preprocessing['normalize']} mean {preprocessing['mean']} std {preprocessing['std']}")
     if args.model:
         kwargs = dict(factory_kwargs)
         num_classes = args.num_classes
