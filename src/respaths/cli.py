@@ -26,16 +26,6 @@ def positive_int(text: str) -> int:
     return v
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
-    return v
-
-
 def open_unit_float(text: str) -> float:
     try:
         v = float(text)

@@ -24,10 +24,9 @@ Record fields (one per plan; see also the README, "Result files"):
 """
 from __future__ import annotations
 
-import re
-
 import copy
 import random
+import re
 from typing import Any, Iterable, Sequence
 
 import torch
