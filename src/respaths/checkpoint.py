@@ -148,7 +148,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         raise UserError(f"{Path(path) / META} does not name a respaths model; "
                         f"load its weights yourself with safetensors.torch.load_file.") from None
     options = {k: config[k] for k in ("in_channels", "num_classes", "width", "shortcut", "stochastic_depth",
-                                      "fixed_m") if k in config}
+                                      "fixed_m", "zero_pad") if k in config}
     model = build_model(name, **options)
     try:
         model.load_state_dict(load_weights(path, "cpu"))

@@ -245,7 +245,18 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     _progress_arg(p)
 
 
-NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+def image_size(text: str) -> tuple[int, int]:
+    """RESIZE,CROP (e.g. 36,32) or one number for both."""
+    try:
+        parts = [int(v) for v in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or not 1 <= parts[1] <= parts[0]:
+        raise argparse.ArgumentTypeError(f"expected RESIZE,CROP with 1 <= CROP <= RESIZE (e.g. 36,32) or one size, "
+                                         f"got {text!r}")
+    return parts[0], parts[1]
 
 
 def _preprocessing_args(p: argparse.ArgumentParser) -> None:
@@ -253,42 +264,8 @@ def _preprocessing_args(p: argparse.ArgumentParser) -> None:
                    help="the statistics the model was trained with: imagenet's, or the dataset's own (default)")
     p.add_argument("--mean", help="per-channel mean in [0, 1] units the model was trained with, e.g. 0.485,0.456,0.406")
     p.add_argument("--std", help="per-channel std in [0, 1] units, e.g. 0.229,0.224,0.225 (with --mean)")
-
-
-def _floats(text: str, option: str, channels: int) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"{option} {text!r} is not a comma-separated list of numbers; give e.g. 0.485,0.456,0.406.") from None
-    if len(values) == 1:
-        values = values * channels
-    if len(values) != channels:
-        raise UserError(f"{option} gives {len(values)} values but the images have {channels} channels; give "
-                        f"one value per channel.")
-    return values
-
-
-def _preprocess(args: argparse.Namespace, data):
-    """data normalised as the model expects (--normalize, --mean/--std), and the values for the meta."""
-    from dataclasses import replace
-    if (args.mean is None) != (args.std is None):
-        raise UserError("--mean and --std go together; give both (or --normalize imagenet|dataset).")
-    if args.mean is not None and args.normalize is not None:
-        raise UserError("give either --normalize or --mean/--std, not both.")
-    if args.mean is not None:
-        mean = _floats(args.mean, "--mean", data.in_channels)
-        std = _floats(args.std, "--std", data.in_channels)
-        if any(v <= 0 for v in std):
-            raise UserError(f"--std {args.std} has a value that is not positive; standard deviations are > 0.")
-        name = "given"
-    elif args.normalize == "imagenet":
-        if data.in_channels != 3:
-            raise UserError(f"--normalize imagenet needs RGB images, but {data.name} has {data.in_channels} channel(s).")
-        (mean, std), name = NORMALIZE["imagenet"], "imagenet"
-    else:
-        mean, std, name = tuple(data.mean), tuple(data.std), "dataset"
-    chosen = {"normalize": name, "mean": list(mean), "std": list(std)}
-    return replace(data, mean=tuple(mean), std=tuple(std)), chosen
+    p.add_argument("--image-size", type=image_size, metavar="RESIZE,CROP",
+                   help="imagefolder: shorter side resized to RESIZE, centre crop CROP (default 256,224)")
 
 
 def _model_kwargs(text: str | None) -> dict:
@@ -315,62 +292,40 @@ def _progress(args: argparse.Namespace) -> bool:
     return sys.stderr.isatty() if args.progress is None else args.progress
 
 
+def _open(args: argparse.Namespace, need_data: bool = True):
+    """The model and data the command line names (respaths.opening.open_model); prints the preprocessing."""
+    from .opening import open_model
+    opened = open_model(args.checkpoint, spec=args.model, weights=args.weights, num_classes=args.num_classes,
+                        model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset, data_dir=args.data_dir,
+                        limit=args.limit, normalize=args.normalize, mean=args.mean, std=args.std,
+                        image_size=args.image_size, device=args.device, need_data=need_data)
+    pre = opened.description["preprocessing"]
+    if pre is not None:
+        print(f"preprocessing: {pre['normalize']} mean {pre['mean']} std {pre['std']}")
+    return opened
+
+
 def _lesion_setup(args: argparse.Namespace):
     """(view, dataset, options for respaths.lesion) from the command line."""
-    import torch
-
-    from .adapters import view as make_view
-    from .data import load_dataset
     from .distributed import local_device
-    from .engine import iterate_batches
-    from .loading import load_model
     args.device = str(local_device(args.device))  # under torchrun, "cuda" is this rank's own GPU
-    if bool(args.checkpoint) == bool(args.model):
-        raise UserError("give either a respaths checkpoint directory or --model SPEC (not both, not neither).")
-    if args.weights and not args.model:
-        raise UserError("--weights goes with --model; a checkpoint directory holds its own weights.")
-    if args.model_kwargs and not args.model:
-        raise UserError("--model-kwargs goes with --model; a checkpoint directory builds its own model.")
-    factory_kwargs = _model_kwargs(args.model_kwargs)
-    dataset_name = args.dataset
-    if args.checkpoint:
-        model, meta = load_model(args.checkpoint, device=args.device)
-        if dataset_name is None:
-            ds = meta.get("dataset")
-            dataset_name = ds.get("name") if isinstance(ds, dict) else ds
-        source = {"checkpoint": args.checkpoint}
-    if dataset_name is None:
-        raise UserError("say which images to use with --dataset (fashion-mnist, cifar10, cifar100, "
-                        "imagefolder:PATH or synthetic).")
-    data = load_dataset(dataset_name, args.data_dir, split="test", limit=args.limit)
-    data, preprocessing = _preprocess(args, data)
-    print(f"preprocessing: {preprocessing['normalize']} mean {preprocessing['mean']} std {preprocessing['std']}")
-    if args.model:
-        kwargs = dict(factory_kwargs)
-        num_classes = args.num_classes
-        if args.model.startswith("respaths:"):
-            num_classes = num_classes or data.num_classes
-            kwargs["in_channels"] = data.in_channels
-        model, _ = load_model(args.model, args.weights, num_classes=num_classes, device=args.device, **kwargs)
-        source = {"model": args.model, "weights": args.weights}
-    x, _ = next(iter(iterate_batches(data.take(2), 2, torch.device(args.device))))
-    with torch.inference_mode():
-        v = make_view(model.eval(), x)
-        outputs = v(x).shape[-1]
-    if outputs < data.num_classes:
-        raise UserError(f"the model has {outputs} outputs but {data.name} has {data.num_classes} classes; "
-                        f"give --num-classes or a model trained on this dataset.")
+    opened = _open(args)
+    d = opened.description
     options = dict(batch_size=args.batch_size, device=args.device, dtype=args.dtype, fast=args.fast,
                    compile=args.compile, cache_bytes=args.cache_mb << 20, chunk=args.chunk, force=args.force,
-                   progress=_progress(args), meta={"source": source, "preprocessing": preprocessing, "dtype": args.dtype, "fast": args.fast,
-                                        "compile": args.compile})
-    return v, data, options
+                   progress=_progress(args), meta={"source": d["source"], "preprocessing": d["preprocessing"],
+                                                   "fingerprint": d["fingerprint"], "dtype": args.dtype,
+                                                   "fast": args.fast, "compile": args.compile})
+    args.warnings = opened.warnings  # printed after the results, so that a bad option still fails in one line
+    return opened.view, opened.data, options
 
 
-def _print_summary(records: list, path: str) -> None:
+def _print_summary(records: list, path: str, warnings: list[str] = ()) -> None:
     from .distributed import is_main
     if not is_main():  # under torchrun, rank 0 speaks for all
         return
+    for note in warnings:
+        print(f"warning: {note}.", file=sys.stderr)
     base = records[0]
     print(f"baseline error {100 * base['error']:.2f}% on {base['n']} images")
     groups: dict = {}
@@ -405,7 +360,7 @@ def lesion_run(args: argparse.Namespace) -> int:
         records = lesion_single(view, data, out=out, seed=args.seed, **options)
     else:
         records = lesion_random(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
-    _print_summary(records, out)
+    _print_summary(records, out, args.warnings)
     return 0
 
 
@@ -422,7 +377,7 @@ def reorder_run(args: argparse.Namespace) -> int:
     view, data, options = _lesion_setup(args)
     out = os.path.join(args.out, "reorder")
     records = reorder(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
-    _print_summary(records, out)
+    _print_summary(records, out, args.warnings)
     return 0
 
 

@@ -446,8 +446,12 @@ def load_synthetic(split: str, n: int | None = None) -> Dataset:
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, split: str = "test",
-                 limit: int | None = None, *, download: bool = True) -> Dataset:
-    """Load a whole split of a dataset by name into memory (see DATASETS)."""
+                 limit: int | None = None, *, download: bool = True,
+                 image_size: tuple[int, int] | None = None) -> Dataset:
+    """Load a whole split of a dataset by name into memory (see DATASETS).
+
+    image_size: (resize, crop) for an image folder: the shorter side resized, then a centre crop
+    (default 256, 224, ImageNet's evaluation); the other datasets have their own fixed size."""
     if split not in ("train", "test"):
         raise UserError(f"split must be 'train' or 'test', not {split!r}.")
     if name == "fashion-mnist":
@@ -455,7 +459,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, split: st
     elif name in CIFAR:
         ds = load_cifar(name, split, data_dir, download)
     elif name.startswith("imagefolder:"):
-        return load_imagefolder(name.split(":", 1)[1], split, limit=limit)
+        resize, crop = image_size or (256, 224)
+        if not 1 <= crop <= resize:
+            raise UserError(f"an image size of resize {resize}, crop {crop} cannot be cut; give a crop no larger "
+                            f"than the resize, e.g. 36,32.")
+        return load_imagefolder(name.split(":", 1)[1], split, resize=resize, crop=crop, limit=limit)
     elif name == "synthetic":
         ds = load_synthetic(split)
     else:

@@ -215,6 +215,7 @@ def map_akamaster(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tenso
     for b in model.blocks:
         if isinstance(b.shortcut, ZeroPadShortcut):
             b.shortcut.front = b.shortcut.pad // 2
+    model.config["zero_pad"] = "both"  # so that a checkpoint or pruned export rebuilds it the same way
     return out
 
 

@@ -161,11 +161,16 @@ def _set_survival(net: Net, stochastic_depth: float | None, fixed_m: int | None)
 
 def cifar_resnet(depth: int, in_channels: int = 3, num_classes: int = 10, width: float = 1.0,
                  preact: bool = False, shortcut: str = "A", plain: bool = False,
-                 stochastic_depth: float | None = None, fixed_m: int | None = None) -> Net:
-    """He et al. CIFAR ResNet with 3 stages of n blocks (depth = 6n + 2) and widths 16, 32, 64."""
+                 stochastic_depth: float | None = None, fixed_m: int | None = None, zero_pad: str = "after") -> Net:
+    """He et al. CIFAR ResNet with 3 stages of n blocks (depth = 6n + 2) and widths 16, 32, 64.
+
+    zero_pad (option A): the new zero channels go "after" the input's, or half on "both" sides as in
+    akamaster's published CIFAR ResNets."""
     n = _stages(depth)
     if shortcut not in ("A", "B"):
         raise UserError(f"shortcut must be 'A' (zero-pad) or 'B' (projection), not {shortcut!r}.")
+    if zero_pad not in ("after", "both"):
+        raise UserError(f"zero_pad must be 'after' or 'both', not {zero_pad!r}.")
     widths = [max(1, round(w * width)) for w in (16, 32, 64)]
     # He et al. 2016b, appendix: the first unit's activation comes right after conv1, before the split
     # into two paths, so the stem is conv-BN-ReLU in both designs and block 0's branch starts with conv.
@@ -190,13 +195,16 @@ def cifar_resnet(depth: int, in_channels: int = 3, num_classes: int = 10, width:
             elif not down:
                 sc = nn.Identity()
             else:
-                sc = ZeroPadShortcut(in_ch, w, stride) if shortcut == "A" else projection(in_ch, w, stride)
+                sc = (ZeroPadShortcut(in_ch, w, stride, front=(w - in_ch) // 2 if zero_pad == "both" else 0)
+                      if shortcut == "A" else projection(in_ch, w, stride))
             blocks.append(ResidualBlock(branch, sc, post, down, s))
             in_ch = w
     head: list[nn.Module] = [nn.BatchNorm2d(in_ch), nn.ReLU()] if preact else []
     head += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes)]
     config = dict(depth=depth, in_channels=in_channels, num_classes=num_classes, width=width,
                   shortcut=shortcut, stochastic_depth=stochastic_depth, fixed_m=fixed_m)
+    if zero_pad != "after":  # recorded only when set, so that older checkpoints' configs stay the same
+        config["zero_pad"] = zero_pad
     net = Net(nn.Sequential(*stem), blocks, nn.Sequential(*head), config)
     _init(net)
     return _set_survival(net, stochastic_depth, fixed_m)
@@ -250,7 +258,7 @@ def list_models() -> list[str]:
 
 def build_model(name: str, in_channels: int = 3, num_classes: int = 10, width: float = 1.0,
                 shortcut: str = "A", stochastic_depth: float | None = None,
-                fixed_m: int | None = None) -> Net:
+                fixed_m: int | None = None, zero_pad: str = "after") -> Net:
     """Build a model by name; the dataset decides in_channels and num_classes."""
     if width <= 0:
         raise UserError(f"width multiplier must be positive, not {width}.")
@@ -267,6 +275,6 @@ def build_model(name: str, in_channels: int = 3, num_classes: int = 10, width: f
             raise UserError("stochastic depth and fixed-m training need shortcuts; plain nets have none.")
         net = cifar_resnet(depth, in_channels, num_classes, width, preact=(family == "preresnet"),
                            shortcut=shortcut, plain=(family == "plain"),
-                           stochastic_depth=stochastic_depth, fixed_m=fixed_m)
+                           stochastic_depth=stochastic_depth, fixed_m=fixed_m, zero_pad=zero_pad)
     net.config["name"] = name
     return net
