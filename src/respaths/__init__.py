@@ -3,9 +3,9 @@ from .core import Block, Plan, ResidualView, delete_blocks, full_plan, reorder_b
 from .adapters import view
 from .adapters.declared import declare
 from .models import build_model, list_models
-from .prune import prune
+from .prune import load_pruned, prune
 
 __version__ = "0.2.0"
 
 __all__ = ["Block", "Plan", "ResidualView", "build_model", "declare", "delete_blocks", "full_plan",
-           "list_models", "prune", "reorder_blocks", "run_plan", "view", "__version__"]
+           "list_models", "load_pruned", "prune", "reorder_blocks", "run_plan", "view", "__version__"]

@@ -490,56 +490,44 @@ def report_run(args: argparse.Namespace) -> int:
 
 def prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a Hugging Face model directory (save_pretrained), a respaths checkpoint "
-                                 "directory, or a model name such as resnet20, torchvision:resnet18")
-    p.add_argument("--blocks", required=True, help="blocks to remove, by index or name, separated by commas: 5,6")
+                                 "directory, or a model spec such as respaths:resnet20, torchvision:resnet18")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--blocks", help="blocks to remove, by index or name, separated by commas: 5,6")
+    which.add_argument("--from", dest="result", metavar="RESULT.json",
+                       help="a result of `respaths layers` (greedy, influence, angular) or `respaths lesion --mode "
+                            "single` on this model; with --remove N, its N least harmful blocks go")
+    p.add_argument("--remove", type=positive_int, metavar="N", help="with --from: how many blocks to remove")
     p.add_argument("--out", required=True, help="a new directory for the pruned model")
-    p.add_argument("--weights", help="weights for a model given by name (.safetensors or .pt)")
-    p.add_argument("--num-classes", type=int)
+    p.add_argument("--weights", help="weights for a model given by spec (.safetensors or a torch.save file)")
+    p.add_argument("--num-classes", type=positive_int, help="classes of a model given by spec")
+    p.add_argument("--model-kwargs", help="KEY=VALUE,... passed to the spec's factory")
+    g = p.add_argument_group("data for the metric before and after (optional)")
+    g.add_argument("--dataset", help="images: fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
+                                     "(default: a checkpoint's own)")
+    g.add_argument("--data-dir", help="where the dataset is looked for")
+    _preprocessing_args(g)
+    g.add_argument("--limit", type=positive_int, help="use the first N test images (or N text examples)")
+    g.add_argument("--text", help="Hugging Face models: a UTF-8 text file (as for respaths layers)")
+    g.add_argument("--seq-len", type=positive_int, default=128, help="tokens per window or line of --text")
+    g.add_argument("--batch-size", type=positive_int, default=8, help="text examples per batch")
 
 
 def prune_run(args: argparse.Namespace) -> int:
-    import json
-    import shutil
-    import tempfile
     from pathlib import Path
-    from .prune import prune
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} already exists and is not empty; give a new directory to --out.")
-    blocks = [b.strip() for b in args.blocks.split(",") if b.strip()]
-    hf = (Path(args.model) / "config.json").is_file()
-    if hf:
-        from .adapters.hf import load
-        model, tokenizer = load(args.model)
-        meta = {"model": {"hf": str(args.model)}}
-    else:
-        from .loading import load_model
-        model, meta = load_model(args.model, weights=args.weights, num_classes=args.num_classes)
-        tokenizer = None
-    pruned = prune(model, blocks)  # raises UserError on bad blocks before anything is written
-    from .adapters import view
-    v = view(model)
-    removed = sorted({next(b.index for b in v.blocks if s in (str(b.index), b.name)) for s in blocks})
-    info = {"pruned_from": meta, "removed": removed, "removed_names": [v.blocks[i].name for i in removed],
-            "blocks_before": len(v), "blocks_after": len(v) - len(removed), "reason": "--blocks"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".prune-", dir=out.parent))  # renamed into place when complete
-    try:
-        if hf:
-            pruned.save_pretrained(tmp)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
-        else:
-            from safetensors.torch import save_file
-            save_file({k: t.contiguous() for k, t in pruned.state_dict().items()}, tmp / "model.safetensors")
-        (tmp / "respaths_prune.json").write_text(json.dumps(info, indent=1))
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    print(f"removed blocks {removed} of {len(v)}; wrote {out}")
+
+    from .prune import export
+    if args.result and args.remove is None:
+        raise UserError("--from needs --remove N: how many of the result's least harmful blocks to remove.")
+    if args.remove is not None and not args.result:
+        raise UserError("--remove goes with --from RESULT.json; with --blocks, list the blocks themselves.")
+    is_dir = Path(args.model).is_dir()
+    blocks = [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
+    summary = export(args.model if is_dir else None, args.out, spec=None if is_dir else args.model, blocks=blocks,
+                     result=args.result, remove=args.remove, weights=args.weights, num_classes=args.num_classes,
+                     model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset, data_dir=args.data_dir,
+                     limit=args.limit, normalize=args.normalize, mean=args.mean, std=args.std,
+                     image_size=args.image_size, text=args.text, seq_len=args.seq_len, batch_size=args.batch_size)
+    print(summary)
     return 0
 
 

@@ -4,7 +4,8 @@
     timm:vit_tiny_patch16_224   timm.create_model(name, pretrained=False)
     respaths:preresnet110       respaths.models.build_model(name)
     some.module:factory         factory() (or factory(num_classes=N))
-    DIR                         a respaths checkpoint directory (checkpoint.load_checkpoint)
+    DIR                         a respaths checkpoint directory (checkpoint.load_checkpoint), or a
+                                pruned CNN written by respaths prune (prune.load_pruned)
 
 Weights (weights=PATH) are read without running code from the file: .safetensors through
 safetensors, .pt/.pth/.bin/.ckpt through torch.load(weights_only=True), which refuses any pickled
@@ -39,6 +40,12 @@ def load_model(spec: str, weights: str | Path | None = None, num_classes: int | 
     meta is the checkpoint's meta.json for a checkpoint directory, else {"model": {"spec", "num_classes"},
     "weights": PATH or None}. kwargs go to the factory (e.g. img_size=64 for a timm ViT)."""
     spec = str(spec)
+    if (Path(spec) / "respaths_prune.json").is_file() and not (Path(spec) / "config.json").is_file():
+        from .prune import load_pruned  # a CNN written by respaths prune
+        if weights is not None:
+            raise UserError(f"{spec} is a pruned model, which holds its own weights; drop the weights file.")
+        model, meta = load_pruned(spec)
+        return model.to(device).eval(), meta
     if Path(spec).is_dir() or Path(spec + ".old").is_dir():  # .old: a save that a crash interrupted
         model, meta = from_checkpoint(Path(spec), weights, num_classes)
     else:
@@ -70,7 +77,7 @@ def from_checkpoint(path: Path, weights: Any, num_classes: int | None) -> tuple[
 def build(spec: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Module:
     source, sep, name = spec.partition(":")
     if not sep or not source or not name:
-        hint = " (a weights file goes in weights=, with a model spec)" if spec.endswith((".safetensors",) + TORCH_SUFFIXES) else ""
+        hint = " (a weights file goes in --weights, with a model spec)" if Path(spec).is_file() else ""
         raise UserError(f"{spec!r} is neither a checkpoint directory nor a model spec{hint}; give one of {FORMS}.")
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}

@@ -143,11 +143,11 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
                        need_data=need_data)
     if text is not None:
         raise UserError("--text is for Hugging Face models; an image model takes --dataset.")
-    own = None
+    own = trained_on = None
     if source:
         model, meta = load_model(source, device=device)
         ds = meta.get("dataset")
-        own = ds if isinstance(ds, dict) else None
+        own = trained_on = ds if isinstance(ds, dict) else None
         dataset = dataset or (own.get("name") if own else ds)
         if own and dataset != own.get("name"):
             own = None  # another dataset than it was trained on: its statistics do not apply
@@ -186,7 +186,7 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
                 raise UserError(f"the model has {outputs} outputs but {data.name} has {data.num_classes} classes; "
                                 f"give --num-classes or a model trained on this dataset.")
     description = {"source": described, "preprocessing": chosen, "metric": "classifier",
-                   "fingerprint": weights_fingerprint(model)}
+                   "fingerprint": weights_fingerprint(model), **({"trained_on": trained_on} if trained_on else {})}
     notes = degenerate_warnings(v, example, weights_given=bool(source or weights)) if example is not None else []
     return OpenedModel(model, v, data, "classifier", description, warnings=notes)
 

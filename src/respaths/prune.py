@@ -10,9 +10,12 @@ the KV cache indexes the right slot; save_pretrained / from_pretrained then give
 from __future__ import annotations
 
 import copy
+import json
 from functools import partial
+from pathlib import Path
 from typing import Any, Iterable
 
+import torch
 from torch import nn
 
 from .core import UserError
@@ -129,3 +132,247 @@ def prune_hf(model: nn.Module, v: Any, gone: list[int]) -> nn.Module:
     if getattr(model, "generation_config", None) is not None and hasattr(model.generation_config, "num_hidden_layers"):
         model.generation_config.num_hidden_layers = len(keep)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Which blocks to remove, from a result file of `respaths layers` or `respaths lesion --mode single`
+
+def blocks_from_result(path: str | Path, remove: int, view: Any, fingerprint: str | None = None) -> tuple[list[int], dict]:
+    """The first `remove` blocks a result file ranks as least harmful, and the reason (for the meta).
+
+      layers greedy     the first N blocks greedy pruning removed, in its order;
+      layers influence  the N blocks of lowest Block Influence (ShortGPT's order);
+      layers angular    the N consecutive blocks at the best start (Gromov et al.);
+      lesion single     the N blocks whose deletion alone raised the error least (ties: lower loss,
+                        then lower index); removing them together may cost more than each alone.
+    The file must describe this model: its weights fingerprint, or where it has none, its blocks."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"there is no result file {path}; give the JSON that respaths layers or lesion wrote.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{path} is not a JSON result file; give the JSON that respaths layers or lesion wrote.") from None
+    meta = doc.get("meta") if isinstance(doc, dict) else None
+    records = doc.get("records") if isinstance(doc, dict) else None
+    if not isinstance(meta, dict) or not isinstance(records, list):
+        raise UserError(f"{path} is not a respaths result file (no meta and records); give the JSON that "
+                        f"respaths layers or lesion wrote.")
+    check_same_model(path, meta, view, fingerprint)
+    n = len(view)
+    if not 1 <= remove < n:
+        raise UserError(f"--remove {remove} is out of range: this model has {n} blocks; remove 1 to {n - 1}.")
+    by_key = {r.get("key"): r for r in records if isinstance(r, dict)}
+    reason: dict[str, Any] = {"from": str(path.resolve()), "remove": remove}
+    if meta.get("command") == "layers":
+        method = meta.get("method")
+        if method == "greedy":
+            step = by_key.get(f"greedy k={remove}")
+            if step is None:
+                raise UserError(f"{path} holds greedy steps up to k={max((r['k'] for r in records if r.get('kind') == 'greedy'), default=0)}, "
+                                f"not {remove}; give a smaller --remove or rerun layers with more --steps.")
+            blocks, rule = list(step["removed_order"]), "the first N blocks greedy pruning removed"
+        elif method == "influence":
+            bi = sorted((r["influence"], r["block"]) for r in records if r.get("kind") == "influence")
+            blocks, rule = [b for _, b in bi[:remove]], "the N blocks of lowest Block Influence (ShortGPT)"
+        elif method == "angular":
+            step = by_key.get(f"angular-prune n={remove}")
+            if step is None:
+                raise UserError(f"{path} has no angular choice for n={remove}; give a smaller --remove.")
+            blocks, rule = list(step["deleted"]), "the N consecutive blocks of least angular distance (Gromov et al.)"
+        else:
+            raise UserError(f"{path} is a layers {method} result, which ranks no blocks to remove; use a greedy, "
+                            f"influence or angular result, or a lesion single result.")
+        reason.update(method=f"layers {method}", rule=rule)
+    elif meta.get("experiment") == "lesion-single":
+        single = [r for r in records if r.get("kind") == "single"]
+        ranked = sorted(single, key=lambda r: (r["error"], r.get("loss", 0.0), r["deleted"][0]))
+        if len(ranked) < remove:
+            raise UserError(f"{path} has {len(ranked)} single deletions, fewer than --remove {remove}.")
+        blocks = [r["deleted"][0] for r in ranked[:remove]]
+        reason.update(method="lesion single", rule="the N blocks whose deletion alone raised the error least",
+                      errors={str(r["deleted"][0]): r["error"] for r in ranked[:remove]})
+    else:
+        raise UserError(f"{path} is neither a layers greedy/influence/angular result nor a lesion single result; "
+                        f"run one of those first.")
+    reason["blocks"] = blocks
+    return blocks, reason
+
+
+def check_same_model(path: Path, meta: dict, view: Any, fingerprint: str | None) -> None:
+    recorded = meta.get("fingerprint")
+    if recorded is not None and fingerprint is not None:
+        if recorded != fingerprint:
+            raise UserError(f"{path} was measured on another model (its weights differ from the model given); "
+                            f"give the result file of this model.")
+        return
+    names = meta.get("block_names") or [b.get("name") for b in meta.get("blocks") or [] if isinstance(b, dict)]
+    if names and names != [b.name for b in view.blocks]:
+        raise UserError(f"{path} was measured on a model with {len(names)} blocks of other names; give the result "
+                        f"file of this model.")
+
+
+# ---------------------------------------------------------------------------------------------
+# A pruned CNN on disk: model.safetensors plus respaths_prune.json saying how to rebuild it
+
+PRUNE_META = "respaths_prune.json"
+FORMAT = "respaths.pruned/1"
+
+
+def save_pruned(out: Path, pruned: nn.Module, info: dict[str, Any]) -> None:
+    """Write the pruned model's weights and meta into the (new, empty) directory out."""
+    from safetensors.torch import save_file
+    save_file({k: t.contiguous() for k, t in pruned.state_dict().items()}, str(out / "model.safetensors"))
+    (out / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
+
+
+def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A pruned CNN saved by `respaths prune`: the base model rebuilt, the same blocks removed, and
+    the saved weights loaded strictly. Returns (model in eval mode, its meta)."""
+    from safetensors.torch import load_file
+
+    from .loading import build
+    from .models import build_model
+
+    path = Path(path)
+    try:
+        info = json.loads((path / PRUNE_META).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path} holds no readable {PRUNE_META}; give a directory written by respaths prune.") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise UserError(f"{path / PRUNE_META} is not a respaths pruned-model description; give a directory "
+                        f"written by respaths prune.")
+    base = info["base"]
+    if "respaths_model" in base:
+        config = base["respaths_model"]["config"]
+        options = {k: config[k] for k in ("in_channels", "num_classes", "width", "shortcut", "zero_pad") if k in config}
+        model = build_model(base["respaths_model"]["name"], **options)
+    else:
+        model = build(base["spec"], base.get("num_classes"), dict(base.get("model_kwargs") or {}))
+    example = torch.zeros(1, *info["input_shape"]) if info.get("input_shape") else None
+    with torch.no_grad():
+        model = prune(model.eval(), info["removed"], example)
+    state = load_file(str(path / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"the weights in {path} do not fit the model {PRUNE_META} describes "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected); write it again with respaths prune.")
+    return model.to(device).eval(), info
+
+
+# ---------------------------------------------------------------------------------------------
+# The metric before and after, on the data the user gives
+
+@torch.no_grad()
+def classifier_error(model: nn.Module, data: Any, batch_size: int = 256, device: str = "cpu") -> dict[str, float]:
+    """Top-1 error and mean cross-entropy of model(x), a plain forward, over a respaths Dataset."""
+    from .data import batches
+    wrong, loss, n = 0, 0.0, 0
+    model.eval()
+    for x, y in batches(data, batch_size, device):
+        logits = model(x).float()
+        wrong += int((logits.argmax(-1) != y).sum())
+        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+        n += len(y)
+    return {"n": n, "error": wrong / n, "loss": loss / n}
+
+
+def metric_of(opened: Any, model: nn.Module, plan: Any = None, text_metric: Any = None) -> dict[str, float]:
+    """The opened data's metric for a whole model (plan None) or for the original view's plan."""
+    if text_metric is None:
+        if plan is None:
+            return classifier_error(model, opened.data, device=str(next(model.parameters()).device))
+        from .engine import evaluate_plans
+        r = evaluate_plans(opened.view, opened.data, [plan])[0]
+        return {"n": r.n, "error": r.error, "loss": r.loss / r.n}
+    from .adapters import view as make_view
+    return text_metric(opened.view if plan is not None else make_view(model), opened.data, plan)
+
+
+def describe_metric(name: str, r: dict[str, float]) -> str:
+    if "error" in r:
+        return f"error {100 * r['error']:.2f}%"
+    if "ppl" in r:
+        return f"LM loss {r['loss']:.4f} (perplexity {r['ppl']:.2f})"
+    return f"cosine to the full model's embeddings {r['cos']:.4f}"
+
+
+def export(source: str | None, out: str | Path, *, spec: str | None = None, blocks: list[str] | None = None,
+           result: str | None = None, remove: int | None = None, device: str = "cpu", **open_options: Any) -> str:
+    """`respaths prune`: open the model, choose the blocks (given, or from a result file), prune, measure
+    the metric before and after where data is given, and write the model into the new directory out,
+    whole or not at all. Returns a one-paragraph summary."""
+    import shutil
+    import tempfile
+
+    from .core import delete_blocks
+    from .models import Net
+    from .opening import open_model
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} already exists and is not an empty directory; give a new directory to --out.")
+    has_data = bool(open_options.get("dataset") or open_options.get("text"))
+    opened = open_model(source, spec=spec, device=device, need_data=False, **open_options)
+    model, v = opened.model, opened.view
+    example = None
+    if opened.data is not None and not isinstance(opened.data, list):
+        from .engine import iterate_batches
+        example, _ = next(iter(iterate_batches(opened.data.take(2), 2, torch.device(device))))
+    if result is not None:
+        gone_spec, reason = blocks_from_result(result, remove, v, opened.description.get("fingerprint"))
+    else:
+        gone_spec, reason = blocks, {"method": "--blocks", "blocks": blocks}
+    with torch.no_grad():
+        pruned = prune(model, gone_spec, example).eval()  # a bad block is a UserError before anything is written
+    gone = resolve(v, model, gone_spec)
+    info: dict[str, Any] = {"removed": gone, "removed_names": [v.blocks[i].name for i in gone],
+                            "blocks_before": len(v), "blocks_after": len(v) - len(gone), "reason": reason,
+                            "source": opened.description["source"], "fingerprint_before": opened.description["fingerprint"]}
+    lines = [f"removed blocks {gone} of {len(v)} ({reason.get('rule') or 'as given'})"]
+    if opened.data is not None:
+        text_metric = None
+        if isinstance(opened.data, list):
+            from .layer_importance import metric_for
+            text_metric = metric_for(v, opened.data)  # its cosine reference is the full model's, set first
+        plan = delete_blocks(len(v), gone, label="pruned")
+        before = metric_of(opened, model, text_metric=text_metric)
+        after = metric_of(opened, pruned, text_metric=text_metric)
+        planned = metric_of(opened, model, plan, text_metric)
+        info["metric"] = {"name": opened.metric, "before": before, "after": after, "plan": planned,
+                          "data": {k: opened.description.get(k) for k in ("preprocessing", "text", "seq_len")
+                                   if opened.description.get(k) is not None},
+                          "dataset": getattr(opened.data, "name", None)}
+        where = f"{before['n']} {'tokens' if opened.metric == 'lm' else 'examples'}"
+        lines.append(f"before: {describe_metric(opened.metric, before)}; after: {describe_metric(opened.metric, after)} "
+                     f"(the view's deletion plan: {describe_metric(opened.metric, planned)}) on {where}")
+    elif not has_data:
+        lines.append("no data given (--dataset or --text), so no metric before and after")
+    if v.adapter != "hf":
+        info["input_shape"] = list(example.shape[1:]) if example is not None else None
+        if isinstance(model, Net):
+            info["base"] = {"respaths_model": {"name": model.config.get("name"), "config": dict(model.config)}}
+        elif spec is not None:
+            info["base"] = {"spec": spec, "num_classes": open_options.get("num_classes"),
+                            "model_kwargs": open_options.get("model_kwargs") or {}}
+        else:
+            raise UserError(f"respaths cannot record how to rebuild {type(model).__name__}; give it as a spec.")
+        info["trained_on"] = opened.description.get("trained_on")  # a checkpoint's dataset and normalisation
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # renamed into place when complete
+    try:
+        if v.adapter == "hf":
+            pruned.save_pretrained(tmp)
+            if opened.tokenizer is not None:
+                opened.tokenizer.save_pretrained(tmp)
+            (tmp / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
+        else:
+            save_pruned(tmp, pruned, info)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    lines.append(f"wrote {out}" + ("" if v.adapter == "hf" else f" (reload it with respaths.load_pruned({str(out)!r}))"))
+    return "\n".join(lines)
