@@ -445,6 +445,46 @@ def reproduce_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="the net to study: a respaths checkpoint or run directory, or a model spec "
+                                 "(respaths:resnet32, torchvision:resnet18, timm:NAME, module.path:factory)")
+    p.add_argument("--out", required=True, help="run directory (running again resumes it)")
+    p.add_argument("--weights", help="weights for a model spec: safetensors or any torch.save file (read with "
+                                     "weights_only), e.g. a published .th")
+    p.add_argument("--num-classes", type=positive_int, help="classes of a model spec (default: the dataset's for "
+                                                            "respaths: specs, else the factory's own)")
+    p.add_argument("--model-kwargs", help="KEY=VALUE,... passed to the spec's factory (e.g. img_size=32)")
+    p.add_argument("--compare", action="append", metavar="NAME=MODEL[@WEIGHTS]",
+                   help="a second net on the same images, with paired statistics: vgg=MODEL (a plain net, fig. 3), "
+                        "stochastic=MODEL (stochastic depth, fig. 8), fixed=MODEL, or any name; repeatable")
+    p.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
+                                     "(default: a checkpoint's own)")
+    p.add_argument("--data-dir", help="where the dataset is looked for")
+    _preprocessing_args(p)
+    p.add_argument("--budget", choices=["quick", "paper"], default="quick",
+                   help="quick: 1,000 test images, 4 sets per k, 24 paths per length (minutes on a CPU); paper: "
+                        "all test images, 20 sets per k, 1,000 paths per length (the paper's protocol)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="test images (default: the budget's)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random sets, swaps, paths and bootstrap")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    p.add_argument("--exact", action="store_true", help="no BatchNorm folding in the quick budget (bit-exact, slower)")
+    p.add_argument("--force", action="store_true", help="start over in --out, deleting its results")
+    _progress_arg(p)
+
+
+def study_run(args: argparse.Namespace) -> int:
+    from .study import parse_compare, study
+    from .train import pick_device
+    parse_compare(args.compare)  # a bad --compare is refused before any model is opened
+    path = study(args.model, args.out, weights=args.weights, compare=args.compare, budget_name=args.budget,
+                 limit=args.limit, seed=args.seed, device=str(pick_device(args.device)), data_dir=args.data_dir,
+                 force=args.force, progress=_progress(args), fast=False if args.exact else None,
+                 num_classes=args.num_classes, model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset,
+                 normalize=args.normalize, mean=args.mean, std=args.std, image_size=args.image_size)
+    print(f"report: {path}")
+    return 0
+
+
 def demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="respaths-demo", help="run directory; running again reuses what is done")
     p.add_argument("--data-dir", help="where Fashion-MNIST is looked for")
@@ -541,6 +581,8 @@ COMMANDS = {
     "paths": (paths_args, paths_run, "path gradients by path length, and the effective paths (Veit et al. sec. 5)"),
     "reproduce": (reproduce_args, reproduce_run, "the whole study of Veit et al.: train, run every experiment, "
                                                  "write the figures and an HTML report (resumable)"),
+    "study": (study_args, study_run, "the paper's whole test-time study on a model you bring (a checkpoint, "
+                                    "published weights, torchvision or timm), with the report (resumable)"),
     "demo": (demo_args, demo_run, "the quick study on Fashion-MNIST into ./respaths-demo, in minutes on a CPU"),
     "report": (report_args, report_run, "rebuild the HTML report from the results of one or more runs"),
     "prune": (prune_args, prune_run, "export a model with blocks really removed (loads and runs on its own)"),

@@ -26,6 +26,7 @@ import math
 import re
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 import numpy as np
@@ -108,59 +109,71 @@ def _slug(label: str) -> str:
 
 def compare_nets(checkpoints: Mapping[str, str | Path], *, out: str | Path, reference: str | None = None,
                  dataset: str | None = None, data_dir: str | None = None, limit: int | None = None,
-                 k: Any = "1-20", samples: int = 10, seed: int = 0, device: str = "cpu",
-                 progress: bool = False, force: bool = False, **lesion_options: Any) -> dict[str, Any]:
-    """Single and random-k lesion curves and the test error of each net; see the module docstring.
-
-    lesion_options go to respaths.lesion (batch_size, dtype, fast, cache_bytes, chunk)."""
+                 device: str = "cpu", **options: Any) -> dict[str, Any]:
+    """compare_views on checkpoints (or run directories), each tested on the images and normalisation
+    it was trained with (or on dataset=)."""
     import torch
 
     from .adapters import view as make_view
     from .checkpoint import load_checkpoint
-    from .engine import evaluate_plans, iterate_batches
-    from .lesion import lesion_random, lesion_single
-    from .results import write_atomic
+    from .engine import iterate_batches
 
     if len(checkpoints) < 2:
         raise UserError("compare_nets needs at least two checkpoints, e.g. a normally trained and a "
                         "stochastic-depth net.")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    nets: dict[str, dict[str, Any]] = {}
-    correct: dict[str, Any] = {}
-    views: dict[str, Any] = {}
-    names = set()
+    nets = {}
     for label, ckpt in checkpoints.items():
         model, meta = load_checkpoint(ckpt, device)  # a checkpoint or the run directory holding one
         data = load_test_split(meta, dataset, data_dir, limit)
-        names.add(data.name)
         x, _ = next(iter(iterate_batches(data.take(2), 2, torch.device(device))))
         with torch.inference_mode():
             view = make_view(model.eval(), x)
-        options = dict(lesion_options, device=device, progress=progress, force=force,
-                       meta={"source": {"checkpoint": str(ckpt)}})
+        nets[label] = SimpleNamespace(view=view, test=data, model=model, meta={"source": {"checkpoint": str(ckpt)}})
+    return compare_views(nets, out=out, reference=reference, device=device, **options)
+
+
+def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | None = None,
+                  k: Any = "1-20", samples: int = 10, seed: int = 0, device: Any = "cpu",
+                  progress: bool = False, force: bool = False, **lesion_options: Any) -> dict[str, Any]:
+    """Single and random-k lesion curves and the test error of each net; see the module docstring.
+
+    nets: label -> an object with .view, .test (its test images, preprocessed as it expects), .model
+    and .meta (recorded in its result files). lesion_options go to respaths.lesion (batch_size,
+    dtype, fast, cache_bytes, chunk)."""
+    from .engine import evaluate_plans
+    from .lesion import lesion_random, lesion_single
+
+    out = Path(out)
+    results: dict[str, dict[str, Any]] = {}
+    correct: dict[str, Any] = {}
+    names = {net.test.name for net in nets.values()}
+    if len(names) > 1:
+        raise UserError(f"the nets were trained on different datasets ({', '.join(sorted(names))}); "
+                        f"compare nets of one dataset, or pass dataset= to test all on the same images.")
+    out.mkdir(parents=True, exist_ok=True)
+    for label, net in nets.items():
+        view, data = net.view, net.test
+        options = dict(lesion_options, device=device, progress=progress, force=force, meta=net.meta)
         single = lesion_single(view, data, out=str(out / f"{_slug(label)}-lesion-single"), seed=seed, **options)
         random = lesion_random(view, data, k=k, samples=samples, seed=seed,
                                out=str(out / f"{_slug(label)}-lesion-random"), **options)
         (whole,) = evaluate_plans(view, data, [full_plan(len(view))], device=device,
                                   batch_size=lesion_options.get("batch_size", 256))
         correct[label] = whole.correct
-        views[label] = view
-        nets[label] = {"checkpoint": str(ckpt), "model": view.name, "blocks": len(view),
-                       "training": training_of(model),
-                       "test": {"n": whole.n, "errors": whole.errors, "error": whole.error,
-                                "error_ci": list(stats.wilson_ci(whole.errors, whole.n))},
-                       "single": _single_summary(view, single), "random": _random_summary(random)}
-    if len(names) > 1:
-        raise UserError(f"the nets were trained on different datasets ({', '.join(sorted(names))}); "
-                        f"compare nets of one dataset, or pass dataset= to test all on the same images.")
+        source = net.meta.get("source") or {}
+        results[label] = {"checkpoint": source.get("checkpoint"), **({} if "checkpoint" in source else {"source": source}),
+                          "model": view.name, "blocks": len(view), "training": training_of(net.model),
+                          "test": {"n": whole.n, "errors": whole.errors, "error": whole.error,
+                                   "error_ci": list(stats.wilson_ci(whole.errors, whole.n))},
+                          "single": _single_summary(view, single), "random": _random_summary(random)}
     if reference is None:
-        plain = [l for l, n in nets.items() if not any(n["training"].values())]
-        reference = plain[0] if plain else next(iter(nets))
-    if reference not in nets:
-        raise UserError(f"the reference {reference!r} is not one of the nets ({', '.join(nets)}).")
-    doc = {"schema": "respaths.compare/1", "dataset": names.pop(), "reference": reference, "nets": nets,
-           "versus": {l: versus(nets[reference], nets[l], correct[reference], correct[l], seed)
-                      for l in nets if l != reference}}
+        plain = [l for l, n in results.items() if not any(n["training"].values())]
+        reference = plain[0] if plain else next(iter(results))
+    if reference not in results:
+        raise UserError(f"the reference {reference!r} is not one of the nets ({', '.join(results)}).")
+    doc = {"schema": "respaths.compare/1", "dataset": names.pop(), "reference": reference, "nets": results,
+           "versus": {l: versus(results[reference], results[l], correct[reference], correct[l], seed)
+                      for l in results if l != reference}}
+    from .results import write_atomic
     write_atomic(out / "compare.json", json.dumps(doc, indent=1) + "\n")
     return doc

@@ -36,6 +36,7 @@ from .core import UserError
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
 INCONCLUSIVE = "inconclusive"
+NOT_RUN = "not run"  # a study of brought nets trains none, so the training claims have nothing to judge
 
 # The verdict rules, fixed before looking at any result. Shares of the gap between the whole net's
 # error and chance make one rule fit datasets of any difficulty.
@@ -389,7 +390,14 @@ CLAIMS: list[Callable[[dict], Claim]] = [claim_single, claim_vgg, claim_random, 
 
 
 def claims(study: dict[str, Any]) -> list[Claim]:
-    return [f(study) for f in CLAIMS]
+    out = [f(study) for f in CLAIMS]
+    if study.get("kind") == "study":
+        for c in out:
+            if c.key in ("fixed", "stochastic") and c.verdict == MISSING:
+                c.verdict = NOT_RUN
+                c.measured = (f"respaths study trains no nets; give the {c.key} net with --compare {c.key}=MODEL, "
+                              f"or train it with respaths reproduce.")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,7 +518,8 @@ window.addEventListener('load', function () {
 });
 """
 
-VCLASS = {HOLDS: "holds", PARTLY: "partly", FAILS: "fails", MISSING: "missing", INCONCLUSIVE: "inconclusive"}
+VCLASS = {HOLDS: "holds", PARTLY: "partly", FAILS: "fails", MISSING: "missing", INCONCLUSIVE: "inconclusive",
+          NOT_RUN: "missing"}
 
 
 def _e(x: Any) -> str:
@@ -536,8 +545,10 @@ def _models_table(study: dict) -> str:
     for role, m in study["models"].items():
         tr = m.get("training", {})
         rows.append("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
-            role, m["label"], m["blocks"], f"{m.get('parameters', 0):,}", tr.get("epochs", "—"),
-            f"{tr['seconds']:.0f} s" if tr.get("seconds") is not None else "reused",
+            role, m["label"], m["blocks"], f"{m.get('parameters', 0):,}",
+            tr.get("epochs") if tr.get("epochs") is not None else "—",
+            f"{tr['seconds']:.0f} s" if tr.get("seconds") is not None else
+            ("not trained here" if study.get("kind") == "study" else "reused"),
             pct(m["error"]) if m.get("error") is not None else "—")) + "</tr>")
     return ("<table><tr><th>role</th><th>model</th><th>blocks</th><th>parameters</th><th>epochs</th>"
             "<th>training time</th><th>test error</th></tr>" + "".join(rows) + "</table>")

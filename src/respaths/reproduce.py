@@ -81,6 +81,13 @@ class Preset:
     def config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def budget(self):
+        """The preset's experiment sizes, as respaths.study runs them."""
+        from .study import Budget
+        return Budget(self.name, self.test_limit, self.random_k, self.random_samples, self.reorder_k,
+                      self.reorder_samples, self.path_samples, self.path_batches, self.path_batch_size,
+                      self.eval_batch_size, self.fast, self.seed, self.train_limit)
+
 
 PRESETS = {p.name: p for p in [
     Preset("quick", "Fashion-MNIST, a 27-block pre-activation ResNet (preresnet56) at half width and an "
@@ -443,7 +450,7 @@ def load_study(out: str | os.PathLike) -> dict[str, Any]:
                                                      str(ds.get("source", "")).lower() else "")
     study: dict[str, Any] = {"dir": str(out), "title": f"{out.name} ({run['preset']['name']})",
                              "preset": run["preset"]["name"], "dataset": ds, "models": {}, "single": {},
-                             "random": {}, "reorder": {}, "paired": {}}
+                             "random": {}, "reorder": {}, "paired": {}, "kind": run.get("kind", "reproduce")}
     models = run.get("models", {})
     study["models"] = {role: dict(m, error=None) for role, m in models.items()}
     for role, m in study["models"].items():  # runs of respaths < 0.3 did not copy the losses into run.json

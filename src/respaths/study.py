@@ -1,0 +1,289 @@
+"""The paper's test-time study on models already trained: `respaths study`, and the second half of
+`respaths reproduce` (which trains its nets first, then runs this same code).
+
+    respaths study respaths:resnet32 --weights resnet32-d509ac18.th --dataset cifar10 --out runs/r32
+
+On the net under study (role "resnet", as in the report) it runs, each step skipped when its result
+is there and the lesion and path steps resumed from their journals:
+
+  compare        single deletion and random-k deletion (respaths.compare: with --compare nets, their
+                 test errors compared image by image): results/compare/
+  single-<role>  single deletion of each compared plain net (a VGG: fig. 3's right panel)
+  reorder        k random swaps of compatible blocks against Kendall tau: results/reorder-resnet
+  paths          path gradients by length on seeded training batches: results/paths-resnet
+  surviving      surviving paths counted from the lesions against C(n-d, x)/C(n, x)
+
+Compared nets are named by role: `vgg` (a plain net) joins fig. 3, `stochastic` (the same net trained
+with stochastic depth) and `fixed` (trained with fixed m) join fig. 8 and their claims; the training
+claims are judged only for nets whose training respaths saw converge, so for brought nets they read
+inconclusive or not run. The run directory is reproduce's without models/: run.json, results/,
+figures/ and report.html.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .core import UserError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of each experiment: the sizes the paper used ("paper") or a CPU-minutes cut ("quick")."""
+
+    name: str
+    test_limit: int | None       # test images (None: all)
+    random_k: tuple[int, ...]    # numbers of randomly deleted blocks (kept below the deletable blocks)
+    random_samples: int
+    reorder_k: tuple[int, ...]   # numbers of swapped pairs (kept at most the swappable pairs)
+    reorder_samples: int
+    path_samples: int            # sampled paths per length (the paper: 1,000)
+    path_batches: int            # training batches the path gradients are averaged over
+    path_batch_size: int
+    eval_batch_size: int = 500
+    fast: bool = False           # the lesion engine's BN folding + channels_last (changes rounding only)
+    seed: int = 0
+    train_limit: int | None = None  # the training images the path batches are drawn from (None: all)
+
+
+BUDGETS = {
+    "quick": Budget("quick", test_limit=1000, random_k=(1, 2, 4, 6, 8, 10, 12, 16, 20), random_samples=4,
+                    reorder_k=(1, 2, 4, 6, 8, 10, 12, 16, 20), reorder_samples=3, path_samples=24, path_batches=1,
+                    path_batch_size=32, fast=True),
+    "paper": Budget("paper", test_limit=None, random_k=tuple(range(1, 21)), random_samples=20,
+                    reorder_k=tuple(range(1, 21)), reorder_samples=20, path_samples=1000, path_batches=4,
+                    path_batch_size=128),
+}
+
+
+def budget(name: str | Budget, **changes: Any) -> Budget:
+    """A budget by name (or as given), with the changes that are not None."""
+    if isinstance(name, Budget):
+        return replace(name, **{k: v for k, v in changes.items() if v is not None})
+    if name not in BUDGETS:
+        raise UserError(f"unknown budget {name!r}; choose quick or paper.")
+    return replace(BUDGETS[name], **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass
+class Net:
+    """One net of the study: its view, the test images as it expects them, and what is known of it."""
+
+    role: str
+    label: str
+    view: Any
+    model: torch.nn.Module
+    test: Any
+    meta: dict[str, Any]  # recorded in each of its result files (where it came from, preprocessing)
+    training: dict[str, Any] = field(default_factory=dict)  # epochs, seconds, train_loss (None: not trained here)
+
+    def record(self) -> dict[str, Any]:
+        """The net as run.json lists it (what the report's models table and claims read)."""
+        config = getattr(self.model, "config", {})
+        config = config if isinstance(config, dict) else {}
+        return {"name": self.view.name, "label": self.label, "blocks": len(self.view),
+                "downsample": [b.downsample for b in self.view.blocks],
+                "parameters": sum(t.numel() for t in self.model.parameters()),
+                "fixed_m": config.get("fixed_m"), "stochastic_depth": config.get("stochastic_depth"),
+                "training": {"epochs": None, "seconds": None, "train_loss": None, **self.training},
+                "source": self.meta.get("source")}
+
+
+def residual(net: Net) -> bool:
+    return any(b.residual for b in net.view.blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps
+
+
+def path_gradients(view: Any, train_set: Any, prefix: Path, b: Budget, device: torch.device, progress: bool,
+                   meta: dict[str, Any] | None = None) -> None:
+    """The paper's path-gradient protocol for every length 0..n on the first seeded training batches."""
+    from .data import batches
+    from .paths import run_path_gradients
+
+    gen = torch.Generator().manual_seed(b.seed)
+    data = [x for _, x in zip(range(b.path_batches),
+                              batches(train_set, b.path_batch_size, device, train=True, generator=gen))]
+    run_meta = {"model": view.name, "dataset": train_set.name, "split": "train", "batch_size": b.path_batch_size,
+                "batches": len(data), "n_images": sum(len(y) for _, y in data), **(meta or {})}
+    run_path_gradients(view, data, str(prefix), run_meta, range(len(view) + 1), samples=b.path_samples,
+                       seed=b.seed, progress=progress)
+
+
+def surviving_check(n: int, random_json: Path, prefix: Path) -> None:
+    """C(n-d, x)/C(n, x) against the paths counted from every lesion the random-deletion step ran."""
+    from . import paths
+    from .results import ResultStore
+    records = [r for r in json.loads(random_json.read_text())["records"] if r.get("kind") == "random"]
+    store = ResultStore(prefix, {"experiment": "surviving-paths", "blocks": n, "lesions": str(random_json.name)})
+    for row in paths.check_surviving(n, records):
+        store.append(row)
+    store.finish()
+
+
+def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, *, device: torch.device,
+                    step: Callable[[str, bool, Callable[[], Any], str], None], progress: bool = True) -> None:
+    """Every test-time experiment of the paper on nets["resnet"] (and the compared nets) into out/results."""
+    from . import lesion
+    from .compare import compare_views
+
+    main = nets["resnet"]
+    n = len(main.view)
+    res = out / "results"
+    opts = dict(batch_size=b.eval_batch_size, device=device, progress=progress, fast=b.fast)
+    deletable = len(main.view.deletable)
+    random_k = [k for k in b.random_k if k < deletable] or [1]
+    with_shortcuts = {r: net for r, net in nets.items() if residual(net)}
+    step("compare", (res / "compare" / "compare.json").exists(),
+         lambda: compare_views(with_shortcuts, out=res / "compare", reference="resnet", k=random_k,
+                               samples=b.random_samples, seed=b.seed, **opts),
+         "single and random deletion" + (f" of {', '.join(with_shortcuts)}" if len(with_shortcuts) > 1 else ""))
+    for role, net in nets.items():
+        if role not in with_shortcuts:
+            step(f"single {role}", (res / f"single-{role}.json").exists(),
+                 lambda net=net: lesion.lesion_single(net.view, net.test, out=str(res / f"single-{net.role}"),
+                                                      seed=b.seed, meta=net.meta, **opts),
+                 f"single deletion, {role}")
+    pairs = len(main.view.swappable_pairs())
+    ks = [k for k in b.reorder_k if k <= pairs]
+    if ks:
+        step("reorder resnet", (res / "reorder-resnet.json").exists(),
+             lambda: lesion.reorder(main.view, main.test, k=ks, samples=b.reorder_samples, seed=b.seed,
+                                    out=str(res / "reorder-resnet"), meta=main.meta, **opts),
+             "reordering blocks")
+    step("paths resnet", (res / "paths-resnet.json").exists(),
+         lambda: path_gradients(main.view, train_set, res / "paths-resnet", b, device, progress,
+                                meta=main.meta if "preprocessing" in main.meta else None),
+         f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)")
+    step("surviving resnet", (res / "surviving-resnet.json").exists(),
+         lambda: surviving_check(n, res / "compare" / "resnet-lesion-random.json", res / "surviving-resnet"),
+         "surviving paths checked against the lesions")
+
+
+# ---------------------------------------------------------------------------------------------
+# respaths study
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What run.json records as the run's settings (a rerun with other settings is refused)."""
+
+    name: str
+    description: str
+    models: dict[str, Any]
+    dataset: str
+    budget: dict[str, Any]
+    seed: int = 0
+
+    def config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def open_net(role: str, source: str | None, spec: str | None, weights: str | None, options: dict[str, Any],
+             device: str) -> tuple[Net, Any]:
+    from .opening import open_model
+    opened = open_model(source, spec=spec, weights=weights, device=device, **options)
+    if isinstance(opened.data, list) or opened.metric != "classifier":
+        raise UserError("respaths study runs on image classifiers for now; for a transformer use respaths layers.")
+    d = opened.description
+    src = d["source"]
+    label = src.get("checkpoint") or src.get("model")
+    if src.get("weights"):
+        label = f"{label} ({Path(src['weights']).name})"
+    net = Net(role, str(label), opened.view, opened.model, opened.data,
+              {"source": src, "preprocessing": d["preprocessing"], "fingerprint": d["fingerprint"]})
+    return net, opened
+
+
+def parse_compare(items: list[str] | None) -> dict[str, tuple[str, str | None]]:
+    """--compare NAME=MODEL[@WEIGHTS] ... -> {NAME: (MODEL, WEIGHTS)}."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for item in items or []:
+        name, sep, rest = item.partition("=")
+        if not sep or not name.strip() or not rest.strip():
+            raise UserError(f"--compare {item!r} is not NAME=MODEL; give e.g. vgg=runs/vgg or "
+                            f"stochastic=respaths:resnet20@sd.safetensors.")
+        name = name.strip()
+        if name == "resnet" or name in out:
+            raise UserError(f"--compare name {name!r} is taken; give each compared model its own name (not resnet).")
+        model, _, weights = rest.partition("@")
+        out[name] = (model.strip(), weights.strip() or None)
+    return out
+
+
+def study(model: str, out: str | Path, *, weights: str | None = None, compare: list[str] | None = None,
+          budget_name: str | Budget = "quick", limit: int | None = None, seed: int = 0, device: str = "cpu",
+          data_dir: str | None = None, force: bool = False, progress: bool = True, report: bool = True,
+          fast: bool | None = None, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
+          **open_options: Any) -> Path:
+    """`respaths study`: open the model (a directory or a spec) and the compared ones, run every
+    test-time experiment, write the report; returns its path."""
+    from .data import load_dataset
+    from .reproduce import RunRecord, cpu_time
+
+    b = budget(budget_name, seed=seed, fast=fast)
+    limit = limit or b.test_limit
+    b = replace(b, test_limit=limit)
+    options = dict(open_options, data_dir=data_dir, limit=limit)
+    is_dir = Path(model).is_dir()
+    main, opened = open_net("resnet", model if is_dir else None, None if is_dir else model, weights, options, device)
+    if not residual(main):
+        raise UserError(f"{model} has no residual blocks, so there are no paths to study; give a residual net "
+                        f"(compare a plain one with --compare vgg=MODEL).")
+    nets = {"resnet": main}
+    for role, (m, w) in parse_compare(compare).items():
+        other = dict(options, dataset=options.get("dataset") or opened.data.name)
+        nets[role], _ = open_net(role, m if Path(m).is_dir() else None, None if Path(m).is_dir() else m, w,
+                                 other, device)
+        if nets[role].test.name != main.test.name or len(nets[role].test) != len(main.test):
+            raise UserError(f"--compare {role} is tested on {nets[role].test.name}, not {main.test.name}; "
+                            f"compare models of one dataset.")
+    # the training images the path gradients are measured on, preprocessed as the test images
+    train_set = load_dataset(main.test.name, data_dir, split="train", limit=b.train_limit,
+                             image_size=open_options.get("image_size"))
+    train_set = replace(train_set, mean=main.test.mean, std=main.test.std)
+    settings = StudySettings(f"study-{b.name}", f"respaths study, {b.name} budget, of {main.label}",
+                             {r: n.meta["source"] for r, n in nets.items()}, main.test.name,
+                             json.loads(json.dumps(dataclasses.asdict(b))), seed)
+    out = Path(out)
+    run = RunRecord(out, settings, force)
+    run.data["kind"] = "study"
+    dev = torch.device(device)
+
+    def step(name: str, done: bool, fn: Callable[[], Any], what: str) -> None:
+        if done:
+            log(f"[respaths] {what}: already done, kept")
+            return
+        log(f"[respaths] {what} ...")
+        t, c = time.perf_counter(), cpu_time()
+        fn()
+        run.step(name, time.perf_counter() - t, cpu_time() - c)
+
+    for note in opened.warnings:
+        log(f"warning: {note}.")
+    run.data["models"] = {r: n.record() for r, n in nets.items()}
+    run.data["dataset"] = {"name": main.test.name, "num_classes": main.test.num_classes, "n_test": len(main.test),
+                           "n_train": len(train_set), "source": getattr(main.test, "source", ""),
+                           "preprocessing": main.meta["preprocessing"]}
+    run.save()
+    start = time.perf_counter()
+    run_experiments(out, nets, train_set, b, device=dev, step=step, progress=progress)
+    run.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    run.data["seconds_this_call"] = round(time.perf_counter() - start, 1)
+    run.save()
+    if not report:
+        return out
+    from .report import build
+    t, c = time.perf_counter(), cpu_time()
+    path = build([out])
+    run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
+    return path

@@ -1,0 +1,121 @@
+"""respaths study: the paper's test-time study on a model the user brings, with the report."""
+import json
+import re
+
+import pytest
+import torch
+
+from respaths import cli
+from respaths.reproduce import PRESETS, reproduce
+from test_pretrained import data_dir  # noqa: F401  (the fixture: CIFAR-10 where the published weights are)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """reproduce's tiny preset, its nets left untrained (saved here) so that only the VGG trains."""
+    from respaths.checkpoint import save_checkpoint
+    from respaths.data import load_dataset
+    from respaths.models import build_model
+    from respaths.reproduce import model_specs
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    p = PRESETS["tiny"]
+    data = load_dataset(p.dataset, split="train")
+    for role in ("resnet", "stochastic", "fixed"):
+        spec = dict(model_specs(p)[role])
+        torch.manual_seed(1)
+        net = build_model(spec.pop("model"), in_channels=3, num_classes=10, **spec)
+        save_checkpoint(out / "models" / role / "checkpoint", net, {"epoch": p.epochs, "dataset": data.info()})
+    reproduce("tiny", out, progress=False, log=lambda s: None)
+    return out
+
+
+def records(path):
+    doc = json.loads(path.read_text())
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in doc["records"]]
+
+
+def test_study_of_a_checkpoint_equals_reproduce(tiny_run, tmp_path):
+    from respaths.study import study
+    p = PRESETS["tiny"]
+    out = tmp_path / "study"
+    path = study(str(tiny_run / "models" / "resnet" / "checkpoint"), out, budget_name=p.budget(),
+                 compare=[f"vgg={tiny_run / 'models' / 'vgg' / 'checkpoint'}"], progress=False, log=lambda s: None)
+    assert path == out / "report.html"
+    for name in ("compare/resnet-lesion-single", "compare/resnet-lesion-random", "reorder-resnet",
+                 "paths-resnet", "surviving-resnet", "single-vgg"):
+        assert records(out / "results" / f"{name}.json") == records(tiny_run / "results" / f"{name}.json"), name
+    html = path.read_text()
+    assert html.count("<img ") == 5  # figures 3 (with the VGG), 5a, 5b, 6, 7
+    # the training claims read "not run": a study trains no nets
+    for key in ("fixed", "stochastic"):
+        row = re.search(rf"<tr id='claim-{key}'>.*?</tr>", html, re.S).group(0)
+        assert "not run" in row and "--compare" in row
+    run = json.loads((out / "run.json").read_text())
+    assert run["kind"] == "study" and run["models"]["resnet"]["training"]["epochs"] is None
+    # running again finds everything done
+    before = {q: q.stat().st_mtime_ns for q in (out / "results").rglob("*")}
+    study(str(tiny_run / "models" / "resnet" / "checkpoint"), out, budget_name=p.budget(),
+          compare=[f"vgg={tiny_run / 'models' / 'vgg' / 'checkpoint'}"], progress=False, log=lambda s: None)
+    assert before == {q: q.stat().st_mtime_ns for q in (out / "results").rglob("*")}
+
+
+def test_study_of_published_resnet20_from_the_command_line(data_dir, tmp_path, capsys):
+    """Real weights through the CLI: the baseline and single-deletion errors equal a plain functional
+    forward of the published state dict (tests/test_pretrained.py's, no respaths code)."""
+    from test_pretrained import MEAN, STD, WEIGHTS, forward
+    data_dir = str(data_dir)
+    limit = 200
+    out = tmp_path / "r20"
+    assert cli.main(["study", "respaths:resnet20", "--weights", str(WEIGHTS), "--dataset", "cifar10", "--data-dir",
+                     data_dir, "--normalize", "imagenet", "--limit", str(limit), "--out", str(out),
+                     "--no-progress", "--exact"]) == 0
+    assert "report:" in capsys.readouterr().out
+    single = json.loads((out / "results" / "compare" / "resnet-lesion-single.json").read_text())
+    got = {tuple(r["deleted"]): r["errors"] for r in single["records"]}
+    assert single["meta"]["preprocessing"]["normalize"] == "imagenet"
+
+    from respaths.data import load_dataset  # only to read the images
+    data = load_dataset("cifar10", data_dir, split="test", limit=limit)
+    x = (data.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    sd = torch.load(WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    with torch.no_grad():
+        assert got[()] == int((forward(sd, x).argmax(1) != data.labels).sum())
+        for i in range(9):
+            assert got[(i,)] == int((forward(sd, x, deleted=i).argmax(1) != data.labels).sum()), i
+    assert (out / "report.html").is_file() and len(list((out / "figures").glob("*.png"))) == 5
+
+
+@pytest.mark.parametrize("bad, words", [
+    (["--compare", "vgg"], "not NAME=MODEL"),
+    (["--compare", "resnet=respaths:resnet8"], "is taken"),
+    (["--budget", "huge"], "invalid choice"),
+    (["--limit", "0"], "1 or more"),
+    (["--model-kwargs", "oops"], "KEY=VALUE"),
+    (["--compare", "vgg=respaths:nope"], "unknown model"),
+    (["--normalize", "imagenet", "--mean", "0.5"], "go together"),
+])
+def test_bad_study_options_write_nothing(bad, words, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["study", "respaths:resnet8", "--dataset", "synthetic", "--out", str(out), *bad]
+    try:
+        rc = cli.main(argv)
+    except SystemExit as e:  # argparse
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_study_refuses_a_plain_net(tmp_path, capsys):
+    assert cli.main(["study", "respaths:plain20", "--dataset", "synthetic", "--out", str(tmp_path / "o")]) == 2
+    assert "no residual blocks" in capsys.readouterr().err and not (tmp_path / "o").exists()
