@@ -290,3 +290,20 @@ def test_train_then_lesion_and_reorder_the_run_directory(tmp_path, capsys):
     reordered = json.loads((tmp_path / "r" / "reorder.json").read_text())
     assert reordered["baseline"]["error"] == single["baseline"]["error"]
     assert [r["kind"] for r in reordered["records"]] == ["baseline"] + ["reorder"] * 4
+
+
+def test_module_factory_is_found_in_the_working_directory(tmp_path):
+    """`--model mymodels:net` imports mymodels.py from where the user runs the command (the installed
+    `respaths` script, whose own directory is first on its import path)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(sys.executable).with_name("respaths")
+    if not script.is_file():
+        pytest.skip("no installed respaths script beside this python")
+    (tmp_path / "mymodels.py").write_text("import respaths\n\ndef net(num_classes=10):\n"
+                                         "    return respaths.build_model('resnet8', width=0.25, num_classes=num_classes)\n")
+    run = subprocess.run([str(script), "lesion", "--model", "mymodels:net", "--dataset", "synthetic", "--limit", "16",
+                          "--out", "runs", "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "runs" / "lesion-single.json").is_file()

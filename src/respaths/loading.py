@@ -95,6 +95,8 @@ def build(spec: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Modu
     if source == "respaths":
         from .models import build_model
         return build_model(name, **kwargs)
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:  # `module.path:factory` from where the user is
+        sys.path.insert(0, str(Path.cwd()))
     try:
         module = importlib.import_module(source)
     except ImportError as e:
