@@ -119,3 +119,35 @@ def test_bad_study_options_write_nothing(bad, words, tmp_path, capsys):
 def test_study_refuses_a_plain_net(tmp_path, capsys):
     assert cli.main(["study", "respaths:plain20", "--dataset", "synthetic", "--out", str(tmp_path / "o")]) == 2
     assert "no residual blocks" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_single_commands_draw_their_figures_and_report_reads_their_folder(tmp_path, capsys):
+    """lesion, reorder and paths on a brought model write PNG/SVG beside their results, and
+    `respaths report` makes a report of the folder they wrote (no reproduce run needed)."""
+    from safetensors.torch import save_file
+
+    from respaths.models import build_model
+    torch.manual_seed(0)
+    net = build_model("resnet20", in_channels=3, num_classes=10, width=0.25)
+    save_file(net.state_dict(), tmp_path / "w.safetensors")
+    out = tmp_path / "runs"
+    common = ["--model", "respaths:resnet20", "--model-kwargs", "width=0.25", "--weights", str(tmp_path / "w.safetensors"),
+              "--dataset", "synthetic", "--out", str(out), "--no-progress"]
+    assert cli.main(["lesion", *common, "--limit", "64"]) == 0
+    assert cli.main(["lesion", *common, "--limit", "64", "--mode", "random", "--k", "1,2,4", "--samples", "2"]) == 0
+    assert cli.main(["reorder", *common, "--limit", "64", "--k", "1,2,3", "--samples", "2"]) == 0
+    assert cli.main(["paths", *common, "--samples", "2", "--batches", "1", "--batch-size", "8"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("lesion-single", "lesion-random", "reorder", "paths"):
+        assert (out / f"{name}.png").stat().st_size > 0 and (out / f"{name}.svg").is_file(), name
+        assert f"{name}.png" in printed
+    paths = json.loads((out / "paths.json").read_text())
+    assert paths["meta"]["source"]["model"] == "respaths:resnet20" and paths["meta"]["preprocessing"]["normalize"] == "dataset"
+    assert cli.main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert html.count("<img ") == 5  # figures 3, 5a, 5b, 6 and 7
+    for key in ("single", "random", "reorder", "gradient"):
+        row = re.search(rf"<tr id='claim-{key}'>.*?</tr>", html, re.S).group(0)
+        assert "not measured" not in row, key
+    assert cli.main(["report", str(tmp_path)]) == 2  # no run.json and no result files
+    assert "neither run.json nor result files" in capsys.readouterr().err

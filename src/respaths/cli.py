@@ -217,11 +217,12 @@ def layers_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # lesion / reorder  (issue 3: the lesion engine)
 
-def _lesion_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", nargs="?", help="a respaths checkpoint directory (or give --model)")
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """How a command is given its model and data (respaths.opening.open_model)."""
+    p.add_argument("checkpoint", nargs="?", help="a respaths checkpoint or run directory (or give --model)")
     p.add_argument("--model", help="a model that is not a respaths checkpoint: torchvision:resnet50, "
                                    "timm:NAME, respaths:preresnet110 or module.path:factory")
-    p.add_argument("--weights", help="weights for --model: .safetensors, or .pt/.pth read with weights_only")
+    p.add_argument("--weights", help="weights for --model: safetensors or any torch.save file (read with weights_only)")
     p.add_argument("--num-classes", type=positive_int, help="classes of --model (default: the factory's own; the "
                                                    "dataset's for respaths: models)")
     p.add_argument("--model-kwargs", help="KEY=VALUE,... passed to the --model factory (e.g. img_size=32)")
@@ -229,6 +230,10 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
                                      "(default: the checkpoint's)")
     p.add_argument("--data-dir", help="where the dataset is looked for")
     _preprocessing_args(p)
+
+
+def _lesion_common_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
     p.add_argument("--limit", type=positive_int, help="use the first N test images")
     p.add_argument("--seed", type=int, default=0, help="seeds the random sets and the bootstrap")
     p.add_argument("--out", default="runs", help="directory of the result files")
@@ -242,6 +247,7 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-mb", type=positive_int, default=1024, help="memory bound of the branch-point cache")
     p.add_argument("--chunk", type=positive_int, default=64, help="plans evaluated together (results are saved per chunk)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
+    p.add_argument("--no-figure", action="store_true", help="skip drawing OUT/NAME.png and .svg beside the results")
     _progress_arg(p)
 
 
@@ -292,12 +298,12 @@ def _progress(args: argparse.Namespace) -> bool:
     return sys.stderr.isatty() if args.progress is None else args.progress
 
 
-def _open(args: argparse.Namespace, need_data: bool = True):
+def _open(args: argparse.Namespace, need_data: bool = True, split: str = "test"):
     """The model and data the command line names (respaths.opening.open_model); prints the preprocessing."""
     from .opening import open_model
     opened = open_model(args.checkpoint, spec=args.model, weights=args.weights, num_classes=args.num_classes,
                         model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset, data_dir=args.data_dir,
-                        limit=args.limit, normalize=args.normalize, mean=args.mean, std=args.std,
+                        split=split, limit=getattr(args, "limit", None), normalize=args.normalize, mean=args.mean, std=args.std,
                         image_size=args.image_size, device=args.device, need_data=need_data)
     pre = opened.description["preprocessing"]
     if pre is not None:
@@ -320,12 +326,13 @@ def _lesion_setup(args: argparse.Namespace):
     return opened.view, opened.data, options
 
 
-def _print_summary(records: list, path: str, warnings: list[str] = ()) -> None:
+def _print_summary(records: list, path: str, warnings: list[str] = (), figure: bool = True) -> None:
     from .distributed import is_main
     if not is_main():  # under torchrun, rank 0 speaks for all
         return
     for note in warnings:
         print(f"warning: {note}.", file=sys.stderr)
+    figure = _figure(path, figure)
     base = records[0]
     print(f"baseline error {100 * base['error']:.2f}% on {base['n']} images")
     groups: dict = {}
@@ -339,7 +346,13 @@ def _print_summary(records: list, path: str, warnings: list[str] = ()) -> None:
         for (kind, k), rs in sorted(groups.items()):
             mean = sum(r["error"] for r in rs) / len(rs)
             print(f"{kind} k={k}: mean error {100 * mean:.2f}% over {len(rs)} samples")
-    print(f"wrote {path}.json and {path}.csv")
+    print(f"wrote {path}.json and {path}.csv" + (f" and the figure {figure}" if figure else ""))
+
+
+def _figure(prefix: str, draw: bool = True):
+    """The result's figure beside it (PREFIX.png and .svg), where it has one; its PNG path or None."""
+    from .study import save_result_figure
+    return save_result_figure(f"{prefix}.json") if draw else None
 
 
 def lesion_args(p: argparse.ArgumentParser) -> None:
@@ -360,7 +373,7 @@ def lesion_run(args: argparse.Namespace) -> int:
         records = lesion_single(view, data, out=out, seed=args.seed, **options)
     else:
         records = lesion_random(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
-    _print_summary(records, out, args.warnings)
+    _print_summary(records, out, args.warnings, not args.no_figure)
     return 0
 
 
@@ -377,7 +390,7 @@ def reorder_run(args: argparse.Namespace) -> int:
     view, data, options = _lesion_setup(args)
     out = os.path.join(args.out, "reorder")
     records = reorder(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
-    _print_summary(records, out, args.warnings)
+    _print_summary(records, out, args.warnings, not args.no_figure)
     return 0
 
 
@@ -386,31 +399,32 @@ def reorder_run(args: argparse.Namespace) -> int:
 # paths  (issue 4: path lengths, path gradients, effective paths)
 
 def paths_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a respaths checkpoint directory (or the run directory holding one)")
+    _model_args(p)
     p.add_argument("--samples", type=positive_int, default=1000, help="sampled paths per length (the paper: 1,000)")
     p.add_argument("--lengths", type=lengths_range, default="all", help="path lengths k, e.g. 1-54 or 5,10,20; all: 0..n")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training images per batch")
     p.add_argument("--batches", type=positive_int, default=10, help="training batches; sampled path j uses batch j mod this")
     p.add_argument("--seed", type=int, default=0, help="seeds the batches and the sampled paths")
     p.add_argument("--share", type=open_unit_float, default=0.9, help="share of the total gradient the effective range holds")
-    p.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
-                                     "(default: the checkpoint's)")
-    p.add_argument("--data-dir", help="where the dataset is looked for")
     p.add_argument("--out", default="runs", help="directory of the result files (OUT/paths.json and .csv)")
     p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--chunk", type=positive_int, help="paths backpropagated together (default: what fits in about 1 GB)")
     p.add_argument("--fast", action="store_true", help="fold BatchNorm into convolutions and use channels_last "
                                                       "(7-15%% faster on a CPU; norms within ~1.5e-3 relative)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
+    p.add_argument("--no-figure", action="store_true", help="skip drawing OUT/paths.png and .svg")
     _progress_arg(p)
 
 
 def paths_run(args: argparse.Namespace) -> int:
+    from .distributed import local_device
     from .paths import paths_main
-    doc = paths_main(args.checkpoint, out=args.out, samples=args.samples, lengths=args.lengths,
+    from .train import pick_device
+    args.device = str(local_device(pick_device(args.device)))  # under torchrun: this rank's own GPU
+    opened = _open(args, split="train")
+    doc = paths_main(opened, out=args.out, samples=args.samples, lengths=args.lengths,
                      batch_size=args.batch_size, batches=args.batches, seed=args.seed, share=args.share,
-                     dataset=args.dataset, data_dir=args.data_dir, device=args.device, chunk=args.chunk,
-                     force=args.force, progress=_progress(args), fast=args.fast)
+                     chunk=args.chunk, force=args.force, progress=_progress(args), fast=args.fast)
     from .distributed import is_main
     if not is_main():  # under torchrun, rank 0 speaks for all
         return 0
@@ -419,7 +433,10 @@ def paths_run(args: argparse.Namespace) -> int:
     print(f"{doc['blocks']} blocks, lengths {e['measured_lengths'][0]}..{e['measured_lengths'][-1]} measured: "
           f"paths of length {lo}-{hi} carry {100 * e['gradient_share']:.1f}% of the total gradient and are "
           f"{100 * e['path_share']:.3g}% of all paths")
-    print(f"wrote {os.path.join(args.out, 'paths')}.json and .csv")
+    for note in opened.warnings:
+        print(f"warning: {note}.", file=sys.stderr)
+    figure = _figure(os.path.join(args.out, "paths"), not args.no_figure)
+    print(f"wrote {os.path.join(args.out, 'paths')}.json and .csv" + (f" and the figure {figure}" if figure else ""))
     return 0
 
 

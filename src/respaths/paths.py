@@ -555,48 +555,31 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
     return distributed.broadcast(distributed.on_main(finish))
 
 
-def paths_main(checkpoint: str, *, out: str = "runs", samples: int = 1000, lengths: str = "all",
+def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: str = "all",
                batch_size: int = 128, batches: int = 10, seed: int = 0, share: float = 0.9,
-               dataset: str | None = None, data_dir: str | None = None, device: str = "auto",
                chunk: int | None = None, force: bool = False, progress: bool = True,
                fast: bool = False) -> dict[str, Any]:
-    """`respaths paths`: path gradients of a checkpoint on its training set, into OUT/paths.json and .csv.
+    """`respaths paths`: path gradients of an opened model (respaths.opening.open_model, split="train")
+    on its training set, into OUT/paths.json and .csv.
 
     The batches are the first `batches` of a seeded shuffle of the training images (no augmentation),
-    normalised as the checkpoint was trained."""
-    from dataclasses import replace
+    preprocessed as the model expects."""
     from pathlib import Path
 
-    from .adapters import view as make_view
-    from .checkpoint import checkpoint_dir, load_checkpoint
-    from .data import batches as data_batches, load_dataset
+    from .data import batches as data_batches
     from .lesion import parse_k
-    from .train import pick_device
 
-    path = checkpoint_dir(checkpoint)  # a checkpoint, or the run directory holding one
-    if batch_size < 1 or batches < 1:
-        raise UserError(f"--batch-size and --batches must be at least 1 (got {batch_size} and {batches}).")
-    from .distributed import local_device
-    dev = local_device(pick_device(device))  # under torchrun: this rank's own GPU
-    model, meta = load_checkpoint(path, dev)
-    info = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {"name": meta.get("dataset")}
-    name = dataset or info.get("name")
-    if not name:
-        raise UserError(f"{path / 'meta.json'} does not say which dataset the model was trained on; pass --dataset.")
-    data = load_dataset(name, data_dir, split="train")
-    if name == info.get("name"):  # normalise as in training
-        data = replace(data, mean=tuple(info.get("mean", data.mean)), std=tuple(info.get("std", data.std)))
-    want = getattr(model, "config", {}).get("in_channels")
-    if want is not None and want != data.in_channels:
-        raise UserError(f"the model takes {want}-channel images but {data.name} has {data.in_channels}; "
-                        f"use the dataset it was trained on.")
+    v, data = opened.view, opened.data
+    dev = next(v.model.parameters()).device if v.model is not None else torch.device("cpu")
     gen = torch.Generator().manual_seed(seed)
     chosen = [b for _, b in zip(range(batches), data_batches(data, batch_size, dev, train=True, generator=gen))]
-    v = make_view(model.eval(), chosen[0][0][:2])
     n = len(v)
     ks = list(range(n + 1)) if lengths == "all" else parse_k(lengths)
-    run_meta = {"source": {"checkpoint": str(checkpoint)}, "model": v.name, "dataset": data.name, "split": "train",
+    source = opened.description["source"]
+    run_meta = {"source": source, "model": v.name, "dataset": data.name, "split": "train",
                 "batch_size": batch_size, "batches": len(chosen), "n_images": sum(len(y) for _, y in chosen),
                 "bn": "eval (running statistics)", "dtype": str(chosen[0][0].dtype).replace("torch.", "")}
+    if "checkpoint" not in source:  # a brought model: how it was preprocessed, and which weights
+        run_meta.update(preprocessing=opened.description["preprocessing"], fingerprint=opened.description["fingerprint"])
     return run_path_gradients(v, chosen, str(Path(out) / "paths"), run_meta, ks, samples=samples, seed=seed,
                               share=share, chunk=chunk, force=force, progress=progress, fast=fast)

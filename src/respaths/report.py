@@ -94,8 +94,10 @@ def pp(x: float) -> str:
     return f"{100 * x:+.2f} pp"
 
 
-def chance_error(study: dict[str, Any]) -> float:
-    return 1.0 - 1.0 / study["dataset"]["num_classes"]
+def chance_error(study: dict[str, Any]) -> float | None:
+    """The error of guessing: 1 - 1/classes (None where the number of classes is unknown)."""
+    n = study["dataset"].get("num_classes")
+    return 1.0 - 1.0 / n if n else None
 
 
 def path_summary(p: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +142,8 @@ def claim_single(study) -> Claim:
     if not s or not m:
         return c
     base, chance = s["baseline"], chance_error(study)
+    if chance is None:
+        return c
     inc = [(i, e - base) for i, (e, d) in enumerate(zip(s["errors"], m["downsample"])) if e is not None and not d]
     down = [e - base for e, d in zip(s["errors"], m["downsample"]) if e is not None and d]
     i_max, worst = max(inc, key=lambda t: t[1])
@@ -623,10 +627,12 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     With one run the figures are also saved beside it (DIR/figures, PNG + SVG); with several, the
     run directories are left untouched and the figures only live in the report."""
     from .reproduce import load_study  # the layout of a run directory is reproduce's business
+    from .study import load_results_folder
 
     if not dirs:
         raise UserError("give at least one run directory written by respaths reproduce.")
-    studies = [load_study(Path(d)) for d in dirs]
+    studies = [load_study(Path(d)) if (Path(d) / "run.json").exists() or not Path(d).is_dir()
+               else load_results_folder(Path(d)) for d in dirs]
     if out is None and len(studies) > 1:
         raise UserError("several runs make one report: say where it goes with --out FILE.")
     figs = []

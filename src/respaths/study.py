@@ -287,3 +287,116 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     path = build([out])
     run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# A folder of plain result files (respaths lesion / reorder / paths --out DIR) read as a study
+
+CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
+RESULT_FILES = ("lesion-single", "lesion-random", "reorder", "paths")
+
+
+def num_classes(name: str) -> int | None:
+    if name in CLASSES:
+        return CLASSES[name]
+    if name.startswith("imagefolder:"):  # as many classes as class folders
+        root = Path(name.split(":", 1)[1]).expanduser()
+        base = next((root / s for s in ("val", "test", "validation") if (root / s).is_dir()), root)
+        return sum(p.is_dir() for p in base.iterdir()) if base.is_dir() else None
+    return None
+
+
+def _doc(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError:
+        raise UserError(f"{path} is not valid JSON; delete it and run the command that wrote it again.") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("meta"), dict) or not isinstance(doc.get("records"), list):
+        raise UserError(f"{path} is not a respaths result file; remove it from the folder.")
+    return doc
+
+
+def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> dict[str, Any]:
+    """The study (see respaths.report) from the result files that `respaths lesion`, `reorder` and
+    `paths` wrote into one --out folder: the claims they can test and their figures."""
+    folder = Path(folder)
+    docs = {name: _doc(folder / f"{name}.json") for name in only}
+    docs = {k: v for k, v in docs.items() if v is not None}
+    if not docs:
+        raise UserError(f"{folder} holds neither run.json nor result files ({', '.join(f + '.json' for f in only)}); "
+                        f"give a directory written by respaths reproduce, study, lesion, reorder or paths.")
+    lesion = docs.get("lesion-single") or docs.get("lesion-random") or docs.get("reorder")
+    meta = (lesion or docs["paths"])["meta"]
+    blocks = meta.get("blocks") if isinstance(meta.get("blocks"), list) else []
+    n = len(blocks) or int(meta.get("blocks") or 0)
+    name = (meta.get("dataset") or {}).get("name") if isinstance(meta.get("dataset"), dict) else meta.get("dataset")
+    n_test = (meta.get("dataset") or {}).get("n_images") if isinstance(meta.get("dataset"), dict) else None
+    model = meta.get("model") if isinstance(meta.get("model"), dict) else {"name": meta.get("model")}
+    source = meta.get("source") or {}
+    label = source.get("checkpoint") or source.get("model") or model.get("name") or "model"
+    if source.get("weights"):
+        label = f"{label} ({Path(source['weights']).name})"
+    from .reproduce import DATASET_LABELS
+    study: dict[str, Any] = {
+        "dir": str(folder), "title": folder.name, "preset": "results", "kind": "results",
+        "dataset": {"name": name, "label": DATASET_LABELS.get(name, name), "num_classes": num_classes(str(name)),
+                    "n_test": n_test or 0},
+        "models": {"resnet": {"name": model.get("name"), "label": str(label), "blocks": n,
+                              "downsample": [bool(b.get("downsample")) for b in blocks] or [False] * n,
+                              "error": None, "training": {}}},
+        "single": {}, "random": {}, "reorder": {}, "paired": {}, "meta": {"directory": str(folder.resolve())}}
+    if "lesion-single" in docs:
+        d = docs["lesion-single"]
+        errs: list[float | None] = [None] * n
+        for r in d["records"]:
+            if r.get("kind") == "single":
+                errs[r["deleted"][0]] = r["error"]
+        study["single"]["resnet"] = {"baseline": d["baseline"]["error"], "errors": errs}
+        study["models"]["resnet"]["error"] = d["baseline"]["error"]
+    if "lesion-random" in docs:
+        from .compare import _random_summary
+        recs = docs["lesion-random"]["records"]
+        study["random"]["resnet"] = _random_summary(recs)
+        study["models"]["resnet"]["error"] = study["models"]["resnet"]["error"] or recs[0]["error"]
+    if "reorder" in docs:
+        d = docs["reorder"]
+        recs = [r for r in d["records"] if r["kind"] == "reorder"]
+        study["reorder"]["resnet"] = {"baseline": d["baseline"]["error"], "tau": [r["kendall_tau"] for r in recs],
+                                      "error": [r["error"] for r in recs]}
+    if "paths" in docs and docs["paths"]["records"]:
+        d = docs["paths"]
+        recs = sorted(d["records"], key=lambda r: r["length"])
+        study["paths"] = {"n": d["meta"]["blocks"], "lengths": [r["length"] for r in recs],
+                          "mean": [r["mean"] for r in recs],
+                          "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
+                          "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
+                          "samples": d["meta"]["samples"], "n_images": d["meta"].get("n_images")}
+        if not n:
+            study["models"]["resnet"].update(blocks=d["meta"]["blocks"], downsample=[False] * d["meta"]["blocks"])
+    if study["dataset"]["num_classes"] is None:
+        study["dataset"]["num_classes"] = 0
+    return study
+
+
+FIGURE_OF = {"lesion-single": "fig3-single-deletion", "lesion-random": "fig5a-random-deletion",
+             "reorder": "fig5b-reorder", "paths": "fig6-paths"}
+
+
+def save_result_figure(json_path: str | Path) -> Path | None:
+    """Draw the figure of one result file of `respaths lesion`, `reorder` or `paths` beside it
+    (PREFIX.png and PREFIX.svg); returns the PNG's path (None where the file has no figure)."""
+    from .figures import save
+    from .report import make_figures
+
+    json_path = Path(json_path)
+    name = json_path.stem
+    if name not in FIGURE_OF:
+        return None
+    study = load_results_folder(json_path.parent, only=(name,))
+    for stem, _, fig in make_figures(study):
+        if stem == FIGURE_OF[name]:
+            save(fig, json_path.with_suffix(""))
+            return json_path.with_suffix(".png")
+    return None
