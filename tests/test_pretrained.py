@@ -89,3 +89,20 @@ def test_cli_lesion_of_published_resnet20_equals_plain_forward(data_dir, tmp_pat
         for i in range(9):
             wrong = (forward(sd, x, deleted=i).argmax(1) != data.labels).sum().item()
             assert records[(i,)]["errors"] == wrong, f"block {i}"
+
+
+def test_cli_evaluate_of_published_resnet20_equals_plain_forward(data_dir, capsys):
+    from respaths import cli
+    assert cli.main(["evaluate", "--model", "respaths:resnet20", "--weights", str(WEIGHTS), "--dataset", "cifar10",
+                     "--data-dir", str(data_dir), "--normalize", "imagenet", "--limit", str(LIMIT), "--device", "cpu",
+                     "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    from respaths.data import load_dataset
+    data = load_dataset("cifar10", data_dir, split="test", limit=LIMIT)
+    x = (data.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    sd = torch.load(WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    with torch.no_grad():
+        wrong = (forward(sd, x).argmax(1) != data.labels).sum().item()
+    assert r["n"] == LIMIT and r["error"] == pytest.approx(wrong / LIMIT, abs=1e-12)
+    assert r["model"] == "respaths:resnet20" and r["weights"] == str(WEIGHTS)

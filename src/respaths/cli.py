@@ -149,8 +149,7 @@ def train_run(args: argparse.Namespace) -> int:
 
 
 def evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a checkpoint directory written by respaths train (or its run directory)")
-    p.add_argument("--data-dir", help="where the dataset is (the checkpoint names the dataset)")
+    _model_args(p)
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use the first N images")
     p.add_argument("--batch-size", type=positive_int, default=500)
@@ -161,14 +160,36 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def evaluate_run(args: argparse.Namespace) -> int:
     import json
-    from .train import evaluate_checkpoint
-    r = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, split=args.split, limit=args.limit,
-                            batch_size=args.batch_size, device=args.device, precision=args.precision)
+
+    from .train import evaluate, pick_device, resolve_precision
+    dev = pick_device(args.device)
+    args.device = str(dev)
+    quiet = args.json
+    if quiet:  # the preprocessing line would break the JSON on stdout
+        import contextlib
+        import io
+        with contextlib.redirect_stdout(io.StringIO()):
+            opened = _open(args, split=args.split)
+    else:
+        opened = _open(args, split=args.split)
+    r = evaluate(opened.model, opened.data.to(dev), batch_size=args.batch_size, device=dev,
+                 precision=resolve_precision(args.precision, dev), channels_last=dev.type != "mps")
+    source = opened.description["source"]
+    epoch = None
+    if "checkpoint" in source:
+        from .checkpoint import checkpoint_dir, read_meta
+        epoch = read_meta(checkpoint_dir(source["checkpoint"])).get("epoch")
+    name = getattr(opened.model, "config", {}).get("name") if isinstance(getattr(opened.model, "config", None), dict) else None
+    r = dict(r, model=source.get("model") or name or opened.view.name, dataset=opened.data.name, split=args.split,
+             epoch=epoch, **{k: v for k, v in source.items() if k != "model"})
     if args.json:
         print(json.dumps(r, indent=1))
     else:
-        print(f"{r['split']} error {r['error']:.2%} (loss {r['loss']:.4f}) of {r['model']} (epoch {r['epoch']}) "
+        of = f"{r['model']} (epoch {r['epoch']})" if epoch is not None else str(r["model"])
+        print(f"{r['split']} error {r['error']:.2%} (loss {r['loss']:.4f}) of {of} "
               f"on {r['n']} {r['dataset']} {r['split']} images")
+    for note in opened.warnings:
+        print(f"warning: {note}.", file=sys.stderr)
     return 0
 
 
