@@ -207,7 +207,7 @@ def test_train_under_torchrun_writes_one_checkpoint(runs):
     assert (run / "metrics.csv").read_text().count("\n") == 2
     row = meta["history"][0]
     assert 0 <= row["test_error"] <= 1 and row["train_loss"] > 0
-    assert not list(run.glob("checkpoint.tmp-*"))  # no rank left a half-written checkpoint
+    assert not list(run.glob("*.tmp-*"))  # no rank left a half-written checkpoint
 
 
 def test_two_rank_checkpoint_resumes_in_one_process(runs):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,57 +21,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .atomic import atomic_dir, old_path, recover_dir
 from .core import UserError
 
 WEIGHTS, META, TRAIN_STATE = "model.safetensors", "meta.json", "train_state.pt"
 FORMAT = "respaths-checkpoint/1"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers see the old content or the new, never half of it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def _old(path: Path) -> Path:
-    return path.with_name(path.name + ".old")
-
-
 def recover(path: str | os.PathLike) -> Path:
     """Finish a swap that a crash interrupted: if only `<dir>.old` is left, it is the checkpoint."""
-    path = Path(path)
-    if not path.exists() and _old(path).is_dir():
-        os.replace(_old(path), path)
-    return path
+    return recover_dir(path)
 
 
 def checkpoint_dir(path: str | os.PathLike) -> Path:
     """The checkpoint a user means: the directory itself, or the `checkpoint/` inside the run directory
     that `respaths train --out DIR` wrote."""
     path = recover(path)
-    if not (path / META).is_file() and ((path / "checkpoint").exists() or _old(path / "checkpoint").is_dir()):
+    if not (path / META).is_file() and ((path / "checkpoint").exists() or old_path(path / "checkpoint").is_dir()):
         return recover(path / "checkpoint")
     return path
 
@@ -81,11 +46,12 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
                     train_state: dict[str, Any] | None = None) -> Path:
     """Write model weights, meta.json (model name & config added from `model.config`) and, if given,
     the training state, replacing any checkpoint at `path` atomically."""
-    path = recover(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    with atomic_dir(path) as tmp:  # also removes what a killed save left behind
+        _write_checkpoint(tmp, model, meta, train_state)
+    return Path(path)
+
+
+def _write_checkpoint(tmp: Path, model: nn.Module, meta: dict[str, Any], train_state: dict[str, Any] | None) -> None:
     # safetensors wants plain contiguous CPU tensors; channels-last weights are converted (values unchanged).
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, tmp / WEIGHTS)
@@ -100,17 +66,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     if train_state is not None:
         torch.save(train_state, tmp / TRAIN_STATE)
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(tmp)
-    if path.exists():
-        shutil.rmtree(_old(path), ignore_errors=True)
-        os.replace(path, _old(path))
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    shutil.rmtree(_old(path), ignore_errors=True)
-    return path
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -120,9 +75,13 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{path} is not a respaths checkpoint (it has no {META}); "
                         f"give a directory written by `respaths train`.")
     try:
-        return json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{f} is damaged ({e}); retrain or restore it from a copy.") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{f} is damaged (it holds a JSON {type(meta).__name__}, not an object); "
+                        f"retrain or restore it from a copy.")
+    return meta
 
 
 def load_weights(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

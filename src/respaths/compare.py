@@ -174,6 +174,6 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     doc = {"schema": "respaths.compare/1", "dataset": names.pop(), "reference": reference, "nets": results,
            "versus": {l: versus(results[reference], results[l], correct[reference], correct[l], seed)
                       for l in results if l != reference}}
-    from .results import write_atomic
-    write_atomic(out / "compare.json", json.dumps(doc, indent=1) + "\n")
+    from .atomic import write_text
+    write_text(out / "compare.json", json.dumps(doc, indent=1) + "\n")
     return doc

@@ -24,6 +24,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window; must precede any pyplot import anywhere
 from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no global state between figures)
 
+from .atomic import write_bytes  # noqa: E402
+
 PALETTE = {"residual": "#1f77b4", "vgg": "#d62728", "stochastic": "#2ca02c", "fixed": "#9467bd",
            "other": "#7f7f7f"}
 DOWNSAMPLE_COLOR = "#ff7f0e"
@@ -291,8 +293,6 @@ def save(fig: Figure, prefix: str | os.PathLike) -> dict[str, bytes]:
     for fmt in ("png", "svg"):
         data = render(fig, fmt)
         path = prefix.with_name(f"{prefix.name}.{fmt}")
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_bytes(path, data)
         out[fmt] = data
     return out

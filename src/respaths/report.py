@@ -32,6 +32,7 @@ from scipy import stats as sps
 
 from . import figures as F
 from . import paths
+from .atomic import write_text
 from .core import UserError
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
@@ -635,6 +636,9 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
                else load_results_folder(Path(d)) for d in dirs]
     if out is None and len(studies) > 1:
         raise UserError("several runs make one report: say where it goes with --out FILE.")
+    if out is not None and Path(out).is_dir():  # checked before the figures are drawn and saved
+        raise UserError(f"{out} is a directory; give --out the name of the HTML file to write, "
+                        f"e.g. {Path(out) / 'report.html'}.")
     figs = []
     for s in studies:
         drawn = {}
@@ -645,7 +649,5 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
         figs.append(drawn)
     out = Path(out) if out else Path(studies[0]["dir"]) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_html(studies, figs), encoding="utf-8")
-    tmp.replace(out)
+    write_text(out, render_html(studies, figs))
     return out

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import torch
 
+from .atomic import write_text
 from .core import UserError
 
 ROLES = ("resnet", "vgg", "stochastic", "fixed")
@@ -135,9 +136,7 @@ def preset(name: str) -> Preset:
 # The run directory's own record
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
 def _settings(p: Preset) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 `ResultStore(out_prefix, meta)` with out_prefix like `runs/lesion-single` writes
 
-  runs/lesion-single.partial.jsonl  while running: line 1 {"schema", "meta"}, then one record per
+  runs/lesion-single.partial.jsonl  from the first record on: line 1 {"schema", "meta"}, then one record per
                                     line, appended and fsynced as each record finishes;
   runs/lesion-single.json           at finish(): {"schema", "meta", **extra, "records": [...]};
   runs/lesion-single.csv            at finish(): one row per record, nested fields flattened.
@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .atomic import write_text
 from .core import UserError
 
 SCHEMA = "respaths.results/1"
@@ -40,27 +41,20 @@ def _canonical(obj: Any) -> Any:
     return json.loads(_dumps(obj))
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to path so that the file is either the old one or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class ResultStore:
-    """Append-as-you-go records with resume; see the module docstring."""
+    """Append-as-you-go records with resume; see the module docstring.
+
+    Opening reads only: the directory and the journal appear with the first record (or at finish()),
+    so a command that fails before it has a result leaves its --out as it found it."""
 
     def __init__(self, out_prefix: str | os.PathLike, meta: dict[str, Any], force: bool = False):
         self.prefix = Path(out_prefix)
-        self.prefix.parent.mkdir(parents=True, exist_ok=True)
         self.journal = self.prefix.with_name(self.prefix.name + ".partial.jsonl")
         self.json_path = self.prefix.with_name(self.prefix.name + ".json")
         self.csv_path = self.prefix.with_name(self.prefix.name + ".csv")
         self.meta = _canonical(meta)
         self._records: dict[str, dict[str, Any]] = {}
+        self._journal_open = False  # whether self.journal holds the header and every record so far
         if force:
             for p in (self.journal, self.json_path, self.csv_path):
                 p.unlink(missing_ok=True)
@@ -68,15 +62,17 @@ class ResultStore:
             self._reopen_journal()
         elif self.json_path.exists():
             self._reopen_finished()
-        if not self.journal.exists():
-            self._start_journal()
 
     # -- opening ---------------------------------------------------------------------------------
     def _mismatch(self, path: Path, old_meta: Any) -> UserError:
-        diff = sorted(k for k in set(old_meta or {}) | set(self.meta)
-                      if (old_meta or {}).get(k) != self.meta.get(k))
+        old_meta = old_meta if isinstance(old_meta, dict) else {}
+        diff = sorted(k for k in set(old_meta) | set(self.meta) if old_meta.get(k) != self.meta.get(k))
         return UserError(f"{path} holds results of a different experiment (differs in: {', '.join(diff)}); "
                          f"pass --force to overwrite it or choose another --out.")
+
+    def _foreign(self, path: Path, what: str) -> UserError:
+        return UserError(f"{path} is not a respaths result file ({what}); pass --force to overwrite it, "
+                         f"delete it, or choose another --out.")
 
     def _reopen_journal(self) -> None:
         with open(self.journal, "rb") as f:
@@ -88,36 +84,49 @@ class ResultStore:
             try:
                 obj = json.loads(line)
             except ValueError:
+                if n == 0:
+                    raise self._foreign(self.journal, "its first line is not JSON") from None
                 break
             if n == 0:
+                if not isinstance(obj, dict) or obj.get("schema") != SCHEMA:
+                    raise self._foreign(self.journal, f"its first line is not a {SCHEMA} header")
+                if obj.get("meta") != self.meta:
+                    raise self._mismatch(self.journal, obj.get("meta"))
                 head = obj
-            else:
+            elif isinstance(obj, dict) and isinstance(obj.get("key"), str):
                 self._records.setdefault(obj["key"], obj)
+            else:
+                raise self._foreign(self.journal, f"line {n + 1} is not a result record")
             good += len(line) + 1
-        if head is None or head.get("schema") != SCHEMA:
-            raise UserError(f"{self.journal} is not a respaths result journal; remove it or choose another --out.")
-        if head.get("meta") != self.meta:
-            raise self._mismatch(self.journal, head.get("meta"))
+        if head is None:
+            raise self._foreign(self.journal, "it has no header line")
         if good != len(data):  # a line cut by kill -9: drop it, it will be computed again
             with open(self.journal, "r+b") as f:
                 f.truncate(good)
+        self._journal_open = True
 
     def _reopen_finished(self) -> None:
         try:
-            done = json.loads(self.json_path.read_text())
-        except ValueError:
-            raise UserError(f"{self.json_path} is not valid JSON; remove it or choose another --out.") from None
-        if done.get("schema") != SCHEMA or done.get("meta") != self.meta:
+            done = json.loads(self.json_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise self._foreign(self.json_path, "it is not valid JSON") from None
+        if not isinstance(done, dict) or done.get("schema") != SCHEMA:
+            raise self._foreign(self.json_path, f"it is not a {SCHEMA} document")
+        if done.get("meta") != self.meta:
             raise self._mismatch(self.json_path, done.get("meta"))
-        self._start_journal()
-        for r in done["records"]:
-            self.append(r)
+        records = done.get("records")
+        if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("key"), str)
+                                                    for r in records):
+            raise self._foreign(self.json_path, "its records are not a list of result records")
+        for r in records:
+            self._records.setdefault(r["key"], r)
 
     def _start_journal(self) -> None:
-        with open(self.journal, "w") as f:
-            f.write(_dumps({"schema": SCHEMA, "meta": self.meta}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """The header and every record so far, written at once: a journal is never header-only."""
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        lines = [_dumps({"schema": SCHEMA, "meta": self.meta})] + [_dumps(r) for r in self._records.values()]
+        write_text(self.journal, "\n".join(lines) + "\n")
+        self._journal_open = True
 
     # -- records ---------------------------------------------------------------------------------
     def done(self, key: str) -> bool:
@@ -138,7 +147,11 @@ class ResultStore:
         if key in self._records:
             return
         record = _canonical(record)
-        with open(self.journal, "a") as f:
+        if not self._journal_open:
+            self._records[key] = record
+            self._start_journal()
+            return
+        with open(self.journal, "a", encoding="utf-8") as f:
             f.write(_dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -155,8 +168,9 @@ class ResultStore:
         order: keys in the order records should appear (others follow, sorted by key);
         extra: further top-level fields (e.g. the baseline), derived from the records."""
         records = self.sorted_records(order)
-        write_atomic(self.json_path, to_json({"schema": SCHEMA, "meta": self.meta, **_canonical(extra)}, records))
-        write_atomic(self.csv_path, to_csv(records))
+        self.prefix.parent.mkdir(parents=True, exist_ok=True)
+        write_text(self.json_path, to_json({"schema": SCHEMA, "meta": self.meta, **_canonical(extra)}, records))
+        write_text(self.csv_path, to_csv(records))
         self.journal.unlink(missing_ok=True)
         return self.json_path
 

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_write_text, load_train_state, load_weights, read_meta, recover, save_checkpoint
+from .atomic import write_text
+from .checkpoint import load_train_state, load_weights, read_meta, recover, save_checkpoint
 from .core import UserError
 from .data import Dataset, batches, epoch_order, load_dataset
 from .models import build_model
@@ -291,7 +292,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "run.json", json.dumps({"settings": run_settings(cfg)}, indent=1) + "\n")
+        write_text(self.out / "run.json", json.dumps({"settings": run_settings(cfg)}, indent=1) + "\n")
         if self.resume_from is not None:
             self.restore(self.resume_from)
 
@@ -533,7 +534,7 @@ def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     w.writeheader()
     for row in history:
         w.writerow({k: row.get(k, "") for k in METRICS})
-    atomic_write_text(path, buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
 def evaluate_checkpoint(path: str | Path, *, data_dir: str | None = None, split: str = "test",
