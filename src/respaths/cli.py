@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .core import UserError
 
@@ -141,8 +142,9 @@ def train_run(args: argparse.Namespace) -> int:
             raise UserError("--model is required (e.g. --model resnet20), unless --resume and --out name a run "
                             "to continue.")
         from .checkpoint import read_meta
-        options["model"] = (read_meta(f"{args.out}/checkpoint").get("train") or {}).get("model")
-        if not options["model"]:
+        saved = read_meta(f"{args.out}/checkpoint").get("train")
+        options["model"] = saved.get("model") if isinstance(saved, dict) else None
+        if not isinstance(options["model"], str) or not options["model"]:
             raise UserError(f"{args.out}/checkpoint does not say which model it trains; pass --model.")
     train(make_config(**options))
     return 0
@@ -629,6 +631,60 @@ COMMANDS = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# The output of a command: locked while it runs, left as it was found when it fails
+
+def _output(args: argparse.Namespace) -> tuple[str, Path, Path] | None:
+    """(what --out names, the directory the command writes into, its lock file), or None for commands
+    that write no run output (evaluate, report) or handle their own (prune writes a new directory)."""
+    if args.command in ("lesion", "reorder", "paths", "demo"):
+        out = args.out
+    elif args.command == "reproduce":
+        out = args.out or f"runs/{args.preset}"
+    elif args.command == "train":
+        if not (args.model or args.out):
+            return None  # refused by train_run
+        from .train import default_out
+        out = args.out or default_out(argparse.Namespace(model=args.model, dataset=args.dataset, seed=args.seed))
+    elif args.command == "layers":  # --out is a prefix: lock that prefix, not the whole directory
+        prefix = Path(args.out or f"runs/layers-{args.method}")
+        return str(prefix), prefix.parent, prefix.parent / f".{prefix.name}.respaths.lock"
+    else:
+        return None
+    return out, Path(out), Path(out) / ".respaths.lock"
+
+
+def _missing(directory: Path) -> list[Path]:
+    """directory and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for d in (directory, *directory.parents):
+        if d.exists() or d.is_symlink():
+            break
+        missing.append(d)
+    return missing
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Undo the directories a failed command created, as long as nothing was put in them."""
+    for d in created:
+        try:
+            d.rmdir()
+        except OSError:  # not empty (or already gone): leave it
+            return
+
+
+def _run(args: argparse.Namespace, target: tuple[str, Path, Path] | None) -> int:
+    """args.func, holding the lock on its output (on rank 0: the other ranks write nothing)."""
+    from .atomic import output_lock, remove_stale
+    if target is None or os.environ.get("RANK", "0") != "0":
+        return int(args.func(args) or 0)
+    out, directory, lock_file = target
+    directory.mkdir(parents=True, exist_ok=True)
+    with output_lock(lock_file, out):
+        remove_stale(directory)  # what a killed run left half-written; no live run writes here now
+        return int(args.func(args) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="respaths",
@@ -646,19 +702,24 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    created: list[Path] = []  # the directories this command creates, removed again if it fails
     try:
         from .distributed import launched
         if launched() and args.command not in ("train", "lesion", "reorder", "paths"):
             raise UserError(f"respaths {args.command} does not split its work across ranks; run it without torchrun "
                             f"(train, lesion, reorder and paths do run under torchrun).")
-        return int(args.func(args) or 0)
+        target = _output(args)
+        created = _missing(target[1].absolute()) if target else []
+        return _run(args, target)
     except UserError as e:  # bad input: one sentence; anything else is a bug and shows its traceback
+        _remove_empty(created)
         if os.environ.get("RESPATHS_DEBUG"):
             raise
         msg = " ".join(str(e.args[0] if e.args else e).split())
         print(f"respaths {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except OSError as e:  # permission, no space, not a directory: name the path and the reason
+        _remove_empty(created)
         if os.environ.get("RESPATHS_DEBUG"):
             raise
         where = f"{e.filename}: " if e.filename else ""
@@ -666,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"respaths {args.command}: error: {where}{reason}; check the path and try again.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _remove_empty(created)
         print(f"respaths {args.command}: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
 

@@ -31,9 +31,10 @@ import platform
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -147,10 +148,10 @@ def _settings(p: Preset) -> dict[str, Any]:
 def holds_other_settings(out: str | os.PathLike, p: Preset) -> bool:
     """Whether out/run.json records a run of other settings than p's (False without a readable record)."""
     try:
-        old = json.loads((Path(out) / "run.json").read_text())
+        old = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return old.get("preset", {}) != _settings(p)
+    return isinstance(old, dict) and old.get("preset", {}) != _settings(p)
 
 
 class RunRecord:
@@ -161,11 +162,15 @@ class RunRecord:
         out.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not force:
             try:
-                old = json.loads(self.path.read_text())
-            except ValueError:
-                raise UserError(f"{self.path} is damaged; remove it, or pass --force to start over.") from None
-            if old.get("preset", {}) != _settings(p):
-                raise UserError(f"{out} holds a run of another preset ({old.get('preset', {}).get('name')}) "
+                old = json.loads(self.path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                old = None
+            if not (isinstance(old, dict) and isinstance(old.get("preset"), dict)
+                    and isinstance(old.get("steps"), dict) and isinstance(old.get("models", {}), dict)):
+                raise UserError(f"{self.path} is damaged or not a respaths run record; remove it, or pass --force "
+                                f"to start over.")
+            if old["preset"] != _settings(p):
+                raise UserError(f"{out} holds a run of another preset ({old['preset'].get('name')}) "
                                 f"or settings; choose another --out or pass --force to start over.")
             self.data = old
         else:
@@ -323,6 +328,8 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     p = preset(preset_name)
     out = Path(out)
     dev = torch.device(device) if device else default_device()
+    # the test images before anything is written: a missing dataset leaves --out as it was
+    test = load_dataset(p.dataset, data_dir, split="test", limit=p.test_limit)
     run = RunRecord(out, p, force)
     specs = model_specs(p)
     start_all = time.perf_counter()
@@ -342,7 +349,6 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
         step(f"train {role}", trained(run_dir, p.epochs),
              lambda: train_role(p, role, run_dir, dev, data_dir, progress),
              f"training {role}: {label(specs[role])} for {p.epochs} epochs")
-    test = load_dataset(p.dataset, data_dir, split="test", limit=p.test_limit)
     train_set = load_dataset(p.dataset, data_dir, split="train", limit=p.train_limit)
     views, models = {}, {}
     from .data import normalize
@@ -424,9 +430,24 @@ def _read(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except ValueError:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
         raise UserError(f"{path} is not valid JSON; delete it and run the same reproduce command again.") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} holds a JSON {type(doc).__name__}, not the object respaths writes; delete it and "
+                        f"run the same reproduce command again.")
+    return doc
+
+
+@contextmanager
+def _fields_of(path: Path) -> Iterator[None]:
+    """Reading the fields of a file respaths wrote: one missing or of the wrong type means that the file is
+    damaged or foreign, which the user hears about as such (not as a TypeError)."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        raise UserError(f"{path} is damaged or not written by respaths ({type(e).__name__}: {e}); delete it "
+                        f"and run the same reproduce command again.") from None
 
 
 DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
@@ -441,72 +462,81 @@ def load_study(out: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{out} is not a respaths run directory (no run.json); give a directory written by "
                         f"`respaths reproduce --out DIR`.")
     res = out / "results"
-    ds = dict(run.get("dataset", {}))
-    if not ds:
-        raise UserError(f"{out} holds no trained models yet; run `respaths reproduce` into it first.")
-    name = ds["name"]
-    ds["label"] = DATASET_LABELS.get(name, name) + (" (JPEG q75)" if name == "cifar10" and "jpeg" in
-                                                     str(ds.get("source", "")).lower() else "")
-    study: dict[str, Any] = {"dir": str(out), "title": f"{out.name} ({run['preset']['name']})",
-                             "preset": run["preset"]["name"], "dataset": ds, "models": {}, "single": {},
-                             "random": {}, "reorder": {}, "paired": {}, "kind": run.get("kind", "reproduce")}
-    models = run.get("models", {})
-    study["models"] = {role: dict(m, error=None) for role, m in models.items()}
-    for role, m in study["models"].items():  # runs of respaths < 0.3 did not copy the losses into run.json
-        if not (m.get("training") or {}).get("train_loss"):
-            m["training"] = dict(m.get("training") or {}, train_loss=train_losses(out / "models" / role))
+    with _fields_of(out / "run.json"):
+        ds = dict(run.get("dataset", {}))
+        if not ds:
+            raise UserError(f"{out} holds no trained models yet; run `respaths reproduce` into it first.")
+        name = ds["name"]
+        ds["label"] = DATASET_LABELS.get(name, name) + (" (JPEG q75)" if name == "cifar10" and "jpeg" in
+                                                         str(ds.get("source", "")).lower() else "")
+        study: dict[str, Any] = {"dir": str(out), "title": f"{out.name} ({run['preset']['name']})",
+                                 "preset": run["preset"]["name"], "dataset": ds, "models": {}, "single": {},
+                                 "random": {}, "reorder": {}, "paired": {}, "kind": run.get("kind", "reproduce")}
+        models = run.get("models", {})
+        study["models"] = {role: dict(m, error=None) for role, m in models.items()}
+        for role, m in study["models"].items():  # runs of respaths < 0.3 did not copy the losses into run.json
+            if not (m.get("training") or {}).get("train_loss"):
+                m["training"] = dict(m.get("training") or {}, train_loss=train_losses(out / "models" / role))
     # the residual nets: respaths.compare's summary of their lesion curves and paired test errors
     cmp = _read(res / "compare" / "compare.json")
     if cmp:
-        for role, net in cmp["nets"].items():
-            if role in study["models"]:
-                study["models"][role]["error"] = net["test"]["error"]
-                study["single"][role] = {"baseline": net["single"]["baseline"], "errors": net["single"]["errors"]}
-                study["random"][role] = dict(net["random"])
-        for role, v in cmp.get("versus", {}).items():
-            study["paired"][f"{role}-vs-{cmp['reference']}"] = {
-                "diff": v["error_delta"], "ci": v["error_delta_ci"], "n": cmp["nets"][role]["test"]["n"],
-                "mcnemar_p": v.get("mcnemar_p"), "resilience": v.get("resilience"),
-                "random_delta": v.get("random_delta")}
+        with _fields_of(res / "compare" / "compare.json"):
+            for role, net in cmp["nets"].items():
+                if role in study["models"]:
+                    study["models"][role]["error"] = net["test"]["error"]
+                    study["single"][role] = {"baseline": net["single"]["baseline"], "errors": net["single"]["errors"]}
+                    study["random"][role] = dict(net["random"])
+            for role, v in cmp.get("versus", {}).items():
+                study["paired"][f"{role}-vs-{cmp['reference']}"] = {
+                    "diff": v["error_delta"], "ci": v["error_delta_ci"], "n": cmp["nets"][role]["test"]["n"],
+                    "mcnemar_p": v.get("mcnemar_p"), "resilience": v.get("resilience"),
+                    "random_delta": v.get("random_delta")}
     # the VGG
     doc = _read(res / "single-vgg.json")
     if doc and "vgg" in study["models"]:
-        errs: list[float | None] = [None] * study["models"]["vgg"]["blocks"]
-        for r in doc["records"]:
-            if r["kind"] == "single":
-                errs[r["deleted"][0]] = r["error"]
-        study["single"]["vgg"] = {"baseline": doc["baseline"]["error"], "errors": errs}
-        study["models"]["vgg"]["error"] = doc["baseline"]["error"]
+        with _fields_of(res / "single-vgg.json"):
+            errs: list[float | None] = [None] * study["models"]["vgg"]["blocks"]
+            for r in doc["records"]:
+                if r["kind"] == "single":
+                    errs[r["deleted"][0]] = r["error"]
+            study["single"]["vgg"] = {"baseline": doc["baseline"]["error"], "errors": errs}
+            study["models"]["vgg"]["error"] = doc["baseline"]["error"]
     doc = _read(res / "reorder-resnet.json")
     if doc:
-        recs = [r for r in doc["records"] if r["kind"] == "reorder"]
-        study["reorder"]["resnet"] = {"baseline": doc["baseline"]["error"], "tau": [r["kendall_tau"] for r in recs],
-                                      "error": [r["error"] for r in recs]}
+        with _fields_of(res / "reorder-resnet.json"):
+            recs = [r for r in doc["records"] if r["kind"] == "reorder"]
+            study["reorder"]["resnet"] = {"baseline": doc["baseline"]["error"],
+                                          "tau": [r["kendall_tau"] for r in recs], "error": [r["error"] for r in recs]}
     doc = _read(res / "paths-resnet.json")
-    if doc and doc["records"]:
-        recs = sorted(doc["records"], key=lambda r: r["length"])
-        study["paths"] = {"n": doc["meta"]["blocks"], "lengths": [r["length"] for r in recs],
-                          "mean": [r["mean"] for r in recs],
-                          "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
-                          "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
-                          "samples": doc["meta"]["samples"], "n_images": doc["meta"]["n_images"]}
+    if doc:
+        with _fields_of(res / "paths-resnet.json"):
+            if doc["records"]:
+                recs = sorted(doc["records"], key=lambda r: r["length"])
+                study["paths"] = {"n": doc["meta"]["blocks"], "lengths": [r["length"] for r in recs],
+                                  "mean": [r["mean"] for r in recs],
+                                  "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
+                                  "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
+                                  "samples": doc["meta"]["samples"], "n_images": doc["meta"]["n_images"]}
     doc = _read(res / "surviving-resnet.json")
     if doc and "paths" in study:
-        study["paths"]["surviving_checked"] = len(doc["records"])
-        study["paths"]["surviving_match"] = sum(bool(r["match"]) for r in doc["records"])
-    env, p = run.get("environment", {}), run["preset"]
-    steps = run.get("steps", {})
-    study["meta"] = {
-        "preset": f"{p['name']}: {p['description']}",
-        "versions": {k: env[k] for k in ("respaths", "python", "torch", "numpy", "scipy", "matplotlib") if k in env},
-        "device": env.get("device", "?"), "host": env.get("host", "?"),
-        "seeds": {"training": p["seed"], "random deletion": p["seed"], "reordering": p["seed"],
-                  "path sampling": p["seed"]},
-        "durations (wall clock)": {k: v["seconds"] for k, v in steps.items()},
-        "CPU time (all threads)": {k: v.get("cpu_seconds", "?") for k, v in steps.items()},
-        "total time of the steps": (f"{sum(v['seconds'] for v in steps.values()):.0f} s wall clock, "
-                                    f"{sum(v.get('cpu_seconds', 0) for v in steps.values()):.0f} s CPU"),
-        "finished": run.get("finished", "not yet"),
-        "directory": str(out.resolve()),
-    }
+        with _fields_of(res / "surviving-resnet.json"):
+            study["paths"]["surviving_checked"] = len(doc["records"])
+            study["paths"]["surviving_match"] = sum(bool(r["match"]) for r in doc["records"])
+    with _fields_of(out / "run.json"):
+        env, p = run.get("environment", {}), run["preset"]
+        steps = run.get("steps", {})
+        study["meta"] = {
+            "preset": f"{p['name']}: {p['description']}",
+            "versions": {k: env[k] for k in ("respaths", "python", "torch", "numpy", "scipy", "matplotlib")
+                         if k in env},
+            "device": env.get("device", "?"), "host": env.get("host", "?"),
+            "seeds": {"training": p["seed"], "random deletion": p["seed"], "reordering": p["seed"],
+                      "path sampling": p["seed"]},
+            "durations (wall clock)": {k: v["seconds"] for k, v in steps.items()},
+            "CPU time (all threads)": {k: v.get("cpu_seconds", "?") for k, v in steps.items()},
+            "total time of the steps": (f"{sum(v['seconds'] for v in steps.values()):.0f} s wall clock, "
+                                        f"{sum(v.get('cpu_seconds', 0) for v in steps.values()):.0f} s CPU"),
+            "finished": run.get("finished", "not yet"),
+            "directory": str(out.resolve()),
+        }
     return study

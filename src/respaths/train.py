@@ -291,10 +291,10 @@ class Trainer:
                            "depth": torch.Generator().manual_seed(2 * cfg.seed + 1)}
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_text(self.out / "run.json", json.dumps({"settings": run_settings(cfg)}, indent=1) + "\n")
         if self.resume_from is not None:
             self.restore(self.resume_from)
+        self.out.mkdir(parents=True, exist_ok=True)  # everything checked: the run may start writing
+        write_text(self.out / "run.json", json.dumps({"settings": run_settings(cfg)}, indent=1) + "\n")
 
     # -- the output directory ------------------------------------------------------------------
     def claim_out_dir(self) -> Path | None:
@@ -311,6 +311,9 @@ class Trainer:
                 self.log(f"nothing to resume in {out}; starting a new run")
             return None
         saved = read_meta(ckpt).get("train") or {}
+        if not isinstance(saved, dict):
+            raise UserError(f"{ckpt / 'meta.json'} is damaged (its \"train\" field is not an object); "
+                            f"pass --force to start over.")
         ours = run_settings(cfg)
         diff = [k for k in ours if k in saved and saved[k] != ours[k]]
         if diff and not cfg.resume:
@@ -349,13 +352,17 @@ class Trainer:
         except RuntimeError as e:
             raise UserError(f"the checkpoint in {ckpt} does not fit {self.cfg.model} "
                             f"({str(e).splitlines()[0]}); pass --force to start over.") from None
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        if self.scaler and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"], self.generators)
-        self.epoch = int(state["epoch"])
-        self.history = list(meta.get("history", []))[: self.epoch]
+        try:  # a foreign or damaged train_state.pt is a KeyError, TypeError or ValueError here
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            if self.scaler and state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"], self.generators)
+            self.epoch = int(state["epoch"])
+            self.history = list(meta.get("history", []))[: self.epoch]
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise UserError(f"{ckpt / 'train_state.pt'} does not hold the training state of this run "
+                            f"({type(e).__name__}: {e}); pass --force to start over.") from None
         self.log(f"resuming {self.out} after epoch {self.epoch} of {self.cfg.epochs}")
 
     # -- training ------------------------------------------------------------------------------
@@ -548,8 +555,8 @@ def evaluate_checkpoint(path: str | Path, *, data_dir: str | None = None, split:
     path = checkpoint_dir(path)
     dev = pick_device(device)
     model, meta = load_checkpoint(path, dev)
-    info = meta.get("dataset") or {}
-    if "name" not in info:
+    info = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {"name": meta.get("dataset")}
+    if not isinstance(info.get("name"), str):
         raise UserError(f"{path / 'meta.json'} does not say which dataset the model was trained on.")
     dataset = load_dataset(info["name"], data_dir, split, limit)
     dataset = replace(dataset, mean=tuple(info.get("mean", dataset.mean)), std=tuple(info.get("std", dataset.std)))
