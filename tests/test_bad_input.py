@@ -1,4 +1,5 @@
 """Bad input: exit 2, one line on stderr, no traceback, --out untouched. A bug: traceback, exit 1."""
+import errno
 import os
 import pickle
 
@@ -17,6 +18,17 @@ class Evil:  # unpickling this would create the marker file
         return (open, (self.marker, "w"))
 
 
+def checkpoint(path, in_channels=3, meta=None):
+    """A tiny respaths checkpoint (resnet8) that says it was trained on synthetic images."""
+    import torch
+
+    from respaths.checkpoint import save_checkpoint
+    from respaths.models import build_model
+    torch.manual_seed(0)
+    save_checkpoint(path, build_model("resnet8", in_channels=in_channels, width=0.25),
+                    meta or {"dataset": {"name": "synthetic"}, "epoch": 1})
+
+
 def files(tmp_path):
     (tmp_path / "empty.safetensors").write_bytes(b"")
     (tmp_path / "trunc.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{\"w\": {\"dtype\"")
@@ -25,6 +37,37 @@ def files(tmp_path):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "run.json").write_text("{not json")
+    (tmp_path / "adir").mkdir()
+    # foreign run records: JSON, but not what reproduce writes
+    for name, text in {"preset-list": '{"preset": [1, 2], "steps": {}}', "run-list": "[1, 2]",
+                       "preset-number": '{"dataset": {"name": "synthetic"}, "preset": 3, "steps": {}}'}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(text)
+    # checkpoints: a good one, a 1-channel one, and ones whose meta.json is damaged or foreign
+    checkpoint(tmp_path / "ck3")
+    checkpoint(tmp_path / "ck1", in_channels=1)
+    for name, text in {"meta-list": "[1, 2]", "meta-cut": '{"format": "respaths-checkpoint/1", "mo',
+                       "meta-string": '"resnet8"'}.items():
+        checkpoint(tmp_path / name)
+        (tmp_path / name / "meta.json").write_text(text)
+    checkpoint(tmp_path / "run-train-list" / "checkpoint", meta={"dataset": {"name": "synthetic"}, "train": [1]})
+    # result files in an --out: journals with a bad header, finished files of another kind
+    for name, (file, text) in {
+            "journal-garbage": ("lesion-single.partial.jsonl", "garbage\n"),
+            "journal-list": ("lesion-single.partial.jsonl", "[1, 2]\n"),
+            "journal-no-header": ("lesion-single.partial.jsonl", '{"sch'),
+            "journal-other-schema": ("lesion-single.partial.jsonl", '{"schema": "x/1", "meta": {}}\n'),
+            "result-list": ("lesion-single.json", "[]"),
+            "result-cut": ("lesion-single.json", '{"schema": "respaths.results/1", "me'),
+            "result-binary": ("lesion-single.json", "\udcff\udcfe"),
+            "paths-result-string": ("paths.json", '"x"')}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / file).write_bytes(text.encode("utf-8", "surrogateescape"))
+    # an image folder with an empty class folder
+    from PIL import Image
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "imgs" / "a" / "x.png")
 
 
 CASES = {
@@ -77,7 +120,44 @@ CASES = {
     "layers-spans": ["layers", "{tmp}/nothing", "--method", "painters", "--spans", "4-1"],
     "layers-method": ["layers", "{tmp}/nothing", "--method", "nope"],
     "demo-out-through-file": ["demo", "--out", "{tmp}/afile/sub"],
+    # damaged or foreign files: one sentence naming the file
+    "reproduce-run-json-cut": ["reproduce", "--preset", "tiny", "--device", "cpu", "--out", "{tmp}/damaged"],
+    "reproduce-run-json-list": ["reproduce", "--preset", "tiny", "--device", "cpu", "--out", "{tmp}/run-list"],
+    "reproduce-preset-list": ["reproduce", "--preset", "tiny", "--device", "cpu", "--out", "{tmp}/preset-list"],
+    "report-run-json-cut": ["report", "{tmp}/damaged"],
+    "report-preset-number": ["report", "{tmp}/preset-number"],
+    "report-run-list": ["report", "{tmp}/run-list"],
+    "report-out-is-dir": ["report", "{tmp}/damaged", "--out", "{tmp}/adir"],
+    "evaluate-meta-list": ["evaluate", "{tmp}/meta-list"],
+    "evaluate-meta-cut": ["evaluate", "{tmp}/meta-cut"],
+    "evaluate-meta-string": ["evaluate", "{tmp}/meta-string"],
+    "lesion-meta-list": ["lesion", "{tmp}/meta-list"],
+    "paths-meta-string": ["paths", "{tmp}/meta-string"],
+    "train-meta-train-list": ["train", "--model", "resnet8", "--dataset", "synthetic", "--out", "{tmp}/run-train-list"],
+    "train-resume-meta-train-list": ["train", "--resume", "--out", "{tmp}/run-train-list"],
+    "lesion-journal-garbage": ["lesion", "{tmp}/ck3", "--out", "{tmp}/journal-garbage"],
+    "lesion-journal-list": ["lesion", "{tmp}/ck3", "--out", "{tmp}/journal-list"],
+    "lesion-journal-no-header": ["lesion", "{tmp}/ck3", "--out", "{tmp}/journal-no-header"],
+    "lesion-journal-other-schema": ["lesion", "{tmp}/ck3", "--out", "{tmp}/journal-other-schema"],
+    "lesion-result-list": ["lesion", "{tmp}/ck3", "--out", "{tmp}/result-list"],
+    "lesion-result-cut": ["lesion", "{tmp}/ck3", "--out", "{tmp}/result-cut"],
+    "lesion-result-binary": ["lesion", "{tmp}/ck3", "--out", "{tmp}/result-binary"],
+    "paths-result-string": ["paths", "{tmp}/ck3", "--samples", "2", "--batches", "1", "--batch-size", "4",
+                            "--device", "cpu", "--out", "{tmp}/paths-result-string"],
+    # combinations checked before any work
+    "lesion-channels": ["lesion", "{tmp}/ck1", "--dataset", "synthetic"],
+    "reorder-channels": ["reorder", "{tmp}/ck1", "--dataset", "synthetic"],
+    "paths-channels": ["paths", "{tmp}/ck1", "--dataset", "synthetic", "--device", "cpu"],
+    "paths-share-real-checkpoint": ["paths", "{tmp}/ck3", "--share", "1.5"],
+    "lesion-nested-new-out": ["lesion", "{tmp}/ck1", "--dataset", "synthetic", "--out", "{tmp}/new/deeper/out"],
+    "train-no-images": ["train", "--model", "resnet8", "--dataset", "imagefolder:{tmp}/adir", "--epochs", "1"],
+    "lesion-empty-class-folder": ["lesion", "--model", "respaths:resnet20", "--dataset", "imagefolder:{tmp}/imgs"],
 }
+
+
+def snapshot(root):
+    """Every file (with its bytes) and folder under root."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -88,7 +168,7 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in CASES[name]]
     if argv[0] in ("lesion", "reorder", "paths", "reproduce", "train") and "--out" not in argv:
         argv += ["--out", str(out)]
-    before = sorted(os.listdir(tmp_path))
+    before = snapshot(tmp_path)
     try:
         rc = cli.main(argv)
     except SystemExit as e:  # argparse
@@ -103,7 +183,7 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch):
         assert len(lines) == 1, err
     assert not (tmp_path / "MARKER").exists()
     assert not out.exists()
-    assert sorted(os.listdir(tmp_path)) == before
+    assert snapshot(tmp_path) == before  # every file and folder as it was, byte for byte
 
 
 def test_a_bug_shows_its_traceback(monkeypatch):
@@ -115,3 +195,141 @@ def test_a_bug_shows_its_traceback(monkeypatch):
     monkeypatch.setattr(reproduce, "reproduce", broken)
     with pytest.raises(KeyError):
         cli.main(["reproduce", "--device", "cpu", "--out", "/nonexistent-respaths-test"])
+
+
+def run_cli(argv, capsys):
+    """(exit status, the non-empty lines on stderr) of respaths ARGV run in this process."""
+    capsys.readouterr()
+    try:
+        rc = cli.main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    return rc, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+
+def lesion_argv(tmp_path, out):
+    return ["lesion", tmp_path / "ck3", "--limit", "8", "--batch-size", "4", "--out", out]
+
+
+def test_a_second_run_into_the_same_out_stops_at_once(tmp_path, capsys):
+    import fcntl
+    checkpoint(tmp_path / "ck3")
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / ".respaths.lock", os.O_RDWR | os.O_CREAT)  # another run holds the lock
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        before = snapshot(out)
+        rc, err = run_cli(lesion_argv(tmp_path, out), capsys)
+        assert rc == 2 and len(err) == 1 and "Traceback" not in "".join(err)
+        assert f"another respaths run is writing to {out}" in err[0]
+        assert snapshot(out) == before
+    finally:
+        os.close(fd)  # the holder ends: its lock goes with it, the stale file takes nothing
+    rc, err = run_cli(lesion_argv(tmp_path, out), capsys)
+    assert rc == 0 and (out / "lesion-single.json").exists()
+    assert not (out / ".respaths.lock").exists()  # a finished run leaves no lock file
+
+
+def test_layers_locks_its_prefix_not_the_directory(tmp_path):
+    from respaths.atomic import output_lock
+    with output_lock(tmp_path / ".exp.respaths.lock", tmp_path / "exp"):
+        args = cli._output(cli.argparse.Namespace(command="layers", out=str(tmp_path / "exp"), method="influence"))
+        assert args == (str(tmp_path / "exp"), tmp_path, tmp_path / ".exp.respaths.lock")
+        other = cli._output(cli.argparse.Namespace(command="layers", out=str(tmp_path / "other"), method="angular"))
+        with output_lock(other[2], other[0]):  # another prefix in the same directory is free
+            pass
+
+
+def no_tmp(root):
+    return [p for p in root.rglob("*") if ".tmp" in p.name]
+
+
+REAL_REPLACE = os.replace
+
+
+def enospc(only=None):
+    """os.replace as on a full disk (for targets ending in `only`, or all)."""
+    def replace(src, dst, *a, **k):
+        if only is None or str(dst).endswith(only):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return REAL_REPLACE(src, dst, *a, **k)
+    return replace
+
+
+def test_a_full_disk_leaves_no_tmp_and_resumes(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RESPATHS_DEBUG", raising=False)
+    checkpoint(tmp_path / "ck3")
+    # the disk is full from the first record on: nothing of the run stays, not even its --out
+    out = tmp_path / "full"
+    monkeypatch.setattr(os, "replace", enospc())
+    rc, err = run_cli(lesion_argv(tmp_path, out), capsys)
+    assert rc == 2 and len(err) == 1 and "No space left on device" in err[0], err
+    assert not out.exists() and not no_tmp(tmp_path)
+    # full when the finished files are written: the journal keeps the work, no JSON without its CSV
+    monkeypatch.setattr(os, "replace", enospc(only=".json"))
+    rc, err = run_cli(lesion_argv(tmp_path, out), capsys)
+    assert rc == 2 and len(err) == 1 and "No space left on device" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == ["lesion-single.partial.jsonl"] and not no_tmp(tmp_path)
+    # space again: the same command finishes from the journal, to what an undisturbed run writes
+    monkeypatch.undo()
+    assert run_cli(lesion_argv(tmp_path, out), capsys)[0] == 0
+    assert run_cli(lesion_argv(tmp_path, tmp_path / "clean"), capsys)[0] == 0
+    import json
+
+    def without_seconds(d):
+        doc = json.loads((d / "lesion-single.json").read_text())
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in doc["records"]], doc["meta"]
+    assert without_seconds(out) == without_seconds(tmp_path / "clean")
+    assert (out / "lesion-single.csv").exists() and not no_tmp(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+def test_read_only_out(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RESPATHS_DEBUG", raising=False)
+    checkpoint(tmp_path / "ck3")
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        rc, err = run_cli(lesion_argv(tmp_path, out), capsys)
+        assert rc == 2 and len(err) == 1 and "Permission denied" in err[0], err
+        assert list(out.iterdir()) == []
+    finally:
+        out.chmod(0o755)
+
+
+def test_layers_on_an_empty_text_file(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    import torch
+    from tokenizers import Tokenizer, models as tm, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    monkeypatch.delenv("RESPATHS_DEBUG", raising=False)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=32, n_embd=16, n_layer=2, n_head=2, n_positions=32))
+    tok = Tokenizer(tm.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["a b c"], trainers.WordLevelTrainer(vocab_size=32, special_tokens=["[PAD]", "[UNK]"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(tmp_path / "m")
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "empty.txt").write_text("")
+    before = snapshot(tmp_path)
+    rc, err = run_cli(["layers", tmp_path / "m", "--method", "influence", "--text", tmp_path / "empty.txt",
+                       "--out", tmp_path / "runs" / "x"], capsys)
+    assert rc == 2 and len(err) == 1 and "too little text" in err[0], err
+    assert snapshot(tmp_path) == before
+
+
+def test_damaged_records_in_a_journal(tmp_path):
+    from respaths.results import ResultStore
+    from respaths.core import UserError
+    store = ResultStore(tmp_path / "exp", {"m": 1})
+    assert not list(tmp_path.iterdir())  # opening writes nothing
+    store.append({"key": "a", "error": 0.5})
+    lines = store.journal.read_text().splitlines()
+    assert len(lines) == 2  # the header came with the first record
+    for bad in ("[1]", '{"error": 0.5}', '{"key": 3}'):
+        store.journal.write_text(lines[0] + "\n" + bad + "\n")
+        with pytest.raises(UserError, match="line 2 is not a result record"):
+            ResultStore(tmp_path / "exp", {"m": 1})

@@ -399,6 +399,11 @@ def load_imagefolder(path: str, split: str, resize: int = 256, crop: int = 224, 
     classes = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
     files = [(f, k) for k, c in enumerate(classes) for f in sorted((base / c).rglob("*"))
              if f.suffix.lower() in IMAGE_EXTENSIONS]
+    found = {k for _, k in files}
+    empty = [c for k, c in enumerate(classes) if k not in found] if files else []
+    if empty:
+        raise UserError(f"the class folder {base / empty[0]} holds no images (.jpg/.png); put its images in it, "
+                        f"or point imagefolder:PATH at a folder whose every class folder has some.")
     if not files:
         raise UserError(f"no images were found in {base} (looked for class subfolders holding .jpg/.png files, "
                         f"optionally under train/ and val/); point imagefolder:PATH at an ImageNet-style folder.")

@@ -632,13 +632,13 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
 
     if not dirs:
         raise UserError("give at least one run directory written by respaths reproduce.")
+    if out is not None and Path(out).is_dir():  # checked before anything is read, drawn or saved
+        raise UserError(f"{out} is a directory; give --out the name of the HTML file to write, "
+                        f"e.g. {Path(out) / 'report.html'}.")
     studies = [load_study(Path(d)) if (Path(d) / "run.json").exists() or not Path(d).is_dir()
                else load_results_folder(Path(d)) for d in dirs]
     if out is None and len(studies) > 1:
         raise UserError("several runs make one report: say where it goes with --out FILE.")
-    if out is not None and Path(out).is_dir():  # checked before the figures are drawn and saved
-        raise UserError(f"{out} is a directory; give --out the name of the HTML file to write, "
-                        f"e.g. {Path(out) / 'report.html'}.")
     figs = []
     for s in studies:
         drawn = {}

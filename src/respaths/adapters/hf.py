@@ -340,6 +340,10 @@ def load(path: str, attn_implementation: str = "eager") -> tuple[nn.Module, Any]
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
     cls = getattr(transformers, arch, None) or transformers.AutoModel
+    import sys
+    from transformers.utils import logging as hf_logging
+    if not sys.stderr.isatty():  # a log or a pipe: its "Loading weights" bar would bury an error line
+        hf_logging.disable_progress_bar()
     model = cls.from_pretrained(path, local_files_only=True, attn_implementation=attn_implementation)
     model = model.float().eval()  # fp32: the view and the metrics compare numbers, not samples
     try:
