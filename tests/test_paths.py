@@ -312,6 +312,56 @@ def test_cli_paths_writes_and_resumes(tmp_path, capsys):
     assert "--force" in err and "out of range" in err and "Traceback" not in err
 
 
+def test_kill_minus_9_then_resume_gives_the_same_file(tmp_path):
+    """kill -9 `respaths paths` after a few lengths; the same command again finishes the journal to the
+    file an uninterrupted run writes (seconds aside), keeping the lengths measured before the kill."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from respaths.checkpoint import save_checkpoint
+    from respaths.cli import main
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "ck", respaths.build_model("resnet32", in_channels=3, num_classes=10, width=0.25),
+                    {"dataset": {"name": "synthetic"}})
+    args = ["paths", str(tmp_path / "ck"), "--samples", "20", "--batch-size", "16", "--batches", "2",
+            "--chunk", "4", "--device", "cpu", "--no-progress"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RESPATHS_NO_DOWNLOAD": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "respaths.cli", *args, "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = killed / "paths.partial.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 4:  # header and 3 lengths
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "paths.json").exists()
+    kept = {json.loads(l)["key"]: json.loads(l) for l in journal.read_text().splitlines()[1:] if l.endswith("}")}
+    assert 3 <= len(kept) < 16
+
+    assert main([*args, "--out", str(killed)]) == 0  # resume
+    whole = tmp_path / "whole"
+    assert main([*args, "--out", str(whole)]) == 0  # the same command, never interrupted
+    resumed = json.loads((killed / "paths.json").read_text())
+    for r in resumed["records"]:
+        if r["key"] in kept:
+            assert r == kept[r["key"]]  # measured before the kill: kept, not measured again
+    assert len(resumed["records"]) == 16 and not journal.exists()
+
+    def without_seconds(path):
+        doc = json.loads(path.read_text())
+        for r in doc["records"]:
+            r.pop("seconds", None)
+        return doc
+    assert without_seconds(killed / "paths.json") == without_seconds(whole / "paths.json")
+    assert not [p for p in killed.iterdir() if ".tmp" in p.name or p.name.endswith(".lock")]
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. stochastic depth and fixed-m nets beside the normal one
 

@@ -674,9 +674,9 @@ def _remove_empty(created: list[Path]) -> None:
 
 
 def _run(args: argparse.Namespace, target: tuple[str, Path, Path] | None) -> int:
-    """args.func, holding the lock on its output (on rank 0: the other ranks write nothing)."""
+    """args.func, holding the lock on its output `target` (see _output)."""
     from .atomic import output_lock, remove_stale
-    if target is None or os.environ.get("RANK", "0") != "0":
+    if target is None:
         return int(args.func(args) or 0)
     out, directory, lock_file = target
     directory.mkdir(parents=True, exist_ok=True)
@@ -708,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         if launched() and args.command not in ("train", "lesion", "reorder", "paths"):
             raise UserError(f"respaths {args.command} does not split its work across ranks; run it without torchrun "
                             f"(train, lesion, reorder and paths do run under torchrun).")
-        target = _output(args)
+        # under torchrun rank 0 alone writes (and locks, and cleans up); the other ranks write nothing
+        target = _output(args) if os.environ.get("RANK", "0") == "0" else None
         created = _missing(target[1].absolute()) if target else []
         return _run(args, target)
     except UserError as e:  # bad input: one sentence; anything else is a bug and shows its traceback
