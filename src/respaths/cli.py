@@ -3,6 +3,8 @@
 Each subcommand is a pair: `<name>_args(parser)` declares its options, `<name>_run(args)` calls the
 library. Bad input raises UserError with one sentence (OSErrors name the path and reason); main() prints
 it and exits 2. Anything else is a bug: traceback, exit 1. RESPATHS_DEBUG=1 re-raises user errors too.
+While a command runs it holds the lock of its --out (respaths.atomic.output_lock), and when it fails
+it removes the directories it created that are still empty.
 """
 from __future__ import annotations
 
