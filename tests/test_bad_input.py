@@ -333,3 +333,17 @@ def test_damaged_records_in_a_journal(tmp_path):
         store.journal.write_text(lines[0] + "\n" + bad + "\n")
         with pytest.raises(UserError, match="line 2 is not a result record"):
             ResultStore(tmp_path / "exp", {"m": 1})
+
+
+def test_layers_without_transformers(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.delenv("RESPATHS_DEBUG", raising=False)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now fails as if not installed
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    (tmp_path / "t.txt").write_text("some text\n")
+    before = snapshot(tmp_path)
+    rc, err = run_cli(["layers", tmp_path / "hf", "--method", "influence", "--text", tmp_path / "t.txt",
+                       "--out", tmp_path / "runs" / "x"], capsys)
+    assert rc == 2 and len(err) == 1 and "needs transformers" in err[0] and "pip install" in err[0], err
+    assert snapshot(tmp_path) == before

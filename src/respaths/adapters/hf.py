@@ -331,12 +331,15 @@ def load(path: str, attn_implementation: str = "eager") -> tuple[nn.Module, Any]
     beside it (else None); never from the network. Eval mode, float32."""
     import os
 
-    from transformers import AutoConfig, AutoTokenizer
-    import transformers
-
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise UserError(f"{path} is not a Hugging Face model directory (no config.json); give a directory "
                         f"written by save_pretrained.")
+    try:
+        import transformers
+        from transformers import AutoConfig, AutoTokenizer
+    except ImportError:
+        raise UserError(f"reading the Hugging Face model in {path} needs transformers; install it with "
+                        f"`pip install respaths[hf]`.") from None
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
     cls = getattr(transformers, arch, None) or transformers.AutoModel
