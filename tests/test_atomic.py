@@ -99,3 +99,16 @@ def test_output_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path):
     with atomic.output_lock(lock, "OUT"):
         pass
     assert not lock.exists()  # a run that ends removes its lock file
+
+
+def test_atomic_path_for_writers_that_want_a_path(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+    t = {"w": torch.arange(6.0).reshape(2, 3)}
+    with atomic.atomic_path(tmp_path / "m.safetensors") as tmp:
+        save_file(t, tmp)
+    with atomic.atomic_path(tmp_path / "s.pt") as tmp:
+        torch.save(t, tmp)
+    assert torch.equal(load_file(tmp_path / "m.safetensors")["w"], t["w"])
+    assert torch.equal(torch.load(tmp_path / "s.pt", weights_only=True)["w"], t["w"])
+    assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "s.pt"]

@@ -69,7 +69,8 @@ def _remove(path: Path) -> None:
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends normally, what was written there
-    becomes `path`. The block's exception, or a failing fsync/rename, leaves `path` as it was."""
+    becomes `path`. The block's exception, or a failing fsync/rename, leaves `path` as it was.
+    The temporary's name ends in `.tmp-PID`: a writer that goes by the suffix (savefig) needs format=."""
     path = Path(path)
     tmp = tmp_path(path)
     try:
