@@ -112,3 +112,17 @@ def test_atomic_path_for_writers_that_want_a_path(tmp_path):
     assert torch.equal(load_file(tmp_path / "m.safetensors")["w"], t["w"])
     assert torch.equal(torch.load(tmp_path / "s.pt", weights_only=True)["w"], t["w"])
     assert sorted(os.listdir(tmp_path)) == ["m.safetensors", "s.pt"]
+
+
+def test_train_removes_what_a_killed_checkpoint_save_left(tmp_path):
+    """A kill -9 during a checkpoint save leaves its temporary directory; the next run removes it."""
+    from respaths.cli import main
+    out = tmp_path / "run"
+    pid = dead_pid()
+    for name in (f".checkpoint.tmp-{pid}", f"checkpoint.tmp-{pid}"):  # ours, and older versions' name
+        (out / name).mkdir(parents=True)
+        (out / name / "model.safetensors").write_bytes(b"half")
+    assert main(["train", "--model", "resnet8", "--dataset", "synthetic", "--width", "0.25", "--epochs", "1",
+                 "--limit-train", "32", "--limit-test", "16", "--batch-size", "16", "--device", "cpu",
+                 "--quiet", "--out", str(out)]) == 0
+    assert sorted(os.listdir(out)) == ["checkpoint", "metrics.csv", "run.json"]
