@@ -639,7 +639,7 @@ COMMANDS = {
 def _output(args: argparse.Namespace) -> tuple[str, Path, Path] | None:
     """(what --out names, the directory the command writes into, its lock file), or None for commands
     that write no run output (evaluate, report) or handle their own (prune writes a new directory)."""
-    if args.command in ("lesion", "reorder", "paths", "demo"):
+    if args.command in ("lesion", "reorder", "paths", "demo", "study"):
         out = args.out
     elif args.command == "reproduce":
         out = args.out or f"runs/{args.preset}"
