@@ -27,6 +27,12 @@ put in eval mode and run under torch.inference_mode; its state is restored after
 evaluate_plans -> one PlanResult per plan: errors, loss (sum of cross-entropy), per-example
 correctness (for paired statistics, respaths.stats) and seconds (the plan's share of the wall time:
 each node's time split evenly between the plans below it).
+
+evaluate_plans(..., metric=M) -> M's result dict per plan (respaths.metrics: LM loss and perplexity,
+embedding cosine to the full model, classifier error), plus "seconds". The metric accumulates its
+per-example statistics at each plan's leaf, so any head output can be scored, not only (N, C)
+logits; data may then be a list of dict batches (input_ids, attention_mask, labels, ...), used as
+given. The trie is the same, and so is the sharing.
 """
 from __future__ import annotations
 
@@ -34,16 +40,17 @@ import contextlib
 import time
 import types
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
 from .core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, run_parallel
+from .metrics import ClassifierError, Metric, inputs_of, to_device
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -143,6 +150,35 @@ def iterate_batches(data: Any, batch_size: int, device: torch.device) -> Iterato
             yield (x.to(device) if isinstance(x, Tensor) else x), y.to(device)
 
 
+def iterate_data(data: Any, batch_size: int, device: torch.device) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(what the stem takes, the batch as a dict) on device: a list of dict batches (input_ids,
+    attention_mask, labels, ...; metrics.inputs_of gives the stem's part) is used as given; any other
+    data goes through iterate_batches, each batch a dict {"labels": labels}."""
+    if isinstance(data, (tuple, list)) and data and all(isinstance(b, Mapping) for b in data):
+        for b in data:
+            b = to_device(b, device)
+            yield inputs_of(b), b
+    else:
+        for x, y in iterate_batches(data, batch_size, device):
+            yield x, {"labels": y}
+
+
+def first_examples(x: Any, n: int) -> Any:
+    """The first n examples of a batch: of a tensor, or of every tensor in a dict (a probe)."""
+    if isinstance(x, Tensor):
+        return x[:n]
+    if isinstance(x, Mapping):
+        return {k: v[:n] if isinstance(v, Tensor) and v.dim() > 0 else v for k, v in x.items()}
+    return x
+
+
+def batch_length(batch: dict[str, Any]) -> int:
+    t = batch.get("labels")
+    if t is None:
+        t = next((v for v in batch.values() if isinstance(v, Tensor) and v.dim() > 0), None)
+    return 0 if t is None else len(t)
+
+
 def count_examples(data: Any) -> int | None:
     if hasattr(data, "labels"):
         return len(data.labels)
@@ -204,12 +240,15 @@ class _Walk:
         self.held -= size
 
 
-def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batch_size: int = 256,
-                   device: str | torch.device | None = None, dtype: str | torch.dtype = torch.float32,
-                   cache_bytes: int = DEFAULT_CACHE_BYTES, fast: bool = False, compile: bool = False,
-                   keep_logits: bool = False,
-                   progress: bool = False, desc: str = "plans") -> list[PlanResult]:
-    """Evaluate every plan on every example of data; see the module docstring."""
+def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metric: Metric | None = None,
+                   batch_size: int = 256, device: str | torch.device | None = None,
+                   dtype: str | torch.dtype = torch.float32, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                   fast: bool = False, compile: bool = False, keep_logits: bool = False,
+                   progress: bool = False, desc: str = "plans") -> list[PlanResult] | list[dict]:
+    """Evaluate every plan on every example of data; see the module docstring.
+
+    Without a metric: classifier error and loss, one PlanResult per plan. With one (respaths.metrics:
+    LMLoss, EmbeddingCosine, ClassifierError): the metric's result dict per plan, plus "seconds"."""
     plans = list(plans)
     if not plans:
         return []
@@ -219,36 +258,26 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batc
         p = next(model.parameters(), None) if model is not None else None
         device = p.device if p is not None else torch.device("cpu")
     device = torch.device(device)
-    root = build_trie(plans)
-    results = [PlanResult(plan) for plan in plans]
-    correct: list[list[Tensor]] = [[] for _ in plans]
-    logits_kept: list[list[Tensor]] = [[] for _ in plans]
-    losses = [0.0] * len(plans)
-    labels: list[Tensor] = []
+    scorer = metric if metric is not None else ClassifierError(keep_logits)
+    walked = scorer.start(plans, len(view))  # the plans, and any the metric needs beside them
+    root = build_trie(walked)
+    batch: dict[str, Any] = {}
 
-    def finish(pids: list[int], logits: Tensor) -> None:
-        y = labels[-1]
-        logits = logits[:len(y)].float()  # a compiled run pads the last batch
-        ok = logits.argmax(-1) == y
-        loss = float(F.cross_entropy(logits, y, reduction="sum"))
-        for pid in pids:
-            correct[pid].append(ok.cpu())
-            losses[pid] += loss
-            if keep_logits:
-                logits_kept[pid].append(logits.cpu())
+    def finish(pids: list[int], output: Tensor) -> None:
+        scorer.add(pids, output, batch)
 
     walk = _Walk(view, root, cache_bytes, finish, compiled_block_runner(view) if compile else None)
     total = count_examples(data)
-    bar = tqdm(total=total, desc=f"{len(plans)} {desc}", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=f"{len(plans)} {desc}", unit="ex", disable=not progress, leave=False)
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
                 else contextlib.nullcontext())
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         stack.enter_context(eval_mode(model))
         stack.enter_context(torch.inference_mode())
-        for k, (x, y) in enumerate(iterate_batches(data, batch_size, device)):
+        for k, (x, batch) in enumerate(iterate_data(data, batch_size, device)):
             if k == 0:
-                check_inputs_untouched(view, x[:2] if isinstance(x, Tensor) else x)
+                check_inputs_untouched(view, first_examples(x, 2))
             if fast and k == 0:
                 # compiled with freezing, BN folds into the convolutions anyway: fold only for eager
                 stack.enter_context(optimise(view, x[:32] if isinstance(x, Tensor) else x, fold=not compile))
@@ -258,15 +287,14 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batc
                 x = x.contiguous(memory_format=torch.channels_last)
             if compile and isinstance(x, Tensor) and len(x) < batch_size:  # one shape: no recompiles
                 x = torch.cat([x, x.new_zeros((batch_size - len(x), *x.shape[1:]))])
-            labels.append(y)
             with autocast:
                 walk.run(x)
-            bar.update(len(y))
+            bar.update(batch_length(batch))
     bar.close()
     wall = time.perf_counter() - start
 
     # each node's time is shared evenly by the plans below it
-    shares = [0.0] * len(plans)
+    shares = [0.0] * len(walked)
     stack = [(root, root.seconds / max(root.weight, 1))]
     while stack:
         node, share = stack.pop()
@@ -274,15 +302,22 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batc
             shares[pid] = share + node.head_seconds / len(node.ends)
         for c in node.children.values():
             stack.append((c, share + c.seconds / c.weight))
-    overhead = (wall - sum(shares)) / len(plans)  # data loading, bookkeeping
+    overhead = (wall - sum(shares)) / len(walked)  # data loading, bookkeeping
+    if metric is not None:
+        out = scorer.results()
+        for pid, r in enumerate(out):
+            r["seconds"] = shares[pid] + overhead
+        return out
+    results = [PlanResult(plan) for plan in plans]
     for pid, r in enumerate(results):
-        r.correct = torch.cat(correct[pid]) if correct[pid] else torch.zeros(0, dtype=torch.bool)
+        correct = scorer.correct[pid]
+        r.correct = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
         r.n = len(r.correct)
         r.errors = int((~r.correct).sum())
-        r.loss = losses[pid]
+        r.loss = scorer.losses[pid]
         r.seconds = shares[pid] + overhead
         if keep_logits:
-            r.logits = torch.cat(logits_kept[pid])
+            r.logits = torch.cat(scorer.logits[pid])
     return results
 
 
