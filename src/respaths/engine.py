@@ -110,11 +110,18 @@ def build_trie(plans: Sequence[Plan]) -> Node:
     return root
 
 
-def trie_cost(plans: Sequence[Plan]) -> tuple[int, int]:
-    """(block steps the trie runs, block steps running each plan separately would) per batch."""
+def trie_cost(plans: Sequence[Plan], runs_only: bool = False) -> tuple[int, int]:
+    """(block steps the trie runs, block steps running each plan separately would) per batch.
+
+    runs_only: count only steps that run blocks (a parallel step counts its blocks), not deletions,
+    which cost nothing in a pre-LN transformer (the layer is skipped)."""
+    def cost(step: Any) -> int:
+        op, i = step
+        return 1 if not runs_only else len(i) if op == PARALLEL else int(op == RUN)
+
     def count(node: Node) -> int:
-        return sum(1 + count(c) for c in node.children.values())
-    return count(build_trie(plans)), sum(len(p.steps) for p in plans)
+        return sum(cost(c.step) + count(c) for c in node.children.values())
+    return count(build_trie(plans)), sum(cost(s) for p in plans for s in p.steps)
 
 
 def apply_step(view: ResidualView, step: Any, x: Any, run_block=None) -> Any:

@@ -70,7 +70,7 @@ class Metric:
     def results(self) -> list[dict[str, float]]:
         raise NotImplementedError
 
-    @torch.no_grad()
+    @torch.inference_mode()  # as in the engine, so that timings compare the trie alone
     def __call__(self, view: ResidualView, batches: Sequence[Batch], plan: Plan | None = None) -> dict[str, float]:
         device = model_device(view)
         plans = self.start([plan or full_plan(len(view))], len(view))
