@@ -230,3 +230,31 @@ def test_cli_layers_passes_cache_mb(monkeypatch, tmp_path):
     assert seen["cache_bytes"] == 3 << 20
     assert main(["layers", str(tmp_path), "--method", "greedy", "--text", "t.txt"]) == 0
     assert seen["cache_bytes"] == 1024 << 20
+
+
+def test_greedy_step_under_a_tight_cache_runs_no_block_twice(models):
+    """A greedy step's trie is a chain of branch points (run block i, or delete it): each lets its
+    activation go when its last child takes it, so a cache of two activations is enough for every
+    branch point, and no block is recomputed; with no cache at all the results are the same."""
+    m = models["llama"]
+    v = respaths.view(m)
+    data = batches(padded=False)
+    L = len(v)
+    plans = [li.prune_plan(L, [1, i], "") for i in range(L) if i != 1]  # step 2 after removing block 1
+    calls = []
+    hooks = [layer.register_forward_hook(lambda *a: calls.append(1)) for layer in m.model.layers]
+    try:
+        x = v.stem(data[0]["input_ids"])
+        room = x.numel() * x.element_size()  # one activation of the larger batch
+        tight = evaluate_plans(v, data, plans, metric=metrics.LMLoss(), cache_bytes=room)
+        ran = len(calls) - L  # less the one probe forward that checks for in-place blocks
+        calls.clear()
+        none = evaluate_plans(v, data, plans, metric=metrics.LMLoss(), cache_bytes=0)
+    finally:
+        for h in hooks:
+            h.remove()
+    from respaths.engine import trie_cost
+    assert ran == trie_cost(plans, runs_only=True)[0] * len(data)
+    assert len(calls) - L > ran  # without a cache, branch points are recomputed
+    for a, b in zip(tight, none):
+        assert a["loss"] == b["loss"]

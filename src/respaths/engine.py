@@ -5,7 +5,9 @@ plans as a trie (one node per distinct prefix of steps) and, for each batch, wal
 a node's activation is computed once, from its parent's, and handed to its children. Where a
 node has several children its activation is kept until the last child has it (a branch-point
 cache); children are visited lightest first so that the heaviest subtree inherits the activation
-without a copy, which keeps at most ~log2(#plans) activations alive at once. `cache_bytes` bounds
+without a copy (and the node lets it go), which keeps at most ~log2(#plans) activations alive at
+once: one is held only while a lighter child is visited, and each such child has at most half the
+plans below it. `cache_bytes` bounds
 what is kept: over the bound, a branch point is recomputed from the nearest kept ancestor (or the
 batch) instead, trading time for memory.
 
@@ -232,14 +234,22 @@ class _Walk:
         keep = len(kids) > 1 and self.held + nbytes(x) <= self.cache_bytes
         size = nbytes(x) if keep else 0
         self.held += size
+        inherited = anchor, steps
         if keep:
             anchor, steps = x, []
         for j, kid in enumerate(kids):
+            last = j == len(kids) - 1
             t = time.perf_counter()
             if x is None:  # not kept: recompute from the nearest kept ancestor
                 x = self.replay(anchor, steps)
+            if keep and last:
+                # nothing here needs x after this child: release it, so that a long chain of
+                # branch points (a greedy step's candidates) holds one activation, not one per level
+                self.held -= size
+                size = 0
+                anchor, steps = inherited
             y = apply_step(self.view, kid.step, x, self.run_block)
-            if not keep or j == len(kids) - 1:
+            if not keep or last:
                 x = None  # let the child own the only reference
             kid.seconds += time.perf_counter() - t
             self.visit(kid, y, anchor, steps + [kid.step])
