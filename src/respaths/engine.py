@@ -173,11 +173,13 @@ def iterate_data(data: Any, batch_size: int, device: torch.device) -> Iterator[t
 
 
 def first_examples(x: Any, n: int) -> Any:
-    """The first n examples of a batch: of a tensor, or of every tensor in a dict (a probe)."""
+    """The first n examples of a batch (a probe): of a tensor, or of the tensors in a dict whose first
+    dimension is the batch's (the first tensor's)."""
     if isinstance(x, Tensor):
         return x[:n]
     if isinstance(x, Mapping):
-        return {k: v[:n] if isinstance(v, Tensor) and v.dim() > 0 else v for k, v in x.items()}
+        size = batch_length(dict(x))
+        return {k: v[:n] if isinstance(v, Tensor) and v.dim() > 0 and len(v) == size else v for k, v in x.items()}
     return x
 
 
