@@ -6,10 +6,9 @@ a node's activation is computed once, from its parent's, and handed to its child
 node has several children its activation is kept until the last child has it (a branch-point
 cache); children are visited lightest first so that the heaviest subtree inherits the activation
 without a copy (and the node lets it go), which keeps at most ~log2(#plans) activations alive at
-once: one is held only while a lighter child is visited, and each such child has at most half the
-plans below it. `cache_bytes` bounds
-what is kept: over the bound, a branch point is recomputed from the nearest kept ancestor (or the
-batch) instead, trading time for memory.
+once: one is held only while a lighter child is visited, and such a child has at most half the
+plans below it. `cache_bytes` bounds what is kept: over the bound, a branch point is recomputed
+from the nearest kept ancestor (or the batch) instead, trading time for memory.
 
 For single deletion of n blocks this runs ~n^2/2 block evaluations per batch instead of n^2; the
 rest of the speed comes from per-block tricks, off by default because they change rounding:
