@@ -222,6 +222,7 @@ def layers_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loops", type=positive_int, help="painters looped: times the parallel step runs (default: the span)")
     p.add_argument("--token", default="last", choices=["last", "first"], help="angular: the readout token")
     p.add_argument("--device", type=device_name, default="cpu")
+    p.add_argument("--cache-mb", type=positive_int, default=1024, help="memory bound of the branch-point cache")
     p.add_argument("--force", action="store_true", help="overwrite results of a different experiment")
     p.add_argument("--no-figure", action="store_true", help="skip drawing PREFIX.png and PREFIX.svg")
 
@@ -234,7 +235,7 @@ def layers_run(args: argparse.Namespace) -> int:
                        seq_len=args.seq_len, batch_size=args.batch_size, limit=args.limit, steps=args.steps,
                        seeds=args.seeds, spans=spans, variants=[v for v in args.variants.split(",") if v],
                        loops=args.loops, token=args.token, device=args.device, force=args.force,
-                       figure=not args.no_figure)
+                       figure=not args.no_figure, cache_bytes=args.cache_mb << 20)
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0
 

@@ -5,9 +5,10 @@ plans as a trie (one node per distinct prefix of steps) and, for each batch, wal
 a node's activation is computed once, from its parent's, and handed to its children. Where a
 node has several children its activation is kept until the last child has it (a branch-point
 cache); children are visited lightest first so that the heaviest subtree inherits the activation
-without a copy, which keeps at most ~log2(#plans) activations alive at once. `cache_bytes` bounds
-what is kept: over the bound, a branch point is recomputed from the nearest kept ancestor (or the
-batch) instead, trading time for memory.
+without a copy (and the node lets it go), which keeps at most ~log2(#plans) activations alive at
+once: one is held only while a lighter child is visited, and such a child has at most half the
+plans below it. `cache_bytes` bounds what is kept: over the bound, a branch point is recomputed
+from the nearest kept ancestor (or the batch) instead, trading time for memory.
 
 For single deletion of n blocks this runs ~n^2/2 block evaluations per batch instead of n^2; the
 rest of the speed comes from per-block tricks, off by default because they change rounding:
@@ -27,6 +28,12 @@ put in eval mode and run under torch.inference_mode; its state is restored after
 evaluate_plans -> one PlanResult per plan: errors, loss (sum of cross-entropy), per-example
 correctness (for paired statistics, respaths.stats) and seconds (the plan's share of the wall time:
 each node's time split evenly between the plans below it).
+
+evaluate_plans(..., metric=M) -> M's result dict per plan (respaths.metrics: LM loss and perplexity,
+embedding cosine to the full model, classifier error), plus "seconds". The metric accumulates its
+per-example statistics at each plan's leaf, so any head output can be scored, not only (N, C)
+logits; data may then be a list of dict batches (input_ids, attention_mask, labels, ...), used as
+given. The trie is the same, and so is the sharing.
 """
 from __future__ import annotations
 
@@ -34,16 +41,17 @@ import contextlib
 import time
 import types
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
 from .core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, run_parallel
+from .metrics import ClassifierError, Metric, inputs_of, to_device
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -103,11 +111,18 @@ def build_trie(plans: Sequence[Plan]) -> Node:
     return root
 
 
-def trie_cost(plans: Sequence[Plan]) -> tuple[int, int]:
-    """(block steps the trie runs, block steps running each plan separately would) per batch."""
+def trie_cost(plans: Sequence[Plan], runs_only: bool = False) -> tuple[int, int]:
+    """(block steps the trie runs, block steps running each plan separately would) per batch.
+
+    runs_only: count only steps that run blocks (a parallel step counts its blocks), not deletions,
+    which cost nothing in a pre-LN transformer (the layer is skipped)."""
+    def cost(step: Any) -> int:
+        op, i = step
+        return 1 if not runs_only else len(i) if op == PARALLEL else int(op == RUN)
+
     def count(node: Node) -> int:
-        return sum(1 + count(c) for c in node.children.values())
-    return count(build_trie(plans)), sum(len(p.steps) for p in plans)
+        return sum(cost(c.step) + count(c) for c in node.children.values())
+    return count(build_trie(plans)), sum(cost(s) for p in plans for s in p.steps)
 
 
 def apply_step(view: ResidualView, step: Any, x: Any, run_block=None) -> Any:
@@ -141,6 +156,37 @@ def iterate_batches(data: Any, batch_size: int, device: torch.device) -> Iterato
     else:
         for x, y in data:
             yield (x.to(device) if isinstance(x, Tensor) else x), y.to(device)
+
+
+def iterate_data(data: Any, batch_size: int, device: torch.device) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(what the stem takes, the batch as a dict) on device: a list of dict batches (input_ids,
+    attention_mask, labels, ...; metrics.inputs_of gives the stem's part) is used as given; any other
+    data goes through iterate_batches, each batch a dict {"labels": labels}."""
+    if isinstance(data, (tuple, list)) and data and all(isinstance(b, Mapping) for b in data):
+        for b in data:
+            b = to_device(b, device)
+            yield inputs_of(b), b
+    else:
+        for x, y in iterate_batches(data, batch_size, device):
+            yield x, {"labels": y}
+
+
+def first_examples(x: Any, n: int) -> Any:
+    """The first n examples of a batch (a probe): of a tensor, or of the tensors in a dict whose first
+    dimension is the batch's (the first tensor's)."""
+    if isinstance(x, Tensor):
+        return x[:n]
+    if isinstance(x, Mapping):
+        size = batch_length(dict(x))
+        return {k: v[:n] if isinstance(v, Tensor) and v.dim() > 0 and len(v) == size else v for k, v in x.items()}
+    return x
+
+
+def batch_length(batch: dict[str, Any]) -> int:
+    t = batch.get("labels")
+    if t is None:
+        t = next((v for v in batch.values() if isinstance(v, Tensor) and v.dim() > 0), None)
+    return 0 if t is None else len(t)
 
 
 def count_examples(data: Any) -> int | None:
@@ -189,14 +235,22 @@ class _Walk:
         keep = len(kids) > 1 and self.held + nbytes(x) <= self.cache_bytes
         size = nbytes(x) if keep else 0
         self.held += size
+        inherited = anchor, steps
         if keep:
             anchor, steps = x, []
         for j, kid in enumerate(kids):
+            last = j == len(kids) - 1
             t = time.perf_counter()
             if x is None:  # not kept: recompute from the nearest kept ancestor
                 x = self.replay(anchor, steps)
+            if keep and last:
+                # nothing here needs x after this child: release it, so that a long chain of
+                # branch points (a greedy step's candidates) holds one activation, not one per level
+                self.held -= size
+                size = 0
+                anchor, steps = inherited
             y = apply_step(self.view, kid.step, x, self.run_block)
-            if not keep or j == len(kids) - 1:
+            if not keep or last:
                 x = None  # let the child own the only reference
             kid.seconds += time.perf_counter() - t
             self.visit(kid, y, anchor, steps + [kid.step])
@@ -204,12 +258,15 @@ class _Walk:
         self.held -= size
 
 
-def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batch_size: int = 256,
-                   device: str | torch.device | None = None, dtype: str | torch.dtype = torch.float32,
-                   cache_bytes: int = DEFAULT_CACHE_BYTES, fast: bool = False, compile: bool = False,
-                   keep_logits: bool = False,
-                   progress: bool = False, desc: str = "plans") -> list[PlanResult]:
-    """Evaluate every plan on every example of data; see the module docstring."""
+def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metric: Metric | None = None,
+                   batch_size: int = 256, device: str | torch.device | None = None,
+                   dtype: str | torch.dtype = torch.float32, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                   fast: bool = False, compile: bool = False, keep_logits: bool = False,
+                   progress: bool = False, desc: str = "plans") -> list[PlanResult] | list[dict]:
+    """Evaluate every plan on every example of data; see the module docstring.
+
+    Without a metric: classifier error and loss, one PlanResult per plan. With one (respaths.metrics:
+    LMLoss, EmbeddingCosine, ClassifierError): the metric's result dict per plan, plus "seconds"."""
     plans = list(plans)
     if not plans:
         return []
@@ -219,36 +276,26 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batc
         p = next(model.parameters(), None) if model is not None else None
         device = p.device if p is not None else torch.device("cpu")
     device = torch.device(device)
-    root = build_trie(plans)
-    results = [PlanResult(plan) for plan in plans]
-    correct: list[list[Tensor]] = [[] for _ in plans]
-    logits_kept: list[list[Tensor]] = [[] for _ in plans]
-    losses = [0.0] * len(plans)
-    labels: list[Tensor] = []
+    scorer = metric if metric is not None else ClassifierError(keep_logits)
+    walked = scorer.start(plans, len(view))  # the plans, and any the metric needs beside them
+    root = build_trie(walked)
+    batch: dict[str, Any] = {}
 
-    def finish(pids: list[int], logits: Tensor) -> None:
-        y = labels[-1]
-        logits = logits[:len(y)].float()  # a compiled run pads the last batch
-        ok = logits.argmax(-1) == y
-        loss = float(F.cross_entropy(logits, y, reduction="sum"))
-        for pid in pids:
-            correct[pid].append(ok.cpu())
-            losses[pid] += loss
-            if keep_logits:
-                logits_kept[pid].append(logits.cpu())
+    def finish(pids: list[int], output: Tensor) -> None:
+        scorer.add(pids, output, batch)
 
     walk = _Walk(view, root, cache_bytes, finish, compiled_block_runner(view) if compile else None)
     total = count_examples(data)
-    bar = tqdm(total=total, desc=f"{len(plans)} {desc}", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=f"{len(plans)} {desc}", unit="ex", disable=not progress, leave=False)
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
                 else contextlib.nullcontext())
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         stack.enter_context(eval_mode(model))
         stack.enter_context(torch.inference_mode())
-        for k, (x, y) in enumerate(iterate_batches(data, batch_size, device)):
+        for k, (x, batch) in enumerate(iterate_data(data, batch_size, device)):
             if k == 0:
-                check_inputs_untouched(view, x[:2] if isinstance(x, Tensor) else x)
+                check_inputs_untouched(view, first_examples(x, 2))
             if fast and k == 0:
                 # compiled with freezing, BN folds into the convolutions anyway: fold only for eager
                 stack.enter_context(optimise(view, x[:32] if isinstance(x, Tensor) else x, fold=not compile))
@@ -258,15 +305,14 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batc
                 x = x.contiguous(memory_format=torch.channels_last)
             if compile and isinstance(x, Tensor) and len(x) < batch_size:  # one shape: no recompiles
                 x = torch.cat([x, x.new_zeros((batch_size - len(x), *x.shape[1:]))])
-            labels.append(y)
             with autocast:
                 walk.run(x)
-            bar.update(len(y))
+            bar.update(batch_length(batch))
     bar.close()
     wall = time.perf_counter() - start
 
     # each node's time is shared evenly by the plans below it
-    shares = [0.0] * len(plans)
+    shares = [0.0] * len(walked)
     stack = [(root, root.seconds / max(root.weight, 1))]
     while stack:
         node, share = stack.pop()
@@ -274,15 +320,22 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, batc
             shares[pid] = share + node.head_seconds / len(node.ends)
         for c in node.children.values():
             stack.append((c, share + c.seconds / c.weight))
-    overhead = (wall - sum(shares)) / len(plans)  # data loading, bookkeeping
+    overhead = (wall - sum(shares)) / len(walked)  # data loading, bookkeeping
+    if metric is not None:
+        out = scorer.results()
+        for pid, r in enumerate(out):
+            r["seconds"] = shares[pid] + overhead
+        return out
+    results = [PlanResult(plan) for plan in plans]
     for pid, r in enumerate(results):
-        r.correct = torch.cat(correct[pid]) if correct[pid] else torch.zeros(0, dtype=torch.bool)
+        correct = scorer.correct[pid]
+        r.correct = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
         r.n = len(r.correct)
         r.errors = int((~r.correct).sum())
-        r.loss = losses[pid]
+        r.loss = scorer.losses[pid]
         r.seconds = shares[pid] + overhead
         if keep_logits:
-            r.logits = torch.cat(logits_kept[pid])
+            r.logits = torch.cat(scorer.logits[pid])
     return results
 
 

@@ -1,9 +1,9 @@
 """Which layers of a transformer matter: the lesion question, asked the way the 2024 papers ask it.
 
-Metrics of a plan (a model with blocks deleted, repeated, reordered or run in parallel):
-  LMLoss           decoders: next-token cross-entropy over a text (loss, perplexity);
-  EmbeddingCosine  encoders: cosine similarity of the mean-pooled output to the full model's;
-  ClassifierError  classifiers with labels: error, accuracy and loss (through respaths.engine).
+Metrics of a plan (a model with blocks deleted, repeated, reordered or run in parallel) live in
+respaths.metrics (LMLoss, EmbeddingCosine, ClassifierError; imported here too). Every sweep below
+scores its plans through the lesion engine (respaths.engine.evaluate_plans with the metric), all
+plans of a sweep in one trie, so that plans that start alike share those blocks' computation.
 
 Methods, each equal to a naive computation (tests/test_transformers.py):
   block_influence     ShortGPT (Men et al. 2024): BI_i = 1 - cos(x_i, x_{i+1}) averaged over tokens,
@@ -34,11 +34,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, delete_blocks, full_plan
+from .engine import DEFAULT_CACHE_BYTES, evaluate_plans
+# the metrics live in respaths.metrics; imported here too, where they used to be
+from .metrics import (Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of,  # noqa: F401
+                      mean_pool, metric_for, model_device, to_device, valid_tokens)
 
 METHODS = ("influence", "angular", "greedy", "painters")
 PAINTERS = ("skip", "repeat", "reverse", "random", "parallel", "looped")
-
-Batch = dict[str, Any]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,124 +105,6 @@ def read_text(path: str | Path, view: ResidualView, tokenizer: Any, seq_len: int
         raise UserError(f"{path} holds too little text for one batch; give a longer file.")
     return batches
 
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
-
-def model_device(view: ResidualView) -> torch.device:
-    p = next(view.model.parameters(), None) if view.model is not None else None
-    return p.device if p is not None else torch.device("cpu")
-
-
-def valid_tokens(batch: Batch, x: Tensor) -> Tensor:
-    """[B, T] bool: the tokens that are not padding (all of them for images or unpadded text)."""
-    m = batch.get("attention_mask")
-    if m is None or x.dim() != 3 or m.shape != x.shape[:2]:
-        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-    return m.to(x.device).bool()
-
-
-def inputs_of(batch: Batch) -> Any:
-    """What the view's stem takes: the batch without its labels (pixel values alone as a tensor)."""
-    if set(batch) <= {"pixel_values", "labels"}:
-        return batch["pixel_values"]
-    return {k: v for k, v in batch.items() if k != "labels"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics: metric(view, batches, plan) -> dict of numbers; metric.cost(result) is what pruning minimises
-
-
-class LMLoss:
-    """Next-token cross-entropy, averaged over every predicted token of every batch."""
-
-    name = "lm"
-
-    @torch.no_grad()
-    def __call__(self, view: ResidualView, batches: Sequence[Batch], plan: Plan | None = None) -> dict[str, float]:
-        device, nll, n = model_device(view), 0.0, 0
-        for b in batches:
-            b = to_device(b, device)
-            logits = view(inputs_of(b), plan)
-            ids = b["input_ids"]
-            ok = valid_tokens(b, logits)
-            ok = ok[:, 1:] & ok[:, :-1]  # predicting a real token from a real token
-            per_token = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
-            nll += float(per_token[ok.flatten()].double().sum())
-            n += int(ok.sum())
-        loss = nll / n
-        return {"n": n, "loss": loss, "ppl": math.exp(loss)}  # n: tokens predicted
-
-    @staticmethod
-    def cost(r: dict[str, float]) -> float:
-        return r["loss"]
-
-
-def mean_pool(out: Tensor, valid: Tensor) -> Tensor:
-    """Sentence embedding: the mean over non-padding tokens (sentence-transformers' pooling)."""
-    if out.dim() == 2:
-        return out.float()
-    w = valid.unsqueeze(-1).float()
-    return (out.float() * w).sum(1) / w.sum(1).clamp(min=1)
-
-
-class EmbeddingCosine:
-    """Cosine similarity of each example's pooled output to the full model's, averaged over examples."""
-
-    name = "cosine"
-
-    def __init__(self) -> None:
-        self.reference: list[Tensor] | None = None
-
-    @torch.no_grad()
-    def pooled(self, view: ResidualView, batches: Sequence[Batch], plan: Plan | None) -> list[Tensor]:
-        device, out = model_device(view), []
-        for b in batches:
-            b = to_device(b, device)
-            y = view(inputs_of(b), plan)
-            out.append(mean_pool(y, valid_tokens(b, y)))
-        return out
-
-    def __call__(self, view: ResidualView, batches: Sequence[Batch], plan: Plan | None = None) -> dict[str, float]:
-        if self.reference is None:
-            self.reference = self.pooled(view, batches, None)
-        cos = torch.cat([F.cosine_similarity(p, r, dim=-1)
-                         for p, r in zip(self.pooled(view, batches, plan), self.reference)])
-        return {"n": len(cos), "cos": float(cos.double().mean())}
-
-    @staticmethod
-    def cost(r: dict[str, float]) -> float:
-        return 1.0 - r["cos"]
-
-
-class ClassifierError:
-    """Top-1 error, accuracy and mean cross-entropy of a classifier on labelled batches."""
-
-    name = "classifier"
-
-    def __call__(self, view: ResidualView, batches: Sequence[Batch], plan: Plan | None = None) -> dict[str, float]:
-        from .engine import evaluate_plans
-
-        device = model_device(view)
-        data = [(inputs_of(to_device(b, device)), b["labels"]) for b in batches]
-        r = evaluate_plans(view, data, [plan or full_plan(len(view))], device=device)[0]
-        return {"n": r.n, "error": r.error, "accuracy": 1.0 - r.error, "loss": r.loss / r.n}
-
-    @staticmethod
-    def cost(r: dict[str, float]) -> float:
-        return r["error"] + 1e-6 * r["loss"]  # error first; the loss breaks ties between equal errors
-
-
-def metric_for(view: ResidualView, batches: Sequence[Batch]):
-    """The metric that fits the view's task and the data: LM loss for decoders, error for labelled
-    classifiers, embedding cosine otherwise."""
-    task = getattr(view, "task", "")
-    if task == "causal-lm":
-        return LMLoss()
-    if task == "classifier" and all("labels" in b for b in batches):
-        return ClassifierError()
-    return EmbeddingCosine()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,26 +180,44 @@ def prune_plan(n_blocks: int, removed: Iterable[int], label: str) -> Plan:
     return delete_blocks(n_blocks, removed, label=label)
 
 
-def greedy_pruning(view: ResidualView, batches: Sequence[Batch], metric: Any, steps: int | None = None,
-                   evaluate: Callable[[Plan], dict] | None = None) -> list[dict[str, Any]]:
-    """Remove one block at a time, each time the one whose removal gives the lowest metric cost.
+def engine_evaluator(view: ResidualView, batches: Sequence[Batch], metric: Metric,
+                     cache_bytes: int = DEFAULT_CACHE_BYTES) -> Callable[[Sequence[Plan]], list[dict]]:
+    """evaluate(plans) -> one result per plan: all of them in one trie over the batches (respaths.engine),
+    each result with the plan's share of the time under "seconds"."""
+    return lambda plans: evaluate_plans(view, batches, plans, metric=metric, device=model_device(view),
+                                        cache_bytes=cache_bytes)
 
-    Returns one entry per step: {"k", "removed" (in order of removal), "block", "result"};
-    ties go to the lower index. `evaluate(plan)` defaults to metric(view, batches, plan)."""
-    evaluate = evaluate or (lambda plan: metric(view, batches, plan))
+
+def per_candidate_evaluator(view: ResidualView, batches: Sequence[Batch],
+                            metric: Metric) -> Callable[[Sequence[Plan]], list[dict]]:
+    """evaluate(plans) -> one result per plan: each plan run on its own over all the batches,
+    metric(view, batches, plan), the way SLEB, BlockPruner and FinerCut score their candidates."""
+    return lambda plans: [metric(view, batches, p) for p in plans]
+
+
+def greedy_pruning(view: ResidualView, batches: Sequence[Batch], metric: Metric, steps: int | None = None,
+                   evaluate: Callable[[Sequence[Plan]], list[dict]] | None = None) -> list[dict[str, Any]]:
+    """Remove one block at a time, each time the one whose removal gives the lowest metric cost
+    (SLEB's protocol, with the metric's cost in place of perplexity).
+
+    Returns one entry per step: {"k", "removed" (in order of removal), "block", "result"}.
+    `evaluate(plans)` scores all candidates of a step at once; by default one engine call, so the
+    candidates form one trie: "remove block i" shares blocks 0..i-1 with every later candidate,
+    about half the block evaluations of scoring each candidate alone (per_candidate_evaluator).
+    Ties go to the lower index: the minimum of (cost, index). In float32 the engine computes the
+    same activations as running each plan alone, so both ways pick the same blocks
+    (tests/test_layer_sweeps.py); only a tie closer than rounding could go either way, and then
+    the lower index wins in both."""
+    evaluate = evaluate or engine_evaluator(view, batches, metric)
     L = len(view)
     candidates = view.deletable
     steps = len(candidates) - 1 if steps is None else min(steps, len(candidates))
     removed: list[int] = []
     out = []
     for k in range(1, steps + 1):
-        scored = []
-        for i in candidates:
-            if i in removed:
-                continue
-            r = evaluate(prune_plan(L, removed + [i], f"greedy {k}: try {i}"))
-            scored.append((metric.cost(r), i, r))
-        cost, i, r = min(scored, key=lambda t: (t[0], t[1]))
+        tried = [i for i in candidates if i not in removed]
+        results = evaluate([prune_plan(L, removed + [i], f"greedy {k}: try {i}") for i in tried])
+        cost, i, r = min(((metric.cost(r), i, r) for i, r in zip(tried, results)), key=lambda t: (t[0], t[1]))
         removed.append(i)
         out.append({"k": k, "removed": list(removed), "block": i, "result": r})
     return out
@@ -403,27 +305,44 @@ def file_digest(path: str | Path) -> str:
 
 
 class Runner:
-    """Evaluates each distinct plan once (memoised by plan key, across resumes too) into a ResultStore."""
+    """Evaluates each distinct plan once (memoised by plan key, across resumes too) into a ResultStore;
+    the plans of one call that are new run together, as one trie (respaths.engine)."""
 
-    def __init__(self, view: ResidualView, batches: Sequence[Batch], metric: Any, store: Any, progress: bool = True):
+    def __init__(self, view: ResidualView, batches: Sequence[Batch], metric: Metric, store: Any,
+                 progress: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES):
         self.view, self.batches, self.metric, self.store = view, batches, metric, store
+        self.cache_bytes = cache_bytes
         self.memo = {r["plan"]: r for r in store.records if "plan" in r}
         self.bar = tqdm(desc="plans", unit="plan", disable=not progress, leave=False)
 
+    def saved(self, key: str, plan: Plan) -> dict | None:
+        return self.store.get(key) or self.memo.get(plan.key())
+
+    def evaluate_all(self, items: Sequence[tuple[str, str, Plan, dict[str, Any]]]) -> list[dict]:
+        """Each item (key, kind, plan, fields): the metric's result for the plan, appended to the store
+        under key (in the items' order) unless already there."""
+        new = {plan.key(): plan for key, _, plan, _ in items if self.saved(key, plan) is None}
+        fresh = {}
+        if new:
+            results = evaluate_plans(self.view, self.batches, list(new.values()), metric=self.metric,
+                                     device=model_device(self.view), cache_bytes=self.cache_bytes)
+            fresh = {k: (r, r.pop("seconds")) for k, r in zip(new, results)}
+            self.bar.update(len(new))
+        out = []
+        for key, kind, plan, fields in items:
+            old = self.saved(key, plan)
+            if old is not None:
+                result, seconds = {f: old[f] for f in METRIC_FIELDS if f in old}, old["seconds"]
+            else:
+                result, seconds = fresh[plan.key()]
+            if not self.store.done(key):
+                self.store.append(plan_record(key, kind, plan, result, seconds, **fields))
+                self.memo.setdefault(plan.key(), self.store.get(key))
+            out.append(result)
+        return out
+
     def evaluate(self, key: str, kind: str, plan: Plan, **fields: Any) -> dict:
-        """The metric's result for the plan; appended to the store under key unless already there."""
-        old = self.store.get(key) or self.memo.get(plan.key())
-        if old is not None:
-            result, seconds = {f: old[f] for f in METRIC_FIELDS if f in old}, old["seconds"]
-        else:
-            t = time.perf_counter()
-            result = self.metric(self.view, self.batches, plan)
-            seconds = time.perf_counter() - t
-            self.bar.update(1)
-        if not self.store.done(key):
-            self.store.append(plan_record(key, kind, plan, result, seconds, **fields))
-            self.memo.setdefault(plan.key(), self.store.get(key))
-        return result
+        return self.evaluate_all([(key, kind, plan, fields)])[0]
 
     def note(self, key: str, kind: str, **fields: Any) -> None:
         """A record that is a score, not a plan (a block's influence, an angular distance)."""
@@ -434,12 +353,16 @@ class Runner:
 def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store: Any, *, metric: Any = None,
                steps: int | None = None, seeds: int = 3, spans: Sequence[int] | None = None,
                variants: Sequence[str] = PAINTERS, loops: int | None = None, token: str = "last",
-               progress: bool = True) -> Path:
-    """Run one method (influence | angular | greedy | painters) into the store and finish it."""
+               cache_bytes: int = DEFAULT_CACHE_BYTES, progress: bool = True) -> Path:
+    """Run one method (influence | angular | greedy | painters) into the store and finish it.
+
+    Every sweep is one engine call: the pruning curves (all k of all orders), each greedy step's
+    candidates, the angular spans, the painters variants; cache_bytes bounds the activations kept
+    at the trie's branch points."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     metric = metric or metric_for(view, batches)
-    run = Runner(view, batches, metric, store, progress)
+    run = Runner(view, batches, metric, store, progress, cache_bytes)
     L = len(view)
     last = L - 1 if steps is None else max(0, min(steps, L - 1))
     keys = ["baseline"]
@@ -452,15 +375,20 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
         orders = [("influence-order", "", 0, influence_order(bi))]
         if method == "greedy":
             orders += [("random-order", f" s={s}", s, random_order(L, s)) for s in range(seeds)]
+        curves = []
         for kind, suffix, s, seq in orders:
             for k in range(1, last + 1):
                 keys.append(f"{kind} k={k}{suffix}")
-                run.evaluate(keys[-1], kind, prune_plan(L, seq[:k], f"{kind} {k}{suffix}"), k=k, sample=s)
+                curves.append((keys[-1], kind, prune_plan(L, seq[:k], f"{kind} {k}{suffix}"), dict(k=k, sample=s)))
+        run.evaluate_all(curves)
     if method == "greedy":
-        def evaluate(plan: Plan) -> dict:
-            removed = [i for op, i in plan.steps if op == DELETE]
-            return run.evaluate(f"greedy-try k={len(removed)} removed={'+'.join(map(str, removed))}",
-                                "greedy-try", plan, k=len(removed))
+        def evaluate(plans: Sequence[Plan]) -> list[dict]:
+            items = []
+            for plan in plans:
+                removed = [i for op, i in plan.steps if op == DELETE]
+                items.append((f"greedy-try k={len(removed)} removed={'+'.join(map(str, removed))}", "greedy-try",
+                              plan, dict(k=len(removed))))
+            return run.evaluate_all(items)
 
         for step in greedy_pruning(view, batches, metric, last, evaluate):
             keys.append(f"greedy k={step['k']}")
@@ -468,21 +396,25 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
                          removed_order=step["removed"])
     elif method == "angular":
         d = angular_distances(view, batches, token)
+        prunes = []
         for n in range(1, last + 1):
             for l in range(L - n + 1):
                 keys.append(f"angular n={n} l={l}")
                 run.note(keys[-1], "angular", n=n, l=l, distance=float(d[l, l + n]))
             l = best_span(d, n)
             keys.append(f"angular-prune n={n}")
-            run.evaluate(keys[-1], "angular-prune", prune_plan(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}"),
-                         k=n, l=l, distance=float(d[l, l + n]))
+            prunes.append((keys[-1], "angular-prune", prune_plan(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}"),
+                           dict(k=n, l=l, distance=float(d[l, l + n]))))
+        run.evaluate_all(prunes)
     elif method == "painters":
+        variants_run = []
         for k in spans or range(1, L - 1):
             for variant in variants:
                 for s in range(seeds if variant == "random" else 1):
                     keys.append(f"painters {variant} k={k}" + (f" s={s}" if variant == "random" else ""))
-                    run.evaluate(keys[-1], f"painters-{variant}", painters_plan(L, k, variant, s, loops), k=k,
-                                 sample=s, variant=variant, span=middle_span(L, k))
+                    variants_run.append((keys[-1], f"painters-{variant}", painters_plan(L, k, variant, s, loops),
+                                         dict(k=k, sample=s, variant=variant, span=middle_span(L, k))))
+        run.evaluate_all(variants_run)
     run.bar.close()
     base = store.get("baseline")
     return store.finish(keys, metric=metric.name, baseline={f: base[f] for f in METRIC_FIELDS if f in base})
@@ -492,7 +424,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
                 seq_len: int = 128, batch_size: int = 8, limit: int | None = None, steps: int | None = None,
                 seeds: int = 3, spans: Sequence[int] | None = None, variants: Sequence[str] = PAINTERS,
                 loops: int | None = None, token: str = "last", device: str = "cpu", force: bool = False,
-                figure: bool = True, progress: bool = True) -> Path:
+                figure: bool = True, progress: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Path:
     """`respaths layers`: load a Hugging Face model directory, read the text, run the method."""
     from . import view as make_view
     from .adapters.hf import load
@@ -524,7 +456,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "dtype": "float32"}
     store = ResultStore(out or f"runs/layers-{method}", meta, force=force)
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
-                      variants=variants, loops=loops, token=token, progress=progress)
+                      variants=variants, loops=loops, token=token, cache_bytes=cache_bytes, progress=progress)
     if figure:
         from .figures import save
         from .layer_figures import plot
