@@ -356,7 +356,8 @@ def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
     from respaths import cli
-    from respaths.layer_importance import EmbeddingCosine, read_text
+    from respaths.layer_importance import read_text
+    from respaths.prune import cosine_between
     text = tmp_path / "s.txt"
     text.write_text("\n".join(["a cat sat on the mat", "residual networks behave like ensembles",
                                "the weather is cold today", "paths of many lengths carry the gradient",
@@ -372,8 +373,8 @@ def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
     full, _ = respaths.adapters.hf.load(model_dir)
     small = AutoModel.from_pretrained(tmp_path / "small").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "small")
-    metric = EmbeddingCosine()
     vfull = respaths.view(full)
     batches = read_text(text, vfull, tok, 128, 8)
-    metric(vfull, batches)  # the full model's embeddings are the reference
-    assert metric(respaths.view(small), batches)["cos"] == pytest.approx(greedy["cos"], rel=1e-5)
+    cos = cosine_between(vfull, respaths.view(small), batches)["cos"]  # against the full model's embeddings
+    assert cos == pytest.approx(greedy["cos"], rel=1e-5) and cos < 0.9999
+    assert info["metric"]["after"]["cos"] == pytest.approx(cos, rel=1e-6)

@@ -286,7 +286,24 @@ def metric_of(opened: Any, model: nn.Module, plan: Any = None, text_metric: Any 
         r = evaluate_plans(opened.view, opened.data, [plan])[0]
         return {"n": r.n, "error": r.error, "loss": r.loss / r.n}
     from .adapters import view as make_view
+    if plan is None and model is not opened.model and text_metric.name == "cosine":
+        return cosine_between(opened.view, make_view(model), opened.data)  # against the original's embeddings
     return text_metric(opened.view if plan is not None else make_view(model), opened.data, plan)
+
+
+@torch.inference_mode()
+def cosine_between(reference: Any, other: Any, batches: list) -> dict[str, float]:
+    """Cosine similarity of other's mean-pooled outputs to reference's, averaged over examples (the
+    embedding-cosine metric of a second model, such as a pruned one, against the original)."""
+    from .metrics import inputs_of, mean_pool, model_device, to_device, valid_tokens
+    total, n = 0.0, 0
+    for b in batches:
+        b = to_device(b, model_device(reference))
+        ref, out = reference(inputs_of(b)), other(inputs_of(b))
+        cos = torch.nn.functional.cosine_similarity(mean_pool(out, valid_tokens(b, out)),
+                                                    mean_pool(ref, valid_tokens(b, ref)), dim=-1)
+        total, n = total + float(cos.double().sum()), n + len(cos)
+    return {"n": n, "cos": total / n}
 
 
 def describe_metric(name: str, r: dict[str, float]) -> str:
