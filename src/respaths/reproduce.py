@@ -283,45 +283,13 @@ def train_role(p: Preset, role: str, run_dir: Path, device: torch.device, data_d
 # ---------------------------------------------------------------------------------------------
 # The experiments
 
-def _store(prefix: Path, meta: dict[str, Any]):
-    from .results import ResultStore
-    return ResultStore(prefix, meta)
-
-
-def path_gradients(view: Any, train_set: Any, prefix: Path, p: Preset, device: torch.device,
-                   progress: bool) -> None:
-    """The paper's path-gradient protocol for every length 0..n on the first seeded training batches."""
-    from .data import batches
-    from .paths import run_path_gradients
-
-    gen = torch.Generator().manual_seed(p.seed)
-    data = [b for _, b in zip(range(p.path_batches),
-                              batches(train_set, p.path_batch_size, device, train=True, generator=gen))]
-    meta = {"model": view.name, "dataset": train_set.name, "split": "train", "batch_size": p.path_batch_size,
-            "batches": len(data), "n_images": sum(len(y) for _, y in data)}
-    run_path_gradients(view, data, str(prefix), meta, range(len(view) + 1), samples=p.path_samples,
-                       seed=p.seed, progress=progress)
-
-
-def surviving_check(n: int, random_json: Path, prefix: Path) -> None:
-    """C(n-d, x)/C(n, x) against the paths counted from every lesion the random-deletion step ran."""
-    from . import paths
-    records = [r for r in json.loads(random_json.read_text())["records"] if r.get("kind") == "random"]
-    store = _store(prefix, {"experiment": "surviving-paths", "blocks": n, "lesions": str(random_json.name)})
-    for row in paths.check_surviving(n, records):
-        store.append(row)
-    store.finish()
-
-
 # ---------------------------------------------------------------------------------------------
 
 def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, device: str | None = None,
               data_dir: str | None = None, progress: bool = True, report: bool = True,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
     """Run the study of `preset_name` into `out`; returns the report's path (or the run directory)."""
-    from . import lesion
     from .adapters import view as make_view
-    from .compare import compare_nets
     from .checkpoint import load_checkpoint
     from .data import load_dataset
 
@@ -350,54 +318,24 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
              lambda: train_role(p, role, run_dir, dev, data_dir, progress),
              f"training {role}: {label(specs[role])} for {p.epochs} epochs")
     train_set = load_dataset(p.dataset, data_dir, split="train", limit=p.train_limit)
-    views, models = {}, {}
+    # 2. the same study code as `respaths study`, on the nets just trained
     from .data import normalize
+    from .study import Net, run_experiments
     probe = normalize(test.images[:2], test.mean, test.std).to(dev)
+    nets = {}
     for role in ROLES:
         model, meta = load_checkpoint(out / "models" / role / "checkpoint", device=dev)
-        views[role] = make_view(model, probe)
-        views[role].name = views[role].name or specs[role]["model"]
-        models[role] = {"name": specs[role]["model"], "label": label(specs[role]), "blocks": len(views[role]),
-                        "downsample": [b.downsample for b in views[role].blocks],
-                        "parameters": sum(t.numel() for t in model.parameters()),
-                        "fixed_m": specs[role].get("fixed_m"), "stochastic_depth": specs[role].get("stochastic_depth"),
-                        "training": {"epochs": meta.get("epoch"),
-                                     "seconds": run.data["steps"].get(f"train {role}", {}).get("seconds"),
-                                     "train_loss": train_losses(out / "models" / role)},
-                        "checkpoint": f"models/{role}/checkpoint"}
-    run.data["models"] = models
+        view = make_view(model, probe)
+        view.name = view.name or specs[role]["model"]
+        nets[role] = Net(role, label(specs[role]), view, model, test, {"source": {"checkpoint": str(out / "models" / role)}},
+                         {"epochs": meta.get("epoch"), "seconds": run.data["steps"].get(f"train {role}", {}).get("seconds"),
+                          "train_loss": train_losses(out / "models" / role)})
+    run.data["models"] = {role: {**{k: v for k, v in net.record().items() if k != "source"}, "name": specs[role]["model"],
+                                 "checkpoint": f"models/{role}/checkpoint"} for role, net in nets.items()}
     run.data["dataset"] = {"name": test.name, "num_classes": test.num_classes, "n_test": len(test),
                            "n_train": len(train_set), "source": getattr(test, "source", "")}
     run.save()
-
-    res = out / "results"
-    opts = dict(batch_size=p.eval_batch_size, device=dev, progress=progress, fast=p.fast)
-    # 2. the residual nets side by side: single and random-k deletion, test errors compared image by image
-    step("compare", (res / "compare" / "compare.json").exists(),
-         lambda: compare_nets({r: out / "models" / r for r in ("resnet", "stochastic", "fixed")},
-                              out=res / "compare", reference="resnet", dataset=p.dataset, data_dir=data_dir,
-                              limit=p.test_limit,
-                              k=list(p.random_k), samples=p.random_samples, seed=p.seed, device=str(dev),
-                              progress=progress, batch_size=p.eval_batch_size, fast=p.fast),
-         "single and random deletion of the normal, stochastic-depth and fixed-m nets")
-    # 3. the VGG, and reordering the ResNet's blocks
-    step("single vgg", (res / "single-vgg.json").exists(),
-         lambda: lesion.lesion_single(views["vgg"], test, out=str(res / "single-vgg"), seed=p.seed, **opts),
-         "single deletion, vgg")
-    pairs = len(views["resnet"].swappable_pairs())
-    ks = [k for k in p.reorder_k if k <= pairs]
-    step("reorder resnet", (res / "reorder-resnet.json").exists(),
-         lambda: lesion.reorder(views["resnet"], test, k=ks, samples=p.reorder_samples, seed=p.seed,
-                                out=str(res / "reorder-resnet"), **opts),
-         "reordering blocks, resnet")
-    # 4. paths
-    step("paths resnet", (res / "paths-resnet.json").exists(),
-         lambda: path_gradients(views["resnet"], train_set, res / "paths-resnet", p, dev, progress),
-         f"path gradients, resnet ({p.path_samples} paths per length)")
-    step("surviving resnet", (res / "surviving-resnet.json").exists(),
-         lambda: surviving_check(len(views["resnet"]), res / "compare" / "resnet-lesion-random.json",
-                                 res / "surviving-resnet"),
-         "surviving paths checked against the lesions")
+    run_experiments(out, nets, train_set, p.budget(), device=dev, step=step, progress=progress)
     run.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     run.data["seconds_this_call"] = round(time.perf_counter() - start_all, 1)
     run.save()

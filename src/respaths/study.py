@@ -84,6 +84,12 @@ class Net:
     meta: dict[str, Any]  # recorded in each of its result files (where it came from, preprocessing)
     training: dict[str, Any] = field(default_factory=dict)  # epochs, seconds, train_loss (None: not trained here)
 
+    @property
+    def brought_meta(self) -> dict[str, Any] | None:
+        """What every result file of a brought net records (source, preprocessing, fingerprint); None for
+        the nets reproduce trained, whose result files stay as earlier versions wrote them."""
+        return self.meta if "preprocessing" in self.meta else None
+
     def record(self) -> dict[str, Any]:
         """The net as run.json lists it (what the report's models table and claims read)."""
         config = getattr(self.model, "config", {})
@@ -151,18 +157,18 @@ def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, 
         if role not in with_shortcuts:
             step(f"single {role}", (res / f"single-{role}.json").exists(),
                  lambda net=net: lesion.lesion_single(net.view, net.test, out=str(res / f"single-{net.role}"),
-                                                      seed=b.seed, meta=net.meta, **opts),
+                                                      seed=b.seed, meta=net.brought_meta, **opts),
                  f"single deletion, {role}")
     pairs = len(main.view.swappable_pairs())
     ks = [k for k in b.reorder_k if k <= pairs]
     if ks:
         step("reorder resnet", (res / "reorder-resnet.json").exists(),
              lambda: lesion.reorder(main.view, main.test, k=ks, samples=b.reorder_samples, seed=b.seed,
-                                    out=str(res / "reorder-resnet"), meta=main.meta, **opts),
+                                    out=str(res / "reorder-resnet"), meta=main.brought_meta, **opts),
              "reordering blocks")
     step("paths resnet", (res / "paths-resnet.json").exists(),
          lambda: path_gradients(main.view, train_set, res / "paths-resnet", b, device, progress,
-                                meta=main.meta if "preprocessing" in main.meta else None),
+                                meta=main.brought_meta),
          f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)")
     step("surviving resnet", (res / "surviving-resnet.json").exists(),
          lambda: surviving_check(n, res / "compare" / "resnet-lesion-random.json", res / "surviving-resnet"),
