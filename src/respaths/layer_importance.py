@@ -426,8 +426,6 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
                 loops: int | None = None, token: str = "last", device: str = "cpu", force: bool = False,
                 figure: bool = True, progress: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Path:
     """`respaths layers`: load a Hugging Face model directory, read the text, run the method."""
-    from . import view as make_view
-    from .adapters.hf import load
     from .results import ResultStore
 
     if method not in METHODS:
@@ -435,17 +433,13 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
     bad = [v for v in variants if v not in PAINTERS]
     if bad:
         raise UserError(f"unknown painters variant {bad[0]!r}; use some of {', '.join(PAINTERS)}.")
-    if text is None:
-        raise UserError("give the text to measure on with --text FILE (a UTF-8 text file).")
-    if seq_len < 2 or batch_size < 1:
-        raise UserError("--seq-len must be at least 2 and --batch-size at least 1.")
-    model, tokenizer = load(model_path)
-    model.to(device)
-    v = make_view(model, split=split)
+    from .opening import open_model
+    opened = open_model(model_path, text=text, seq_len=seq_len, batch_size=batch_size, limit=limit, device=device,
+                        split_blocks=split)
+    model, v, batches = opened.model, opened.view, opened.data
     if method == "painters":
         for k in spans or []:
             middle_span(len(v), k)  # a bad span is an error before any file is written
-    batches = read_text(text, v, tokenizer, seq_len, batch_size, limit)
     metric = metric_for(v, batches)
     meta = {"command": "layers", "method": method, "model": str(Path(model_path).resolve()),
             "model_class": type(model).__name__, "split": split, "blocks": len(v),
@@ -453,7 +447,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "text": {"path": str(Path(text).resolve()), "sha256": file_digest(text)},
             "seq_len": seq_len, "batch_size": batch_size, "limit": limit, "steps": steps, "seeds": seeds,
             "spans": list(spans) if spans else None, "variants": list(variants), "loops": loops, "token": token,
-            "dtype": "float32"}
+            "dtype": "float32", "fingerprint": opened.description["fingerprint"]}
     store = ResultStore(out or f"runs/layers-{method}", meta, force=force)
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token, cache_bytes=cache_bytes, progress=progress)

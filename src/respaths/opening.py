@@ -125,7 +125,7 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
                limit: int | None = None, normalize: str | None = None, mean: str | None = None,
                std: str | None = None, image_size: tuple[int, int] | None = None,
                text: str | None = None, seq_len: int = 128, batch_size: int = 8,
-               device: str = "cpu", need_data: bool = True) -> OpenedModel:
+               device: str = "cpu", need_data: bool = True, split_blocks: str = "layer") -> OpenedModel:
     """Open a model and its data; see the module docstring. Every bad input is a UserError raised
     before any work: no file is read twice and nothing is written."""
     from .adapters import view as make_view
@@ -140,7 +140,7 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
         raise UserError("--model-kwargs goes with --model SPEC; a model directory builds its own model.")
     if source and is_hf_dir(source):
         return open_hf(source, text=text, seq_len=seq_len, batch_size=batch_size, limit=limit, device=device,
-                       need_data=need_data)
+                       need_data=need_data, split_blocks=split_blocks)
     if text is not None:
         raise UserError("--text is for Hugging Face models; an image model takes --dataset.")
     own = trained_on = None
@@ -192,18 +192,19 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
 
 
 def open_hf(path: str, *, text: str | None, seq_len: int, batch_size: int, limit: int | None, device: str,
-            need_data: bool) -> OpenedModel:
+            need_data: bool, split_blocks: str = "layer") -> OpenedModel:
+    """A Hugging Face directory and its text; split_blocks: one block per "layer", or "attn_mlp"."""
     from .adapters.hf import load
     from .layer_importance import metric_for, read_text
 
     if need_data and text is None:
         raise UserError("give the text to measure on with --text FILE (a UTF-8 text file).")
-    if seq_len < 2:
-        raise UserError("--seq-len must be at least 2.")
+    if seq_len < 2 or batch_size < 1:
+        raise UserError("--seq-len must be at least 2 and --batch-size at least 1.")
     model, tokenizer = load(path)
     model.to(device)
     from .adapters import view as make_view
-    v = make_view(model)
+    v = make_view(model, split=split_blocks)
     batches = read_text(text, v, tokenizer, seq_len, batch_size, limit) if text is not None else None
     metric = metric_for(v, batches).name if batches is not None else {"causal-lm": "lm"}.get(getattr(v, "task", ""), "cosine")
     description = {"source": {"hf": str(Path(path).resolve()), "model_class": type(model).__name__},
