@@ -35,6 +35,9 @@ def files(tmp_path):
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump(Evil(str(tmp_path / "MARKER")), f)
     (tmp_path / "afile").write_text("x")
+    from safetensors.torch import save_file
+    from respaths.models import build_model
+    save_file(build_model("vgg15", width=0.125).state_dict(), tmp_path / "vgg.safetensors")  # not a resnet's
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "run.json").write_text("{not json")
     (tmp_path / "adir").mkdir()
@@ -98,6 +101,9 @@ CASES = {
     "lesion-neither": ["lesion", "--dataset", "synthetic"],
     "lesion-weights-no-model": ["lesion", "{tmp}/ck", "--weights", "{tmp}/empty.safetensors"],
     "lesion-evil-pickle": ["lesion", *LESION, "--weights", "{tmp}/evil.pt"],
+    "lesion-wrong-architecture": ["lesion", *LESION, "--weights", "{tmp}/vgg.safetensors"],
+    "study-wrong-architecture": ["study", "respaths:resnet20", "--dataset", "synthetic", "--weights",
+                                 "{tmp}/vgg.safetensors", "--out", "{tmp}/out"],
     "lesion-empty-safetensors": ["lesion", *LESION, "--weights", "{tmp}/empty.safetensors"],
     "lesion-trunc-safetensors": ["lesion", *LESION, "--weights", "{tmp}/trunc.safetensors"],
     "lesion-missing-weights": ["lesion", *LESION, "--weights", "{tmp}/none.safetensors"],
