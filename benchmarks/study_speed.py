@@ -39,8 +39,13 @@ than by the ratio of the work each does:
                 and k backward per path of length k, the batched way n forward in all and one backward
                 per distinct suffix of choices (the "work ratio").
 The measured ratio can pass a time-weighted bound only by the noise of the weights (a few percent
-under load), or where the engine's steps run faster than a plain forward's: it keeps activations
-alive, so glibc's allocator hands fresh pages (system time, printed) to it less often.
+under load), or where the engine's steps run faster than a plain forward's. That happens with glibc's
+default allocator (--malloc glibc): an activation of 500 images is ~32 MB, freed memory goes back
+to the kernel, and each new one is paid for in page faults; the naive loop frees everything after
+each plan and so spends a third or more of its CPU time in the kernel, while the engine, keeping
+activations alive at its branch points, mostly reuses memory. The ratio then swings from run to run
+(2.1-2.8x in total, up to 77% above the bound) with the load on the machine. By default
+(--malloc keep) both ways keep their freed memory (mallopt), and the ratio is that of the work.
 
 Both ways run with --threads torch threads (1 by default: on a shared 2-core machine, 2 threads
 oversubscribe the cores) and are compared in CPU time of this process, which another job on the
@@ -59,6 +64,7 @@ another job, 3 minutes in all (CPU seconds, study vs naive):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -99,6 +105,18 @@ def parse_plan(key: str) -> Plan:
     steps = [(PARALLEL, tuple(int(i) for i in t[1:].split("+"))) if t[0] == "p" else (ops[t[0]], int(t[1:]))
              for t in key.split()]
     return Plan(tuple(steps))
+
+
+def keep_freed_memory() -> bool:
+    """glibc: serve blocks up to 32 MiB (an activation of 500 images at 16x32x32) from the heap and
+    never hand freed heap memory back to the kernel, so that no pass pays page faults for fresh pages.
+    False where the C library has no mallopt."""
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1
+    except (OSError, AttributeError):
+        return False
 
 
 class Timer:
@@ -182,11 +200,19 @@ def main() -> int:
     p.add_argument("--naive-paths", type=int, default=None,
                    help="run the naive way on this many of the sampled paths (evenly spread) and scale its time")
     p.add_argument("--threads", type=int, default=1, help="torch threads for both ways (0: torch's default)")
+    p.add_argument("--malloc", choices=["keep", "glibc"], default="keep",
+                   help="keep: freed memory stays with the process (mallopt), so both ways run without page "
+                        "faults and the ratio is the work's; glibc: the C library's defaults, as respaths runs, "
+                        "where the naive way spends a third or more of its CPU time in the kernel")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", help="write the study here instead of a temporary directory (must not exist)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc = "glibc's defaults"
+    if args.malloc == "keep":
+        malloc = ("freed memory kept (mallopt)" if keep_freed_memory()
+                  else "glibc's defaults (no mallopt in this C library)")
 
     # --- what to run on: the published net and CIFAR-10, else random weights on synthetic images
     weights, dataset, normalize = args.weights, "cifar10", "imagenet"
@@ -225,7 +251,7 @@ def main() -> int:
     n = len(view)
     print(f"{SPEC} ({Path(weights).name if not missing else 'random weights'}): {n} blocks; {dataset}, {len(test)} test "
           f"images in batches of {b.eval_batch_size}; paths on {b.path_batches} training batch(es) of "
-          f"{b.path_batch_size}; quick budget, fast=False; {torch.get_num_threads()} thread(s); "
+          f"{b.path_batch_size}; quick budget, fast=False; {torch.get_num_threads()} thread(s); malloc: {malloc}; "
           f"machine load {os.getloadavg()[0]:.1f}", flush=True)
 
     # warm-up at both shapes, untimed, so that neither way pays oneDNN's first-call setup
@@ -357,7 +383,8 @@ def main() -> int:
           f"one of the last {1000 * stage[-1]:.0f} ms at nearly equal FLOPs; the tries share the early blocks, so "
           f"the lesion bounds that hold are the time-weighted ones (the bound column).")
     lesion_naive = [t for name, _, _, t, _, _ in rows if name in LESION_STEPS]
-    print(f"System CPU time (the kernel mapping and zeroing pages for new activations): {whole.sys:.1f} s of the "
+    print(f"System CPU time (the kernel mapping and zeroing pages for new activations; see --malloc): "
+          f"{whole.sys:.1f} s of the "
           f"study() call's {whole.cpu:.1f} s, {sum(t.sys for t in lesion_naive):.1f} s of the naive lesion steps' "
           f"{sum(t.cpu for t in lesion_naive):.1f} s.")
     if failures:
