@@ -54,12 +54,14 @@ CIFAR-10 the benchmark falls back to random weights on respaths' synthetic datas
 images) and says so: the ratios are then of that smaller problem. Not a test: the times depend on
 the machine.
 
-Measured on the 2-core AMD EPYC this was written on (AVX2), 1 thread, defaults, load ~3.6 from
-another job, 3 minutes in all (CPU seconds, study vs naive):
-  compare  18.0 vs 37.8 s = 2.10x (bound 2.10x; block steps 1.50x, FLOPs 1.57x)
-  reorder  20.4 vs 30.5 s = 1.49x (bound 1.46x; block steps 1.26x, FLOPs 1.27x)
-  paths     7.8 vs 29.7 s = 3.82x (work ratio 5.30x)
-  total    46.2 vs 98.0 s = 2.12x; every error count equal, path norms within 3.6e-7 relative.
+Measured on the 2-core AMD EPYC this was written on (AVX2), 1 thread, defaults, load ~4 from
+another job, 3.5 minutes in all (CPU seconds, study vs naive):
+  compare  14.6 vs 24.3 s = 1.67x (bound 1.85x; block steps 1.50x, FLOPs 1.57x)
+  reorder  15.9 vs 18.5 s = 1.16x (bound 1.37x; block steps 1.26x, FLOPs 1.27x)
+  paths     8.6 vs 29.6 s = 3.45x (work ratio 5.30x)
+  total    39.1 vs 72.4 s = 1.85x; every error count equal, path norms within 3.6e-7 relative.
+With --malloc glibc, two runs: total 46.2 vs 98.0 s = 2.12x and 43.3 vs 122.9 s = 2.84x, the naive
+lesion steps spending 23 and 41 s of their 68 and 90 s CPU in the kernel (the study 8-11 s of 44-47).
 """
 from __future__ import annotations
 
