@@ -229,12 +229,13 @@ def main() -> int:
         weights, dataset, normalize = None, "synthetic", None
     b = budget("quick", fast=False, seed=args.seed, test_limit=args.limit)
 
-    # --- the naive way's own copy of the net and the same images the study will use
     if args.keep and Path(args.keep).exists():  # the study would resume it and time nothing
         sys.exit(f"--keep {args.keep} exists; give a new directory.")
     tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="study-speed-")
     Path(args.keep or tmp.name).mkdir(parents=True, exist_ok=True)
     out = Path(args.keep or tmp.name) / "run"
+
+    # --- the naive way's own copy of the net and the same images the study will use
     torch.manual_seed(b.seed)
     model, _ = load_model(SPEC, weights, num_classes=10, in_channels=3)
     if weights is None:  # the study gets these same random weights from a file
@@ -251,8 +252,8 @@ def main() -> int:
     with torch.inference_mode():
         view = respaths.view(model.eval(), test_batches[0][0][:2])
     n = len(view)
-    print(f"{SPEC} ({Path(weights).name if not missing else 'random weights'}): {n} blocks; {dataset}, {len(test)} test "
-          f"images in batches of {b.eval_batch_size}; paths on {b.path_batches} training batch(es) of "
+    label = "random weights" if missing else Path(weights).name
+    print(f"{SPEC} ({label}): {n} blocks; {dataset}, {len(test)} test images in batches of {b.eval_batch_size}; paths on {b.path_batches} training batch(es) of "
           f"{b.path_batch_size}; quick budget, fast=False; {torch.get_num_threads()} thread(s); malloc: {malloc}; "
           f"machine load {os.getloadavg()[0]:.1f}", flush=True)
 
