@@ -32,8 +32,11 @@ DOWNSAMPLE_COLOR = "#ff7f0e"
 
 
 def _figure(ncols: int, title: str, subtitle: str, width: float = 5.2, height: float = 4.0) -> Figure:
+    import textwrap
     fig = Figure(figsize=(width * ncols, height), dpi=100, layout="constrained")
-    fig.suptitle(f"{title}\n{subtitle}", fontsize=11)
+    # a long subtitle (a brought model's name and weights) wraps instead of running off the figure
+    lines = textwrap.wrap(subtitle, width=int(9.5 * width * ncols)) or [""]
+    fig.suptitle("\n".join([title, *lines]), fontsize=11)
     return fig
 
 
