@@ -151,3 +151,25 @@ def test_single_commands_draw_their_figures_and_report_reads_their_folder(tmp_pa
         assert "not measured" not in row, key
     assert cli.main(["report", str(tmp_path)]) == 2  # no run.json and no result files
     assert "neither run.json nor result files" in capsys.readouterr().err
+
+
+def test_degenerate_models_are_warned_about_once(tmp_path, capsys):
+    """No weights (random initialisation), or every branch zero (timm's zero_init_last before training):
+    one warning line each, after the results, and the command still runs."""
+    from safetensors.torch import save_file
+
+    from respaths.models import build_model
+    out = ["--dataset", "synthetic", "--limit", "16", "--no-progress", "--no-figure"]
+    assert cli.main(["lesion", "--model", "respaths:resnet8", *out, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [ln for ln in err if ln.startswith("warning:")] == [
+        "warning: no weights were given, so the model is randomly initialised; its numbers say nothing about a "
+        "trained net."]
+    net = build_model("resnet8", in_channels=3, num_classes=10)
+    for b in net.blocks:  # the last BatchNorm of every branch zero-initialised, as timm's zero_init_last does
+        torch.nn.init.zeros_(b.branch[-1].weight)
+    save_file(net.state_dict(), tmp_path / "zero.safetensors")
+    assert cli.main(["lesion", "--model", "respaths:resnet8", "--weights", str(tmp_path / "zero.safetensors"), *out,
+                     "--out", str(tmp_path / "b")]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and "every block's branch outputs zero" in warned[0]
