@@ -20,15 +20,6 @@ timm = pytest.importorskip("timm")
 from torchvision.models import resnet as tvr  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these models are small, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BatchNorm statistics, so that a wrong order of operations would show."""
     g = torch.Generator().manual_seed(seed)

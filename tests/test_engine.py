@@ -15,15 +15,6 @@ from respaths.lesion import lesioned_model, random_plans, reorder_plans, single_
 BATCH = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared CPU: one thread avoids oversubscription, which costs 10-30x here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(name: str, seed: int = 0) -> torch.nn.Module:
     """A width-0.25 model whose BatchNorms are not the identity, so that every block matters."""
     torch.manual_seed(seed)

@@ -39,14 +39,6 @@ def tiny(name):
     return m.float().eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def models():
     return {name: tiny(name) for name in ("gpt2", "llama", "bert", "bertcls")}

@@ -19,14 +19,6 @@ from respaths.lesion import (lesion_random, lesion_single, lesioned_model, rando
 from respaths.results import ResultStore
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared CPU: avoid oversubscription
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(name, seed=0):
     torch.manual_seed(seed)
     m = respaths.build_model(name, in_channels=3, num_classes=10, width=0.25)

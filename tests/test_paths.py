@@ -14,14 +14,6 @@ from respaths import paths
 from respaths.core import Block, ResidualView, UserError, delete_blocks
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPU is shared; tiny models gain nothing from more
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(name, shortcut="A", dtype=torch.float32, seed=0, **options):
     """A width-0.25 model whose BatchNorms have non-trivial statistics and affine parameters, so that
     every block's Jacobian is not close to the identity's."""

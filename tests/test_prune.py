@@ -7,14 +7,6 @@ import respaths
 from respaths.core import UserError, delete_blocks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def randomise_bn(m):
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):

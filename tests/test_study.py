@@ -10,14 +10,6 @@ from respaths.reproduce import PRESETS, reproduce
 from test_pretrained import data_dir  # noqa: F401  (the fixture: CIFAR-10 where the published weights are)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """reproduce's tiny preset, its nets left untrained (saved here) so that only the VGG trains."""
