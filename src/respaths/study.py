@@ -324,6 +324,27 @@ def _doc(path: Path) -> dict[str, Any] | None:
     return doc
 
 
+METRIC_LABELS = {"lm": "LM loss", "cosine": "1 − cosine"}
+
+
+def value_of(record: dict[str, Any], metric: str | None) -> float:
+    """What the figures and claims read from a record, larger = worse: the test error (classifiers),
+    the LM loss (decoders) or 1 - the embedding cosine to the full model (encoders)."""
+    if metric == "lm":
+        return record["loss"]
+    if metric == "cosine":
+        return 1.0 - record["cos"]
+    return record["error"]
+
+
+def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The study's "metric" entry for result files written with a metric (None for classifier files)."""
+    name = meta.get("metric")
+    if name in (None, "classifier"):
+        return None
+    return {"name": name, "label": METRIC_LABELS.get(name, name), "chance": meta.get("chance")}
+
+
 def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> dict[str, Any]:
     """The study (see respaths.report) from the result files that `respaths lesion`, `reorder` and
     `paths` wrote into one --out folder: the claims they can test and their figures."""
@@ -338,10 +359,15 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
     blocks = meta.get("blocks") if isinstance(meta.get("blocks"), list) else []
     n = len(blocks) or int(meta.get("blocks") or 0)
     name = (meta.get("dataset") or {}).get("name") if isinstance(meta.get("dataset"), dict) else meta.get("dataset")
-    n_test = (meta.get("dataset") or {}).get("n_images") if isinstance(meta.get("dataset"), dict) else None
+    n_test = ((meta.get("dataset") or {}).get("n_images") or (meta.get("dataset") or {}).get("n_examples")
+              if isinstance(meta.get("dataset"), dict) else None)
+    metric = metric_info(meta)
+    m_name = metric["name"] if metric else None
     model = meta.get("model") if isinstance(meta.get("model"), dict) else {"name": meta.get("model")}
     source = meta.get("source") or {}
     label = source.get("checkpoint") or source.get("model") or model.get("name") or "model"
+    if source.get("hf"):  # a Hugging Face directory: its name and model class
+        label = f"{Path(source['hf']).name} ({source.get('model_class', 'transformers')})"
     if source.get("weights"):
         label = f"{label} ({Path(source['weights']).name})"
     from .reproduce import DATASET_LABELS
@@ -353,24 +379,30 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
                               "downsample": [bool(b.get("downsample")) for b in blocks] or [False] * n,
                               "error": None, "training": {}}},
         "single": {}, "random": {}, "reorder": {}, "paired": {}, "meta": {"directory": str(folder.resolve())}}
+    if metric:  # the "error" fields below then hold the metric's value (value_of)
+        study["metric"] = metric
+        study["dataset"]["label"] = Path(str(meta["text"])).name if meta.get("text") else "text"
     if "lesion-single" in docs:
         d = docs["lesion-single"]
         errs: list[float | None] = [None] * n
         for r in d["records"]:
             if r.get("kind") == "single":
-                errs[r["deleted"][0]] = r["error"]
-        study["single"]["resnet"] = {"baseline": d["baseline"]["error"], "errors": errs}
-        study["models"]["resnet"]["error"] = d["baseline"]["error"]
+                errs[r["deleted"][0]] = value_of(r, m_name)
+        study["single"]["resnet"] = {"baseline": value_of(d["baseline"], m_name), "errors": errs}
+        study["models"]["resnet"]["error"] = value_of(d["baseline"], m_name)
     if "lesion-random" in docs:
         from .compare import _random_summary
         recs = docs["lesion-random"]["records"]
+        if metric:
+            recs = [dict(r, error=value_of(r, m_name)) for r in recs]
         study["random"]["resnet"] = _random_summary(recs)
         study["models"]["resnet"]["error"] = study["models"]["resnet"]["error"] or recs[0]["error"]
     if "reorder" in docs:
         d = docs["reorder"]
         recs = [r for r in d["records"] if r["kind"] == "reorder"]
-        study["reorder"]["resnet"] = {"baseline": d["baseline"]["error"], "tau": [r["kendall_tau"] for r in recs],
-                                      "error": [r["error"] for r in recs]}
+        study["reorder"]["resnet"] = {"baseline": value_of(d["baseline"], m_name),
+                                      "tau": [r["kendall_tau"] for r in recs],
+                                      "error": [value_of(r, m_name) for r in recs]}
     if "paths" in docs and docs["paths"]["records"]:
         d = docs["paths"]
         recs = sorted(d["records"], key=lambda r: r["length"])
