@@ -469,6 +469,7 @@ def paths_args(p: argparse.ArgumentParser) -> None:
                                                       "(7-15%% faster on a CPU; norms within ~1.5e-3 relative)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
     p.add_argument("--no-figure", action="store_true", help="skip drawing OUT/paths.png and .svg")
+    _text_args(p)  # decoders: gradients of the LM loss; --batches counts text batches of --text-batch-size
     _progress_arg(p)
 
 
@@ -519,8 +520,9 @@ def reproduce_run(args: argparse.Namespace) -> int:
 
 
 def study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="the net to study: a respaths checkpoint or run directory, or a model spec "
-                                 "(respaths:resnet32, torchvision:resnet18, timm:NAME, module.path:factory)")
+    p.add_argument("model", help="the net to study: a respaths checkpoint or run directory, a model spec "
+                                 "(respaths:resnet32, torchvision:resnet18, timm:NAME, module.path:factory), or a "
+                                 "Hugging Face model directory with --text FILE")
     p.add_argument("--out", required=True, help="run directory (running again resumes it)")
     p.add_argument("--weights", help="weights for a model spec: safetensors or any torch.save file (read with "
                                      "weights_only), e.g. a published .th")
@@ -537,11 +539,13 @@ def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", choices=["quick", "paper"], default="quick",
                    help="quick: 1,000 test images, 4 sets per k, 24 paths per length (minutes on a CPU); paper: "
                         "all test images, 20 sets per k, 1,000 paths per length (the paper's protocol)")
-    p.add_argument("--limit", type=positive_int, metavar="N", help="test images (default: the budget's)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="test images (default: the budget's); with --text: "
+                                                                  "windows (decoders) or lines (encoders), default all")
     p.add_argument("--seed", type=int, default=0, help="seeds the random sets, swaps, paths and bootstrap")
     p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--exact", action="store_true", help="no BatchNorm folding in the quick budget (bit-exact, slower)")
     p.add_argument("--force", action="store_true", help="start over in --out, deleting its results")
+    _text_args(p)  # a Hugging Face directory: the study scored by LM loss (decoders) or embedding cosine (encoders)
     _progress_arg(p)
 
 
@@ -553,7 +557,8 @@ def study_run(args: argparse.Namespace) -> int:
                  limit=args.limit, seed=args.seed, device=str(pick_device(args.device)), data_dir=args.data_dir,
                  force=args.force, progress=_progress(args), fast=False if args.exact else None,
                  num_classes=args.num_classes, model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset,
-                 normalize=args.normalize, mean=args.mean, std=args.std, image_size=args.image_size)
+                 normalize=args.normalize, mean=args.mean, std=args.std, image_size=args.image_size,
+                 text=args.text, seq_len=args.seq_len, batch_size=args.text_batch_size)
     print(f"report: {path}")
     return 0
 
