@@ -600,6 +600,11 @@ def _claims_table(studies: list[dict], all_claims: list[list[Claim]]) -> str:
 
 
 def _models_table(study: dict) -> str:
+    with numbers_of(study):
+        return _models_rows(study)
+
+
+def _models_rows(study: dict) -> str:
     rows = []
     for role, m in study["models"].items():
         tr = m.get("training", {})
@@ -610,7 +615,8 @@ def _models_table(study: dict) -> str:
             ("not trained here" if study.get("kind") == "study" else "reused"),
             pct(m["error"]) if m.get("error") is not None else "—")) + "</tr>")
     return ("<table><tr><th>role</th><th>model</th><th>blocks</th><th>parameters</th><th>epochs</th>"
-            "<th>training time</th><th>test error</th></tr>" + "".join(rows) + "</table>")
+            f"<th>training time</th><th>{_e(study['metric']['label']) if study.get('metric') else 'test error'}</th>"
+            "</tr>" + "".join(rows) + "</table>")
 
 
 def _meta_table(study: dict) -> str:
@@ -631,6 +637,21 @@ def _img(png: bytes, alt: str) -> str:
     return f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
 
 
+def metric_rule_note(study: dict[str, Any]) -> str:
+    """How the rules above read for a transformer's study: on its metric, with its chance."""
+    m = study["metric"]
+    chance = m.get("chance")
+    if m["name"] == "lm":
+        what = ("the LM loss (mean next-token cross-entropy in nats; lower is better) stands for the error, and "
+                f"chance is the uniform distribution's loss, ln(vocabulary size)"
+                + (f" = {chance:.4f}" if chance is not None else ""))
+    else:
+        what = ("1 − the cosine of each example's mean-pooled output to the full model's stands for the error "
+                "(0 for the full model), and chance is 1 (an embedding orthogonal to the full model's)")
+    return (f"These rules are read on the model's metric: {what}. Shares of the gap to chance are taken between the "
+            f"whole model's value and chance; differences are in the metric's units, not pp.")
+
+
 def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]) -> str:
     """studies: one or more; figures: per study, file stem -> (caption, PNG bytes)."""
     all_claims = [claims(s) for s in studies]
@@ -645,7 +666,9 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
     for s, cl in zip(studies, all_claims):
         count = {v: sum(c.verdict == v for c in cl) for v in VCLASS}
         note = preset_note(s.get("preset", ""))
-        parts.append(f"<p><b>{_e(s['title'])}</b>: {s['dataset']['label']}, {s['dataset']['n_test']:,} test images; "
+        what = (f"{s['dataset']['n_test']:,} examples, scored by {s['metric']['label']}" if s.get("metric")
+                else f"{s['dataset']['n_test']:,} test images")
+        parts.append(f"<p><b>{_e(s['title'])}</b>: {_e(s['dataset']['label'])}, {what}; "
                      + ", ".join(f"{n} {v}" for v, n in count.items() if n) + "."
                      + (f" <span class='sub'>{_e(note)}</span>" if note else "") + "</p>")
     parts += ["<h2>The paper's claims</h2>", _claims_table(studies, all_claims)]
@@ -672,6 +695,9 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
     parts.append("<h2>Verdict rules</h2><table>" + "".join(
         f"<tr><th><code>{_e(k)}</code></th><td>{_e(v)}</td><td class='rule'>{_e(RULE_NOTES.get(k, ''))}</td></tr>"
         for k, v in RULES.items()) + "</table>")
+    for s in studies:
+        if s.get("metric"):
+            parts.append(f"<p class='rule'>{_e(s['title'])}: {_e(metric_rule_note(s))}</p>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
