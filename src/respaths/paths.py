@@ -7,7 +7,8 @@ Veit et al. (2016), section 5. Unrolled, n residual blocks y = post(shortcut(x) 
                       exactly the sum of its 2^n path outputs (`unrolled_paths`).
   2. Path gradients   the paper's protocol: forward a training batch, then backpropagate through
                       the branch of k random blocks and the shortcut of the others, and record the
-                      gradient norm at the input of block 0. `PathGradients` does one forward per
+                      gradient norm at the input of block 0 (of the cross-entropy; for a Hugging Face
+                      decoder with --text, of the LM loss: path_loss, text_paths). `PathGradients` does one forward per
                       batch, keeping each block's vjp (torch.func), then backpropagates many sampled
                       paths through them, once per distinct suffix of choices; no weight gradients.
                       fast=True (`respaths paths --fast`, fast_network): the same on the lesion
