@@ -184,6 +184,12 @@ def test_cli_lesion_on_bert_encoder_gives_cosine_records(bert, tmp_path, capsys)
         assert close(r["cos"], EmbeddingCosine()(v, batches, delete_blocks(len(v), r["deleted"]))["cos"])
         assert r["cos"] < 1.0
     assert (out / "lesion-single.png").is_file()
+    # the study of an encoder: its figures on the 1 - cosine axis, no path gradients (refused: see paths)
+    assert main(["study", str(bert / "model"), "--text", str(bert / "lines.txt"), "--seq-len", SEQ,
+                 "--out", str(tmp_path / "study"), "--no-progress"]) == 0
+    assert (tmp_path / "study" / "figures" / "fig3-single-deletion.png").is_file()
+    assert not (tmp_path / "study" / "results" / "paths.json").exists()
+    assert "1 − cosine" in (tmp_path / "study" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("case", ["text-for-image-model", "no-text-for-hf", "dataset-for-hf", "paths-on-encoder",

@@ -112,16 +112,16 @@ def numbers_of(study: dict[str, Any]):
 
 
 def pct(x: float) -> str:
-    return f"{100 * x:.2f}%" if _METRIC.get() is None else f"{x:.4f}"
+    return f"{100 * x:.2f}%" if _METRIC.get() is None else f"{x:.5g}"
 
 
 def pp(x: float) -> str:
-    return f"{100 * x:+.2f} pp" if _METRIC.get() is None else f"{x:+.4f}"
+    return f"{100 * x:+.2f} pp" if _METRIC.get() is None else f"{x:+.3g}"
 
 
 def gap(x: float) -> str:
     """An unsigned difference of errors (pp), or of the metric."""
-    return f"{100 * x:.2f} pp" if _METRIC.get() is None else f"{x:.4f}"
+    return f"{100 * x:.2f} pp" if _METRIC.get() is None else f"{x:.3g}"
 
 
 def on_metric(text: str, study: dict[str, Any]) -> str:
