@@ -207,3 +207,20 @@ def test_bad_text_input_is_one_sentence_and_writes_nothing(gpt2, bert, tmp_path,
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "error:" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_explicit_classifier_metric_gives_the_classifier_path_errors():
+    """metric= on image data: the metric's records (error, accuracy, loss) agree with the default records."""
+    from respaths.lesion import lesion_single
+    from respaths.metrics import ClassifierError
+    from test_transformers import inputs_for
+
+    m = tiny("vit")
+    x, y = inputs_for("vit"), torch.tensor([0, 3, 4])
+    plain = lesion_single(respaths.view(m), (x, y), batch_size=2)
+    scored = lesion_single(respaths.view(m), (x, y), batch_size=2, metric=ClassifierError())
+    assert [r["key"] for r in plain] == [r["key"] for r in scored]
+    for a, b in zip(plain, scored):
+        assert b["error"] == a["error"] and math.isclose(b["loss"], a["loss"], rel_tol=1e-6)
+        assert math.isclose(b["delta"], a["error"] - plain[0]["error"], abs_tol=1e-12)
+        assert "mcnemar_p" in a and "mcnemar_p" not in b
