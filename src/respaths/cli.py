@@ -274,7 +274,19 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=positive_int, default=64, help="plans evaluated together (results are saved per chunk)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
     p.add_argument("--no-figure", action="store_true", help="skip drawing OUT/NAME.png and .svg beside the results")
+    _text_args(p)
     _progress_arg(p)
+
+
+def _text_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The data of a Hugging Face model (the positional directory holds config.json and a tokenizer)."""
+    p.add_argument("--text", help="Hugging Face model directories: a UTF-8 text file, one stream for decoders (scored "
+                                  "by next-token loss), one example per line for encoders (embedding cosine to the "
+                                  "full model); not for image models")
+    p.add_argument("--seq-len", type=positive_int, default=128, help="--text: tokens per window (decoders) or per line "
+                                                                     "(encoders)")
+    p.add_argument("--text-batch-size", type=positive_int, default=8,
+                   help="--text: windows or lines per batch (--batch-size counts images and is not used for text)")
 
 
 def image_size(text: str) -> tuple[int, int]:
@@ -330,8 +342,10 @@ def _open(args: argparse.Namespace, need_data: bool = True, split: str = "test")
     opened = open_model(args.checkpoint, spec=args.model, weights=args.weights, num_classes=args.num_classes,
                         model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset, data_dir=args.data_dir,
                         split=split, limit=getattr(args, "limit", None), normalize=args.normalize, mean=args.mean, std=args.std,
-                        image_size=args.image_size, device=args.device, need_data=need_data)
-    pre = opened.description["preprocessing"]
+                        image_size=args.image_size, device=args.device, need_data=need_data,
+                        text=getattr(args, "text", None), seq_len=getattr(args, "seq_len", 128),
+                        batch_size=getattr(args, "text_batch_size", 8))
+    pre = opened.description.get("preprocessing")
     if pre is not None:
         print(f"preprocessing: {pre['normalize']} mean {pre['mean']} std {pre['std']}")
     return opened
@@ -343,9 +357,13 @@ def _lesion_setup(args: argparse.Namespace):
     args.device = str(local_device(args.device))  # under torchrun, "cuda" is this rank's own GPU
     opened = _open(args)
     d = opened.description
+    if isinstance(opened.data, list):  # text: the data is what the model reads, and its metric scores it
+        data_meta = {"text": d["text"], "seq_len": d["seq_len"], "text_batch_size": args.text_batch_size}
+    else:
+        data_meta = {"preprocessing": d["preprocessing"]}
     options = dict(batch_size=args.batch_size, device=args.device, dtype=args.dtype, fast=args.fast,
                    compile=args.compile, cache_bytes=args.cache_mb << 20, chunk=args.chunk, force=args.force,
-                   progress=_progress(args), meta={"source": d["source"], "preprocessing": d["preprocessing"],
+                   progress=_progress(args), meta={"source": d["source"], **data_meta,
                                                    "fingerprint": d["fingerprint"], "dtype": args.dtype,
                                                    "fast": args.fast, "compile": args.compile})
     args.warnings = opened.warnings  # printed after the results, so that a bad option still fails in one line
@@ -360,18 +378,30 @@ def _print_summary(records: list, path: str, warnings: list[str] = (), figure: b
         print(f"warning: {note}.", file=sys.stderr)
     figure = _figure(path, figure)
     base = records[0]
-    print(f"baseline error {100 * base['error']:.2f}% on {base['n']} images")
+    # what the records measure: classifier error, LM loss (and perplexity) or embedding cosine
+    if "ppl" in base:
+        name, key, harm = "LM loss", "loss", 1
+        show = lambda r: f"{r['loss']:.4f} (ppl {r['ppl']:.4g})"  # noqa: E731
+        print(f"baseline LM loss {base['loss']:.4f} (ppl {base['ppl']:.4g}) on {base['n']} predicted tokens")
+    elif "cos" in base:
+        name, key, harm = "cosine to the full model", "cos", -1
+        show = lambda r: f"{r['cos']:.4f}"  # noqa: E731
+        print(f"baseline embedding cosine {base['cos']:.4f} (the full model is the reference) on {base['n']} examples")
+    else:
+        name, key, harm = "error", "error", 1
+        show = lambda r: f"{100 * r['error']:.2f}%"  # noqa: E731
+        print(f"baseline error {100 * base['error']:.2f}% on {base['n']} images")
     groups: dict = {}
     for r in records[1:]:
         groups.setdefault((r["kind"], r["k"]), []).append(r)
     if len(groups) == 1 and records[1:] and records[1]["kind"] == "single":
-        worst = sorted(records[1:], key=lambda r: -r["error"])[:5]
-        print("most harmful single deletions: " + ", ".join(
-            f"block {r['deleted'][0]} {100 * r['error']:.2f}%" for r in worst))
+        worst = sorted(records[1:], key=lambda r: -harm * r[key])[:5]
+        print("most harmful single deletions: " + ", ".join(f"block {r['deleted'][0]} {show(r)}" for r in worst))
     else:
         for (kind, k), rs in sorted(groups.items()):
-            mean = sum(r["error"] for r in rs) / len(rs)
-            print(f"{kind} k={k}: mean error {100 * mean:.2f}% over {len(rs)} samples")
+            mean = sum(r[key] for r in rs) / len(rs)
+            shown = f"{100 * mean:.2f}%" if key == "error" else f"{mean:.4f}"
+            print(f"{kind} k={k}: mean {name} {shown} over {len(rs)} samples")
     print(f"wrote {path}.json and {path}.csv" + (f" and the figure {figure}" if figure else ""))
 
 
@@ -439,6 +469,7 @@ def paths_args(p: argparse.ArgumentParser) -> None:
                                                       "(7-15%% faster on a CPU; norms within ~1.5e-3 relative)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
     p.add_argument("--no-figure", action="store_true", help="skip drawing OUT/paths.png and .svg")
+    _text_args(p)  # decoders: gradients of the LM loss; --batches counts text batches of --text-batch-size
     _progress_arg(p)
 
 
@@ -489,8 +520,9 @@ def reproduce_run(args: argparse.Namespace) -> int:
 
 
 def study_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="the net to study: a respaths checkpoint or run directory, or a model spec "
-                                 "(respaths:resnet32, torchvision:resnet18, timm:NAME, module.path:factory)")
+    p.add_argument("model", help="the net to study: a respaths checkpoint or run directory, a model spec "
+                                 "(respaths:resnet32, torchvision:resnet18, timm:NAME, module.path:factory), or a "
+                                 "Hugging Face model directory with --text FILE")
     p.add_argument("--out", required=True, help="run directory (running again resumes it)")
     p.add_argument("--weights", help="weights for a model spec: safetensors or any torch.save file (read with "
                                      "weights_only), e.g. a published .th")
@@ -507,11 +539,13 @@ def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", choices=["quick", "paper"], default="quick",
                    help="quick: 1,000 test images, 4 sets per k, 24 paths per length (minutes on a CPU); paper: "
                         "all test images, 20 sets per k, 1,000 paths per length (the paper's protocol)")
-    p.add_argument("--limit", type=positive_int, metavar="N", help="test images (default: the budget's)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="test images (default: the budget's); with --text: "
+                                                                  "windows (decoders) or lines (encoders), default all")
     p.add_argument("--seed", type=int, default=0, help="seeds the random sets, swaps, paths and bootstrap")
     p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     p.add_argument("--exact", action="store_true", help="no BatchNorm folding in the quick budget (bit-exact, slower)")
     p.add_argument("--force", action="store_true", help="start over in --out, deleting its results")
+    _text_args(p)  # a Hugging Face directory: the study scored by LM loss (decoders) or embedding cosine (encoders)
     _progress_arg(p)
 
 
@@ -523,7 +557,8 @@ def study_run(args: argparse.Namespace) -> int:
                  limit=args.limit, seed=args.seed, device=str(pick_device(args.device)), data_dir=args.data_dir,
                  force=args.force, progress=_progress(args), fast=False if args.exact else None,
                  num_classes=args.num_classes, model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset,
-                 normalize=args.normalize, mean=args.mean, std=args.std, image_size=args.image_size)
+                 normalize=args.normalize, mean=args.mean, std=args.std, image_size=args.image_size,
+                 text=args.text, seq_len=args.seq_len, batch_size=args.text_batch_size)
     print(f"report: {path}")
     return 0
 

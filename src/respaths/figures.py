@@ -3,6 +3,8 @@
 Each function takes what its figure shows as lists of numbers plus a `subtitle` naming the model,
 the dataset and the number of images, and returns a matplotlib Figure; `save(fig, prefix)` writes
 prefix.png and prefix.svg atomically. Errors are fractions in the inputs and percent on the axes.
+fig. 3 and 5 take an `axis` (Axis: what the y values are): test error by default, LM loss or
+1 - embedding cosine for transformers (respaths.report.metric_axis), plotted as given.
 
   single_deletion    fig. 3   test error after deleting each block alone, residual vs VGG
   random_deletion    fig. 5a  test error vs number of randomly deleted blocks, mean and spread
@@ -16,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,15 +43,37 @@ def _figure(ncols: int, title: str, subtitle: str, width: float = 5.2, height: f
     return fig
 
 
-def _pct(values: Sequence[float | None]) -> list[float]:
-    return [math.nan if v is None else 100.0 * v for v in values]
+@dataclass(frozen=True)
+class Axis:
+    """What the y values of fig. 3 and 5 are: their name in titles, the axis label, the factor from
+    the inputs to the axis and how a value (and chance) is written in the legend."""
+
+    title: str = "Test error"
+    label: str = "test error (%)"
+    scale: float = 100.0
+    value: str = "{:.2f}%"
+    chance: str = "{:.0f}%"
 
 
-def _reference_lines(ax, baseline: float | None, chance: float | None, color: str, label: str) -> None:
-    if baseline is not None:
-        ax.axhline(100 * baseline, color=color, ls="--", lw=1, label=f"{label}: no deletion ({100 * baseline:.2f}%)")
+ERROR = Axis()
+
+
+def _pct(values: Sequence[float | None], scale: float = 100.0) -> list[float]:
+    return [math.nan if v is None else scale * v for v in values]
+
+
+def _chance_line(ax, chance: float | None, axis: Axis) -> None:
     if chance is not None:
-        ax.axhline(100 * chance, color="black", ls=":", lw=1, label=f"chance ({100 * chance:.0f}%)")
+        ax.axhline(axis.scale * chance, color="black", ls=":", lw=1,
+                   label=f"chance ({axis.chance.format(axis.scale * chance)})")
+
+
+def _reference_lines(ax, baseline: float | None, chance: float | None, color: str, label: str,
+                     axis: Axis = ERROR) -> None:
+    if baseline is not None:
+        ax.axhline(axis.scale * baseline, color=color, ls="--", lw=1,
+                   label=f"{label}: no deletion ({axis.value.format(axis.scale * baseline)})")
+    _chance_line(ax, chance, axis)
 
 
 def color_for(label: str) -> str:
@@ -63,14 +88,15 @@ def color_for(label: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # fig. 3
 
-def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: float | None = None) -> Figure:
+def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: float | None = None,
+                    axis: Axis = ERROR) -> Figure:
     """One panel per model. Each panel: label, baseline (error of the whole net), errors (one per
     block; None where the block cannot be deleted), downsample (one bool per block)."""
-    fig = _figure(len(panels), "Test error after deleting one block (Veit et al. fig. 3)", subtitle)
+    fig = _figure(len(panels), f"{axis.title} after deleting one block (Veit et al. fig. 3)", subtitle)
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, p in zip(axes, panels):
         color = p.get("color") or color_for(p["label"])
-        err = _pct(p["errors"])
+        err = _pct(p["errors"], axis.scale)
         idx = list(range(len(err)))
         ax.plot(idx, err, "o-", color=color, ms=4, lw=1.2, label=f"{p['label']}: one block deleted")
         down = [i for i, d in enumerate(p["downsample"]) if d and not math.isnan(err[i])]
@@ -80,9 +106,9 @@ def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: flo
         fixed = [i for i, e in enumerate(err) if math.isnan(e)]
         if fixed:
             ax.plot(fixed, [0.0] * len(fixed), "x", color="gray", ms=7, label="cannot be deleted (changes shape)")
-        _reference_lines(ax, p.get("baseline"), chance, color, p["label"])
+        _reference_lines(ax, p.get("baseline"), chance, color, p["label"], axis)
         ax.set_xlabel("index of the deleted block (0 = first)")
-        ax.set_ylabel("test error (%)")
+        ax.set_ylabel(axis.label)
         ax.set_title(p["label"], fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
@@ -92,38 +118,38 @@ def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: flo
 # ---------------------------------------------------------------------------------------------
 # fig. 5
 
-def random_deletion(series: Sequence[dict[str, Any]], subtitle: str, chance: float | None = None) -> Figure:
+def random_deletion(series: Sequence[dict[str, Any]], subtitle: str, chance: float | None = None,
+                    axis: Axis = ERROR) -> Figure:
     """Each series: label, k (list), mean, std (per k, fractions), baseline; optional n_samples."""
-    fig = _figure(1, "Test error vs number of deleted blocks (Veit et al. fig. 5a)", subtitle, width=6.4)
+    fig = _figure(1, f"{axis.title} vs number of deleted blocks (Veit et al. fig. 5a)", subtitle, width=6.4)
     ax = fig.subplots()
     for s in series:
         color = s.get("color") or color_for(s["label"])
         k = list(s["k"])
-        mean, std = _pct(s["mean"]), _pct(s["std"])
+        mean, std = _pct(s["mean"], axis.scale), _pct(s["std"], axis.scale)
         n = s.get("n_samples")
         extra = f", {n} random sets per k" if n else ""
         ax.plot(k, mean, "o-", color=color, ms=4, label=f"{s['label']}: mean{extra}")
         ax.fill_between(k, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
                         color=color, alpha=0.2, label=f"{s['label']}: ± 1 std")
         if s.get("baseline") is not None:
-            ax.plot([0], [100 * s["baseline"]], "s", color=color, ms=6, label=f"{s['label']}: no deletion")
-    if chance is not None:
-        ax.axhline(100 * chance, color="black", ls=":", lw=1, label=f"chance ({100 * chance:.0f}%)")
+            ax.plot([0], [axis.scale * s["baseline"]], "s", color=color, ms=6, label=f"{s['label']}: no deletion")
+    _chance_line(ax, chance, axis)
     ax.set_xlabel("number of deleted blocks k")
-    ax.set_ylabel("test error (%)")
+    ax.set_ylabel(axis.label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 
 
-def reorder(series: Sequence[dict[str, Any]], subtitle: str, bins: int = 10) -> Figure:
+def reorder(series: Sequence[dict[str, Any]], subtitle: str, bins: int = 10, axis: Axis = ERROR) -> Figure:
     """Each series: label, tau (per shuffled order), error (per order), baseline. Points are the
     orders; the line is the mean error in equal-width bins of tau."""
-    fig = _figure(1, "Test error vs Kendall τ after reordering blocks (Veit et al. fig. 5b)", subtitle, width=6.4)
+    fig = _figure(1, f"{axis.title} vs Kendall τ after reordering blocks (Veit et al. fig. 5b)", subtitle, width=6.4)
     ax = fig.subplots()
     for s in series:
         color = s.get("color") or color_for(s["label"])
-        tau, err = list(s["tau"]), _pct(s["error"])
+        tau, err = list(s["tau"]), _pct(s["error"], axis.scale)
         ax.scatter(tau, err, s=10, color=color, alpha=0.35, lw=0, label=f"{s['label']}: one shuffled order")
         if tau:
             lo, hi = min(tau), max(tau)
@@ -136,10 +162,10 @@ def reorder(series: Sequence[dict[str, Any]], subtitle: str, bins: int = 10) -> 
                     ys.append(sum(inside) / len(inside))
             ax.plot(xs, ys, "-", color=color, lw=2, label=f"{s['label']}: mean per τ bin")
         if s.get("baseline") is not None:
-            ax.plot([1.0], [100 * s["baseline"]], "s", color=color, ms=7, label=f"{s['label']}: original order")
+            ax.plot([1.0], [axis.scale * s["baseline"]], "s", color=color, ms=7, label=f"{s['label']}: original order")
     ax.invert_xaxis()  # from the original order (τ = 1) to more shuffled ones, like fig. 5a's k
     ax.set_xlabel("Kendall τ between the shuffled and the original block order")
-    ax.set_ylabel("test error (%)")
+    ax.set_ylabel(axis.label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -196,7 +222,7 @@ def paths(n: int, lengths: Sequence[int], share_of_paths: Sequence[float], grad_
 
 def surviving_paths(n: int, deletions: Sequence[int], subtitle: str,
                     effective: tuple[int, int] | None = None,
-                    measured: dict[str, Any] | None = None) -> Figure:
+                    measured: dict[str, Any] | None = None, axis: Axis = ERROR) -> Figure:
     """(a) C(n-d, x) / C(n, x): the share of length-x paths that deleting d blocks leaves intact;
     (b) with `measured` (label, k, mean error, effective_surviving per k): the share of the gradient
     of effective paths that survives vs the measured error after deleting k random blocks."""
@@ -225,9 +251,10 @@ def surviving_paths(n: int, deletions: Sequence[int], subtitle: str,
         b.set_ylabel("gradient of effective paths left intact (%)", color=PALETTE["fixed"])
         b.set_ylim(0, 105)
         t = b.twinx()
-        t.plot(k, _pct(measured["mean"]), "s--", color=color_for(measured["label"]), ms=4,
-               label=f"{measured['label']}: mean test error")
-        t.set_ylabel("test error (%)", color=color_for(measured["label"]))
+        noun = "test error" if axis == ERROR else axis.title
+        t.plot(k, _pct(measured["mean"], axis.scale), "s--", color=color_for(measured["label"]), ms=4,
+               label=f"{measured['label']}: mean {noun}")
+        t.set_ylabel(axis.label, color=color_for(measured["label"]))
         b.set_title("(b) effective paths lost vs error", fontsize=10)
         b.grid(alpha=0.3)
         h1, l1 = b.get_legend_handles_labels()

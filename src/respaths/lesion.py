@@ -21,10 +21,22 @@ Record fields (one per plan; see also the README, "Result files"):
   delta, delta_ci, mcnemar_p   error - baseline error, its 95% paired bootstrap interval, and the
                                exact McNemar p-value;  newly_wrong / newly_right: discordant images
   seconds      the plan's share of the engine's wall time (the only field that varies between runs)
+
+With a metric (respaths.metrics: LMLoss, EmbeddingCosine, ClassifierError; chosen by metric_for when
+the data is a list of dict batches, as `open_model` returns for a Hugging Face model and --text),
+a record holds the metric's numbers instead of the classifier's:
+  n            tokens predicted (lm) or examples (cosine, classifier)
+  loss, ppl    lm: mean next-token cross-entropy and its perplexity
+  cos          cosine: mean cosine of each example's mean-pooled output to the full model's
+  error, accuracy, loss   classifier
+  delta        the metric's main number (loss, cos or error) minus the baseline's
+and the file's meta says "metric": its name. No per-example correctness is kept on this path, so
+there are no paired statistics (Wilson interval, bootstrap, McNemar).
 """
 from __future__ import annotations
 
 import copy
+import math
 import random
 import re
 from typing import Any, Iterable, Sequence
@@ -35,10 +47,12 @@ from torch import nn
 
 from . import distributed, stats
 from .core import RUN, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
-from .engine import DEFAULT_CACHE_BYTES, count_examples, evaluate_plans, iterate_batches
+from .engine import DEFAULT_CACHE_BYTES, batch_length, count_examples, evaluate_plans, first_examples, iterate_batches
+from .metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for
 from .results import ResultStore
 
 DEFAULT_CHUNK = 64
+MAIN_NUMBER = {"lm": "loss", "cosine": "cos", "classifier": "error"}  # what a metric's delta is taken of
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,13 +130,38 @@ def describe(view: ResidualView, data: Any, n_images: int) -> dict[str, Any]:
     }
 
 
+def is_dict_batches(data: Any) -> bool:
+    return isinstance(data, (list, tuple)) and bool(data) and all(isinstance(b, dict) for b in data)
+
+
+def choose_metric(view: ResidualView, data: Any, metric: Metric | str | None) -> Metric | None:
+    """The metric an experiment is scored by: the one given (an object or its name), the one that fits
+    the view and the batches when data is a list of dict batches, or None (the classifier path, with
+    per-example correctness and paired statistics)."""
+    if isinstance(metric, str):
+        named = {"lm": LMLoss, "cosine": EmbeddingCosine, "classifier": ClassifierError}
+        if metric not in named:
+            raise UserError(f"unknown metric {metric!r}; use lm, cosine or classifier.")
+        return named[metric]()
+    if metric is None and is_dict_batches(data):
+        return metric_for(view, data)
+    return metric
+
+
 def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[tuple[dict[str, Any], Plan]],
                    params: dict[str, Any], *, out: str | None = None, meta: dict[str, Any] | None = None,
                    force: bool = False, batch_size: int = 256, device: Any = None, dtype: Any = "float32",
                    fast: bool = False, compile: bool = False, cache_bytes: int = DEFAULT_CACHE_BYTES,
                    chunk: int = DEFAULT_CHUNK,
-                   progress: bool = False, seed: int = 0) -> list[dict[str, Any]]:
-    """Evaluate the baseline and the specs' plans; records in spec order (baseline first)."""
+                   progress: bool = False, seed: int = 0, metric: Metric | str | None = None) -> list[dict[str, Any]]:
+    """Evaluate the baseline and the specs' plans; records in spec order (baseline first).
+
+    metric: see the module docstring; None with image data keeps the classifier records."""
+    metric = choose_metric(view, data, metric)
+    if metric is not None:
+        return run_metric_experiment(view, data, experiment, specs, params, metric, out=out, meta=meta,
+                                     force=force, batch_size=batch_size, device=device, dtype=dtype, fast=fast,
+                                     compile=compile, cache_bytes=cache_bytes, chunk=chunk, progress=progress)
     n_images = count_examples(data)
     if n_images is None:  # an iterable of batches: count once
         n_images = sum(len(y) for _, y in data)
@@ -170,6 +209,87 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[t
     baseline = store.get("baseline")
     store.finish(order=keys, baseline={k: baseline[k] for k in ("n", "errors", "error", "error_ci", "loss")})
     return store.sorted_records(keys)
+
+
+def run_metric_experiment(view: ResidualView, data: Any, experiment: str, specs: list[tuple[dict[str, Any], Plan]],
+                          params: dict[str, Any], metric: Metric, *, out: str | None, meta: dict[str, Any] | None,
+                          force: bool, chunk: int, progress: bool, **engine: Any) -> list[dict[str, Any]]:
+    """run_experiment scored by a metric: the same chunks, resume and baseline in every chunk, records
+    holding the metric's numbers (see the module docstring)."""
+    if distributed.init() > 1:
+        raise UserError("lesion and reorder with a metric (a Hugging Face model with --text) run in one process; "
+                        "run them without torchrun.")
+    if is_dict_batches(data):
+        n_examples = sum(batch_length(b) for b in data)
+        dataset = {"name": "text", "n_examples": n_examples, "batches": len(data)}
+    else:
+        n_examples = count_examples(data)
+        if n_examples is None:
+            n_examples = sum(len(y) for _, y in data)
+        dataset = {"name": getattr(data, "name", type(data).__name__), "n_images": n_examples}
+    if n_examples == 0:
+        raise UserError("the data has no examples; check --text and --limit.")
+    full = {"experiment": experiment, **describe(view, data, n_examples), "dataset": dataset, "metric": metric.name,
+            "chance": chance_of(view, metric), "params": params, **(meta or {})}
+    store = ResultStore(out, full, force=force) if out else None
+    base_spec = ({"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": []}, full_plan(len(view)))
+    specs = [base_spec] + specs
+    keys = [fields["key"] for fields, _ in specs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("every plan of an experiment needs its own key.")
+    records: dict[str, dict[str, Any]] = {}
+    pending = sorted((sp for sp in specs if store is None or not store.done(sp[0]["key"])), key=lambda sp: sp[1].steps)
+    todo = [sp for sp in pending if sp[0]["key"] != "baseline"]
+    groups = [todo[s:s + chunk] for s in range(0, len(todo), max(1, chunk))] or [[]]
+    main = MAIN_NUMBER.get(metric.name, "loss")
+    baseline_value = store.get("baseline")[main] if store is not None and store.done("baseline") else None
+    for gi, group in enumerate(groups):
+        if not group and store is not None and store.done("baseline"):
+            break
+        plans = [base_spec[1]] + [p for _, p in group]
+        results = evaluate_plans(view, data, plans, metric=metric, progress=progress,
+                                 desc=f"plans, chunk {gi + 1}/{len(groups)}", **engine)
+        base = results[0]
+        if baseline_value is not None and not math.isclose(base[main], baseline_value, rel_tol=1e-9, abs_tol=1e-12):
+            raise RuntimeError("the baseline gave different numbers in two chunks; the model or data is not "
+                               "deterministic, so the deltas would be wrong.")
+        baseline_value = base[main]
+        for (fields, plan), r in zip([base_spec] + group, results):
+            if store is not None and store.done(fields["key"]):
+                continue
+            rec = make_metric_record(fields, plan, r, baseline_value, main)
+            records[rec["key"]] = rec
+            if store is not None:
+                store.append(rec)
+    if store is None:
+        return [records[k] for k in keys]
+    baseline = store.get("baseline")
+    store.finish(order=keys, baseline={k: v for k, v in baseline.items()
+                                       if k not in ("key", "kind", "k", "sample", "deleted", "plan", "delta", "seconds")})
+    return store.sorted_records(keys)
+
+
+def chance_of(view: ResidualView, metric: Metric) -> float | None:
+    """The metric's value for a model that knows nothing, as the report's figures and verdicts read it:
+    ln(vocabulary size) for an LM (the loss of the uniform distribution over its outputs); for the
+    embedding cosine, 1 - cosine = 1 (an embedding orthogonal to the full model's); None otherwise."""
+    if metric.name == "cosine":
+        return 1.0
+    if metric.name != "lm" or view.model is None:
+        return None
+    out = view.model.get_output_embeddings() if hasattr(view.model, "get_output_embeddings") else None
+    size = getattr(out, "out_features", None) or getattr(getattr(view.model, "config", None), "vocab_size", None)
+    return math.log(size) if size else None
+
+
+def make_metric_record(fields: dict[str, Any], plan: Plan, r: dict[str, Any], baseline_value: float,
+                       main: str) -> dict[str, Any]:
+    rec = dict(fields)
+    rec["plan"] = plan.key()
+    rec.update({k: v for k, v in r.items() if k != "seconds"})
+    rec["delta"] = r[main] - baseline_value
+    rec["seconds"] = round(r["seconds"], 6)
+    return rec
 
 
 def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs: list[tuple[dict[str, Any], Plan]],
@@ -227,7 +347,11 @@ def make_record(fields: dict[str, Any], r: Any, base: Any, seed: int) -> dict[st
 
 def _probed(view: ResidualView, data: Any, device: Any) -> ResidualView:
     if any(b.in_shape is None for b in view.blocks):
-        x, _ = next(iter(iterate_batches(data, 2, torch.device(device or "cpu"))))
+        if is_dict_batches(data):
+            from .metrics import to_device
+            x = first_examples(inputs_of(to_device(data[0], torch.device(device or "cpu"))), 2)
+        else:
+            x, _ = next(iter(iterate_batches(data, 2, torch.device(device or "cpu"))))
         with torch.inference_mode():
             view.probe(x)
     return view

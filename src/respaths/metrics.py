@@ -112,6 +112,16 @@ class LMLoss(Metric):
         return r["loss"]
 
 
+def next_token_loss(output: Tensor, batch: Batch) -> Tensor:
+    """The mean next-token cross-entropy of one batch (differentiable): the loss path gradients of a
+    decoder are taken of, over the same tokens LMLoss counts."""
+    ids = batch["input_ids"].to(output.device)
+    ok = valid_tokens(batch, output)
+    ok = (ok[:, 1:] & ok[:, :-1]).flatten()
+    per_token = F.cross_entropy(output[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
+    return per_token[ok].mean()
+
+
 def mean_pool(out: Tensor, valid: Tensor) -> Tensor:
     """Sentence embedding: the mean over non-padding tokens (sentence-transformers' pooling)."""
     if out.dim() == 2:

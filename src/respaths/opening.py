@@ -139,6 +139,9 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
     if source and model_kwargs:
         raise UserError("--model-kwargs goes with --model SPEC; a model directory builds its own model.")
     if source and is_hf_dir(source):
+        if dataset is not None or normalize is not None or mean is not None or image_size is not None:
+            raise UserError("a Hugging Face model directory reads text: give --text FILE, not --dataset or image "
+                            "preprocessing options.")
         return open_hf(source, text=text, seq_len=seq_len, batch_size=batch_size, limit=limit, device=device,
                        need_data=need_data, split_blocks=split_blocks)
     if text is not None:

@@ -7,7 +7,8 @@ Veit et al. (2016), section 5. Unrolled, n residual blocks y = post(shortcut(x) 
                       exactly the sum of its 2^n path outputs (`unrolled_paths`).
   2. Path gradients   the paper's protocol: forward a training batch, then backpropagate through
                       the branch of k random blocks and the shortcut of the others, and record the
-                      gradient norm at the input of block 0. `PathGradients` does one forward per
+                      gradient norm at the input of block 0 (of the cross-entropy; for a Hugging Face
+                      decoder with --text, of the LM loss: path_loss, text_paths). `PathGradients` does one forward per
                       batch, keeping each block's vjp (torch.func), then backpropagates many sampled
                       paths through them, once per distinct suffix of choices; no weight gradients.
                       fast=True (`respaths paths --fast`, fast_network): the same on the lesion
@@ -82,6 +83,15 @@ def unrolled_paths(weights: Sequence[Tensor], x: Tensor) -> dict[tuple[int, ...]
 # 2. Path gradients
 
 
+def path_loss(output: Tensor, targets: Any) -> Tensor:
+    """The loss a path's gradient is taken of: the cross-entropy of class labels, or, when targets is a
+    decoder's token batch (a dict with input_ids), its mean next-token cross-entropy (the LM loss)."""
+    if isinstance(targets, dict):
+        from .metrics import next_token_loss
+        return next_token_loss(output, targets)
+    return F.cross_entropy(output, targets)
+
+
 def _is_identity(f: Any) -> bool:
     return f is identity or isinstance(f, nn.Identity)
 
@@ -114,8 +124,8 @@ class PathGradients:
     statistics) so that every Jacobian is that of the fixed, trained network rather than of the
     batch statistics, and with parameters that do not require grad (only input gradients are
     computed). `measure_path_gradients` does both. The cotangent at the end is the gradient of the
-    cross-entropy loss (mean over the batch) with respect to the last block's output, through the
-    head, computed once; `post` is backpropagated at the point the forward pass reached, so a path
+    cross-entropy loss (mean over the batch; for a decoder, whose targets are its token batch, the
+    next-token loss: path_loss) with respect to the last block's output, through the head, computed once; `post` is backpropagated at the point the forward pass reached, so a path
     sees ReLUs and LayerNorms exactly as the whole network did.
     """
 
@@ -146,7 +156,7 @@ class PathGradients:
         self.vmap = h.device.type != "cpu"
         h = h.detach().requires_grad_()
         with torch.enable_grad():
-            loss = F.cross_entropy(view.head(h), targets)
+            loss = path_loss(view.head(h), targets)
             (self.cotangent,) = torch.autograd.grad(loss, h)
         if channels_last and h.dim() == 4:  # the head's gradient comes back NCHW; keep every row NHWC
             self.cotangent = self.cotangent.contiguous(memory_format=torch.channels_last)
@@ -236,7 +246,7 @@ def naive_path_gradient(view: ResidualView, inputs: Any, targets: Tensor, chosen
             for b in view.blocks:
                 s, r = b.shortcut(h), b.branch(h)
                 h = b.post(s.detach() + r if b.index in chosen else s + r.detach())
-            loss = F.cross_entropy(view.head(h), targets)
+            loss = path_loss(view.head(h), targets)
             if full_backward:
                 loss.backward()
                 return h0.grad
@@ -571,6 +581,9 @@ def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: 
 
     v, data = opened.view, opened.data
     dev = next(v.model.parameters()).device if v.model is not None else torch.device("cpu")
+    if isinstance(data, list):
+        return text_paths(opened, out=out, samples=samples, lengths=lengths, batches=batches, seed=seed,
+                          share=share, chunk=chunk, force=force, progress=progress, device=dev)
     gen = torch.Generator().manual_seed(seed)
     chosen = [b for _, b in zip(range(batches), data_batches(data, batch_size, dev, train=True, generator=gen))]
     n = len(v)
@@ -583,3 +596,43 @@ def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: 
         run_meta.update(preprocessing=opened.description["preprocessing"], fingerprint=opened.description["fingerprint"])
     return run_path_gradients(v, chosen, str(Path(out) / "paths"), run_meta, ks, samples=samples, seed=seed,
                               share=share, chunk=chunk, force=force, progress=progress, fast=fast)
+
+
+def text_batches_for_paths(opened: Any, batches: int, device: torch.device) -> list[tuple[Any, Any]]:
+    """(inputs, targets) of the first `batches` text batches of a Hugging Face model: for a decoder the
+    targets are the batch itself (path_loss takes its next-token loss), for a classifier its labels.
+    An encoder scored by embedding cosine has no loss to differentiate: the cosine to the full model
+    is at its optimum, with gradient 0, on the full model's own output, so it is refused."""
+    from .metrics import inputs_of, to_device
+
+    if opened.metric == "cosine":
+        raise UserError("path gradients need a loss, and an encoder's embedding cosine to the full model has "
+                        "gradient 0 at the full model; run respaths paths on a decoder (LM loss) or a classifier "
+                        "with labelled lines ('LABEL<TAB>TEXT').")
+    out = []
+    for b in opened.data[:batches]:
+        b = to_device(b, device)
+        out.append((inputs_of(b), b if opened.metric == "lm" else b["labels"]))
+    return out
+
+
+def text_paths(opened: Any, *, out: str, samples: int, lengths: str, batches: int, seed: int, share: float,
+               chunk: int | None, force: bool, progress: bool, device: torch.device) -> dict[str, Any]:
+    """paths_main for a Hugging Face model and --text: the gradients of the LM loss (decoders) or of the
+    classifier's cross-entropy at the first block's input, on the first `batches` text batches."""
+    from pathlib import Path
+
+    from .lesion import parse_k
+
+    v = opened.view
+    chosen = text_batches_for_paths(opened, batches, device)
+    n = len(v)
+    ks = list(range(n + 1)) if lengths == "all" else parse_k(lengths)
+    d = opened.description
+    run_meta = {"source": d["source"], "model": v.name, "dataset": "text", "text": d["text"],
+                "seq_len": d["seq_len"], "metric": opened.metric,
+                "loss": "next-token cross-entropy" if opened.metric == "lm" else "cross-entropy",
+                "batches": len(chosen), "n_examples": sum(len(x["input_ids"]) for x, _ in chosen),
+                "fingerprint": d["fingerprint"]}
+    return run_path_gradients(v, chosen, str(Path(out) / "paths"), run_meta, ks, samples=samples, seed=seed,
+                              share=share, chunk=chunk, force=force, progress=progress)

@@ -17,12 +17,22 @@ a `respaths reproduce` run leaves in DIR (see respaths.reproduce for the layout)
 roles: "resnet" (the normally trained residual net), "vgg", "stochastic" (stochastic depth),
 "fixed" (fixed-m). Every part is optional; a claim whose numbers are missing says "not measured".
 Errors are fractions; the report prints percent and percentage points (pp).
+
+A transformer's study (respaths study HF_DIR --text FILE) also has
+  "metric": {"name": "lm" | "cosine", "label": "LM loss" | "1 − cosine", "chance"}
+and its "error" numbers are that metric's, larger = worse: the next-token loss in nats, or 1 - the
+cosine of the mean-pooled output to the full model's. The figures put them on that axis and the
+claims state their rules on it; chance is ln(vocabulary size) for an LM (the uniform distribution's
+loss) and 1 for the cosine (an embedding orthogonal to the full model's).
 """
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import html
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,18 +97,56 @@ def preset_note(name: str) -> str | None:
             f"it are no fair test here; the fashion and cifar10-paper presets train to convergence.")
 
 
+# The metric whose numbers pct/pp write while a transformer study's claims and tables are made
+# (None: classifier errors, in percent).
+_METRIC: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("metric", default=None)
+
+
+@contextlib.contextmanager
+def numbers_of(study: dict[str, Any]):
+    token = _METRIC.set(study.get("metric"))
+    try:
+        yield
+    finally:
+        _METRIC.reset(token)
+
+
 def pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+    return f"{100 * x:.2f}%" if _METRIC.get() is None else f"{x:.5g}"
 
 
 def pp(x: float) -> str:
-    return f"{100 * x:+.2f} pp"
+    return f"{100 * x:+.2f} pp" if _METRIC.get() is None else f"{x:+.3g}"
+
+
+def gap(x: float) -> str:
+    """An unsigned difference of errors (pp), or of the metric."""
+    return f"{100 * x:.2f} pp" if _METRIC.get() is None else f"{x:.3g}"
+
+
+def on_metric(text: str, study: dict[str, Any]) -> str:
+    """A claim's text with "error" read as the study's metric (unchanged for classifiers)."""
+    metric = study.get("metric")
+    return text if not metric else re.sub(r"\b(test )?error\b", metric["label"], text)
 
 
 def chance_error(study: dict[str, Any]) -> float | None:
-    """The error of guessing: 1 - 1/classes (None where the number of classes is unknown)."""
+    """The error of guessing: 1 - 1/classes (None where the number of classes is unknown); with a
+    metric, the metric's chance (ln V for an LM)."""
+    if study.get("metric"):
+        return study["metric"].get("chance")
     n = study["dataset"].get("num_classes")
     return 1.0 - 1.0 / n if n else None
+
+
+def metric_axis(study: dict[str, Any]) -> "F.Axis":
+    """The y axis of fig. 3 and 5: test error, or the study's metric."""
+    metric = study.get("metric")
+    if not metric:
+        return F.ERROR
+    if metric["name"] == "lm":
+        return F.Axis("LM loss", "LM loss (next-token cross-entropy, nats)", 1.0, "{:.3f}", "ln V = {:.2f}")
+    return F.Axis("1 − cosine", "1 − cosine to the full model's embedding", 1.0, "{:.4f}", "{:.2f}")
 
 
 def path_summary(p: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +203,7 @@ def claim_single(study) -> Claim:
     c.measured = (f"{_label(study, 'resnet')}, error {pct(base)} whole. Over its {len(inc)} non-downsampling "
                   f"blocks the largest increase is {pp(worst)} (block {i_max}), the median {pp(median)}"
                   + (f"; the {len(down)} downsampling blocks cost up to {pp(max(down))}." if down else "."))
-    c.rule = (f"holds if the largest increase is at most {100 * limit:.2f} pp ({100 * RULES['single_max_gap']:.0f}% "
+    c.rule = (f"holds if the largest increase is at most {gap(limit)} ({100 * RULES['single_max_gap']:.0f}% "
               f"of the way from {pct(base)} to chance, {pct(chance)}); partly if the median is.")
     c.verdict = HOLDS if worst <= limit else PARTLY if median <= limit else FAILS
     return c
@@ -395,7 +443,10 @@ CLAIMS: list[Callable[[dict], Claim]] = [claim_single, claim_vgg, claim_random, 
 
 
 def claims(study: dict[str, Any]) -> list[Claim]:
-    out = [f(study) for f in CLAIMS]
+    with numbers_of(study):
+        out = [f(study) for f in CLAIMS]
+    for c in out:
+        c.measured, c.rule = on_metric(c.measured, study), on_metric(c.rule, study)
     if study.get("kind") == "study":
         for c in out:
             if c.key in ("fixed", "stochastic") and c.verdict == MISSING:
@@ -412,7 +463,8 @@ def subtitle(study: dict[str, Any], roles: Sequence[str], images: str | None = N
     ds = study["dataset"]
     names = " vs ".join(f"{study['models'][r]['label']} ({study['models'][r]['blocks']} blocks)"
                         for r in roles if r in study["models"])
-    return f"{names} · {ds['label']} · {images or format(ds['n_test'], ',') + ' test images'}"
+    unit = " examples" if study.get("metric") else " test images"  # text: windows (decoders) or lines
+    return f"{names} · {ds['label']} · {images or format(ds['n_test'], ',') + unit}"
 
 
 def sd_subtitle(study: dict[str, Any], roles: Sequence[str]) -> str:
@@ -428,6 +480,8 @@ def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
     out = []
     m, single, rand = study["models"], study.get("single", {}), study.get("random", {})
     chance = chance_error(study)
+    axis = metric_axis(study)
+    noun = axis.title if study.get("metric") else "test error"
 
     def panel(role):
         s = single[role]
@@ -436,22 +490,22 @@ def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
 
     roles = [r for r in ("resnet", "vgg") if r in single]
     if roles:
-        out.append(("fig3-single-deletion", "Test error after deleting each block alone; downsampling blocks "
+        out.append(("fig3-single-deletion", f"{axis.title} after deleting each block alone; downsampling blocks "
                     "are marked, the dashed line is the whole net.",
-                    F.single_deletion([panel(r) for r in roles], subtitle(study, roles), chance)))
+                    F.single_deletion([panel(r) for r in roles], subtitle(study, roles), chance, axis=axis)))
     if "resnet" in rand:
         r = rand["resnet"]
-        out.append(("fig5a-random-deletion", "Mean test error and its spread over random sets of k deleted blocks.",
+        out.append(("fig5a-random-deletion", f"Mean {noun} and its spread over random sets of k deleted blocks.",
                     F.random_deletion([dict(label=m["resnet"]["label"], k=r["k"], mean=r["mean"], std=r["std"],
                                             n_samples=r.get("n_samples"),
                                             baseline=single.get("resnet", {}).get("baseline"))],
-                                      subtitle(study, ["resnet"]), chance)))
+                                      subtitle(study, ["resnet"]), chance, axis=axis)))
     if "resnet" in study.get("reorder", {}):
         r = study["reorder"]["resnet"]
         out.append(("fig5b-reorder", "Each point is one shuffled order of the blocks (only blocks of equal shape "
                     "swapped); the line is the mean per τ bin.",
                     F.reorder([dict(label=m["resnet"]["label"], tau=r["tau"], error=r["error"],
-                                    baseline=r["baseline"])], subtitle(study, ["resnet"]))))
+                                    baseline=r["baseline"])], subtitle(study, ["resnet"]), axis=axis)))
     p = study.get("paths")
     if p:
         s = path_summary(p)
@@ -470,7 +524,7 @@ def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
         ds = sorted({d for d in (1, 2, 5, 10, n // 2) if 1 <= d < n})
         out.append(("fig7-surviving-paths", "Share of the paths of each length that survive d deletions, and the "
                     "effective gradient left against the measured error.",
-                    F.surviving_paths(n, ds, subtitle(study, ["resnet"]), s["effective"], measured)))
+                    F.surviving_paths(n, ds, subtitle(study, ["resnet"]), s["effective"], measured, axis=axis)))
     sd_roles = [r for r in ("resnet", "stochastic", "fixed") if r in single]
     if "stochastic" in single and "resnet" in single:
         series = [dict(label=m[r]["label"], k=rand[r]["k"], mean=rand[r]["mean"], std=rand[r]["std"])
@@ -546,6 +600,11 @@ def _claims_table(studies: list[dict], all_claims: list[list[Claim]]) -> str:
 
 
 def _models_table(study: dict) -> str:
+    with numbers_of(study):
+        return _models_rows(study)
+
+
+def _models_rows(study: dict) -> str:
     rows = []
     for role, m in study["models"].items():
         tr = m.get("training", {})
@@ -556,7 +615,8 @@ def _models_table(study: dict) -> str:
             ("not trained here" if study.get("kind") == "study" else "reused"),
             pct(m["error"]) if m.get("error") is not None else "—")) + "</tr>")
     return ("<table><tr><th>role</th><th>model</th><th>blocks</th><th>parameters</th><th>epochs</th>"
-            "<th>training time</th><th>test error</th></tr>" + "".join(rows) + "</table>")
+            f"<th>training time</th><th>{_e(study['metric']['label']) if study.get('metric') else 'test error'}</th>"
+            "</tr>" + "".join(rows) + "</table>")
 
 
 def _meta_table(study: dict) -> str:
@@ -577,6 +637,21 @@ def _img(png: bytes, alt: str) -> str:
     return f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
 
 
+def metric_rule_note(study: dict[str, Any]) -> str:
+    """How the rules above read for a transformer's study: on its metric, with its chance."""
+    m = study["metric"]
+    chance = m.get("chance")
+    if m["name"] == "lm":
+        what = ("the LM loss (mean next-token cross-entropy in nats; lower is better) stands for the error, and "
+                f"chance is the uniform distribution's loss, ln(vocabulary size)"
+                + (f" = {chance:.4f}" if chance is not None else ""))
+    else:
+        what = ("1 − the cosine of each example's mean-pooled output to the full model's stands for the error "
+                "(0 for the full model), and chance is 1 (an embedding orthogonal to the full model's)")
+    return (f"These rules are read on the model's metric: {what}. Shares of the gap to chance are taken between the "
+            f"whole model's value and chance; differences are in the metric's units, not pp.")
+
+
 def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]) -> str:
     """studies: one or more; figures: per study, file stem -> (caption, PNG bytes)."""
     all_claims = [claims(s) for s in studies]
@@ -591,7 +666,9 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
     for s, cl in zip(studies, all_claims):
         count = {v: sum(c.verdict == v for c in cl) for v in VCLASS}
         note = preset_note(s.get("preset", ""))
-        parts.append(f"<p><b>{_e(s['title'])}</b>: {s['dataset']['label']}, {s['dataset']['n_test']:,} test images; "
+        what = (f"{s['dataset']['n_test']:,} examples, scored by {s['metric']['label']}" if s.get("metric")
+                else f"{s['dataset']['n_test']:,} test images")
+        parts.append(f"<p><b>{_e(s['title'])}</b>: {_e(s['dataset']['label'])}, {what}; "
                      + ", ".join(f"{n} {v}" for v, n in count.items() if n) + "."
                      + (f" <span class='sub'>{_e(note)}</span>" if note else "") + "</p>")
     parts += ["<h2>The paper's claims</h2>", _claims_table(studies, all_claims)]
@@ -618,6 +695,9 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
     parts.append("<h2>Verdict rules</h2><table>" + "".join(
         f"<tr><th><code>{_e(k)}</code></th><td>{_e(v)}</td><td class='rule'>{_e(RULE_NOTES.get(k, ''))}</td></tr>"
         for k, v in RULES.items()) + "</table>")
+    for s in studies:
+        if s.get("metric"):
+            parts.append(f"<p class='rule'>{_e(s['title'])}: {_e(metric_rule_note(s))}</p>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

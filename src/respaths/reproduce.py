@@ -400,6 +400,10 @@ def load_study(out: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{out} is not a respaths run directory (no run.json); give a directory written by "
                         f"`respaths reproduce --out DIR`.")
     res = out / "results"
+    if isinstance(run.get("metric"), dict):  # a transformer's study: plain result files in results/
+        from .study import load_text_study
+        with _fields_of(out / "run.json"):
+            return _study_meta(out, run, load_text_study(out, run))
     with _fields_of(out / "run.json"):
         ds = dict(run.get("dataset", {}))
         if not ds:
@@ -455,6 +459,12 @@ def load_study(out: str | os.PathLike) -> dict[str, Any]:
                                   "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
                                   "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
                                   "samples": doc["meta"]["samples"], "n_images": doc["meta"]["n_images"]}
+    return _study_meta(out, run, study)
+
+
+def _study_meta(out: Path, run: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
+    """The surviving-paths check and how the run was made, added to a loaded study."""
+    res = out / "results"
     doc = _read(res / "surviving-resnet.json")
     if doc and "paths" in study:
         with _fields_of(res / "surviving-resnet.json"):

@@ -236,6 +236,14 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     from .data import load_dataset
     from .reproduce import RunRecord, cpu_time
 
+    from .opening import is_hf_dir
+    if Path(model).is_dir() and is_hf_dir(model):
+        return study_text(model, out, budget_name=budget_name, limit=limit, seed=seed, device=device, force=force,
+                          progress=progress, report=report, log=log, compare=compare, weights=weights,
+                          **open_options)
+    if open_options.get("text") is not None:
+        raise UserError("--text is for Hugging Face model directories; an image model takes --dataset.")
+    open_options = {k: v for k, v in open_options.items() if k not in ("text", "seq_len", "batch_size")}
     b = budget(budget_name, seed=seed, fast=fast)
     limit = limit or b.test_limit
     b = replace(b, test_limit=limit)
@@ -296,6 +304,125 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
 
 
 # ---------------------------------------------------------------------------------------------
+# respaths study on a Hugging Face model with --text: the same experiments, scored by its metric
+
+
+def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit: int | None, seed: int, device: str,
+               force: bool, progress: bool, report: bool, log: Callable[[str], None], compare: list[str] | None,
+               weights: str | None, text: str | None = None, seq_len: int = 128, batch_size: int = 8,
+               **image_options: Any) -> Path:
+    """`respaths study HF_DIR --text FILE`: single deletion, random-k deletion, reordering, path gradients
+    (decoders: of the LM loss at the first block's input; classifiers: of the cross-entropy) and the
+    surviving-paths check, each scored by the model's metric (LM loss and perplexity, or embedding
+    cosine), into OUT/results/{lesion-single,lesion-random,reorder,paths,surviving-resnet}.json; run.json
+    records the metric and its chance (ln V for a decoder), which the report's figures and verdicts read.
+
+    --limit counts text examples (windows of --seq-len tokens for decoders, lines for encoders)."""
+    from . import lesion, paths
+    from .opening import open_model
+    from .reproduce import RunRecord, cpu_time
+
+    if compare:
+        raise UserError("--compare is for image models; a transformer's study has one model.")
+    if weights:
+        raise UserError("--weights goes with a model spec; a Hugging Face directory holds its own weights.")
+    given = [k for k, v in image_options.items() if v not in (None, {}) and k not in ("num_classes", "model_kwargs")]
+    if given or image_options.get("num_classes") or image_options.get("model_kwargs"):
+        raise UserError("a Hugging Face model directory reads text: give --text FILE, not --dataset, --num-classes, "
+                        "--model-kwargs or image preprocessing options.")
+    b = budget(budget_name, seed=seed)
+    opened = open_model(model, text=text, seq_len=seq_len, batch_size=batch_size, limit=limit, device=device)
+    view, data, metric = opened.view, opened.data, opened.metric
+    d = opened.description
+    view = lesion._probed(view, data, device)
+    if not any(blk.residual for blk in view.blocks):
+        raise UserError(f"{model} has no residual blocks, so there are no paths to study.")
+    n, deletable, pairs = len(view), len(view.deletable), len(view.swappable_pairs())
+    random_k = [k for k in b.random_k if k < deletable] or [1]
+    reorder_k = [k for k in b.reorder_k if k <= pairs]
+    label = f"{Path(model).name} ({d['source']['model_class']})"
+    settings = StudySettings(f"study-{b.name}", f"respaths study, {b.name} budget, of {label} on {Path(text).name}",
+                             {"resnet": d["source"]}, "text", json.loads(json.dumps(dataclasses.asdict(b))), seed)
+    out = Path(out)
+    run = RunRecord(out, settings, force)
+    run.data["kind"] = "study"
+    res = out / "results"
+    res.mkdir(parents=True, exist_ok=True)
+    chance = lesion.chance_of(view, lesion.choose_metric(view, data, metric))
+    run.data["metric"] = {"name": metric, "label": METRIC_LABELS.get(metric, metric), "chance": chance}
+    run.data["models"] = {"resnet": {"name": view.name, "label": label, "blocks": n,
+                                     "downsample": [blk.downsample for blk in view.blocks],
+                                     "parameters": sum(t.numel() for t in opened.model.parameters()),
+                                     "fixed_m": None, "stochastic_depth": None,
+                                     "training": {"epochs": None, "seconds": None, "train_loss": None},
+                                     "source": d["source"]}}
+    run.data["dataset"] = {"name": "text", "text": d["text"], "seq_len": seq_len, "batch_size": batch_size,
+                           "n_test": sum(len(x["input_ids"]) for x in data), "batches": len(data)}
+    run.save()
+    meta = {"source": d["source"], "text": d["text"], "seq_len": seq_len, "text_batch_size": batch_size,
+            "fingerprint": d["fingerprint"]}
+    opts = dict(device=device, progress=progress, meta=meta)
+
+    def step(name: str, file: str, fn: Callable[[], Any], what: str) -> None:
+        if (res / f"{file}.json").exists():
+            log(f"[respaths] {what}: already done, kept")
+            return
+        log(f"[respaths] {what} ...")
+        t, c = time.perf_counter(), cpu_time()
+        fn()
+        run.step(name, time.perf_counter() - t, cpu_time() - c)
+
+    step("single", "lesion-single", lambda: lesion.lesion_single(view, data, out=str(res / "lesion-single"), **opts),
+         "single deletion")
+    step("random", "lesion-random", lambda: lesion.lesion_random(view, data, k=random_k, samples=b.random_samples,
+                                                                 seed=seed, out=str(res / "lesion-random"), **opts),
+         "random deletion")
+    if reorder_k:
+        step("reorder", "reorder", lambda: lesion.reorder(view, data, k=reorder_k, samples=b.reorder_samples,
+                                                          seed=seed, out=str(res / "reorder"), **opts),
+             "reordering blocks")
+    if metric != "cosine":  # an encoder's cosine has no gradient at the full model (paths.text_batches_for_paths)
+        step("paths", "paths", lambda: paths.text_paths(opened, out=str(res), samples=b.path_samples, lengths="all",
+                                                        batches=b.path_batches, seed=seed, share=0.9, chunk=None,
+                                                        force=False, progress=progress,
+                                                        device=torch.device(device)),
+             f"path gradients of the {METRIC_LABELS.get(metric, metric)} ({b.path_samples} paths per length)")
+        step("surviving resnet", "surviving-resnet",
+             lambda: surviving_check(n, res / "lesion-random.json", res / "surviving-resnet"),
+             "surviving paths checked against the lesions")
+    else:
+        log("[respaths] path gradients: skipped; an encoder's embedding cosine to the full model has no gradient "
+            "at the full model (run the study on a decoder for them)")
+    run.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    run.save()
+    if not report:
+        return out
+    from .report import build
+    t, c = time.perf_counter(), cpu_time()
+    path = build([out])
+    run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
+    return path
+
+
+def load_text_study(out: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """The study of a transformer's run directory (study_text): its results/ folder read as plain result
+    files, with the model, metric and title from run.json."""
+    res = out / "results"
+    present = tuple(f for f in RESULT_FILES if (res / f"{f}.json").is_file())
+    if not present:
+        raise UserError(f"{out} holds no results yet; run `respaths study` into it first.")
+    study = load_results_folder(res, only=present)
+    study.update(dir=str(out), title=f"{out.name} ({run['preset']['name']})", preset=run["preset"]["name"],
+                 kind="study", metric=dict(run["metric"]))
+    model = dict(run["models"]["resnet"])
+    model["error"] = study["models"]["resnet"].get("error")
+    study["models"] = {"resnet": model}
+    study["dataset"].update(label=Path(str(run["dataset"]["text"])).name, num_classes=0,
+                            n_test=run["dataset"]["n_test"])
+    return study
+
+
+# ---------------------------------------------------------------------------------------------
 # A folder of plain result files (respaths lesion / reorder / paths --out DIR) read as a study
 
 CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
@@ -324,6 +451,27 @@ def _doc(path: Path) -> dict[str, Any] | None:
     return doc
 
 
+METRIC_LABELS = {"lm": "LM loss", "cosine": "1 − cosine"}
+
+
+def value_of(record: dict[str, Any], metric: str | None) -> float:
+    """What the figures and claims read from a record, larger = worse: the test error (classifiers),
+    the LM loss (decoders) or 1 - the embedding cosine to the full model (encoders)."""
+    if metric == "lm":
+        return record["loss"]
+    if metric == "cosine":
+        return 1.0 - record["cos"]
+    return record["error"]
+
+
+def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The study's "metric" entry for result files written with a metric (None for classifier files)."""
+    name = meta.get("metric")
+    if name in (None, "classifier"):
+        return None
+    return {"name": name, "label": METRIC_LABELS.get(name, name), "chance": meta.get("chance")}
+
+
 def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> dict[str, Any]:
     """The study (see respaths.report) from the result files that `respaths lesion`, `reorder` and
     `paths` wrote into one --out folder: the claims they can test and their figures."""
@@ -338,10 +486,15 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
     blocks = meta.get("blocks") if isinstance(meta.get("blocks"), list) else []
     n = len(blocks) or int(meta.get("blocks") or 0)
     name = (meta.get("dataset") or {}).get("name") if isinstance(meta.get("dataset"), dict) else meta.get("dataset")
-    n_test = (meta.get("dataset") or {}).get("n_images") if isinstance(meta.get("dataset"), dict) else None
+    n_test = ((meta.get("dataset") or {}).get("n_images") or (meta.get("dataset") or {}).get("n_examples")
+              if isinstance(meta.get("dataset"), dict) else None)
+    metric = metric_info(meta)
+    m_name = metric["name"] if metric else None
     model = meta.get("model") if isinstance(meta.get("model"), dict) else {"name": meta.get("model")}
     source = meta.get("source") or {}
     label = source.get("checkpoint") or source.get("model") or model.get("name") or "model"
+    if source.get("hf"):  # a Hugging Face directory: its name and model class
+        label = f"{Path(source['hf']).name} ({source.get('model_class', 'transformers')})"
     if source.get("weights"):
         label = f"{label} ({Path(source['weights']).name})"
     from .reproduce import DATASET_LABELS
@@ -353,24 +506,30 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
                               "downsample": [bool(b.get("downsample")) for b in blocks] or [False] * n,
                               "error": None, "training": {}}},
         "single": {}, "random": {}, "reorder": {}, "paired": {}, "meta": {"directory": str(folder.resolve())}}
+    if metric:  # the "error" fields below then hold the metric's value (value_of)
+        study["metric"] = metric
+        study["dataset"]["label"] = Path(str(meta["text"])).name if meta.get("text") else "text"
     if "lesion-single" in docs:
         d = docs["lesion-single"]
         errs: list[float | None] = [None] * n
         for r in d["records"]:
             if r.get("kind") == "single":
-                errs[r["deleted"][0]] = r["error"]
-        study["single"]["resnet"] = {"baseline": d["baseline"]["error"], "errors": errs}
-        study["models"]["resnet"]["error"] = d["baseline"]["error"]
+                errs[r["deleted"][0]] = value_of(r, m_name)
+        study["single"]["resnet"] = {"baseline": value_of(d["baseline"], m_name), "errors": errs}
+        study["models"]["resnet"]["error"] = value_of(d["baseline"], m_name)
     if "lesion-random" in docs:
         from .compare import _random_summary
         recs = docs["lesion-random"]["records"]
+        if metric:
+            recs = [dict(r, error=value_of(r, m_name)) for r in recs]
         study["random"]["resnet"] = _random_summary(recs)
         study["models"]["resnet"]["error"] = study["models"]["resnet"]["error"] or recs[0]["error"]
     if "reorder" in docs:
         d = docs["reorder"]
         recs = [r for r in d["records"] if r["kind"] == "reorder"]
-        study["reorder"]["resnet"] = {"baseline": d["baseline"]["error"], "tau": [r["kendall_tau"] for r in recs],
-                                      "error": [r["error"] for r in recs]}
+        study["reorder"]["resnet"] = {"baseline": value_of(d["baseline"], m_name),
+                                      "tau": [r["kendall_tau"] for r in recs],
+                                      "error": [value_of(r, m_name) for r in recs]}
     if "paths" in docs and docs["paths"]["records"]:
         d = docs["paths"]
         recs = sorted(d["records"], key=lambda r: r["length"])
