@@ -23,14 +23,6 @@ from test_transformers import TEXT, V, edited, model_out, save_with_tokenizer, t
 SEQ = "16"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory):
     d = tmp_path_factory.mktemp("gpt2")

@@ -38,7 +38,7 @@ def _figure(ncols: int, title: str, subtitle: str, width: float = 5.2, height: f
     import textwrap
     fig = Figure(figsize=(width * ncols, height), dpi=100, layout="constrained")
     # a long subtitle (a brought model's name and weights) wraps instead of running off the figure
-    lines = textwrap.wrap(subtitle, width=int(9.5 * width * ncols)) or [""]
+    lines = textwrap.wrap(subtitle, width=int(12 * width * ncols)) or [""]  # ~12 characters per inch at 11 pt
     fig.suptitle("\n".join([title, *lines]), fontsize=11)
     return fig
 
