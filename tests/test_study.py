@@ -165,3 +165,12 @@ def test_degenerate_models_are_warned_about_once(tmp_path, capsys):
                      "--out", str(tmp_path / "b")]) == 0
     warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
     assert len(warned) == 1 and "every block's branch outputs zero" in warned[0]
+
+
+def test_a_brought_nets_training_claims_read_inconclusive_with_the_reason():
+    from respaths.report import convergence
+    ok, why = convergence({"label": "theirs", "training": {"epochs": None, "train_loss": None},
+                           "source": {"model": "respaths:resnet32"}})
+    assert not ok and "no record of how theirs was trained" in why
+    ok, _ = convergence({"label": "ours", "training": {"train_loss": [1.0, 0.999]}})
+    assert ok  # a net respaths trained is judged by its losses as before

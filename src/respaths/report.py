@@ -347,7 +347,11 @@ def claim_surviving(study) -> Claim:
 
 def convergence(model: dict[str, Any]) -> tuple[bool, str]:
     """(trained to convergence?, why) by RULES["converged_loss_change"], from the per-epoch training loss."""
-    losses = [x for x in (model.get("training") or {}).get("train_loss") or [] if x is not None]
+    recorded = (model.get("training") or {}).get("train_loss")
+    if recorded is None and model.get("source"):  # a brought net: its training happened elsewhere
+        return False, (f"respaths has no record of how {model.get('label', '?')} was trained, so whether it "
+                       f"converged is unknown")
+    losses = [x for x in recorded or [] if x is not None]
     if len(losses) < 2:
         return False, (f"{model.get('label', '?')} trained {len(losses)} epoch(s) on record, too few to tell "
                        f"whether its training loss has stopped falling")
