@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
-from .core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, run_parallel
+from .core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step
 from .metrics import ClassifierError, Metric, inputs_of, to_device
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -123,17 +123,6 @@ def trie_cost(plans: Sequence[Plan], runs_only: bool = False) -> tuple[int, int]
     def count(node: Node) -> int:
         return sum(cost(c.step) + count(c) for c in node.children.values())
     return count(build_trie(plans)), sum(cost(s) for p in plans for s in p.steps)
-
-
-def apply_step(view: ResidualView, step: Any, x: Any, run_block=None) -> Any:
-    op, i = step
-    if op == RUN:
-        return run_block(view.blocks[i], x) if run_block is not None else view.blocks[i](x)
-    if op == DELETE:
-        return view.blocks[i].deleted(x)
-    if op == PARALLEL:
-        return run_parallel(view.blocks, i, x)
-    raise ValueError(f"unknown plan step {step!r}.")
 
 
 def nbytes(x: Any) -> int:

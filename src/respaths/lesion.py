@@ -46,7 +46,7 @@ from scipy import stats as scipy_stats
 from torch import nn
 
 from . import distributed, stats
-from .core import RUN, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
+from .core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
 from .engine import DEFAULT_CACHE_BYTES, batch_length, count_examples, evaluate_plans, first_examples, iterate_batches
 from .metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for
 from .results import ResultStore
@@ -395,6 +395,16 @@ def Deleted(block: Any) -> nn.Module:
     return Skipped(block.shortcut, block.post)
 
 
+def stand_in(view: ResidualView, step: Any) -> nn.Module:
+    """The module a plan position holds in lesioned_model: the block's own module, or Deleted."""
+    op, i = step
+    op = Op(op)  # an unknown op raises ValueError here, as in core.apply_step
+    if op == PARALLEL:
+        raise ValueError("lesioned_model cannot build a parallel step (blocks averaged on one input): "
+                         "a module slot holds one block; use core.run_plan for such plans.")
+    return view.blocks[i].module if op == RUN else Deleted(view.blocks[i])
+
+
 def lesioned_model(model: nn.Module, plan: Plan, example_input: Any, **view_options: Any) -> nn.Module:
     """A deep copy of model in which the module of each plan position is the block the plan runs
     there (or a Deleted stand-in): the obviously-correct way to run a plan, by a plain forward.
@@ -415,7 +425,7 @@ def lesioned_model(model: nn.Module, plan: Plan, example_input: Any, **view_opti
         where.append(slots[id(b.module)])
     if len(plan.steps) != len(v):
         raise ValueError("lesioned_model needs a plan with one step per block.")
-    new = [b.module if op == RUN else Deleted(b) for op, i in plan.steps for b in [v.blocks[i]]]
+    new = [stand_in(v, step) for step in plan.steps]
     for (parent, name), module in zip(where, new):
         parent._modules[name] = module
     return twin

@@ -40,7 +40,7 @@ from scipy import stats
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .core import DELETE, Plan, ResidualView, UserError, identity
+from .core import DELETE, RUN, Plan, ResidualView, UserError, identity
 
 # ---------------------------------------------------------------------------------------------
 # 1. Path lengths
@@ -481,7 +481,7 @@ def count_surviving(plan: Plan | Sequence[int], n: int) -> list[int]:
     A deleted block offers only its shortcut, a run block both ways, so the counts are the
     coefficients of the product over steps of (1) or (1 + t); no closed form is used."""
     gone = set(plan.deleted) if isinstance(plan, Plan) else set(int(i) for i in plan)
-    steps = plan.steps if isinstance(plan, Plan) else [(DELETE if i in gone else "run", i) for i in range(n)]
+    steps = plan.steps if isinstance(plan, Plan) else [(DELETE if i in gone else RUN, i) for i in range(n)]
     counts = [1] + [0] * n
     for op, _ in steps:
         if op != DELETE:
