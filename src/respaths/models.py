@@ -252,6 +252,14 @@ FAMILIES = {
 }
 
 
+def blocks_of(name: str) -> int:
+    """The number of residual blocks of a resnet{6n+2} / preresnet{6n+2} / plain{6n+2} model: 3n."""
+    m = re.fullmatch(r"(resnet|preresnet|plain)(\d+)", name)
+    if not m:
+        raise UserError(f"{name!r} is not a resnet, preresnet or plain model of depth 6n+2.")
+    return 3 * _stages(int(m.group(2)))
+
+
 def list_models() -> list[str]:
     return ["resnet{6n+2}", "preresnet{6n+2}", "plain{6n+2}", "vgg15", "vgg15-nobn"]
 
