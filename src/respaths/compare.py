@@ -22,7 +22,6 @@ to compare it image by image with the reference net, and writes DIR/compare.json
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,6 @@ from types import SimpleNamespace
 from typing import Any, Mapping
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from . import stats
 from .core import UserError, full_plan
@@ -75,16 +73,6 @@ def _random_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
             "std": [float(np.std(by_k[k])) for k in ks], "n_samples": min((len(v) for v in by_k.values()), default=0)}
 
 
-def _mean_ci(values: list[float], confidence: float = 0.95) -> list[float | None]:
-    if len(values) < 2:
-        return [None, None]
-    m, s = float(np.mean(values)), float(np.std(values, ddof=1))
-    if s == 0:
-        return [m, m]
-    lo, hi = scipy_stats.t.interval(confidence, len(values) - 1, loc=m, scale=s / math.sqrt(len(values)))
-    return [float(lo), float(hi)]
-
-
 def versus(ref: dict[str, Any], net: dict[str, Any], correct_ref: Any, correct_net: Any, seed: int = 0) -> dict[str, Any]:
     """net against the reference: test error (paired over images) and resilience (paired over blocks)."""
     c = stats.compare(correct_ref, correct_net, seed=seed)
@@ -95,7 +83,7 @@ def versus(ref: dict[str, Any], net: dict[str, Any], correct_ref: Any, correct_n
         diffs = [(eb - b["baseline"]) - (ea - a["baseline"]) for ea, eb in zip(a["errors"], b["errors"])
                  if ea is not None and eb is not None]
         out["resilience"] = {"mean_increase_delta": float(np.mean(diffs)) if diffs else None,
-                             "ci": _mean_ci(diffs), "blocks": len(diffs)}
+                             "ci": stats.mean_ci(diffs), "blocks": len(diffs)}
     ra, rb = ref["random"], net["random"]
     common = [k for k in ra["k"] if k in rb["k"]]
     out["random_delta"] = {"k": common, "mean_error_delta": [rb["mean"][rb["k"].index(k)] - ra["mean"][ra["k"].index(k)]

@@ -19,9 +19,10 @@ obviously-correct way to execute one, against which the fast engine is tested.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,22 @@ class UserError(Exception):
 
 def identity(x: Tensor) -> Tensor:
     return x
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module | None) -> Iterator[None]:
+    """Eval mode for the duration, then each module's own training flag back (the one place that
+    saves and restores training mode: the engine, the path gradients, adapters' checks, evaluation)."""
+    if model is None:
+        yield
+        return
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
 
 
 @dataclass(eq=False)

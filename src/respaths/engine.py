@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
-from .core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step
+from .core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step, eval_mode
 from .metrics import ClassifierError, Metric, inputs_of, to_device
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -384,21 +384,6 @@ def check_inputs_untouched(view: ResidualView, probe: Any) -> None:
                 raise UserError(f"block {b.index} ({b.name}) changes its input in place (an inplace ReLU on "
                                 f"the shortcut path?); make the view's callables out of place.")
             x = y
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module | None):
-    """Eval mode for the duration, then each module's own training flag back."""
-    if model is None:
-        yield
-        return
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
 
 
 # ---------------------------------------------------------------------------------------------

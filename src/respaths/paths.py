@@ -36,11 +36,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .core import DELETE, RUN, Plan, ResidualView, UserError, identity
+from .core import DELETE, RUN, Plan, ResidualView, UserError, eval_mode, identity
+from .stats import mean_ci
 
 # ---------------------------------------------------------------------------------------------
 # 1. Path lengths
@@ -278,12 +278,7 @@ def summarize(values: Sequence[float] | Tensor, confidence: float = 0.95) -> dic
     mean = float(v.mean())
     if len(v) < 2:
         return {"samples": len(v), "mean": mean, "std": None, "ci": [None, None]}
-    std = float(v.std(ddof=1))
-    if std == 0.0:
-        lo = hi = mean
-    else:
-        lo, hi = stats.t.interval(confidence, len(v) - 1, loc=mean, scale=std / math.sqrt(len(v)))
-    return {"samples": len(v), "mean": mean, "std": std, "ci": [float(lo), float(hi)]}
+    return {"samples": len(v), "mean": mean, "std": float(v.std(ddof=1)), "ci": mean_ci(v, confidence)}
 
 
 @contextlib.contextmanager
@@ -293,16 +288,13 @@ def frozen(view: ResidualView) -> Iterator[None]:
     if model is None:
         yield
         return
-    modes = {m: m.training for m in model.modules()}
     flags = {p: p.requires_grad for p in model.parameters()}
-    model.eval()
     for p in flags:
         p.requires_grad_(False)
     try:
-        yield
+        with eval_mode(model):
+            yield
     finally:
-        for m, mode in modes.items():
-            m.training = mode
         for p, flag in flags.items():
             p.requires_grad_(flag)
 

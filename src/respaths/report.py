@@ -516,7 +516,7 @@ def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
         imgs = f"gradients on {p['n_images']:,} training images" if p.get("n_images") else None
         out.append(("fig6-paths", "Path lengths, the gradient one path carries by length (log scale), and the "
                     "total per length with the effective range shaded.",
-                    F.paths(n, p["lengths"], [math.comb(n, k) / 2 ** n for k in range(n + 1)], p["mean"], p["low"],
+                    F.paths(n, p["lengths"], paths.path_fractions(n), p["mean"], p["low"],
                             p["high"], s["total"], s["effective"], s["held"], s["paths_share"],
                             subtitle(study, ["resnet"], imgs), samples=p.get("samples"))))
         measured = None

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from .atomic import write_text
 from .checkpoint import load_train_state, load_weights, read_meta, recover, save_checkpoint
-from .core import UserError
+from .core import UserError, eval_mode
 from .data import Dataset, batches, epoch_order, load_dataset
 from .models import build_model
 
@@ -219,17 +219,15 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500, devic
     """Test error and mean cross-entropy of `model` (eval mode, every block active) on a dataset."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     forward = model if forward is None else forward  # (a compiled module has no truth value)
-    was_training = model.training
-    model.eval()
-    set_active(model, None)
     loss_sum = torch.zeros((), device=device)
     errors = torch.zeros((), device=device, dtype=torch.long)
-    for x, y in batches(dataset, batch_size, device, channels_last=channels_last):
-        with autocast(device, precision):
-            logits = forward(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        errors += (logits.argmax(1) != y).sum()
-    model.train(was_training)
+    with eval_mode(model):
+        set_active(model, None)
+        for x, y in batches(dataset, batch_size, device, channels_last=channels_last):
+            with autocast(device, precision):
+                logits = forward(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            errors += (logits.argmax(1) != y).sum()
     n = len(dataset)
     return {"error": errors.item() / n, "loss": loss_sum.item() / n, "n": n}
 
