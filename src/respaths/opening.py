@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from .core import ResidualView, UserError
+from .metrics import metric_for
+from .text import read_text
 
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 
@@ -198,7 +200,6 @@ def open_hf(path: str, *, text: str | None, seq_len: int, batch_size: int, limit
             need_data: bool, split_blocks: str = "layer") -> OpenedModel:
     """A Hugging Face directory and its text; split_blocks: one block per "layer", or "attn_mlp"."""
     from .adapters.hf import load
-    from .layer_importance import metric_for, read_text
 
     if need_data and text is None:
         raise UserError("give the text to measure on with --text FILE (a UTF-8 text file).")

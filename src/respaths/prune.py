@@ -350,7 +350,7 @@ def export(source: str | None, out: str | Path, *, spec: str | None = None, bloc
     if opened.data is not None:
         text_metric = None
         if isinstance(opened.data, list):
-            from .layer_importance import metric_for
+            from .metrics import metric_for
             text_metric = metric_for(v, opened.data)  # its cosine reference is the full model's, set first
         plan = delete_blocks(len(v), gone, label="pruned")
         before = metric_of(opened, model, text_metric=text_metric)
