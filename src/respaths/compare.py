@@ -31,7 +31,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import stats
+from .adapters import view as make_view
+from .atomic import write_text
+from .checkpoint import load_checkpoint
 from .core import UserError, full_plan
+from .data import load_dataset
+from .engine import evaluate_plans, iterate_batches
+from .lesion import lesion_random, lesion_single
 
 
 def training_of(model: Any) -> dict[str, Any]:
@@ -41,7 +47,6 @@ def training_of(model: Any) -> dict[str, Any]:
 
 def load_test_split(meta: dict[str, Any], dataset: str | None, data_dir: str | None, limit: int | None):
     """The test images, normalised as the checkpoint was trained (when it is its own dataset)."""
-    from .data import load_dataset
     info = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {"name": meta.get("dataset")}
     name = dataset or info.get("name")
     if not name:
@@ -102,10 +107,6 @@ def compare_nets(checkpoints: Mapping[str, str | Path], *, out: str | Path, refe
     it was trained with (or on dataset=)."""
     import torch
 
-    from .adapters import view as make_view
-    from .checkpoint import load_checkpoint
-    from .engine import iterate_batches
-
     if len(checkpoints) < 2:
         raise UserError("compare_nets needs at least two checkpoints, e.g. a normally trained and a "
                         "stochastic-depth net.")
@@ -128,9 +129,6 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     nets: label -> an object with .view, .test (its test images, preprocessed as it expects), .model
     and .meta (recorded in its result files). lesion_options go to respaths.lesion (batch_size,
     dtype, fast, cache_bytes, chunk)."""
-    from .engine import evaluate_plans
-    from .lesion import lesion_random, lesion_single
-
     out = Path(out)
     results: dict[str, dict[str, Any]] = {}
     correct: dict[str, Any] = {}
@@ -162,6 +160,5 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     doc = {"schema": "respaths.compare/1", "dataset": names.pop(), "reference": reference, "nets": results,
            "versus": {l: versus(results[reference], results[l], correct[reference], correct[l], seed)
                       for l in results if l != reference}}
-    from .atomic import write_text
     write_text(out / "compare.json", json.dumps(doc, indent=1) + "\n")
     return doc

@@ -51,6 +51,7 @@ from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
 from .core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step, eval_mode
+from .data import batches
 from .metrics import ClassifierError, Metric, inputs_of, to_device
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -136,7 +137,6 @@ def iterate_batches(data: Any, batch_size: int, device: torch.device) -> Iterato
     """(inputs, labels) on device from a respaths Dataset, an (inputs, labels) pair of tensors, or
     any iterable of (inputs, labels) batches (used as given)."""
     if hasattr(data, "images") and hasattr(data, "labels"):
-        from .data import batches
         yield from batches(data, batch_size, device)
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data

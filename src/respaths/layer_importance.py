@@ -39,6 +39,8 @@ from .engine import DEFAULT_CACHE_BYTES, evaluate_plans
 from .metrics import (Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of,  # noqa: F401
                       mean_pool, metric_for, model_device, to_device, valid_tokens)
 from .text import read_text, sentence_batches, token_batches  # noqa: F401  (here too, where they used to be)
+from .results import ResultStore
+from .opening import open_model
 
 METHODS = ("influence", "angular", "greedy", "painters")
 PAINTERS = ("skip", "repeat", "reverse", "random", "parallel", "looped")
@@ -363,14 +365,11 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
                 loops: int | None = None, token: str = "last", device: str = "cpu", force: bool = False,
                 figure: bool = True, progress: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Path:
     """`respaths layers`: load a Hugging Face model directory, read the text, run the method."""
-    from .results import ResultStore
-
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     bad = [v for v in variants if v not in PAINTERS]
     if bad:
         raise UserError(f"unknown painters variant {bad[0]!r}; use some of {', '.join(PAINTERS)}.")
-    from .opening import open_model
     opened = open_model(model_path, text=text, seq_len=seq_len, batch_size=batch_size, limit=limit, device=device,
                         split_blocks=split)
     model, v, batches = opened.model, opened.view, opened.data

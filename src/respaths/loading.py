@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .core import UserError
+from .models import Net, ZeroPadShortcut, build_model
 
 FORMS = ("torchvision:NAME, timm:NAME, respaths:NAME, module.path:factory, or a respaths checkpoint "
          "directory")
@@ -93,7 +94,6 @@ def build(spec: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Modu
             raise UserError(f"timm has no model {name!r}{close(name, timm.list_models())}.")
         return timm.create_model(name, pretrained=False, **kwargs)
     if source == "respaths":
-        from .models import build_model
         return build_model(name, **kwargs)
     if "" not in sys.path and str(Path.cwd()) not in sys.path:  # `module.path:factory` from where the user is
         sys.path.insert(0, str(Path.cwd()))
@@ -203,7 +203,6 @@ def map_akamaster(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tenso
 
     Its option-A shortcut pads planes // 4 zero channels on each side where respaths pads after the
     input's channels, so the model's ZeroPadShortcuts are set to pad in front as well."""
-    from .models import Net, ZeroPadShortcut
     if not isinstance(model, Net) or "linear.weight" not in state or "conv1.weight" not in state:
         return None
     if model.config.get("shortcut") != "A" or model.config.get("preact") or "head.2.weight" not in model.state_dict():

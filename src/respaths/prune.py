@@ -18,7 +18,13 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .core import UserError
+from .adapters import view as make_view
+from .adapters.hf import find_layers
+from .core import UserError, delete_blocks
+from .data import batches
+from .engine import evaluate_plans, iterate_batches
+from .metrics import inputs_of, mean_pool, metric_for, model_device, to_device, valid_tokens
+from .models import Net, build_model
 
 
 def modules_used(fn: Any) -> list[nn.Module]:
@@ -85,8 +91,6 @@ def resolve(view: Any, model: nn.Module, blocks: Iterable[int | str]) -> list[in
 
 def prune(model: nn.Module, blocks: Iterable[int | str], example_input: Any = None, **view_options: Any) -> nn.Module:
     """A deep copy of model with the given blocks removed (see the module docstring)."""
-    from .adapters import view as make_view
-
     if view_options.get("split", "layer") != "layer":
         raise UserError("prune removes whole layers; call it without split='attn_mlp'.")
     twin = copy.deepcopy(model)
@@ -112,8 +116,6 @@ def prune(model: nn.Module, blocks: Iterable[int | str], example_input: Any = No
 
 
 def prune_hf(model: nn.Module, v: Any, gone: list[int]) -> nn.Module:
-    from .adapters.hf import find_layers
-
     path, layers = find_layers(model.base_model)
     keep = [j for j in range(len(layers)) if j not in set(gone)]
     parent_path, _, attr = path.rpartition(".")
@@ -232,7 +234,6 @@ def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     from safetensors.torch import load_file
 
     from .loading import build
-    from .models import build_model
 
     path = Path(path)
     try:
@@ -266,7 +267,6 @@ def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
 @torch.no_grad()
 def classifier_error(model: nn.Module, data: Any, batch_size: int = 256, device: str = "cpu") -> dict[str, float]:
     """Top-1 error and mean cross-entropy of model(x), a plain forward, over a respaths Dataset."""
-    from .data import batches
     wrong, loss, n = 0, 0.0, 0
     model.eval()
     for x, y in batches(data, batch_size, device):
@@ -282,10 +282,8 @@ def metric_of(opened: Any, model: nn.Module, plan: Any = None, text_metric: Any 
     if text_metric is None:
         if plan is None:
             return classifier_error(model, opened.data, device=str(next(model.parameters()).device))
-        from .engine import evaluate_plans
         r = evaluate_plans(opened.view, opened.data, [plan])[0]
         return {"n": r.n, "error": r.error, "loss": r.loss / r.n}
-    from .adapters import view as make_view
     if plan is None and model is not opened.model and text_metric.name == "cosine":
         return cosine_between(opened.view, make_view(model), opened.data)  # against the original's embeddings
     return text_metric(opened.view if plan is not None else make_view(model), opened.data, plan)
@@ -295,7 +293,6 @@ def metric_of(opened: Any, model: nn.Module, plan: Any = None, text_metric: Any 
 def cosine_between(reference: Any, other: Any, batches: list) -> dict[str, float]:
     """Cosine similarity of other's mean-pooled outputs to reference's, averaged over examples (the
     embedding-cosine metric of a second model, such as a pruned one, against the original)."""
-    from .metrics import inputs_of, mean_pool, model_device, to_device, valid_tokens
     total, n = 0.0, 0
     for b in batches:
         b = to_device(b, model_device(reference))
@@ -322,8 +319,6 @@ def export(source: str | None, out: str | Path, *, spec: str | None = None, bloc
     import shutil
     import tempfile
 
-    from .core import delete_blocks
-    from .models import Net
     from .opening import open_model
 
     out = Path(out)
@@ -334,7 +329,6 @@ def export(source: str | None, out: str | Path, *, spec: str | None = None, bloc
     model, v = opened.model, opened.view
     example = None
     if opened.data is not None and not isinstance(opened.data, list):
-        from .engine import iterate_batches
         example, _ = next(iter(iterate_batches(opened.data.take(2), 2, torch.device(device))))
     if result is not None:
         gone_spec, reason = blocks_from_result(result, remove, v, opened.description.get("fingerprint"))
@@ -350,7 +344,6 @@ def export(source: str | None, out: str | Path, *, spec: str | None = None, bloc
     if opened.data is not None:
         text_metric = None
         if isinstance(opened.data, list):
-            from .metrics import metric_for
             text_metric = metric_for(v, opened.data)  # its cosine reference is the full model's, set first
         plan = delete_blocks(len(v), gone, label="pruned")
         before = metric_of(opened, model, text_metric=text_metric)

@@ -34,12 +34,16 @@ from typing import Any, Callable
 
 import torch
 
+from .adapters import view as make_view
+from .checkpoint import load_checkpoint, read_meta
 from .core import UserError
+from .data import load_dataset, normalize
 from .models import blocks_of
 from .read_study import load_study, train_losses  # noqa: F401  (load_study: read a run back, as before)
 from .report import build
 from .run_record import RunRecord, cpu_time, default_device, settings_record
 from .study import Budget, Net, run_experiments
+from .train import train
 
 ROLES = ("resnet", "vgg", "stochastic", "fixed")
 
@@ -169,7 +173,6 @@ def label(spec: dict[str, Any]) -> str:
 
 def trained(run_dir: Path, epochs: int) -> bool:
     """Whether the trainer's checkpoint in run_dir has finished all epochs."""
-    from .checkpoint import read_meta
     if not (run_dir / "checkpoint" / "meta.json").exists():
         return False
     try:
@@ -181,7 +184,6 @@ def trained(run_dir: Path, epochs: int) -> bool:
 def train_role(p: Preset, role: str, run_dir: Path, device: torch.device, data_dir: str | None,
                progress: bool) -> None:
     """Train (or resume training) one model of the study with the project's trainer."""
-    from .train import train
     spec = model_specs(p)[role]
     train(dict(model=spec["model"], dataset=p.dataset, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                schedule=p.schedule, width=spec["width"], stochastic_depth=spec.get("stochastic_depth"),
@@ -200,10 +202,6 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
               data_dir: str | None = None, progress: bool = True, report: bool = True,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> Path:
     """Run the study of `preset_name` into `out`; returns the report's path (or the run directory)."""
-    from .adapters import view as make_view
-    from .checkpoint import load_checkpoint
-    from .data import load_dataset
-
     p = preset(preset_name)
     out = Path(out)
     dev = torch.device(device) if device else default_device()
@@ -230,7 +228,6 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
              f"training {role}: {label(specs[role])} for {p.epochs} epochs")
     train_set = load_dataset(p.dataset, data_dir, split="train", limit=p.train_limit)
     # 2. the same study code as `respaths study`, on the nets just trained
-    from .data import normalize
     probe = normalize(test.images[:2], test.mean, test.std).to(dev)
     nets = {}
     for role in ROLES:

@@ -31,9 +31,15 @@ from typing import Any, Callable
 
 import torch
 
+from . import lesion, paths
+from .compare import compare_views
 from .core import UserError
+from .data import batches, load_dataset
+from .opening import is_hf_dir, open_model
+from .paths import run_path_gradients
 from .read_study import METRIC_LABELS, load_results_folder
 from .report import build, make_figures
+from .results import ResultStore
 from .run_record import RunRecord, cpu_time
 
 
@@ -116,9 +122,6 @@ def residual(net: Net) -> bool:
 def path_gradients(view: Any, train_set: Any, prefix: Path, b: Budget, device: torch.device, progress: bool,
                    meta: dict[str, Any] | None = None) -> None:
     """The paper's path-gradient protocol for every length 0..n on the first seeded training batches."""
-    from .data import batches
-    from .paths import run_path_gradients
-
     gen = torch.Generator().manual_seed(b.seed)
     data = [x for _, x in zip(range(b.path_batches),
                               batches(train_set, b.path_batch_size, device, train=True, generator=gen))]
@@ -130,8 +133,6 @@ def path_gradients(view: Any, train_set: Any, prefix: Path, b: Budget, device: t
 
 def surviving_check(n: int, random_json: Path, prefix: Path) -> None:
     """C(n-d, x)/C(n, x) against the paths counted from every lesion the random-deletion step ran."""
-    from . import paths
-    from .results import ResultStore
     records = [r for r in json.loads(random_json.read_text())["records"] if r.get("kind") == "random"]
     store = ResultStore(prefix, {"experiment": "surviving-paths", "blocks": n, "lesions": str(random_json.name)})
     for row in paths.check_surviving(n, records):
@@ -142,9 +143,6 @@ def surviving_check(n: int, random_json: Path, prefix: Path) -> None:
 def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, *, device: torch.device,
                     step: Callable[[str, bool, Callable[[], Any], str], None], progress: bool = True) -> None:
     """Every test-time experiment of the paper on nets["resnet"] (and the compared nets) into out/results."""
-    from . import lesion
-    from .compare import compare_views
-
     main = nets["resnet"]
     n = len(main.view)
     res = out / "results"
@@ -199,7 +197,6 @@ class StudySettings:
 
 def open_net(role: str, source: str | None, spec: str | None, weights: str | None, options: dict[str, Any],
              device: str) -> tuple[Net, Any]:
-    from .opening import open_model
     opened = open_model(source, spec=spec, weights=weights, device=device, **options)
     if isinstance(opened.data, list) or opened.metric != "classifier":
         raise UserError("respaths study runs on image classifiers for now; for a transformer use respaths layers.")
@@ -236,9 +233,6 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
           **open_options: Any) -> Path:
     """`respaths study`: open the model (a directory or a spec) and the compared ones, run every
     test-time experiment, write the report; returns its path."""
-    from .data import load_dataset
-
-    from .opening import is_hf_dir
     if Path(model).is_dir() and is_hf_dir(model):
         return study_text(model, out, budget_name=budget_name, limit=limit, seed=seed, device=device, force=force,
                           progress=progress, report=report, log=log, compare=compare, weights=weights,
@@ -319,9 +313,6 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     records the metric and its chance (ln V for a decoder), which the report's figures and verdicts read.
 
     --limit counts text examples (windows of --seq-len tokens for decoders, lines for encoders)."""
-    from . import lesion, paths
-    from .opening import open_model
-
     if compare:
         raise UserError("--compare is for image models; a transformer's study has one model.")
     if weights:

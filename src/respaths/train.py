@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .atomic import write_text
-from .checkpoint import load_train_state, load_weights, read_meta, recover, save_checkpoint
+from .checkpoint import checkpoint_dir, load_checkpoint, load_train_state, load_weights, read_meta, recover, save_checkpoint
 from .core import UserError, eval_mode
 from .data import Dataset, batches, epoch_order, load_dataset
 from .models import build_model
@@ -548,8 +548,6 @@ def evaluate_checkpoint(path: str | Path, *, data_dir: str | None = None, split:
     """Error and loss of a saved model on the dataset (and normalisation) it was trained with.
 
     `path` is a checkpoint directory or a run directory holding one."""
-    from .checkpoint import checkpoint_dir, load_checkpoint
-
     path = checkpoint_dir(path)
     dev = pick_device(device)
     model, meta = load_checkpoint(path, dev)
