@@ -645,7 +645,7 @@ def prune_args(p: argparse.ArgumentParser) -> None:
 def prune_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .prune import export
+    from .export import export
     if args.result and args.remove is None:
         raise UserError("--from needs --remove N: how many of the result's least harmful blocks to remove.")
     if args.remove is not None and not args.result:
