@@ -256,8 +256,6 @@ def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
     the saved weights loaded strictly. Returns (model in eval mode, its meta)."""
     from safetensors.torch import load_file
 
-    from .loading import build
-
     path = Path(path)
     try:
         info = json.loads((path / PRUNE_META).read_text())

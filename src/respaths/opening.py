@@ -25,6 +25,7 @@ from .adapters.hf import load as load_hf
 from .core import ResidualView, UserError
 from .data import load_dataset
 from .engine import iterate_batches
+from .loading import load_model
 from .metrics import metric_for
 from .text import read_text
 
@@ -134,8 +135,6 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
                device: str = "cpu", need_data: bool = True, split_blocks: str = "layer") -> OpenedModel:
     """Open a model and its data; see the module docstring. Every bad input is a UserError raised
     before any work: no file is read twice and nothing is written."""
-    from .loading import load_model
-
     if bool(source) == bool(spec):
         raise UserError("give either a respaths checkpoint directory (or a Hugging Face model directory) or "
                         "--model SPEC (not both, not neither).")

@@ -43,6 +43,7 @@ from .atomic import write_text
 from .checkpoint import checkpoint_dir, load_checkpoint, load_train_state, load_weights, read_meta, recover, save_checkpoint
 from .core import UserError, eval_mode
 from .data import Dataset, batches, epoch_order, load_dataset
+from .distributed import launched
 from .models import build_model
 
 
@@ -473,9 +474,8 @@ def train(config: TrainConfig | dict[str, Any], datasets: tuple[Dataset, Dataset
     cfg = config if isinstance(config, TrainConfig) else make_config(**config)
     threads = torch.get_num_threads()
     try:
-        from .distributed import launched
         if launched():  # torchrun started this process as one of several: DistributedDataParallel
-            from .ddp import DistributedTrainer
+            from .ddp import DistributedTrainer  # local: ddp builds on this module's Trainer
             return DistributedTrainer(cfg, datasets).run()
         return Trainer(cfg, datasets).run()
     finally:
