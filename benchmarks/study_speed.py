@@ -89,7 +89,7 @@ from respaths.lesion import DEFAULT_CHUNK
 from respaths.loading import load_model
 from respaths.opening import NORMALIZE
 from respaths.paths import PathGradients, frozen, length_generator, naive_path_gradient, sample_paths
-from respaths.reproduce import cpu_time
+from respaths.run_record import cpu_time
 from respaths.study import budget, study
 
 WORK = Path(__file__).resolve().parents[2]  # the folder holding the checkout, shared/ and data/

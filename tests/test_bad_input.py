@@ -380,3 +380,18 @@ def test_layers_without_transformers(tmp_path, capsys, monkeypatch):
                        "--out", tmp_path / "runs" / "x"], capsys)
     assert rc == 2 and len(err) == 1 and "needs transformers" in err[0] and "pip install" in err[0], err
     assert snapshot(tmp_path) == before
+
+
+def test_every_command_with_a_device_defaults_to_auto():
+    import argparse
+
+    from respaths.cli import COMMANDS
+    with_device = []
+    for name, (add_args, _, _) in COMMANDS.items():
+        p = argparse.ArgumentParser()
+        add_args(p)
+        defaults = {a.dest: a.default for a in p._actions}
+        if "device" in defaults:
+            with_device.append(name)
+            assert defaults["device"] == "auto", name
+    assert {"train", "evaluate", "lesion", "reorder", "layers", "paths", "study", "reproduce"} <= set(with_device)

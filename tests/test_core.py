@@ -61,3 +61,45 @@ def test_stochastic_depth_survival_and_fixed_m():
     f = respaths.build_model("preresnet110", fixed_m=23)
     active = f.draw_active(torch.Generator().manual_seed(1))
     assert int(active.sum()) == 23
+
+
+def test_plan_ops_are_an_enum_that_reads_as_strings():
+    import json
+
+    from respaths.core import DELETE, PARALLEL, RUN, Op, Plan, apply_step
+    assert (RUN, DELETE, PARALLEL) == (Op.RUN, Op.DELETE, Op.PARALLEL) == ("run", "delete", "parallel")
+    assert json.dumps([RUN, DELETE]) == '["run", "delete"]' and f"{PARALLEL}" == "parallel"
+    # a step written with a bare string is the same step, so plan keys and tries do not change
+    assert Plan((("run", 0), ("delete", 1))) == Plan(((RUN, 0), (DELETE, 1)))
+    assert {("run", 0): 1}[(RUN, 0)] == 1 and delete_blocks(3, [1]).key() == "r0 d1 r2"
+
+
+def test_an_unknown_op_is_refused_by_the_reference_and_the_engine():
+    from respaths.core import Plan
+    from respaths.engine import evaluate_plans
+    torch.manual_seed(0)
+    m = respaths.build_model("resnet14", in_channels=1, width=0.25).eval()
+    x = torch.randn(4, 1, 28, 28)
+    v = respaths.view(m, x)
+    bogus = Plan((("skip", 0),) + tuple(("run", i) for i in range(1, len(v))))
+    with pytest.raises(ValueError, match="unknown plan step"):
+        run_plan(v, x, bogus)  # it used to be taken for a deletion
+    with pytest.raises(ValueError, match="unknown plan step"):
+        evaluate_plans(v, (x, torch.zeros(4, dtype=torch.long)), [bogus], batch_size=4)
+
+
+def test_lesioned_model_refuses_parallel_and_unknown_steps():
+    from respaths.core import PARALLEL, RUN, Plan
+    from respaths.lesion import lesioned_model
+    torch.manual_seed(0)
+    m = respaths.build_model("resnet14", in_channels=1, width=0.25).eval()
+    x = torch.randn(2, 1, 28, 28)
+    n = len(respaths.view(m, x))
+    parallel = Plan(((RUN, 0), (PARALLEL, (1, 3))) + tuple((RUN, i) for i in range(2, n)))
+    with pytest.raises(ValueError, match="parallel"):
+        lesioned_model(m, parallel, x)  # it used to turn the parallel step into a deletion
+    with pytest.raises(ValueError):
+        lesioned_model(m, Plan((("skip", 0),) + tuple((RUN, i) for i in range(1, n))), x)
+    twin = lesioned_model(m, delete_blocks(n, [1]), x).eval()
+    with torch.no_grad():
+        assert torch.equal(twin(x), run_plan(respaths.view(m, x), x, delete_blocks(n, [1])))

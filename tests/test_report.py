@@ -250,9 +250,11 @@ def test_tiny_run_writes_everything_and_resumes(tiny_run, tmp_path):
 def test_preset_notes_follow_the_presets():
     from respaths.report import preset_note
     quick = PRESETS["quick"]
-    assert f"{quick.train_limit:,} images and {quick.blocks()} blocks" in preset_note("quick")
-    assert "3 epochs on 30,000 images and 54 blocks" in preset_note("fashion-cpu")
-    assert preset_note("fashion") is None and preset_note("cifar10-paper") is None
+    record = {name: json.loads(json.dumps(p.config())) for name, p in PRESETS.items()}  # as run.json keeps it
+    assert f"{quick.train_limit:,} images and {quick.blocks()} blocks" in preset_note(record["quick"])
+    assert "3 epochs on 30,000 images and 54 blocks" in preset_note(record["fashion-cpu"])
+    assert preset_note(record["fashion"]) is None and preset_note(record["cifar10-paper"]) is None
+    assert "barely trained" in preset_note(record["tiny"]) and preset_note(None) is None
 
 
 def test_report_command_side_by_side_and_errors(tiny_run, tmp_path, capsys):

@@ -23,6 +23,7 @@ from torch import nn
 
 from .atomic import atomic_dir, old_path, recover_dir
 from .core import UserError
+from .models import build_model
 
 WEIGHTS, META, TRAIN_STATE = "model.safetensors", "meta.json", "train_state.pt"
 FORMAT = "respaths-checkpoint/1"
@@ -97,8 +98,6 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     """Rebuild the model named in meta.json with respaths.models.build_model and load its weights.
 
     Returns (model in eval mode on `device`, meta)."""
-    from .models import build_model
-
     meta = read_meta(path)
     try:
         config = dict(meta["model"]["config"])

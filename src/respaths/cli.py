@@ -75,6 +75,22 @@ def device_name(text: str) -> str:
     raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
+def _device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--device, the same for every command: auto unless told, resolved by resolved_device."""
+    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+
+
+def resolved_device(args: argparse.Namespace, per_rank: bool = False) -> str:
+    """The device --device names (train.pick_device: auto is cuda, then mps, then cpu); per_rank: under
+    torchrun, "cuda" is this rank's own GPU."""
+    from .train import pick_device
+    device = pick_device(args.device)
+    if per_rank:
+        from .distributed import local_device
+        device = local_device(device)
+    return str(device)
+
+
 
 # ---------------------------------------------------------------------------------------------
 # train / evaluate  (issue: foundation)
@@ -117,7 +133,7 @@ def train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=positive_int, default=1, metavar="K",
                    help="measure test error every K epochs (and always after the last)")
     g = p.add_argument_group("speed")
-    g.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    _device_arg(g)
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="autocast precision; auto: bf16 on CUDA, fp32 elsewhere")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -157,7 +173,7 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--limit", type=positive_int, metavar="N", help="use the first N images")
     p.add_argument("--batch-size", type=positive_int, default=500)
-    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    _device_arg(p)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -221,7 +237,7 @@ def layers_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default=",".join(PAINTERS), help="painters: variants to run")
     p.add_argument("--loops", type=positive_int, help="painters looped: times the parallel step runs (default: the span)")
     p.add_argument("--token", default="last", choices=["last", "first"], help="angular: the readout token")
-    p.add_argument("--device", type=device_name, default="cpu")
+    _device_arg(p)
     p.add_argument("--cache-mb", type=positive_int, default=1024, help="memory bound of the branch-point cache")
     p.add_argument("--force", action="store_true", help="overwrite results of a different experiment")
     p.add_argument("--no-figure", action="store_true", help="skip drawing PREFIX.png and PREFIX.svg")
@@ -234,7 +250,7 @@ def layers_run(args: argparse.Namespace) -> int:
     path = layers_main(args.model, args.method, text=args.text, out=args.out, split=args.split,
                        seq_len=args.seq_len, batch_size=args.batch_size, limit=args.limit, steps=args.steps,
                        seeds=args.seeds, spans=spans, variants=[v for v in args.variants.split(",") if v],
-                       loops=args.loops, token=args.token, device=args.device, force=args.force,
+                       loops=args.loops, token=args.token, device=resolved_device(args), force=args.force,
                        figure=not args.no_figure, cache_bytes=args.cache_mb << 20)
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0
@@ -269,7 +285,7 @@ def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true", help="fold BatchNorm into convolutions and use channels_last "
                                                       "(rounding-level differences; see respaths.engine)")
     p.add_argument("--compile", action="store_true", help="torch.compile the blocks (pays a compile up front)")
-    p.add_argument("--device", type=device_name, default="cpu")
+    _device_arg(p)
     p.add_argument("--cache-mb", type=positive_int, default=1024, help="memory bound of the branch-point cache")
     p.add_argument("--chunk", type=positive_int, default=64, help="plans evaluated together (results are saved per chunk)")
     p.add_argument("--force", action="store_true", help="overwrite result files of a different experiment")
@@ -353,8 +369,7 @@ def _open(args: argparse.Namespace, need_data: bool = True, split: str = "test")
 
 def _lesion_setup(args: argparse.Namespace):
     """(view, dataset, options for respaths.lesion) from the command line."""
-    from .distributed import local_device
-    args.device = str(local_device(args.device))  # under torchrun, "cuda" is this rank's own GPU
+    args.device = resolved_device(args, per_rank=True)
     opened = _open(args)
     d = opened.description
     if isinstance(opened.data, list):  # text: the data is what the model reads, and its metric scores it
@@ -463,7 +478,7 @@ def paths_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seeds the batches and the sampled paths")
     p.add_argument("--share", type=open_unit_float, default=0.9, help="share of the total gradient the effective range holds")
     p.add_argument("--out", default="runs", help="directory of the result files (OUT/paths.json and .csv)")
-    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    _device_arg(p)
     p.add_argument("--chunk", type=positive_int, help="paths backpropagated together (default: what fits in about 1 GB)")
     p.add_argument("--fast", action="store_true", help="fold BatchNorm into convolutions and use channels_last "
                                                       "(7-15%% faster on a CPU; norms within ~1.5e-3 relative)")
@@ -474,10 +489,8 @@ def paths_args(p: argparse.ArgumentParser) -> None:
 
 
 def paths_run(args: argparse.Namespace) -> int:
-    from .distributed import local_device
     from .paths import paths_main
-    from .train import pick_device
-    args.device = str(local_device(pick_device(args.device)))  # under torchrun: this rank's own GPU
+    args.device = resolved_device(args, per_rank=True)
     opened = _open(args, split="train")
     doc = paths_main(opened, out=args.out, samples=args.samples, lengths=args.lengths,
                      batch_size=args.batch_size, batches=args.batches, seed=args.seed, share=args.share,
@@ -507,14 +520,14 @@ def reproduce_args(p: argparse.ArgumentParser) -> None:
                    help="; ".join(f"{n}: {PRESETS[n].description}" for n in shown))
     p.add_argument("--out", help="run directory (default runs/PRESET); running again resumes it")
     p.add_argument("--data-dir", help="where the dataset is looked for (also $RESPATHS_DATA, /usr/share/datasets)")
-    p.add_argument("--device", type=device_name, help="cpu, cuda, cuda:N (default: cuda when there is one)")
+    _device_arg(p)
     p.add_argument("--force", action="store_true", help="start over in --out, deleting its models and results")
 
 
 def reproduce_run(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
-    path = reproduce(args.preset, args.out or f"runs/{args.preset}", force=args.force, device=args.device,
-                     data_dir=args.data_dir)
+    path = reproduce(args.preset, args.out or f"runs/{args.preset}", force=args.force,
+                     device=resolved_device(args), data_dir=args.data_dir)
     print(f"report: {path}")
     return 0
 
@@ -542,7 +555,7 @@ def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=positive_int, metavar="N", help="test images (default: the budget's); with --text: "
                                                                   "windows (decoders) or lines (encoders), default all")
     p.add_argument("--seed", type=int, default=0, help="seeds the random sets, swaps, paths and bootstrap")
-    p.add_argument("--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    _device_arg(p)
     p.add_argument("--exact", action="store_true", help="no BatchNorm folding in the quick budget (bit-exact, slower)")
     p.add_argument("--force", action="store_true", help="start over in --out, deleting its results")
     _text_args(p)  # a Hugging Face directory: the study scored by LM loss (decoders) or embedding cosine (encoders)
@@ -551,10 +564,9 @@ def study_args(p: argparse.ArgumentParser) -> None:
 
 def study_run(args: argparse.Namespace) -> int:
     from .study import parse_compare, study
-    from .train import pick_device
     parse_compare(args.compare)  # a bad --compare is refused before any model is opened
     path = study(args.model, args.out, weights=args.weights, compare=args.compare, budget_name=args.budget,
-                 limit=args.limit, seed=args.seed, device=str(pick_device(args.device)), data_dir=args.data_dir,
+                 limit=args.limit, seed=args.seed, device=resolved_device(args), data_dir=args.data_dir,
                  force=args.force, progress=_progress(args), fast=False if args.exact else None,
                  num_classes=args.num_classes, model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset,
                  normalize=args.normalize, mean=args.mean, std=args.std, image_size=args.image_size,
@@ -633,7 +645,7 @@ def prune_args(p: argparse.ArgumentParser) -> None:
 def prune_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .prune import export
+    from .export import export
     if args.result and args.remove is None:
         raise UserError("--from needs --remove N: how many of the result's least harmful blocks to remove.")
     if args.remove is not None and not args.result:

@@ -22,7 +22,6 @@ to compare it image by image with the reference net, and writes DIR/compare.json
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -30,10 +29,15 @@ from types import SimpleNamespace
 from typing import Any, Mapping
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from . import stats
+from .adapters import view as make_view
+from .atomic import write_text
+from .checkpoint import load_checkpoint
 from .core import UserError, full_plan
+from .data import load_dataset
+from .engine import evaluate_plans, iterate_batches
+from .lesion import lesion_random, lesion_single
 
 
 def training_of(model: Any) -> dict[str, Any]:
@@ -43,7 +47,6 @@ def training_of(model: Any) -> dict[str, Any]:
 
 def load_test_split(meta: dict[str, Any], dataset: str | None, data_dir: str | None, limit: int | None):
     """The test images, normalised as the checkpoint was trained (when it is its own dataset)."""
-    from .data import load_dataset
     info = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {"name": meta.get("dataset")}
     name = dataset or info.get("name")
     if not name:
@@ -75,16 +78,6 @@ def _random_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
             "std": [float(np.std(by_k[k])) for k in ks], "n_samples": min((len(v) for v in by_k.values()), default=0)}
 
 
-def _mean_ci(values: list[float], confidence: float = 0.95) -> list[float | None]:
-    if len(values) < 2:
-        return [None, None]
-    m, s = float(np.mean(values)), float(np.std(values, ddof=1))
-    if s == 0:
-        return [m, m]
-    lo, hi = scipy_stats.t.interval(confidence, len(values) - 1, loc=m, scale=s / math.sqrt(len(values)))
-    return [float(lo), float(hi)]
-
-
 def versus(ref: dict[str, Any], net: dict[str, Any], correct_ref: Any, correct_net: Any, seed: int = 0) -> dict[str, Any]:
     """net against the reference: test error (paired over images) and resilience (paired over blocks)."""
     c = stats.compare(correct_ref, correct_net, seed=seed)
@@ -95,7 +88,7 @@ def versus(ref: dict[str, Any], net: dict[str, Any], correct_ref: Any, correct_n
         diffs = [(eb - b["baseline"]) - (ea - a["baseline"]) for ea, eb in zip(a["errors"], b["errors"])
                  if ea is not None and eb is not None]
         out["resilience"] = {"mean_increase_delta": float(np.mean(diffs)) if diffs else None,
-                             "ci": _mean_ci(diffs), "blocks": len(diffs)}
+                             "ci": stats.mean_ci(diffs), "blocks": len(diffs)}
     ra, rb = ref["random"], net["random"]
     common = [k for k in ra["k"] if k in rb["k"]]
     out["random_delta"] = {"k": common, "mean_error_delta": [rb["mean"][rb["k"].index(k)] - ra["mean"][ra["k"].index(k)]
@@ -113,10 +106,6 @@ def compare_nets(checkpoints: Mapping[str, str | Path], *, out: str | Path, refe
     """compare_views on checkpoints (or run directories), each tested on the images and normalisation
     it was trained with (or on dataset=)."""
     import torch
-
-    from .adapters import view as make_view
-    from .checkpoint import load_checkpoint
-    from .engine import iterate_batches
 
     if len(checkpoints) < 2:
         raise UserError("compare_nets needs at least two checkpoints, e.g. a normally trained and a "
@@ -140,9 +129,6 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     nets: label -> an object with .view, .test (its test images, preprocessed as it expects), .model
     and .meta (recorded in its result files). lesion_options go to respaths.lesion (batch_size,
     dtype, fast, cache_bytes, chunk)."""
-    from .engine import evaluate_plans
-    from .lesion import lesion_random, lesion_single
-
     out = Path(out)
     results: dict[str, dict[str, Any]] = {}
     correct: dict[str, Any] = {}
@@ -174,6 +160,5 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     doc = {"schema": "respaths.compare/1", "dataset": names.pop(), "reference": reference, "nets": results,
            "versus": {l: versus(results[reference], results[l], correct[reference], correct[l], seed)
                       for l in results if l != reference}}
-    from .atomic import write_text
     write_text(out / "compare.json", json.dumps(doc, indent=1) + "\n")
     return doc

@@ -19,8 +19,10 @@ obviously-correct way to execute one, against which the fast engine is tested.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from enum import Enum
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +34,22 @@ class UserError(Exception):
 
 def identity(x: Tensor) -> Tensor:
     return x
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module | None) -> Iterator[None]:
+    """Eval mode for the duration, then each module's own training flag back (the one place that
+    saves and restores training mode: the engine, the path gradients, adapters' checks, evaluation)."""
+    if model is None:
+        yield
+        return
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
 
 
 @dataclass(eq=False)
@@ -95,8 +113,22 @@ class Block:
 # ---------------------------------------------------------------------------------------------
 # Plans
 
-RUN, DELETE, PARALLEL = "run", "delete", "parallel"
-Step = tuple[str, Any]  # (RUN | DELETE, i) or (PARALLEL, (i, j, ...))
+class Op(str, Enum):
+    """What a plan step does. A str, so that ("run", 3) and (Op.RUN, 3) are the same step: equal,
+    hashed alike, and written as "run" in plan keys and JSON."""
+
+    RUN = "run"
+    DELETE = "delete"
+    PARALLEL = "parallel"
+
+    def __str__(self) -> str:  # "run", not "Op.RUN", in f-strings on every Python version
+        return self.value
+
+    __format__ = str.__format__
+
+
+RUN, DELETE, PARALLEL = Op.RUN, Op.DELETE, Op.PARALLEL
+Step = tuple[Op, Any]  # (RUN | DELETE, i) or (PARALLEL, (i, j, ...))
 
 
 @dataclass(frozen=True)
@@ -118,9 +150,6 @@ class Plan:
         """A stable text key: 'r0 r1 d2 r3'; a parallel step reads 'p1+2+3'."""
         return " ".join(f"p{'+'.join(map(str, i))}" if op == PARALLEL else f"{op[0]}{i}"
                         for op, i in self.steps)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"key": self.key(), "label": self.label, "deleted": self.deleted, "order": self.order}
 
 
 def full_plan(n: int) -> Plan:
@@ -211,12 +240,22 @@ def run_plan(view: ResidualView, inputs: Any, plan: Plan | None = None) -> Tenso
         for b in view.blocks:
             x = b(x)
     else:
-        for op, i in plan.steps:
-            if op == PARALLEL:
-                x = run_parallel(view.blocks, i, x)
-            else:
-                x = view.blocks[i](x) if op == RUN else view.blocks[i].deleted(x)
+        for step in plan.steps:
+            x = apply_step(view, step, x)
     return view.head(x)
+
+
+def apply_step(view: ResidualView, step: Step, x: Any, run_block: Callable | None = None) -> Any:
+    """One plan step on the activation x; run_block(block, x), if given, runs a block (the engine's
+    speed tricks). The reference, the engine and lesioned_model all read steps through here."""
+    op, i = step
+    if op == RUN:
+        return run_block(view.blocks[i], x) if run_block is not None else view.blocks[i](x)
+    if op == DELETE:
+        return view.blocks[i].deleted(x)
+    if op == PARALLEL:
+        return run_parallel(view.blocks, i, x)
+    raise ValueError(f"unknown plan step {step!r}: the op must be one of {[o.value for o in Op]}.")
 
 
 def run_parallel(blocks: Sequence[Block], indices: Sequence[int], x: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .core import UserError
+from .data import crop_and_flip, draw_augmentation, epoch_order, normalize
 
 T = TypeVar("T")
 
@@ -267,8 +268,6 @@ def rank_batches(dataset: Any, batch_size: int, device: torch.device | str, *, g
     seen and augmented as in a one-process run, and the generator ends the epoch in the same state
     whatever the number of ranks: a checkpoint resumes on any number. A last global batch with
     fewer examples than ranks is skipped (its augmentation still drawn)."""
-    from .data import crop_and_flip, draw_augmentation, epoch_order, normalize
-
     device = torch.device(device)
     images, labels = dataset.images.to(device), dataset.labels.to(device)
     order = epoch_order(len(labels), generator)

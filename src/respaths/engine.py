@@ -50,7 +50,8 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
-from .core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, run_parallel
+from .core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step, eval_mode
+from .data import batches
 from .metrics import ClassifierError, Metric, inputs_of, to_device
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -125,17 +126,6 @@ def trie_cost(plans: Sequence[Plan], runs_only: bool = False) -> tuple[int, int]
     return count(build_trie(plans)), sum(cost(s) for p in plans for s in p.steps)
 
 
-def apply_step(view: ResidualView, step: Any, x: Any, run_block=None) -> Any:
-    op, i = step
-    if op == RUN:
-        return run_block(view.blocks[i], x) if run_block is not None else view.blocks[i](x)
-    if op == DELETE:
-        return view.blocks[i].deleted(x)
-    if op == PARALLEL:
-        return run_parallel(view.blocks, i, x)
-    raise ValueError(f"unknown plan step {step!r}.")
-
-
 def nbytes(x: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tree_leaves(x) if isinstance(t, Tensor))
 
@@ -147,7 +137,6 @@ def iterate_batches(data: Any, batch_size: int, device: torch.device) -> Iterato
     """(inputs, labels) on device from a respaths Dataset, an (inputs, labels) pair of tensors, or
     any iterable of (inputs, labels) batches (used as given)."""
     if hasattr(data, "images") and hasattr(data, "labels"):
-        from .data import batches
         yield from batches(data, batch_size, device)
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         x, y = data
@@ -395,21 +384,6 @@ def check_inputs_untouched(view: ResidualView, probe: Any) -> None:
                 raise UserError(f"block {b.index} ({b.name}) changes its input in place (an inplace ReLU on "
                                 f"the shortcut path?); make the view's callables out of place.")
             x = y
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module | None):
-    """Eval mode for the duration, then each module's own training flag back."""
-    if model is None:
-        yield
-        return
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,73 +38,12 @@ from .engine import DEFAULT_CACHE_BYTES, evaluate_plans
 # the metrics live in respaths.metrics; imported here too, where they used to be
 from .metrics import (Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of,  # noqa: F401
                       mean_pool, metric_for, model_device, to_device, valid_tokens)
+from .text import read_text, sentence_batches, token_batches  # noqa: F401  (here too, where they used to be)
+from .results import ResultStore
+from .opening import open_model
 
 METHODS = ("influence", "angular", "greedy", "painters")
 PAINTERS = ("skip", "repeat", "reverse", "random", "parallel", "looped")
-
-
-# ---------------------------------------------------------------------------------------------
-# Data: lists of batches (dicts of tensors), so that every plan sees exactly the same tokens
-
-
-def token_batches(ids: Tensor, seq_len: int, batch_size: int) -> list[Batch]:
-    """A 1-d tensor of token ids cut into windows of seq_len tokens (a shorter tail window is kept
-    if it has at least two tokens, one to predict from and one to predict)."""
-    ids = ids.flatten()
-    windows = [ids[s:s + seq_len] for s in range(0, len(ids), seq_len)]
-    if windows and len(windows[-1]) < 2:
-        windows.pop()
-    batches = []
-    for s in range(0, len(windows), batch_size):
-        group = windows[s:s + batch_size]
-        # a short tail window goes in a batch of its own, so that no batch needs padding
-        full = [w for w in group if len(w) == len(group[0])]
-        batches.append({"input_ids": torch.stack(full)})
-        if len(full) < len(group):
-            batches.append({"input_ids": torch.stack(group[len(full):])})
-    return batches
-
-
-def sentence_batches(tokenizer: Any, lines: Sequence[str], seq_len: int, batch_size: int,
-                     labels: Sequence[int] | None = None) -> list[Batch]:
-    """One example per line, padded per batch, with an attention mask."""
-    batches = []
-    for s in range(0, len(lines), batch_size):
-        enc = tokenizer(list(lines[s:s + batch_size]), padding=True, truncation=True, max_length=seq_len,
-                        return_tensors="pt")
-        b = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        if labels is not None:
-            b["labels"] = torch.tensor(list(labels[s:s + batch_size]), dtype=torch.long)
-        batches.append(b)
-    return batches
-
-
-def read_text(path: str | Path, view: ResidualView, tokenizer: Any, seq_len: int, batch_size: int,
-              limit: int | None = None) -> list[Batch]:
-    """A text file as batches for the view's task: a decoder reads the whole file as one stream of
-    tokens; an encoder or classifier reads one example per non-empty line, "LABEL<TAB>TEXT" lines
-    giving integer labels."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no text file {path}; give a UTF-8 text file with --text.")
-    if tokenizer is None:
-        raise UserError(f"the model has no tokenizer saved beside it; save one there (tokenizer.save_pretrained) "
-                        f"to read {path}.")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if getattr(view, "task", "") == "causal-lm":
-        ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
-        batches = token_batches(ids if limit is None else ids[:limit * seq_len], seq_len, batch_size)
-    else:
-        lines = [ln for ln in text.splitlines() if ln.strip()][:limit]
-        labels = None
-        split = [ln.split("\t", 1) for ln in lines]
-        if lines and all(len(p) == 2 and p[0].strip().lstrip("-").isdigit() for p in split):
-            labels, lines = [int(p[0]) for p in split], [p[1] for p in split]
-        batches = sentence_batches(tokenizer, lines, seq_len, batch_size, labels)
-    if not batches:
-        raise UserError(f"{path} holds too little text for one batch; give a longer file.")
-    return batches
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,14 +365,11 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
                 loops: int | None = None, token: str = "last", device: str = "cpu", force: bool = False,
                 figure: bool = True, progress: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Path:
     """`respaths layers`: load a Hugging Face model directory, read the text, run the method."""
-    from .results import ResultStore
-
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     bad = [v for v in variants if v not in PAINTERS]
     if bad:
         raise UserError(f"unknown painters variant {bad[0]!r}; use some of {', '.join(PAINTERS)}.")
-    from .opening import open_model
     opened = open_model(model_path, text=text, seq_len=seq_len, batch_size=batch_size, limit=limit, device=device,
                         split_blocks=split)
     model, v, batches = opened.model, opened.view, opened.data

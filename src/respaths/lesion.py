@@ -46,9 +46,11 @@ from scipy import stats as scipy_stats
 from torch import nn
 
 from . import distributed, stats
-from .core import RUN, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
+from .adapters import view as make_view
+from .core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
 from .engine import DEFAULT_CACHE_BYTES, batch_length, count_examples, evaluate_plans, first_examples, iterate_batches
-from .metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for
+from .metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for, to_device
+from .prune import Skipped
 from .results import ResultStore
 
 DEFAULT_CHUNK = 64
@@ -348,7 +350,6 @@ def make_record(fields: dict[str, Any], r: Any, base: Any, seed: int) -> dict[st
 def _probed(view: ResidualView, data: Any, device: Any) -> ResidualView:
     if any(b.in_shape is None for b in view.blocks):
         if is_dict_batches(data):
-            from .metrics import to_device
             x = first_examples(inputs_of(to_device(data[0], torch.device(device or "cpu"))), 2)
         else:
             x, _ = next(iter(iterate_batches(data, 2, torch.device(device or "cpu"))))
@@ -389,10 +390,19 @@ def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, s
 def Deleted(block: Any) -> nn.Module:
     """Stands in for a deleted block: post(shortcut(x)), or x for a plain layer; the modules it
     uses stay registered and it accepts (and ignores) a transformer layer's keyword arguments."""
-    from .prune import Skipped
     if block.shortcut is None and not block.deletable:
         block.deleted(None)  # raises: a plain layer that changes shape
     return Skipped(block.shortcut, block.post)
+
+
+def stand_in(view: ResidualView, step: Any) -> nn.Module:
+    """The module a plan position holds in lesioned_model: the block's own module, or Deleted."""
+    op, i = step
+    op = Op(op)  # an unknown op raises ValueError here, as in core.apply_step
+    if op == PARALLEL:
+        raise ValueError("lesioned_model cannot build a parallel step (blocks averaged on one input): "
+                         "a module slot holds one block; use core.run_plan for such plans.")
+    return view.blocks[i].module if op == RUN else Deleted(view.blocks[i])
 
 
 def lesioned_model(model: nn.Module, plan: Plan, example_input: Any, **view_options: Any) -> nn.Module:
@@ -401,7 +411,6 @@ def lesioned_model(model: nn.Module, plan: Plan, example_input: Any, **view_opti
 
     Works for models that call their blocks in order through the blocks' slots (nn.Sequential or
     nn.ModuleList children), which is every model respaths' adapters know."""
-    from .adapters import view as make_view
     twin = copy.deepcopy(model)
     v = make_view(twin, example_input, **view_options)
     slots = {}
@@ -415,7 +424,7 @@ def lesioned_model(model: nn.Module, plan: Plan, example_input: Any, **view_opti
         where.append(slots[id(b.module)])
     if len(plan.steps) != len(v):
         raise ValueError("lesioned_model needs a plan with one step per block.")
-    new = [b.module if op == RUN else Deleted(b) for op, i in plan.steps for b in [v.blocks[i]]]
+    new = [stand_in(v, step) for step in plan.steps]
     for (parent, name), module in zip(where, new):
         parent._modules[name] = module
     return twin

@@ -5,7 +5,7 @@
     respaths:preresnet110       respaths.models.build_model(name)
     some.module:factory         factory() (or factory(num_classes=N))
     DIR                         a respaths checkpoint directory (checkpoint.load_checkpoint), or a
-                                pruned CNN written by respaths prune (prune.load_pruned)
+                                pruned CNN written by respaths prune (load_pruned)
 
 Weights (weights=PATH) are read without running code from the file: .safetensors through
 safetensors, .pt/.pth/.bin/.ckpt through torch.load(weights_only=True), which refuses any pickled
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 import pickle
 import re
 import sys
@@ -27,6 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from .core import UserError
+from .models import Net, ZeroPadShortcut, build_model
+from .prune import FORMAT, PRUNE_META, prune
 
 FORMS = ("torchvision:NAME, timm:NAME, respaths:NAME, module.path:factory, or a respaths checkpoint "
          "directory")
@@ -41,7 +44,6 @@ def load_model(spec: str, weights: str | Path | None = None, num_classes: int | 
     "weights": PATH or None}. kwargs go to the factory (e.g. img_size=64 for a timm ViT)."""
     spec = str(spec)
     if (Path(spec) / "respaths_prune.json").is_file() and not (Path(spec) / "config.json").is_file():
-        from .prune import load_pruned  # a CNN written by respaths prune
         if weights is not None:
             raise UserError(f"{spec} is a pruned model, which holds its own weights; drop the weights file.")
         model, meta = load_pruned(spec)
@@ -93,7 +95,6 @@ def build(spec: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Modu
             raise UserError(f"timm has no model {name!r}{close(name, timm.list_models())}.")
         return timm.create_model(name, pretrained=False, **kwargs)
     if source == "respaths":
-        from .models import build_model
         return build_model(name, **kwargs)
     if "" not in sys.path and str(Path.cwd()) not in sys.path:  # `module.path:factory` from where the user is
         sys.path.insert(0, str(Path.cwd()))
@@ -203,7 +204,6 @@ def map_akamaster(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tenso
 
     Its option-A shortcut pads planes // 4 zero channels on each side where respaths pads after the
     input's channels, so the model's ZeroPadShortcuts are set to pad in front as well."""
-    from .models import Net, ZeroPadShortcut
     if not isinstance(model, Net) or "linear.weight" not in state or "conv1.weight" not in state:
         return None
     if model.config.get("shortcut") != "A" or model.config.get("preact") or "head.2.weight" not in model.state_dict():
@@ -249,3 +249,34 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     if done:
         print(f"weights {path}: {'; '.join(done)}", file=sys.stderr)
     return model
+
+
+def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A pruned CNN saved by `respaths prune`: the base model rebuilt, the same blocks removed, and
+    the saved weights loaded strictly. Returns (model in eval mode, its meta)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        info = json.loads((path / PRUNE_META).read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path} holds no readable {PRUNE_META}; give a directory written by respaths prune.") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise UserError(f"{path / PRUNE_META} is not a respaths pruned-model description; give a directory "
+                        f"written by respaths prune.")
+    base = info["base"]
+    if "respaths_model" in base:
+        config = base["respaths_model"]["config"]
+        options = {k: config[k] for k in ("in_channels", "num_classes", "width", "shortcut", "zero_pad") if k in config}
+        model = build_model(base["respaths_model"]["name"], **options)
+    else:
+        model = build(base["spec"], base.get("num_classes"), dict(base.get("model_kwargs") or {}))
+    example = torch.zeros(1, *info["input_shape"]) if info.get("input_shape") else None
+    with torch.no_grad():
+        model = prune(model.eval(), info["removed"], example)
+    state = load_file(str(path / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"the weights in {path} do not fit the model {PRUNE_META} describes "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected); write it again with respaths prune.")
+    return model.to(device).eval(), info

@@ -243,13 +243,12 @@ def _init(net: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------------
 # The registry
 
-FAMILIES = {
-    "resnet": "He et al. 2016 CIFAR ResNet, post-activation; depth 6n+2 (resnet20, resnet56, resnet110, ...)",
-    "preresnet": "pre-activation ResNet (He et al. 2016b), the paper's model; depth 6n+2 (preresnet110)",
-    "plain": "the CIFAR ResNet with its shortcuts removed; depth 6n+2 (plain20, plain110)",
-    "vgg15": "the paper's 15-layer VGG baseline with batch norm",
-    "vgg15-nobn": "the 15-layer VGG without batch norm, as in the paper",
-}
+def blocks_of(name: str) -> int:
+    """The number of residual blocks of a resnet{6n+2} / preresnet{6n+2} / plain{6n+2} model: 3n."""
+    m = re.fullmatch(r"(resnet|preresnet|plain)(\d+)", name)
+    if not m:
+        raise UserError(f"{name!r} is not a resnet, preresnet or plain model of depth 6n+2.")
+    return 3 * _stages(int(m.group(2)))
 
 
 def list_models() -> list[str]:

@@ -20,7 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .adapters import view as make_view
+from .adapters.hf import load as load_hf
 from .core import ResidualView, UserError
+from .data import load_dataset
+from .engine import iterate_batches
+from .loading import load_model
+from .metrics import metric_for
+from .text import read_text
 
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 
@@ -128,9 +135,6 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
                device: str = "cpu", need_data: bool = True, split_blocks: str = "layer") -> OpenedModel:
     """Open a model and its data; see the module docstring. Every bad input is a UserError raised
     before any work: no file is read twice and nothing is written."""
-    from .adapters import view as make_view
-    from .loading import load_model
-
     if bool(source) == bool(spec):
         raise UserError("give either a respaths checkpoint directory (or a Hugging Face model directory) or "
                         "--model SPEC (not both, not neither).")
@@ -160,7 +164,6 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
                         "imagefolder:PATH or synthetic).")
     data, chosen = None, None
     if dataset is not None:
-        from .data import load_dataset
         data = load_dataset(dataset, data_dir, split=split, limit=limit, image_size=image_size)
         if len(data) == 0:
             raise UserError(f"{dataset} has no {split} images; check --data-dir and --limit.")
@@ -175,7 +178,6 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
                      **({"model_kwargs": dict(model_kwargs)} if model_kwargs else {})}
     example = None
     if data is not None:
-        from .engine import iterate_batches
         example, _ = next(iter(iterate_batches(data.take(2), 2, torch.device(device))))
         first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
         if isinstance(first, nn.Conv2d) and first.in_channels != data.in_channels:
@@ -197,16 +199,12 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
 def open_hf(path: str, *, text: str | None, seq_len: int, batch_size: int, limit: int | None, device: str,
             need_data: bool, split_blocks: str = "layer") -> OpenedModel:
     """A Hugging Face directory and its text; split_blocks: one block per "layer", or "attn_mlp"."""
-    from .adapters.hf import load
-    from .layer_importance import metric_for, read_text
-
     if need_data and text is None:
         raise UserError("give the text to measure on with --text FILE (a UTF-8 text file).")
     if seq_len < 2 or batch_size < 1:
         raise UserError("--seq-len must be at least 2 and --batch-size at least 1.")
-    model, tokenizer = load(path)
+    model, tokenizer = load_hf(path)
     model.to(device)
-    from .adapters import view as make_view
     v = make_view(model, split=split_blocks)
     batches = read_text(text, v, tokenizer, seq_len, batch_size, limit) if text is not None else None
     metric = metric_for(v, batches).name if batches is not None else {"causal-lm": "lm"}.get(getattr(v, "task", ""), "cosine")

@@ -36,11 +36,17 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .core import DELETE, Plan, ResidualView, UserError, identity
+from . import distributed
+from .core import DELETE, RUN, Plan, ResidualView, UserError, eval_mode, identity
+from .data import batches as data_batches
+from .engine import optimise
+from .lesion import parse_k
+from .metrics import inputs_of, next_token_loss, to_device
+from .results import ResultStore
+from .stats import mean_ci
 
 # ---------------------------------------------------------------------------------------------
 # 1. Path lengths
@@ -87,7 +93,6 @@ def path_loss(output: Tensor, targets: Any) -> Tensor:
     """The loss a path's gradient is taken of: the cross-entropy of class labels, or, when targets is a
     decoder's token batch (a dict with input_ids), its mean next-token cross-entropy (the LM loss)."""
     if isinstance(targets, dict):
-        from .metrics import next_token_loss
         return next_token_loss(output, targets)
     return F.cross_entropy(output, targets)
 
@@ -278,12 +283,7 @@ def summarize(values: Sequence[float] | Tensor, confidence: float = 0.95) -> dic
     mean = float(v.mean())
     if len(v) < 2:
         return {"samples": len(v), "mean": mean, "std": None, "ci": [None, None]}
-    std = float(v.std(ddof=1))
-    if std == 0.0:
-        lo = hi = mean
-    else:
-        lo, hi = stats.t.interval(confidence, len(v) - 1, loc=mean, scale=std / math.sqrt(len(v)))
-    return {"samples": len(v), "mean": mean, "std": std, "ci": [float(lo), float(hi)]}
+    return {"samples": len(v), "mean": mean, "std": float(v.std(ddof=1)), "ci": mean_ci(v, confidence)}
 
 
 @contextlib.contextmanager
@@ -293,16 +293,13 @@ def frozen(view: ResidualView) -> Iterator[None]:
     if model is None:
         yield
         return
-    modes = {m: m.training for m in model.modules()}
     flags = {p: p.requires_grad for p in model.parameters()}
-    model.eval()
     for p in flags:
         p.requires_grad_(False)
     try:
-        yield
+        with eval_mode(model):
+            yield
     finally:
-        for m, mode in modes.items():
-            m.training = mode
         for p, flag in flags.items():
             p.requires_grad_(flag)
 
@@ -315,7 +312,6 @@ def fast_network(view: ResidualView, probe: Any, fast: bool = True) -> Iterator[
     if not fast:
         yield
         return
-    from .engine import optimise
     with optimise(view, probe):
         yield
 
@@ -391,8 +387,6 @@ def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[A
     over ranks) differs. Lengths go `world` at a time; within such a round the (length, batch) units
     are dealt out i -> rank i % world, so each length's samples are split across the ranks."""
     from tqdm.auto import tqdm
-
-    from . import distributed
 
     n, todo = len(view.blocks), lengths_to_measure(view, lengths, skip, batches)
     if view.model is not None:
@@ -481,7 +475,7 @@ def count_surviving(plan: Plan | Sequence[int], n: int) -> list[int]:
     A deleted block offers only its shortcut, a run block both ways, so the counts are the
     coefficients of the product over steps of (1) or (1 + t); no closed form is used."""
     gone = set(plan.deleted) if isinstance(plan, Plan) else set(int(i) for i in plan)
-    steps = plan.steps if isinstance(plan, Plan) else [(DELETE if i in gone else "run", i) for i in range(n)]
+    steps = plan.steps if isinstance(plan, Plan) else [(DELETE if i in gone else RUN, i) for i in range(n)]
     counts = [1] + [0] * n
     for op, _ in steps:
         if op != DELETE:
@@ -530,8 +524,6 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
 
     The finished file holds one record per length measured so far and, at the top level, `blocks`
     and `effective` (effective_summary of those records). Returns that document's fields."""
-    from .results import ResultStore
-
     if samples < 1:
         raise UserError(f"--samples must be at least 1, not {samples}.")
     n = len(view)
@@ -544,7 +536,6 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
             "confidence": confidence, **meta}
     if fast:  # recorded only when on, so that exact result files of earlier versions still resume
         meta["fast"] = True
-    from . import distributed
 
     # under torchrun (see respaths.distributed) rank 0 alone opens and writes the file
     ranks = distributed.init()
@@ -576,9 +567,6 @@ def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: 
     preprocessed as the model expects."""
     from pathlib import Path
 
-    from .data import batches as data_batches
-    from .lesion import parse_k
-
     v, data = opened.view, opened.data
     dev = next(v.model.parameters()).device if v.model is not None else torch.device("cpu")
     if isinstance(data, list):
@@ -603,8 +591,6 @@ def text_batches_for_paths(opened: Any, batches: int, device: torch.device) -> l
     targets are the batch itself (path_loss takes its next-token loss), for a classifier its labels.
     An encoder scored by embedding cosine has no loss to differentiate: the cosine to the full model
     is at its optimum, with gradient 0, on the full model's own output, so it is refused."""
-    from .metrics import inputs_of, to_device
-
     if opened.metric == "cosine":
         raise UserError("path gradients need a loss, and an encoder's embedding cosine to the full model has "
                         "gradient 0 at the full model; run respaths paths on a decoder (LM loss) or a classifier "
@@ -621,8 +607,6 @@ def text_paths(opened: Any, *, out: str, samples: int, lengths: str, batches: in
     """paths_main for a Hugging Face model and --text: the gradients of the LM loss (decoders) or of the
     classifier's cross-entropy at the first block's input, on the first `batches` text batches."""
     from pathlib import Path
-
-    from .lesion import parse_k
 
     v = opened.view
     chosen = text_batches_for_paths(opened, batches, device)

@@ -6,6 +6,8 @@ registered, so parameters(), state_dict(), .to() and .double() see them.
 Hugging Face transformers (split="layer"): the layer ModuleList shrinks, config.num_hidden_layers
 and per-layer lists (layer_types) follow, and each remaining attention's layer_idx is renumbered so
 the KV cache indexes the right slot; save_pretrained / from_pretrained then give the same model.
+
+The `respaths prune` command is respaths.export; a pruned CNN is read back by respaths.loading.load_pruned.
 """
 from __future__ import annotations
 
@@ -18,7 +20,12 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from .adapters import view as make_view
+from .adapters.hf import find_layers
 from .core import UserError
+from .data import batches
+from .engine import evaluate_plans
+from .metrics import inputs_of, mean_pool, model_device, to_device, valid_tokens
 
 
 def modules_used(fn: Any) -> list[nn.Module]:
@@ -85,8 +92,6 @@ def resolve(view: Any, model: nn.Module, blocks: Iterable[int | str]) -> list[in
 
 def prune(model: nn.Module, blocks: Iterable[int | str], example_input: Any = None, **view_options: Any) -> nn.Module:
     """A deep copy of model with the given blocks removed (see the module docstring)."""
-    from .adapters import view as make_view
-
     if view_options.get("split", "layer") != "layer":
         raise UserError("prune removes whole layers; call it without split='attn_mlp'.")
     twin = copy.deepcopy(model)
@@ -112,8 +117,6 @@ def prune(model: nn.Module, blocks: Iterable[int | str], example_input: Any = No
 
 
 def prune_hf(model: nn.Module, v: Any, gone: list[int]) -> nn.Module:
-    from .adapters.hf import find_layers
-
     path, layers = find_layers(model.base_model)
     keep = [j for j in range(len(layers)) if j not in set(gone)]
     parent_path, _, attr = path.rpartition(".")
@@ -226,47 +229,12 @@ def save_pruned(out: Path, pruned: nn.Module, info: dict[str, Any]) -> None:
     (out / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
 
 
-def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A pruned CNN saved by `respaths prune`: the base model rebuilt, the same blocks removed, and
-    the saved weights loaded strictly. Returns (model in eval mode, its meta)."""
-    from safetensors.torch import load_file
-
-    from .loading import build
-    from .models import build_model
-
-    path = Path(path)
-    try:
-        info = json.loads((path / PRUNE_META).read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{path} holds no readable {PRUNE_META}; give a directory written by respaths prune.") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise UserError(f"{path / PRUNE_META} is not a respaths pruned-model description; give a directory "
-                        f"written by respaths prune.")
-    base = info["base"]
-    if "respaths_model" in base:
-        config = base["respaths_model"]["config"]
-        options = {k: config[k] for k in ("in_channels", "num_classes", "width", "shortcut", "zero_pad") if k in config}
-        model = build_model(base["respaths_model"]["name"], **options)
-    else:
-        model = build(base["spec"], base.get("num_classes"), dict(base.get("model_kwargs") or {}))
-    example = torch.zeros(1, *info["input_shape"]) if info.get("input_shape") else None
-    with torch.no_grad():
-        model = prune(model.eval(), info["removed"], example)
-    state = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"the weights in {path} do not fit the model {PRUNE_META} describes "
-                        f"({len(missing)} missing, {len(unexpected)} unexpected); write it again with respaths prune.")
-    return model.to(device).eval(), info
-
-
 # ---------------------------------------------------------------------------------------------
 # The metric before and after, on the data the user gives
 
 @torch.no_grad()
 def classifier_error(model: nn.Module, data: Any, batch_size: int = 256, device: str = "cpu") -> dict[str, float]:
     """Top-1 error and mean cross-entropy of model(x), a plain forward, over a respaths Dataset."""
-    from .data import batches
     wrong, loss, n = 0, 0.0, 0
     model.eval()
     for x, y in batches(data, batch_size, device):
@@ -282,10 +250,8 @@ def metric_of(opened: Any, model: nn.Module, plan: Any = None, text_metric: Any 
     if text_metric is None:
         if plan is None:
             return classifier_error(model, opened.data, device=str(next(model.parameters()).device))
-        from .engine import evaluate_plans
         r = evaluate_plans(opened.view, opened.data, [plan])[0]
         return {"n": r.n, "error": r.error, "loss": r.loss / r.n}
-    from .adapters import view as make_view
     if plan is None and model is not opened.model and text_metric.name == "cosine":
         return cosine_between(opened.view, make_view(model), opened.data)  # against the original's embeddings
     return text_metric(opened.view if plan is not None else make_view(model), opened.data, plan)
@@ -295,7 +261,6 @@ def metric_of(opened: Any, model: nn.Module, plan: Any = None, text_metric: Any 
 def cosine_between(reference: Any, other: Any, batches: list) -> dict[str, float]:
     """Cosine similarity of other's mean-pooled outputs to reference's, averaged over examples (the
     embedding-cosine metric of a second model, such as a pruned one, against the original)."""
-    from .metrics import inputs_of, mean_pool, model_device, to_device, valid_tokens
     total, n = 0.0, 0
     for b in batches:
         b = to_device(b, model_device(reference))
@@ -312,84 +277,3 @@ def describe_metric(name: str, r: dict[str, float]) -> str:
     if "ppl" in r:
         return f"LM loss {r['loss']:.4f} (perplexity {r['ppl']:.2f})"
     return f"cosine to the full model's embeddings {r['cos']:.4f}"
-
-
-def export(source: str | None, out: str | Path, *, spec: str | None = None, blocks: list[str] | None = None,
-           result: str | None = None, remove: int | None = None, device: str = "cpu", **open_options: Any) -> str:
-    """`respaths prune`: open the model, choose the blocks (given, or from a result file), prune, measure
-    the metric before and after where data is given, and write the model into the new directory out,
-    whole or not at all. Returns a one-paragraph summary."""
-    import shutil
-    import tempfile
-
-    from .core import delete_blocks
-    from .models import Net
-    from .opening import open_model
-
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} already exists and is not an empty directory; give a new directory to --out.")
-    has_data = bool(open_options.get("dataset") or open_options.get("text"))
-    opened = open_model(source, spec=spec, device=device, need_data=False, **open_options)
-    model, v = opened.model, opened.view
-    example = None
-    if opened.data is not None and not isinstance(opened.data, list):
-        from .engine import iterate_batches
-        example, _ = next(iter(iterate_batches(opened.data.take(2), 2, torch.device(device))))
-    if result is not None:
-        gone_spec, reason = blocks_from_result(result, remove, v, opened.description.get("fingerprint"))
-    else:
-        gone_spec, reason = blocks, {"method": "--blocks", "blocks": blocks}
-    with torch.no_grad():
-        pruned = prune(model, gone_spec, example).eval()  # a bad block is a UserError before anything is written
-    gone = resolve(v, model, gone_spec)
-    info: dict[str, Any] = {"removed": gone, "removed_names": [v.blocks[i].name for i in gone],
-                            "blocks_before": len(v), "blocks_after": len(v) - len(gone), "reason": reason,
-                            "source": opened.description["source"], "fingerprint_before": opened.description["fingerprint"]}
-    lines = [f"removed blocks {gone} of {len(v)} ({reason.get('rule') or 'as given'})"]
-    if opened.data is not None:
-        text_metric = None
-        if isinstance(opened.data, list):
-            from .layer_importance import metric_for
-            text_metric = metric_for(v, opened.data)  # its cosine reference is the full model's, set first
-        plan = delete_blocks(len(v), gone, label="pruned")
-        before = metric_of(opened, model, text_metric=text_metric)
-        after = metric_of(opened, pruned, text_metric=text_metric)
-        planned = metric_of(opened, model, plan, text_metric)
-        info["metric"] = {"name": opened.metric, "before": before, "after": after, "plan": planned,
-                          "data": {k: opened.description.get(k) for k in ("preprocessing", "text", "seq_len")
-                                   if opened.description.get(k) is not None},
-                          "dataset": getattr(opened.data, "name", None)}
-        where = f"{before['n']} {'tokens' if opened.metric == 'lm' else 'examples'}"
-        lines.append(f"before: {describe_metric(opened.metric, before)}; after: {describe_metric(opened.metric, after)} "
-                     f"(the view's deletion plan: {describe_metric(opened.metric, planned)}) on {where}")
-    elif not has_data:
-        lines.append("no data given (--dataset or --text), so no metric before and after")
-    if v.adapter != "hf":
-        info["input_shape"] = list(example.shape[1:]) if example is not None else None
-        if isinstance(model, Net):
-            info["base"] = {"respaths_model": {"name": model.config.get("name"), "config": dict(model.config)}}
-        elif spec is not None:
-            info["base"] = {"spec": spec, "num_classes": open_options.get("num_classes"),
-                            "model_kwargs": open_options.get("model_kwargs") or {}}
-        else:
-            raise UserError(f"respaths cannot record how to rebuild {type(model).__name__}; give it as a spec.")
-        info["trained_on"] = opened.description.get("trained_on")  # a checkpoint's dataset and normalisation
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # renamed into place when complete
-    try:
-        if v.adapter == "hf":
-            pruned.save_pretrained(tmp)
-            if opened.tokenizer is not None:
-                opened.tokenizer.save_pretrained(tmp)
-            (tmp / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
-        else:
-            save_pruned(tmp, pruned, info)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    lines.append(f"wrote {out}" + ("" if v.adapter == "hf" else f" (reload it with respaths.load_pruned({str(out)!r}))"))
-    return "\n".join(lines)

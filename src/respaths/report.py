@@ -4,7 +4,7 @@ One self-contained HTML file (figures embedded as base64 PNG, no network needed 
 report is built from a *study*: a plain dict that `load_study(DIR)` assembles from the result files
 a `respaths reproduce` run leaves in DIR (see respaths.reproduce for the layout):
 
-  study = {"dir", "title", "preset",
+  study = {"dir", "title", "preset", "preset_settings" (run.json's "preset": the settings it ran with),
            "dataset": {"name", "label", "num_classes", "n_test", "n_train"},
            "models":  {role: {"name", "label", "blocks", "downsample": [bool], "error", ...}},
            "single":  {role: {"baseline", "errors": [error or None per block]}},
@@ -44,6 +44,8 @@ from . import figures as F
 from . import paths
 from .atomic import write_text
 from .core import UserError
+from .models import blocks_of
+from .read_study import load_results_folder, load_study
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
 INCONCLUSIVE = "inconclusive"
@@ -83,16 +85,17 @@ RULE_NOTES = {
                              "are judged only between such nets, else they read inconclusive",
 }
 
-def preset_note(name: str) -> str | None:
-    """What a reader should know about a preset before reading its verdicts, from the preset itself."""
-    from .reproduce import PRESETS
-    if name == "tiny":
+def preset_note(settings: dict[str, Any] | None) -> str | None:
+    """What a reader should know about a preset before reading its verdicts, from the preset record the
+    run keeps in its run.json (a study's own settings, which train nothing, get no note)."""
+    p = settings or {}
+    if p.get("name") == "tiny":
         return "A test run on synthetic data with barely trained nets: the verdicts mean nothing."
-    p = PRESETS.get(name)
-    if p is None or p.train_limit is None:  # the presets that train on the whole set, to convergence
+    if p.get("train_limit") is None or "epochs" not in p:  # trained on the whole set, to convergence
         return None
-    return (f"A small-scale run: {p.epochs} epoch{'s' if p.epochs != 1 else ''} on {p.train_limit:,} images and "
-            f"{p.blocks()} blocks at width ×{p.width:g}, so no net is trained to convergence. The stochastic-depth "
+    epochs, blocks = p["epochs"], blocks_of(p["model"])
+    return (f"A small-scale run: {epochs} epoch{'s' if epochs != 1 else ''} on {p['train_limit']:,} images and "
+            f"{blocks} blocks at width ×{p['width']:g}, so no net is trained to convergence. The stochastic-depth "
             f"and fixed-m nets learn more slowly per step than the normal net, so the claims comparing them with "
             f"it are no fair test here; the fashion and cifar10-paper presets train to convergence.")
 
@@ -517,7 +520,7 @@ def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
         imgs = f"gradients on {p['n_images']:,} training images" if p.get("n_images") else None
         out.append(("fig6-paths", "Path lengths, the gradient one path carries by length (log scale), and the "
                     "total per length with the effective range shaded.",
-                    F.paths(n, p["lengths"], [math.comb(n, k) / 2 ** n for k in range(n + 1)], p["mean"], p["low"],
+                    F.paths(n, p["lengths"], paths.path_fractions(n), p["mean"], p["low"],
                             p["high"], s["total"], s["effective"], s["held"], s["paths_share"],
                             subtitle(study, ["resnet"], imgs), samples=p.get("samples"))))
         measured = None
@@ -669,7 +672,7 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
              "to this report; the rules for each verdict were fixed before the runs.</p>"]
     for s, cl in zip(studies, all_claims):
         count = {v: sum(c.verdict == v for c in cl) for v in VCLASS}
-        note = preset_note(s.get("preset", ""))
+        note = preset_note(s.get("preset_settings"))
         what = (f"{s['dataset']['n_test']:,} examples, scored by {s['metric']['label']}" if s.get("metric")
                 else f"{s['dataset']['n_test']:,} test images")
         parts.append(f"<p><b>{_e(s['title'])}</b>: {_e(s['dataset']['label'])}, {what}; "
@@ -711,9 +714,6 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
 
     With one run the figures are also saved beside it (DIR/figures, PNG + SVG); with several, the
     run directories are left untouched and the figures only live in the report."""
-    from .reproduce import load_study  # the layout of a run directory is reproduce's business
-    from .study import load_results_folder
-
     if not dirs:
         raise UserError("give at least one run directory written by respaths reproduce.")
     if out is not None and Path(out).is_dir():  # checked before anything is read, drawn or saved

@@ -8,9 +8,11 @@ than two independent intervals would suggest.
   wilson_ci(errors, n)               Wilson score interval of one error rate (scipy.stats.binomtest)
   mcnemar_p(correct_a, correct_b)    exact McNemar test: the discordant images are a fair coin under H0
   paired_bootstrap_ci(base, plan)    percentile bootstrap interval of error(plan) - error(base)
+  mean_ci(values)                    Student-t interval of a mean (path gradients, resilience over blocks)
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,19 @@ def wilson_ci(errors: int, n: int, confidence: float = CONFIDENCE) -> tuple[floa
         return (float("nan"), float("nan"))
     ci = stats.binomtest(int(errors), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
     return (float(ci.low), float(ci.high))
+
+
+def mean_ci(values: Any, confidence: float = CONFIDENCE) -> list[float | None]:
+    """Student-t confidence interval of the mean of values: [None, None] below two values, [m, m]
+    when they all agree (no spread, so no interval to draw)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return [None, None]
+    m, s = float(v.mean()), float(v.std(ddof=1))
+    if s == 0.0:
+        return [m, m]
+    lo, hi = stats.t.interval(confidence, len(v) - 1, loc=m, scale=s / math.sqrt(len(v)))
+    return [float(lo), float(hi)]
 
 
 def discordant(correct_a: Any, correct_b: Any) -> tuple[int, int]:

@@ -31,7 +31,16 @@ from typing import Any, Callable
 
 import torch
 
+from . import lesion, paths
+from .compare import compare_views
 from .core import UserError
+from .data import batches, load_dataset
+from .opening import is_hf_dir, open_model
+from .paths import run_path_gradients
+from .read_study import METRIC_LABELS, load_results_folder
+from .report import build, make_figures
+from .results import ResultStore
+from .run_record import RunRecord, cpu_time
 
 
 @dataclass(frozen=True)
@@ -113,9 +122,6 @@ def residual(net: Net) -> bool:
 def path_gradients(view: Any, train_set: Any, prefix: Path, b: Budget, device: torch.device, progress: bool,
                    meta: dict[str, Any] | None = None) -> None:
     """The paper's path-gradient protocol for every length 0..n on the first seeded training batches."""
-    from .data import batches
-    from .paths import run_path_gradients
-
     gen = torch.Generator().manual_seed(b.seed)
     data = [x for _, x in zip(range(b.path_batches),
                               batches(train_set, b.path_batch_size, device, train=True, generator=gen))]
@@ -127,8 +133,6 @@ def path_gradients(view: Any, train_set: Any, prefix: Path, b: Budget, device: t
 
 def surviving_check(n: int, random_json: Path, prefix: Path) -> None:
     """C(n-d, x)/C(n, x) against the paths counted from every lesion the random-deletion step ran."""
-    from . import paths
-    from .results import ResultStore
     records = [r for r in json.loads(random_json.read_text())["records"] if r.get("kind") == "random"]
     store = ResultStore(prefix, {"experiment": "surviving-paths", "blocks": n, "lesions": str(random_json.name)})
     for row in paths.check_surviving(n, records):
@@ -139,9 +143,6 @@ def surviving_check(n: int, random_json: Path, prefix: Path) -> None:
 def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, *, device: torch.device,
                     step: Callable[[str, bool, Callable[[], Any], str], None], progress: bool = True) -> None:
     """Every test-time experiment of the paper on nets["resnet"] (and the compared nets) into out/results."""
-    from . import lesion
-    from .compare import compare_views
-
     main = nets["resnet"]
     n = len(main.view)
     res = out / "results"
@@ -196,7 +197,6 @@ class StudySettings:
 
 def open_net(role: str, source: str | None, spec: str | None, weights: str | None, options: dict[str, Any],
              device: str) -> tuple[Net, Any]:
-    from .opening import open_model
     opened = open_model(source, spec=spec, weights=weights, device=device, **options)
     if isinstance(opened.data, list) or opened.metric != "classifier":
         raise UserError("respaths study runs on image classifiers for now; for a transformer use respaths layers.")
@@ -233,10 +233,6 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
           **open_options: Any) -> Path:
     """`respaths study`: open the model (a directory or a spec) and the compared ones, run every
     test-time experiment, write the report; returns its path."""
-    from .data import load_dataset
-    from .reproduce import RunRecord, cpu_time
-
-    from .opening import is_hf_dir
     if Path(model).is_dir() and is_hf_dir(model):
         return study_text(model, out, budget_name=budget_name, limit=limit, seed=seed, device=device, force=force,
                           progress=progress, report=report, log=log, compare=compare, weights=weights,
@@ -296,7 +292,6 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     run.save()
     if not report:
         return out
-    from .report import build
     t, c = time.perf_counter(), cpu_time()
     path = build([out])
     run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
@@ -318,10 +313,6 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     records the metric and its chance (ln V for a decoder), which the report's figures and verdicts read.
 
     --limit counts text examples (windows of --seq-len tokens for decoders, lines for encoders)."""
-    from . import lesion, paths
-    from .opening import open_model
-    from .reproduce import RunRecord, cpu_time
-
     if compare:
         raise UserError("--compare is for image models; a transformer's study has one model.")
     if weights:
@@ -397,152 +388,10 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     run.save()
     if not report:
         return out
-    from .report import build
     t, c = time.perf_counter(), cpu_time()
     path = build([out])
     run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
     return path
-
-
-def load_text_study(out: Path, run: dict[str, Any]) -> dict[str, Any]:
-    """The study of a transformer's run directory (study_text): its results/ folder read as plain result
-    files, with the model, metric and title from run.json."""
-    res = out / "results"
-    present = tuple(f for f in RESULT_FILES if (res / f"{f}.json").is_file())
-    if not present:
-        raise UserError(f"{out} holds no results yet; run `respaths study` into it first.")
-    study = load_results_folder(res, only=present)
-    study.update(dir=str(out), title=f"{out.name} ({run['preset']['name']})", preset=run["preset"]["name"],
-                 kind="study", metric=dict(run["metric"]))
-    model = dict(run["models"]["resnet"])
-    model["error"] = study["models"]["resnet"].get("error")
-    study["models"] = {"resnet": model}
-    study["dataset"].update(label=Path(str(run["dataset"]["text"])).name, num_classes=0,
-                            n_test=run["dataset"]["n_test"])
-    return study
-
-
-# ---------------------------------------------------------------------------------------------
-# A folder of plain result files (respaths lesion / reorder / paths --out DIR) read as a study
-
-CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
-RESULT_FILES = ("lesion-single", "lesion-random", "reorder", "paths")
-
-
-def num_classes(name: str) -> int | None:
-    if name in CLASSES:
-        return CLASSES[name]
-    if name.startswith("imagefolder:"):  # as many classes as class folders
-        root = Path(name.split(":", 1)[1]).expanduser()
-        base = next((root / s for s in ("val", "test", "validation") if (root / s).is_dir()), root)
-        return sum(p.is_dir() for p in base.iterdir()) if base.is_dir() else None
-    return None
-
-
-def _doc(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError:
-        raise UserError(f"{path} is not valid JSON; delete it and run the command that wrote it again.") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("meta"), dict) or not isinstance(doc.get("records"), list):
-        raise UserError(f"{path} is not a respaths result file; remove it from the folder.")
-    return doc
-
-
-METRIC_LABELS = {"lm": "LM loss", "cosine": "1 − cosine"}
-
-
-def value_of(record: dict[str, Any], metric: str | None) -> float:
-    """What the figures and claims read from a record, larger = worse: the test error (classifiers),
-    the LM loss (decoders) or 1 - the embedding cosine to the full model (encoders)."""
-    if metric == "lm":
-        return record["loss"]
-    if metric == "cosine":
-        return 1.0 - record["cos"]
-    return record["error"]
-
-
-def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The study's "metric" entry for result files written with a metric (None for classifier files)."""
-    name = meta.get("metric")
-    if name in (None, "classifier"):
-        return None
-    return {"name": name, "label": METRIC_LABELS.get(name, name), "chance": meta.get("chance")}
-
-
-def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> dict[str, Any]:
-    """The study (see respaths.report) from the result files that `respaths lesion`, `reorder` and
-    `paths` wrote into one --out folder: the claims they can test and their figures."""
-    folder = Path(folder)
-    docs = {name: _doc(folder / f"{name}.json") for name in only}
-    docs = {k: v for k, v in docs.items() if v is not None}
-    if not docs:
-        raise UserError(f"{folder} holds neither run.json nor result files ({', '.join(f + '.json' for f in only)}); "
-                        f"give a directory written by respaths reproduce, study, lesion, reorder or paths.")
-    lesion = docs.get("lesion-single") or docs.get("lesion-random") or docs.get("reorder")
-    meta = (lesion or docs["paths"])["meta"]
-    blocks = meta.get("blocks") if isinstance(meta.get("blocks"), list) else []
-    n = len(blocks) or int(meta.get("blocks") or 0)
-    name = (meta.get("dataset") or {}).get("name") if isinstance(meta.get("dataset"), dict) else meta.get("dataset")
-    n_test = ((meta.get("dataset") or {}).get("n_images") or (meta.get("dataset") or {}).get("n_examples")
-              if isinstance(meta.get("dataset"), dict) else None)
-    metric = metric_info(meta)
-    m_name = metric["name"] if metric else None
-    model = meta.get("model") if isinstance(meta.get("model"), dict) else {"name": meta.get("model")}
-    source = meta.get("source") or {}
-    label = source.get("checkpoint") or source.get("model") or model.get("name") or "model"
-    if source.get("hf"):  # a Hugging Face directory: its name and model class
-        label = f"{Path(source['hf']).name} ({source.get('model_class', 'transformers')})"
-    if source.get("weights"):
-        label = f"{label} ({Path(source['weights']).name})"
-    from .reproduce import DATASET_LABELS
-    study: dict[str, Any] = {
-        "dir": str(folder), "title": folder.name, "preset": "results", "kind": "results",
-        "dataset": {"name": name, "label": DATASET_LABELS.get(name, name), "num_classes": num_classes(str(name)),
-                    "n_test": n_test or 0},
-        "models": {"resnet": {"name": model.get("name"), "label": str(label), "blocks": n,
-                              "downsample": [bool(b.get("downsample")) for b in blocks] or [False] * n,
-                              "error": None, "training": {}}},
-        "single": {}, "random": {}, "reorder": {}, "paired": {}, "meta": {"directory": str(folder.resolve())}}
-    if metric:  # the "error" fields below then hold the metric's value (value_of)
-        study["metric"] = metric
-        study["dataset"]["label"] = Path(str(meta["text"])).name if meta.get("text") else "text"
-    if "lesion-single" in docs:
-        d = docs["lesion-single"]
-        errs: list[float | None] = [None] * n
-        for r in d["records"]:
-            if r.get("kind") == "single":
-                errs[r["deleted"][0]] = value_of(r, m_name)
-        study["single"]["resnet"] = {"baseline": value_of(d["baseline"], m_name), "errors": errs}
-        study["models"]["resnet"]["error"] = value_of(d["baseline"], m_name)
-    if "lesion-random" in docs:
-        from .compare import _random_summary
-        recs = docs["lesion-random"]["records"]
-        if metric:
-            recs = [dict(r, error=value_of(r, m_name)) for r in recs]
-        study["random"]["resnet"] = _random_summary(recs)
-        study["models"]["resnet"]["error"] = study["models"]["resnet"]["error"] or recs[0]["error"]
-    if "reorder" in docs:
-        d = docs["reorder"]
-        recs = [r for r in d["records"] if r["kind"] == "reorder"]
-        study["reorder"]["resnet"] = {"baseline": value_of(d["baseline"], m_name),
-                                      "tau": [r["kendall_tau"] for r in recs],
-                                      "error": [value_of(r, m_name) for r in recs]}
-    if "paths" in docs and docs["paths"]["records"]:
-        d = docs["paths"]
-        recs = sorted(d["records"], key=lambda r: r["length"])
-        study["paths"] = {"n": d["meta"]["blocks"], "lengths": [r["length"] for r in recs],
-                          "mean": [r["mean"] for r in recs],
-                          "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
-                          "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
-                          "samples": d["meta"]["samples"], "n_images": d["meta"].get("n_images")}
-        if not n:
-            study["models"]["resnet"].update(blocks=d["meta"]["blocks"], downsample=[False] * d["meta"]["blocks"])
-    if study["dataset"]["num_classes"] is None:
-        study["dataset"]["num_classes"] = 0
-    return study
 
 
 FIGURE_OF = {"lesion-single": "fig3-single-deletion", "lesion-random": "fig5a-random-deletion",
@@ -553,7 +402,6 @@ def save_result_figure(json_path: str | Path) -> Path | None:
     """Draw the figure of one result file of `respaths lesion`, `reorder` or `paths` beside it
     (PREFIX.png and PREFIX.svg); returns the PNG's path (None where the file has no figure)."""
     from .figures import save
-    from .report import make_figures
 
     json_path = Path(json_path)
     name = json_path.stem

@@ -40,9 +40,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .atomic import write_text
-from .checkpoint import load_train_state, load_weights, read_meta, recover, save_checkpoint
-from .core import UserError
+from .checkpoint import checkpoint_dir, load_checkpoint, load_train_state, load_weights, read_meta, recover, save_checkpoint
+from .core import UserError, eval_mode
 from .data import Dataset, batches, epoch_order, load_dataset
+from .distributed import launched
 from .models import build_model
 
 
@@ -219,17 +220,15 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500, devic
     """Test error and mean cross-entropy of `model` (eval mode, every block active) on a dataset."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     forward = model if forward is None else forward  # (a compiled module has no truth value)
-    was_training = model.training
-    model.eval()
-    set_active(model, None)
     loss_sum = torch.zeros((), device=device)
     errors = torch.zeros((), device=device, dtype=torch.long)
-    for x, y in batches(dataset, batch_size, device, channels_last=channels_last):
-        with autocast(device, precision):
-            logits = forward(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        errors += (logits.argmax(1) != y).sum()
-    model.train(was_training)
+    with eval_mode(model):
+        set_active(model, None)
+        for x, y in batches(dataset, batch_size, device, channels_last=channels_last):
+            with autocast(device, precision):
+                logits = forward(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            errors += (logits.argmax(1) != y).sum()
     n = len(dataset)
     return {"error": errors.item() / n, "loss": loss_sum.item() / n, "n": n}
 
@@ -475,9 +474,8 @@ def train(config: TrainConfig | dict[str, Any], datasets: tuple[Dataset, Dataset
     cfg = config if isinstance(config, TrainConfig) else make_config(**config)
     threads = torch.get_num_threads()
     try:
-        from .distributed import launched
         if launched():  # torchrun started this process as one of several: DistributedDataParallel
-            from .ddp import DistributedTrainer
+            from .ddp import DistributedTrainer  # local: ddp builds on this module's Trainer
             return DistributedTrainer(cfg, datasets).run()
         return Trainer(cfg, datasets).run()
     finally:
@@ -550,8 +548,6 @@ def evaluate_checkpoint(path: str | Path, *, data_dir: str | None = None, split:
     """Error and loss of a saved model on the dataset (and normalisation) it was trained with.
 
     `path` is a checkpoint directory or a run directory holding one."""
-    from .checkpoint import checkpoint_dir, load_checkpoint
-
     path = checkpoint_dir(path)
     dev = pick_device(device)
     model, meta = load_checkpoint(path, dev)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core import Block, ResidualView, UserError, identity
+from ..core import Block, ResidualView, UserError, eval_mode, identity
 
 DECLARE = "declare it with respaths.declare (README, 'Bring your own model')"
 
@@ -129,17 +129,12 @@ def check_input(model: nn.Module, example_input: Any) -> Tensor:
 def outputs(model: nn.Module, features: Callable, x: Tensor) -> tuple[Tensor | None, Tensor | None]:
     """model(x) and the view's features before the head, both in eval mode; (None, None) if the
     model does not run on x. Each module's training flag is restored afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         try:
             want = model(x)
         except Exception:  # e.g. a head that only fits another input size: nothing to check against
             return None, None
         return want, features(x)
-    finally:
-        for m, t in flags:
-            m.training = t
 
 
 def adapt(model: nn.Module, example_input: Any = None, **_) -> ResidualView | None:

@@ -1,0 +1,92 @@
+"""`respaths prune`: open a model, choose the blocks (given, or from a result file), prune it
+(respaths.prune), measure the metric before and after where data is given, and write the pruned model
+into a new directory, whole or not at all (respaths.loading.load_pruned reads a pruned CNN back).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .core import UserError, delete_blocks
+from .engine import iterate_batches
+from .metrics import metric_for
+from .models import Net
+from .opening import open_model
+from .prune import FORMAT, PRUNE_META, blocks_from_result, describe_metric, metric_of, prune, resolve, save_pruned
+
+
+def export(source: str | None, out: str | Path, *, spec: str | None = None, blocks: list[str] | None = None,
+           result: str | None = None, remove: int | None = None, device: str = "cpu", **open_options: Any) -> str:
+    """`respaths prune`: open the model, choose the blocks (given, or from a result file), prune, measure
+    the metric before and after where data is given, and write the model into the new directory out,
+    whole or not at all. Returns a one-paragraph summary."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} already exists and is not an empty directory; give a new directory to --out.")
+    has_data = bool(open_options.get("dataset") or open_options.get("text"))
+    opened = open_model(source, spec=spec, device=device, need_data=False, **open_options)
+    model, v = opened.model, opened.view
+    example = None
+    if opened.data is not None and not isinstance(opened.data, list):
+        example, _ = next(iter(iterate_batches(opened.data.take(2), 2, torch.device(device))))
+    if result is not None:
+        gone_spec, reason = blocks_from_result(result, remove, v, opened.description.get("fingerprint"))
+    else:
+        gone_spec, reason = blocks, {"method": "--blocks", "blocks": blocks}
+    with torch.no_grad():
+        pruned = prune(model, gone_spec, example).eval()  # a bad block is a UserError before anything is written
+    gone = resolve(v, model, gone_spec)
+    info: dict[str, Any] = {"removed": gone, "removed_names": [v.blocks[i].name for i in gone],
+                            "blocks_before": len(v), "blocks_after": len(v) - len(gone), "reason": reason,
+                            "source": opened.description["source"], "fingerprint_before": opened.description["fingerprint"]}
+    lines = [f"removed blocks {gone} of {len(v)} ({reason.get('rule') or 'as given'})"]
+    if opened.data is not None:
+        text_metric = None
+        if isinstance(opened.data, list):
+            text_metric = metric_for(v, opened.data)  # its cosine reference is the full model's, set first
+        plan = delete_blocks(len(v), gone, label="pruned")
+        before = metric_of(opened, model, text_metric=text_metric)
+        after = metric_of(opened, pruned, text_metric=text_metric)
+        planned = metric_of(opened, model, plan, text_metric)
+        info["metric"] = {"name": opened.metric, "before": before, "after": after, "plan": planned,
+                          "data": {k: opened.description.get(k) for k in ("preprocessing", "text", "seq_len")
+                                   if opened.description.get(k) is not None},
+                          "dataset": getattr(opened.data, "name", None)}
+        where = f"{before['n']} {'tokens' if opened.metric == 'lm' else 'examples'}"
+        lines.append(f"before: {describe_metric(opened.metric, before)}; after: {describe_metric(opened.metric, after)} "
+                     f"(the view's deletion plan: {describe_metric(opened.metric, planned)}) on {where}")
+    elif not has_data:
+        lines.append("no data given (--dataset or --text), so no metric before and after")
+    if v.adapter != "hf":
+        info["input_shape"] = list(example.shape[1:]) if example is not None else None
+        if isinstance(model, Net):
+            info["base"] = {"respaths_model": {"name": model.config.get("name"), "config": dict(model.config)}}
+        elif spec is not None:
+            info["base"] = {"spec": spec, "num_classes": open_options.get("num_classes"),
+                            "model_kwargs": open_options.get("model_kwargs") or {}}
+        else:
+            raise UserError(f"respaths cannot record how to rebuild {type(model).__name__}; give it as a spec.")
+        info["trained_on"] = opened.description.get("trained_on")  # a checkpoint's dataset and normalisation
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # renamed into place when complete
+    try:
+        if v.adapter == "hf":
+            pruned.save_pretrained(tmp)
+            if opened.tokenizer is not None:
+                opened.tokenizer.save_pretrained(tmp)
+            (tmp / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
+        else:
+            save_pruned(tmp, pruned, info)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    lines.append(f"wrote {out}" + ("" if v.adapter == "hf" else f" (reload it with respaths.load_pruned({str(out)!r}))"))
+    return "\n".join(lines)

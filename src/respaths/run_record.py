@@ -1,0 +1,109 @@
+"""run.json, the record a run directory keeps of itself: which settings, when each step ran and for how
+long (wall clock and CPU), and the environment (versions, device, host).
+
+Shared by `respaths reproduce` (whose settings are a preset) and `respaths study` (a budget and the
+models studied); a rerun into the same directory with other settings is refused.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import write_text
+from .core import UserError
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def settings_record(p: Any) -> dict[str, Any]:
+    """The settings (a reproduce preset, a study's settings: anything with .config()) as run.json
+    records them (tuples become lists)."""
+    return json.loads(json.dumps(p.config()))
+
+
+class RunRecord:
+    """run.json: which preset, when each step ran and for how long; refuses a different preset."""
+
+    def __init__(self, out: Path, p: Any, force: bool):
+        self.path = out / "run.json"
+        out.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not force:
+            try:
+                old = json.loads(self.path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                old = None
+            if not (isinstance(old, dict) and isinstance(old.get("preset"), dict)
+                    and isinstance(old.get("steps"), dict) and isinstance(old.get("models", {}), dict)):
+                raise UserError(f"{self.path} is damaged or not a respaths run record; remove it, or pass --force "
+                                f"to start over.")
+            if old["preset"] != settings_record(p):
+                raise UserError(f"{out} holds a run of another preset ({old['preset'].get('name')}) "
+                                f"or settings; choose another --out or pass --force to start over.")
+            self.data = old
+        else:
+            if force:
+                for sub in ("models", "results", "figures"):
+                    shutil.rmtree(out / sub, ignore_errors=True)
+            self.data = {"schema": "respaths.run/1", "preset": p.config(), "steps": {}, "models": {}}
+        self.data["environment"] = environment()
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+    def step(self, name: str, seconds: float, cpu_seconds: float, accumulate: bool = True) -> None:
+        """Add a finished (part of a) step: wall-clock and CPU time (all threads) accumulate over resumes
+        (a step redone from scratch each time, like the report, replaces its time instead)."""
+        prev = self.data["steps"].get(name, {}) if accumulate else {}
+        self.data["steps"][name] = {"seconds": round(prev.get("seconds", 0.0) + seconds, 2),
+                                    "cpu_seconds": round(prev.get("cpu_seconds", 0.0) + cpu_seconds, 2),
+                                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.save()
+
+
+def cpu_time() -> float:
+    """CPU seconds of this process, all threads (on a shared machine, less noisy than the wall clock)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def environment() -> dict[str, Any]:
+    import matplotlib
+    import numpy
+    import scipy
+
+    from . import __version__
+    dev = default_device()
+    if dev.type == "cuda":
+        device = torch.cuda.get_device_name(dev)
+    else:
+        device = cpu_name() + f", {torch.get_num_threads()} threads"
+    return {"respaths": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "scipy": scipy.__version__, "matplotlib": matplotlib.__version__,
+            "device": f"{dev.type}: {device}", "host": socket.gethostname(), "platform": platform.platform()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")

@@ -1,0 +1,46 @@
+"""The import graph of respaths, top-level and function-local `from .x import` alike, has no cycle but
+train <-> ddp (ddp's trainer builds on train's; train.train picks it under torchrun)."""
+import ast
+from pathlib import Path
+
+import respaths
+
+ROOT = Path(respaths.__file__).parent
+ALLOWED = {frozenset({"train", "ddp"})}
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in ROOT.rglob("*.py")}
+    graph = {m: set() for m in mods}
+    for m, p in mods.items():
+        pkg = m.split(".")[:-1] if p.name != "__init__.py" else m.split(".")
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.level > 0:
+                base = pkg[:len(pkg) - (n.level - 1)]
+                names = [n.module] if n.module else [a.name for a in n.names]
+                graph[m] |= {t for t in (".".join(base + [x]) for x in names) if t in mods and t != m}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The strongly connected components with more than one module (naively: a reaches b and b reaches a)."""
+    def reach(a):
+        seen, todo = set(), [a]
+        while todo:
+            for w in graph[todo.pop()] - seen:
+                seen.add(w)
+                todo.append(w)
+        return seen
+    r = {m: reach(m) for m in graph}
+    return list({frozenset({m} | {w for w in r[m] if m in r[w]}) for m in graph if m in r[m]})
+
+
+def test_no_import_cycles_but_train_and_ddp():
+    graph = import_graph()
+    assert "ddp" in graph["train"] and "train" in graph["ddp"]  # the graph does see function-local imports
+    assert set(cycles(graph)) <= ALLOWED, cycles(graph)
+
+
+def test_cycles_are_found():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
