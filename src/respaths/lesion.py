@@ -10,7 +10,7 @@ together) and, with out=DIR/NAME, appends one record per plan to a ResultStore a
 finishes, so that a killed run resumes where it stopped. The baseline runs in every chunk (it
 costs little: its steps are the trie's spine) so each plan is compared with it image by image.
 
-Record fields (one per plan; see also the README, "Result files"):
+Record fields (one per plan; see also docs/result-files.md):
   key          "baseline", "single 17", "random k=3 s=12", "reorder k=2 s=4": unique in the file
   kind, k, sample   experiment, number of deleted blocks / swapped pairs, sample index
   deleted      indices of the deleted blocks;  order: block order run (reorder only)

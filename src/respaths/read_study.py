@@ -152,7 +152,7 @@ def _study_meta(out: Path, run: dict[str, Any], study: dict[str, Any]) -> dict[s
             "total time of the steps": (f"{sum(v['seconds'] for v in steps.values()):.0f} s wall clock, "
                                         f"{sum(v.get('cpu_seconds', 0) for v in steps.values()):.0f} s CPU"),
             "finished": run.get("finished", "not yet"),
-            "directory": str(out.resolve()),
+            "directory": str(out),  # as given: a committed report names no machine's paths
         }
     return study
 
@@ -257,7 +257,7 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
         "models": {"resnet": {"name": model.get("name"), "label": str(label), "blocks": n,
                               "downsample": [bool(b.get("downsample")) for b in blocks] or [False] * n,
                               "error": None, "training": {}}},
-        "single": {}, "random": {}, "reorder": {}, "paired": {}, "meta": {"directory": str(folder.resolve())}}
+        "single": {}, "random": {}, "reorder": {}, "paired": {}, "meta": {"directory": str(folder)}}
     if metric:  # the "error" fields below then hold the metric's value (value_of)
         study["metric"] = metric
         study["dataset"]["label"] = Path(str(meta["text"])).name if meta.get("text") else "text"

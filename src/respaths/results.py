@@ -15,7 +15,7 @@ Only wall-clock fields ("seconds") differ between two separate runs of the same 
 
 `meta` describes *what* is computed (model, dataset, number of images, blocks, experiment
 parameters); reopening with a different meta is refused, so that results from two experiments never
-mix. Schema of the lesion and reorder records: see respaths.lesion and the README, "Result files".
+mix. Schema of the lesion and reorder records: see respaths.lesion and docs/result-files.md.
 """
 from __future__ import annotations
 

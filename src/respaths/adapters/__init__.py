@@ -45,7 +45,7 @@ def view(model: nn.Module, example_input: Any = None, **options: Any) -> Residua
             raise UserError(
                 f"respaths does not know how to see {type(model).__name__} as stem -> blocks -> head "
                 f"(tried: {tried}); declare it with respaths.declare(model, stem=..., blocks=..., head=...) "
-                f"as shown in the README section 'Bring your own model'.")
+                f"as shown in docs/study-your-own-model.md, 'Bring your own model'.")
     if example_input is not None:
         v.probe(example_input)
     return v

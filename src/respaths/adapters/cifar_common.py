@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..core import Block, ResidualView, UserError, eval_mode, identity
 
-DECLARE = "declare it with respaths.declare (README, 'Bring your own model')"
+DECLARE = "declare it with respaths.declare (docs/study-your-own-model.md, 'Bring your own model')"
 
 
 def is_identity(m: Any) -> bool:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..core import Block, ResidualView, UserError, identity
 
 ATTR = "_respaths_declaration"
-README = "(README, 'Bring your own model')"
+README = "(docs/study-your-own-model.md, 'Bring your own model')"
 
 
 class Default(str):

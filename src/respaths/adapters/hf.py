@@ -280,7 +280,7 @@ def head_for(model: nn.Module, base: nn.Module, family: str) -> tuple[Any, str]:
     if family == "vit" and cls == "ViTForImageClassification":
         return partial(vit_classifier_head, model, norm), "classifier"
     raise UserError(f"respaths knows the base model of a {cls} but not its head; view its base model "
-                    f"(model.base_model) instead, or declare the model (README, 'Bring your own model').")
+                    f"(model.base_model) instead, or declare the model (docs/study-your-own-model.md, 'Bring your own model').")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +298,7 @@ def adapt(model: nn.Module, split: str = "layer", example_input: Any = None, **_
     if family is None:
         raise UserError(f"{type(model).__name__} is a transformers model whose layers respaths does not know "
                         f"(it knows BERT-style encoders, GPT-2 and Llama-style decoders, ViT); declare it "
-                        f"(README, 'Bring your own model').")
+                        f"(docs/study-your-own-model.md, 'Bring your own model').")
     if split not in ("layer", "attn_mlp"):
         raise UserError(f"split={split!r} is not a way to cut a transformer into blocks; use 'layer' (one "
                         f"block per layer) or 'attn_mlp' (attention and MLP as two blocks).")

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..core import Block, ResidualView, UserError, identity
 from .declared import out_of_place
 
-DECLARE = "declare the model with respaths.declare (README, 'Bring your own model')"
+DECLARE = "declare the model with respaths.declare (docs/study-your-own-model.md, 'Bring your own model')"
 
 
 # ---------------------------------------------------------------------------------------------

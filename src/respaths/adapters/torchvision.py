@@ -46,7 +46,7 @@ def adapt(model: nn.Module, **_) -> ResidualView | None:
     if cls.forward is not tv.ResNet.forward or cls._forward_impl is not tv.ResNet._forward_impl:
         raise UserError(f"{cls.__name__} is a torchvision ResNet with its own forward (quantized or "
                         f"modified), which respaths cannot see exactly; declare it with respaths.declare "
-                        f"(README, 'Bring your own model').")
+                        f"(docs/study-your-own-model.md, 'Bring your own model').")
     branches = {tv.BasicBlock: basic_branch, tv.Bottleneck: bottleneck_branch}
     blocks = []
     for s, layer_name in enumerate(["layer1", "layer2", "layer3", "layer4"]):
@@ -55,7 +55,7 @@ def adapt(model: nn.Module, **_) -> ResidualView | None:
             if kind not in branches:
                 raise UserError(f"{layer_name}.{j} of this torchvision ResNet is a {kind.__name__}, not a "
                                 f"BasicBlock or Bottleneck; declare the model with respaths.declare "
-                                f"(README, 'Bring your own model').")
+                                f"(docs/study-your-own-model.md, 'Bring your own model').")
             # post is the block's final ReLU, applied out of place: deleting an identity block
             # computes post(x), and an in-place ReLU would overwrite the caller's activation.
             blocks.append(Block(branch=partial(branches[kind], b),
