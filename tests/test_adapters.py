@@ -15,9 +15,18 @@ import respaths
 from respaths.core import UserError, delete_blocks
 from respaths.loading import load_model
 
-torchvision = pytest.importorskip("torchvision")
-timm = pytest.importorskip("timm")
-from torchvision.models import resnet as tvr  # noqa: E402
+# optional packages: their tests skip one by one, so that the torch-only cases still run without them
+try:
+    import torchvision
+    from torchvision.models import resnet as tvr
+except ImportError:
+    torchvision = tvr = None
+try:
+    import timm
+except ImportError:
+    timm = None
+needs_torchvision = pytest.mark.skipif(torchvision is None, reason="torchvision is not installed")
+needs_timm = pytest.mark.skipif(timm is None, reason="timm is not installed")
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -335,6 +344,9 @@ def build_case(key):
 @pytest.mark.parametrize("key", list(CASES))
 @torch.no_grad()
 def test_view_is_exact_and_deletion_equals_replacement(key):
+    family = CASES[key][2]
+    if (family == "torchvision" and torchvision is None) or (family == "timm" and timm is None):
+        pytest.skip(f"{family} is not installed")
     model, x, adapter, n, deletions, replacer = build_case(key)
     v = respaths.view(model, x)
     assert v.adapter == adapter and len(v) == n
@@ -356,6 +368,7 @@ def test_view_is_exact_and_deletion_equals_replacement(key):
 
 
 @torch.no_grad()
+@needs_torchvision
 def test_block_structure_torchvision_and_cifar():
     model, x, *_ = build_case("tv-resnet50")
     v = respaths.view(model, x)
@@ -374,6 +387,7 @@ def test_block_structure_torchvision_and_cifar():
 
 
 @torch.no_grad()
+@needs_timm
 def test_timm_vit_layers_and_halves():
     torch.manual_seed(0)
     from timm.models.vision_transformer import VisionTransformer
@@ -404,6 +418,7 @@ def test_timm_vit_layers_and_halves():
 
 @torch.no_grad()
 @torch.no_grad()
+@needs_timm
 def test_timm_resnetv2_blocks_and_lesions():
     from respaths.engine import evaluate_plans
     from respaths.lesion import lesioned_model
@@ -432,6 +447,7 @@ def test_timm_resnetv2_blocks_and_lesions():
         assert torch.equal(lesioned_model(model, plans[1], x).eval()(x), naive)
 
 
+@needs_timm
 def test_timm_resnetv2_with_its_own_forward_is_refused():
     from timm.models.resnetv2 import ResNetV2
 
@@ -443,6 +459,7 @@ def test_timm_resnetv2_with_its_own_forward_is_refused():
         respaths.view(Tapped(layers=[1, 1, 1, 1], channels=(128, 256, 512, 1024), stem_chs=32, num_classes=10))
 
 
+@needs_torchvision
 def test_declaration_forms():
     torch.manual_seed(0)
     m = TokenNet().eval()
@@ -485,6 +502,7 @@ def one_sentence(msg: str) -> bool:
     return msg.endswith(".") and len(re.findall(r"[.!?](\s|$)", msg)) == 1
 
 
+@needs_torchvision
 def test_unknown_model_is_one_sentence():
     with pytest.raises(UserError) as e:
         respaths.view(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)))
@@ -524,6 +542,8 @@ class Payload:
 
 
 @torch.no_grad()
+@needs_torchvision
+@needs_timm
 def test_load_model_weights_round_trip(tmp_path):
     from safetensors.torch import save_file
     torch.manual_seed(0)
@@ -550,6 +570,8 @@ def test_load_model_weights_round_trip(tmp_path):
     assert respaths.view(r).adapter == "respaths"
 
 
+@needs_torchvision
+@needs_timm
 def test_load_model_bad_specs(tmp_path):
     for spec, words in [("torchvision:resnet19", "did you mean resnet18"), ("timm:resnet_nope", "timm has no"),
                         ("resnet50", "neither a checkpoint directory nor a model spec"), ("no_such_module_x:f", "cannot import"),

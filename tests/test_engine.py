@@ -1,13 +1,10 @@
 """The lesion engine against the obvious way: a copy of the model with its blocks really replaced."""
 import warnings
 
-import numpy as np
 import pytest
 import torch
-from scipy import stats as scipy_stats
 
 import respaths
-from respaths import stats
 from respaths.core import PARALLEL, Plan, delete_blocks, full_plan, reorder_blocks
 from respaths.engine import build_trie, conv_bn_pairs, evaluate_plans, trie_cost
 from respaths.lesion import lesioned_model, random_plans, reorder_plans, single_plans
@@ -143,41 +140,6 @@ def test_half_precision_on_request():
     for a, b in zip(exact, half):
         assert not torch.equal(a.logits, b.logits)
         torch.testing.assert_close(b.logits, a.logits, rtol=0.1, atol=0.1 * float(a.logits.abs().max()))
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics
-
-def test_wilson_interval():
-    lo, hi = stats.wilson_ci(10, 100)
-    assert lo == pytest.approx(0.0552, abs=1e-4) and hi == pytest.approx(0.1744, abs=1e-4)
-
-
-def test_mcnemar_exact():
-    base = np.ones(100, dtype=bool)
-    plan = base.copy()
-    plan[:9] = False  # 9 images newly wrong, 1 newly right
-    plan[50] = True
-    base[50] = False
-    assert stats.discordant(base, plan) == (9, 1)
-    assert stats.mcnemar_p(base, plan) == pytest.approx(scipy_stats.binomtest(1, 10, 0.5).pvalue)
-    assert stats.mcnemar_p(base, base) == 1.0
-
-
-def test_paired_bootstrap_matches_resampling_images():
-    rng = np.random.default_rng(0)
-    base = rng.random(400) < 0.8
-    plan = base.copy()
-    flip = rng.random(400) < 0.15
-    plan[flip] = ~plan[flip]
-    lo, hi = stats.paired_bootstrap_ci(base, plan, resamples=20000)
-    diff = (~plan).astype(float) - (~base).astype(float)
-    ref = scipy_stats.bootstrap((diff,), np.mean, n_resamples=20000, method="percentile",
-                                random_state=np.random.default_rng(1)).confidence_interval
-    assert lo == pytest.approx(ref.low, abs=0.006) and hi == pytest.approx(ref.high, abs=0.006)
-    assert lo < diff.mean() < hi
-    assert stats.paired_bootstrap_ci(base, plan) == stats.paired_bootstrap_ci(base, plan)  # seeded
-    assert stats.paired_bootstrap_ci(base, base) == (0.0, 0.0)
 
 
 def test_a_block_that_changes_its_input_in_place_is_refused():

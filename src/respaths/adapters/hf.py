@@ -287,7 +287,7 @@ def head_for(model: nn.Module, base: nn.Module, family: str) -> tuple[Any, str]:
 
 
 def adapt(model: nn.Module, split: str = "layer", example_input: Any = None, **_) -> HFView | None:
-    if "transformers" not in sys.modules:  # a transformers model cannot exist without the import
+    if sys.modules.get("transformers") is None:  # a transformers model cannot exist without the import
         return None
     from transformers import PreTrainedModel
 

@@ -203,7 +203,7 @@ def adapt_vit(model: nn.Module, vt, split: str) -> ResidualView:
 # ---------------------------------------------------------------------------------------------
 
 def adapt(model: nn.Module, split: str = "layer", **_) -> ResidualView | None:
-    if "timm" not in sys.modules:  # a timm model cannot exist without the import
+    if sys.modules.get("timm") is None:  # a timm model cannot exist without the import
         return None
     from timm.models import resnet as tr
     from timm.models import resnetv2 as rv2

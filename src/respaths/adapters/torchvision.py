@@ -36,7 +36,7 @@ def head(model: nn.Module, x: Tensor) -> Tensor:
 
 
 def adapt(model: nn.Module, **_) -> ResidualView | None:
-    if "torchvision" not in sys.modules:  # a torchvision model cannot exist without the import
+    if sys.modules.get("torchvision") is None:  # a torchvision model cannot exist without the import
         return None
     from torchvision.models import resnet as tv
 
