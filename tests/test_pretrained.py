@@ -63,6 +63,16 @@ def forward(sd: dict, x: torch.Tensor, deleted: int | None = None) -> torch.Tens
     return F.linear(x, sd["linear.weight"], sd["linear.bias"])
 
 
+def images_and_weights(data_dir, limit: int):
+    """The first test images (read by respaths' loader), normalised here by hand, and the published state
+    dict straight from torch.load: the reference forward uses no other respaths code."""
+    from respaths.data import load_dataset
+    data = load_dataset("cifar10", data_dir, split="test", limit=limit)
+    x = (data.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    sd = torch.load(WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
+    return data, x, {k.removeprefix("module."): v for k, v in sd.items()}
+
+
 def test_cli_lesion_of_published_resnet20_equals_plain_forward(data_dir, tmp_path):
     out = tmp_path / "runs"
     root = Path(__file__).resolve().parents[1]
@@ -77,11 +87,7 @@ def test_cli_lesion_of_published_resnet20_equals_plain_forward(data_dir, tmp_pat
     assert doc["meta"]["preprocessing"] == {"normalize": "imagenet", "mean": list(MEAN), "std": list(STD)}
     records = {tuple(r["deleted"]): r for r in doc["records"]}
 
-    from respaths.data import load_dataset  # only to read the images
-    data = load_dataset("cifar10", data_dir, split="test", limit=LIMIT)
-    x = (data.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    sd = torch.load(WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    data, x, sd = images_and_weights(data_dir, LIMIT)
     with torch.no_grad():
         base = (forward(sd, x).argmax(1) != data.labels).sum().item()
         assert records[()]["errors"] == base
@@ -97,11 +103,7 @@ def test_cli_evaluate_of_published_resnet20_equals_plain_forward(data_dir, capsy
                      "--data-dir", str(data_dir), "--normalize", "imagenet", "--limit", str(LIMIT), "--device", "cpu",
                      "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    from respaths.data import load_dataset
-    data = load_dataset("cifar10", data_dir, split="test", limit=LIMIT)
-    x = (data.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    sd = torch.load(WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    data, x, sd = images_and_weights(data_dir, LIMIT)
     with torch.no_grad():
         wrong = (forward(sd, x).argmax(1) != data.labels).sum().item()
     assert r["n"] == LIMIT and r["error"] == pytest.approx(wrong / LIMIT, abs=1e-12)

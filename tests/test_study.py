@@ -63,7 +63,7 @@ def test_study_of_a_checkpoint_equals_reproduce(tiny_run, tmp_path):
 def test_study_of_published_resnet20_from_the_command_line(data_dir, tmp_path, capsys):
     """Real weights through the CLI: the baseline and single-deletion errors equal a plain functional
     forward of the published state dict (tests/test_pretrained.py's, no respaths code)."""
-    from test_pretrained import MEAN, STD, WEIGHTS, forward
+    from test_pretrained import WEIGHTS, forward, images_and_weights
     data_dir = str(data_dir)
     limit = 200
     out = tmp_path / "r20"
@@ -75,11 +75,7 @@ def test_study_of_published_resnet20_from_the_command_line(data_dir, tmp_path, c
     got = {tuple(r["deleted"]): r["errors"] for r in single["records"]}
     assert single["meta"]["preprocessing"]["normalize"] == "imagenet"
 
-    from respaths.data import load_dataset  # only to read the images
-    data = load_dataset("cifar10", data_dir, split="test", limit=limit)
-    x = (data.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    sd = torch.load(WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    data, x, sd = images_and_weights(data_dir, limit)
     with torch.no_grad():
         assert got[()] == int((forward(sd, x).argmax(1) != data.labels).sum())
         for i in range(9):

@@ -172,20 +172,12 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[t
     full = {"experiment": experiment, **describe(view, data, n_images), "params": params, **(meta or {})}
     ranks = distributed.init()  # 1 outside torchrun; under it, rank 0 alone opens and writes the file
     store = distributed.on_main(lambda: ResultStore(out, full, force=force)) if out else None
-    base_spec = ({"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": []}, full_plan(len(view)))
-    specs = [base_spec] + specs
-    keys = [fields["key"] for fields, _ in specs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("every plan of an experiment needs its own key.")
+    base_spec, specs, keys = with_baseline(view, specs)
     if ranks > 1:
         return run_sharded(view, data, store, specs, keys, seed=seed, chunk=chunk, batch_size=batch_size,
                            device=device, dtype=dtype, fast=fast, cache_bytes=cache_bytes, progress=progress)
     records: dict[str, dict[str, Any]] = {}
-    pending = [sp for sp in specs if store is None or not store.done(sp[0]["key"])]
-    # plans with a common prefix go together: sort by steps, then cut into chunks
-    pending.sort(key=lambda sp: sp[1].steps)
-    todo = [sp for sp in pending if sp[0]["key"] != "baseline"]
-    groups = [todo[s:s + chunk] for s in range(0, len(todo), max(1, chunk))] or [[]]
+    groups = pending_chunks(specs, store, chunk)
     baseline_correct = None
     for gi, group in enumerate(groups):
         if not group and store is not None and store.done("baseline"):
@@ -213,6 +205,25 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[t
     return store.sorted_records(keys)
 
 
+def with_baseline(view: ResidualView, specs: list[tuple[dict[str, Any], Plan]]):
+    """(the baseline spec, specs with the baseline first, their keys), each key checked to be unique."""
+    base_spec = ({"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": []}, full_plan(len(view)))
+    specs = [base_spec] + specs
+    keys = [fields["key"] for fields, _ in specs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("every plan of an experiment needs its own key.")
+    return base_spec, specs, keys
+
+
+def pending_chunks(specs: list[tuple[dict[str, Any], Plan]], store: ResultStore | None, chunk: int) -> list[list]:
+    """The specs not done yet but the baseline (which runs beside every chunk), in chunks of `chunk`:
+    sorted by their steps first, so that plans with a common prefix share a trie. At least one
+    chunk, possibly empty, so that the baseline runs."""
+    pending = sorted((sp for sp in specs if store is None or not store.done(sp[0]["key"])), key=lambda sp: sp[1].steps)
+    todo = [sp for sp in pending if sp[0]["key"] != "baseline"]
+    return [todo[s:s + chunk] for s in range(0, len(todo), max(1, chunk))] or [[]]
+
+
 def run_metric_experiment(view: ResidualView, data: Any, experiment: str, specs: list[tuple[dict[str, Any], Plan]],
                           params: dict[str, Any], metric: Metric, *, out: str | None, meta: dict[str, Any] | None,
                           force: bool, chunk: int, progress: bool, **engine: Any) -> list[dict[str, Any]]:
@@ -234,15 +245,9 @@ def run_metric_experiment(view: ResidualView, data: Any, experiment: str, specs:
     full = {"experiment": experiment, **describe(view, data, n_examples), "dataset": dataset, "metric": metric.name,
             "chance": chance_of(view, metric), "params": params, **(meta or {})}
     store = ResultStore(out, full, force=force) if out else None
-    base_spec = ({"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": []}, full_plan(len(view)))
-    specs = [base_spec] + specs
-    keys = [fields["key"] for fields, _ in specs]
-    if len(set(keys)) != len(keys):
-        raise ValueError("every plan of an experiment needs its own key.")
+    base_spec, specs, keys = with_baseline(view, specs)
     records: dict[str, dict[str, Any]] = {}
-    pending = sorted((sp for sp in specs if store is None or not store.done(sp[0]["key"])), key=lambda sp: sp[1].steps)
-    todo = [sp for sp in pending if sp[0]["key"] != "baseline"]
-    groups = [todo[s:s + chunk] for s in range(0, len(todo), max(1, chunk))] or [[]]
+    groups = pending_chunks(specs, store, chunk)
     main = MAIN_NUMBER.get(metric.name, "loss")
     baseline_value = store.get("baseline")[main] if store is not None and store.done("baseline") else None
     for gi, group in enumerate(groups):

@@ -40,9 +40,8 @@ from .core import UserError
 from .data import load_dataset, normalize
 from .models import blocks_of
 from .read_study import load_study, train_losses  # noqa: F401  (load_study: read a run back, as before)
-from .report import build
-from .run_record import RunRecord, cpu_time, default_device, settings_record
-from .study import Budget, Net, run_experiments
+from .run_record import RunRecord, default_device, settings_record
+from .study import Budget, Net, finish_run, run_experiments
 from .train import train
 
 ROLES = ("resnet", "vgg", "stochastic", "fixed")
@@ -212,13 +211,7 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     start_all = time.perf_counter()
 
     def step(name: str, done: bool, fn: Callable[[], Any], what: str) -> None:
-        if done:
-            log(f"[respaths] {what}: already done, kept")
-            return
-        log(f"[respaths] {what} ...")
-        t, c = time.perf_counter(), cpu_time()
-        fn()
-        run.step(name, time.perf_counter() - t, cpu_time() - c)
+        run.run_step(name, done, fn, what, log)
 
     # 1. the models
     for role in ROLES:
@@ -243,12 +236,4 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
                            "n_train": len(train_set), "source": getattr(test, "source", "")}
     run.save()
     run_experiments(out, nets, train_set, p.budget(), device=dev, step=step, progress=progress)
-    run.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    run.data["seconds_this_call"] = round(time.perf_counter() - start_all, 1)
-    run.save()
-    if not report:
-        return out
-    t, c = time.perf_counter(), cpu_time()
-    path = build([out])
-    run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
-    return path
+    return finish_run(run, out, report, start_all)

@@ -61,6 +61,16 @@ class RunRecord:
     def save(self) -> None:
         write_json(self.path, self.data)
 
+    def run_step(self, name: str, done: bool, fn: Any, what: str, log: Any) -> None:
+        """Run one step of the study unless done (said in the log), and record its wall and CPU time."""
+        if done:
+            log(f"[respaths] {what}: already done, kept")
+            return
+        log(f"[respaths] {what} ...")
+        t, c = time.perf_counter(), cpu_time()
+        fn()
+        self.step(name, time.perf_counter() - t, cpu_time() - c)
+
     def step(self, name: str, seconds: float, cpu_seconds: float, accumulate: bool = True) -> None:
         """Add a finished (part of a) step: wall-clock and CPU time (all threads) accumulate over resumes
         (a step redone from scratch each time, like the report, replaces its time instead)."""

@@ -180,6 +180,21 @@ def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, 
 # respaths study
 
 
+def finish_run(run: RunRecord, out: Path, report: bool, started: float | None = None) -> Path:
+    """Mark the run finished (and this call's wall time since `started`, where given), then write its
+    report; returns the report's path, or the run directory without one."""
+    run.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    if started is not None:
+        run.data["seconds_this_call"] = round(time.perf_counter() - started, 1)
+    run.save()
+    if not report:
+        return out
+    t, c = time.perf_counter(), cpu_time()
+    path = build([out])
+    run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
+    return path
+
+
 @dataclass(frozen=True)
 class StudySettings:
     """What run.json records as the run's settings (a rerun with other settings is refused)."""
@@ -270,13 +285,7 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     dev = torch.device(device)
 
     def step(name: str, done: bool, fn: Callable[[], Any], what: str) -> None:
-        if done:
-            log(f"[respaths] {what}: already done, kept")
-            return
-        log(f"[respaths] {what} ...")
-        t, c = time.perf_counter(), cpu_time()
-        fn()
-        run.step(name, time.perf_counter() - t, cpu_time() - c)
+        run.run_step(name, done, fn, what, log)
 
     for note in opened.warnings:
         log(f"warning: {note}.")
@@ -287,15 +296,7 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     run.save()
     start = time.perf_counter()
     run_experiments(out, nets, train_set, b, device=dev, step=step, progress=progress)
-    run.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    run.data["seconds_this_call"] = round(time.perf_counter() - start, 1)
-    run.save()
-    if not report:
-        return out
-    t, c = time.perf_counter(), cpu_time()
-    path = build([out])
-    run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
-    return path
+    return finish_run(run, out, report, start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,13 +356,7 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     opts = dict(device=device, progress=progress, meta=meta)
 
     def step(name: str, file: str, fn: Callable[[], Any], what: str) -> None:
-        if (res / f"{file}.json").exists():
-            log(f"[respaths] {what}: already done, kept")
-            return
-        log(f"[respaths] {what} ...")
-        t, c = time.perf_counter(), cpu_time()
-        fn()
-        run.step(name, time.perf_counter() - t, cpu_time() - c)
+        run.run_step(name, (res / f"{file}.json").exists(), fn, what, log)
 
     step("single", "lesion-single", lambda: lesion.lesion_single(view, data, out=str(res / "lesion-single"), **opts),
          "single deletion")
@@ -384,14 +379,7 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     else:
         log("[respaths] path gradients: skipped; an encoder's embedding cosine to the full model has no gradient "
             "at the full model (run the study on a decoder for them)")
-    run.data["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    run.save()
-    if not report:
-        return out
-    t, c = time.perf_counter(), cpu_time()
-    path = build([out])
-    run.step("report", time.perf_counter() - t, cpu_time() - c, accumulate=False)
-    return path
+    return finish_run(run, out, report)
 
 
 FIGURE_OF = {"lesion-single": "fig3-single-deletion", "lesion-random": "fig5a-random-deletion",
