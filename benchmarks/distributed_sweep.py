@@ -35,7 +35,7 @@ def worker(args: argparse.Namespace) -> None:
     from respaths import distributed
     from respaths.adapters import view as make_view
     from respaths.data import load_dataset
-    from respaths.lesion import lesion_random
+    from respaths.experiments.lesion import lesion_random
     from respaths.models import build_model
 
     torch.set_num_threads(args.threads)

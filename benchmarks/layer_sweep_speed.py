@@ -7,7 +7,7 @@
 SLEB's protocol (Song et al. 2024): at each step remove the block whose removal raises the LM loss
 (next-token cross-entropy on fixed token windows) least, and repeat. The per-candidate way is what
 SLEB, BlockPruner and FinerCut do: one full forward over the windows per candidate
-(respaths.layer_importance.per_candidate_evaluator, metric(view, batches, plan)). The engine scores
+(respaths.layers.importance.per_candidate_evaluator, metric(view, batches, plan)). The engine scores
 all candidates of a step in one trie (respaths.engine.evaluate_plans with metric=LMLoss): the
 candidate "remove block i" shares blocks 0..i-1 with the others.
 
@@ -41,7 +41,7 @@ import torch
 
 import respaths
 from respaths.engine import trie_cost
-from respaths.layer_importance import engine_evaluator, greedy_pruning, per_candidate_evaluator, token_batches
+from respaths.layers.importance import engine_evaluator, greedy_pruning, per_candidate_evaluator, token_batches
 from respaths.metrics import LMLoss
 
 

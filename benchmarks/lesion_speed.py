@@ -5,7 +5,7 @@
     python benchmarks/lesion_speed.py --model preresnet110 --naive-plans all --variants all
 
 The naive way runs each plan as its own model (a deep copy with the deleted blocks really replaced
-by post(shortcut(x)), respaths.lesion.lesioned_model), one plain fp32 forward over the images per
+by post(shortcut(x)), respaths.experiments.lesion.lesioned_model), one plain fp32 forward over the images per
 plan. The engine (respaths.engine.evaluate_plans) runs the same 55 plans (baseline + each of the 54
 blocks deleted alone) in one pass. Both run in this process, interleaved slice by slice of the
 images so that a shared CPU's changing load hits them alike; the ratio of their summed wall times
@@ -48,7 +48,7 @@ import torch
 import respaths
 from respaths.core import full_plan
 from respaths.engine import evaluate_plans, trie_cost
-from respaths.lesion import lesioned_model, single_plans
+from respaths.experiments.lesion import lesioned_model, single_plans
 
 VARIANTS = {  # name: evaluate_plans options
     "exact": dict(dtype="float32"),

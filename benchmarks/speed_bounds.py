@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import respaths
 from respaths.core import full_plan
 from respaths.engine import optimise, trie_cost
-from respaths.lesion import single_plans
+from respaths.experiments.lesion import single_plans
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lesion_speed import calibrated_model  # noqa: E402  (the same calibrated net the engine benchmark uses)

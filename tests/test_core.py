@@ -90,7 +90,7 @@ def test_an_unknown_op_is_refused_by_the_reference_and_the_engine():
 
 def test_lesioned_model_refuses_parallel_and_unknown_steps():
     from respaths.core import PARALLEL, RUN, Plan
-    from respaths.lesion import lesioned_model
+    from respaths.experiments.lesion import lesioned_model
     torch.manual_seed(0)
     m = respaths.build_model("resnet14", in_channels=1, width=0.25).eval()
     x = torch.randn(2, 1, 28, 28)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from respaths import data
+from respaths.data import sources
 from respaths.core import UserError
 from respaths.data import batches, crop_and_flip, draw_augmentation, load_dataset, normalize
 
@@ -17,7 +18,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 def fashion_available() -> bool:
     try:
-        data.find_fashion_mnist(allow_download=False)
+        sources.find_fashion_mnist(allow_download=False)
         return True
     except UserError:
         return False
@@ -86,7 +87,7 @@ def test_eval_batches_are_in_order_and_normalised():
 
 
 def test_missing_fashion_mnist_says_where_and_how(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "search_roots", lambda data_dir=None: [tmp_path])
+    monkeypatch.setattr(sources, "search_roots", lambda data_dir=None: [tmp_path])
     with pytest.raises(UserError, match=f"not found .*{tmp_path}.*apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist", split="train", download=False)
     monkeypatch.setenv("RESPATHS_NO_DOWNLOAD", "1")
@@ -95,7 +96,7 @@ def test_missing_fashion_mnist_says_where_and_how(tmp_path, monkeypatch):
 
 
 def test_malformed_idx_file_is_one_clear_error(tmp_path):
-    for name in data.FASHION_FILES:
+    for name in sources.FASHION_FILES:
         with gzip.open(tmp_path / name, "wb") as f:
             f.write(b"not an idx file at all")
     with pytest.raises(UserError, match="is not an IDX file"):
@@ -106,10 +107,10 @@ def test_download_verifies_checksum(tmp_path):
     src = tmp_path / "file.bin"
     src.write_bytes(b"some bytes")
     with pytest.raises(OSError, match="not the official"):
-        data.download([src.as_uri()], tmp_path / "got.bin", "0" * 32)
+        sources.download([src.as_uri()], tmp_path / "got.bin", "0" * 32)
     assert not (tmp_path / "got.bin").exists() and not list(tmp_path.glob("got.bin.*"))
-    md5 = data._md5(src)
-    assert data.download([src.as_uri()], tmp_path / "got.bin", md5).read_bytes() == b"some bytes"
+    md5 = sources._md5(src)
+    assert sources.download([src.as_uri()], tmp_path / "got.bin", md5).read_bytes() == b"some bytes"
 
 
 def write_cifar10(root: Path, n: int = 6) -> np.ndarray:

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 
 
 def make_checkpoint(path: Path) -> None:
-    from respaths.checkpoint import save_checkpoint
+    from respaths.io.checkpoint import save_checkpoint
     from respaths.data import load_dataset
     from respaths.models import build_model
 
@@ -41,7 +41,7 @@ def make_checkpoint(path: Path) -> None:
 
 def tiny_view(root: Path):
     from respaths.adapters import view as make_view
-    from respaths.checkpoint import load_checkpoint
+    from respaths.io.checkpoint import load_checkpoint
     from respaths.data import batches, load_dataset
 
     model, _ = load_checkpoint(root / "checkpoint")
@@ -51,7 +51,7 @@ def tiny_view(root: Path):
 
 
 def sweeps(root: Path, out: Path) -> None:
-    from respaths.lesion import lesion_random, reorder
+    from respaths.experiments.lesion import lesion_random, reorder
     from respaths.paths import run_path_gradients
 
     view, data, train = tiny_view(root)
@@ -61,7 +61,7 @@ def sweeps(root: Path, out: Path) -> None:
 
 
 def train_config(out: Path, epochs: int):
-    from respaths.train import TrainConfig
+    from respaths.training.train import TrainConfig
 
     # no batch norm: one data-parallel step must equal one process's step up to rounding;
     # batch 63 over 250 images: global batches of 63, 63, 63, 61, split 32/31 and 31/30
@@ -83,8 +83,8 @@ def stop_after_one_epoch(trainer) -> None:
 def worker(tmp: Path) -> None:
     """Each torchrun rank: the sweeps into tmp/two, a training run, a run stopped after one epoch."""
     from respaths import distributed
-    from respaths.ddp import DistributedTrainer
-    from respaths.train import train
+    from respaths.training.ddp import DistributedTrainer
+    from respaths.training.train import train
 
     torch.set_num_threads(1)
     assert distributed.init() == 2
@@ -98,7 +98,7 @@ def different_weights_are_refused(tmp: Path) -> None:
     """Rank 1 with other weights (as a fresh random initialisation per process would give)."""
     from respaths import distributed
     from respaths.core import UserError
-    from respaths.lesion import lesion_single
+    from respaths.experiments.lesion import lesion_single
 
     view, data, _ = tiny_view(tmp)
     if distributed.rank() == 1:
@@ -134,7 +134,7 @@ def without_seconds(doc: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from respaths.train import Trainer
+    from respaths.training.train import Trainer
 
     tmp = tmp_path_factory.mktemp("distributed")
     make_checkpoint(tmp / "checkpoint")
@@ -183,7 +183,7 @@ def test_ranks_with_different_weights_are_refused(runs):
 
 
 def test_data_parallel_epoch_equals_one_process(runs):
-    from respaths.checkpoint import load_train_state, load_weights, read_meta
+    from respaths.io.checkpoint import load_train_state, load_weights, read_meta
 
     one, two = runs / "one" / "train-stopped" / "checkpoint", runs / "two" / "train-stopped" / "checkpoint"
     w1, w2 = load_weights(one), load_weights(two)
@@ -199,7 +199,7 @@ def test_data_parallel_epoch_equals_one_process(runs):
 
 
 def test_train_under_torchrun_writes_one_checkpoint(runs):
-    from respaths.checkpoint import read_meta
+    from respaths.io.checkpoint import read_meta
 
     run = runs / "two" / "train-done"
     meta = read_meta(run / "checkpoint")
@@ -211,8 +211,8 @@ def test_train_under_torchrun_writes_one_checkpoint(runs):
 
 
 def test_two_rank_checkpoint_resumes_in_one_process(runs):
-    from respaths.checkpoint import load_weights, read_meta
-    from respaths.train import train
+    from respaths.io.checkpoint import load_weights, read_meta
+    from respaths.training.train import train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -233,7 +233,7 @@ def test_two_rank_checkpoint_resumes_in_one_process(runs):
 def test_sync_bn_on_cpu_is_refused_in_one_sentence(tmp_path, monkeypatch):
     from respaths import distributed
     from respaths.core import UserError
-    from respaths.ddp import DistributedTrainer
+    from respaths.training.ddp import DistributedTrainer
 
     monkeypatch.setattr(distributed, "init", lambda: 2)  # as if torchrun had started 2 ranks
     monkeypatch.setattr(distributed, "world", lambda: 2)

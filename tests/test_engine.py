@@ -7,7 +7,7 @@ import torch
 import respaths
 from respaths.core import PARALLEL, Plan, delete_blocks, full_plan, reorder_blocks
 from respaths.engine import build_trie, conv_bn_pairs, evaluate_plans, trie_cost
-from respaths.lesion import lesioned_model, random_plans, reorder_plans, single_plans
+from respaths.experiments.lesion import lesioned_model, random_plans, reorder_plans, single_plans
 
 BATCH = 16
 

@@ -13,11 +13,11 @@ from transformers import (BertConfig, BertForSequenceClassification, BertModel, 
                           GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM)
 
 import respaths  # noqa: E402
-from respaths import layer_importance as li  # noqa: E402
+from respaths.layers import importance as li  # noqa: E402
 from respaths import metrics  # noqa: E402
 from respaths.core import DELETE, PARALLEL, RUN, Plan, delete_blocks, full_plan, reorder_blocks  # noqa: E402
 from respaths.engine import evaluate_plans  # noqa: E402
-from respaths.results import ResultStore  # noqa: E402
+from respaths.io.results import ResultStore  # noqa: E402
 
 V = 97
 REL = 1e-5

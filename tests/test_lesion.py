@@ -14,9 +14,9 @@ from scipy import stats as scipy_stats
 import respaths
 from respaths import cli
 from respaths.core import UserError
-from respaths.lesion import (lesion_random, lesion_single, lesioned_model, random_plans, reorder,
+from respaths.experiments.lesion import (lesion_random, lesion_single, lesioned_model, random_plans, reorder,
                              reorder_plans)
-from respaths.results import ResultStore
+from respaths.io.results import ResultStore
 
 
 def tiny(name, seed=0):
@@ -255,9 +255,9 @@ def test_imagefolder_with_a_torchvision_resnet50_from_a_weights_file(tmp_path):
 # What a user does: `respaths train`, then lesion and reorder on the run directory it wrote
 
 def test_train_then_lesion_and_reorder_the_run_directory(tmp_path, capsys):
-    from respaths.checkpoint import load_checkpoint
+    from respaths.io.checkpoint import load_checkpoint
     from respaths.data import load_dataset, normalize
-    from respaths.train import evaluate_checkpoint
+    from respaths.training.train import evaluate_checkpoint
     run = tmp_path / "run"
     assert cli.main(["train", "--model", "preresnet20", "--width", "0.5", "--dataset", "synthetic",
                      "--epochs", "3", "--schedule", "cosine", "--limit-train", "512", "--limit-test", "64", "--batch-size", "32",

@@ -247,7 +247,7 @@ def test_surviving_counts_by_enumeration():
 
 
 def test_surviving_checked_against_lesion_plans():
-    from respaths.lesion import random_plans
+    from respaths.experiments.lesion import random_plans
     view, x, _ = tiny("preresnet20")
     n = len(view)
     specs = random_plans(view, [1, 3, 5], samples=3, seed=0)
@@ -265,7 +265,7 @@ def test_surviving_checked_against_lesion_plans():
 # 6. the command
 
 def test_cli_paths_writes_and_resumes(tmp_path, capsys):
-    from respaths.checkpoint import save_checkpoint
+    from respaths.io.checkpoint import save_checkpoint
     from respaths.cli import main
     m = respaths.build_model("resnet14", in_channels=3, num_classes=10, width=0.25)
     save_checkpoint(tmp_path / "ck", m, {"dataset": {"name": "synthetic"}})
@@ -313,7 +313,7 @@ def test_kill_minus_9_then_resume_gives_the_same_file(tmp_path):
     import sys
     import time
 
-    from respaths.checkpoint import save_checkpoint
+    from respaths.io.checkpoint import save_checkpoint
     from respaths.cli import main
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "ck", respaths.build_model("resnet32", in_channels=3, num_classes=10, width=0.25),
@@ -358,8 +358,8 @@ def test_kill_minus_9_then_resume_gives_the_same_file(tmp_path):
 # 5. stochastic depth and fixed-m nets beside the normal one
 
 def test_compare_nets_against_direct_evaluation(tmp_path):
-    from respaths.checkpoint import load_checkpoint, save_checkpoint
-    from respaths.compare import compare_nets, load_test_split
+    from respaths.io.checkpoint import load_checkpoint, save_checkpoint
+    from respaths.experiments.compare import compare_nets, load_test_split
     from respaths.core import run_plan
     from respaths.data import batches
     ckpts = {}

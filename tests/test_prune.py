@@ -128,7 +128,7 @@ def test_bad_input():
 
 
 def test_lesioned_model_on_llama_takes_keyword_arguments():
-    from respaths.lesion import lesioned_model
+    from respaths.experiments.lesion import lesioned_model
     model = tiny_lm("llama")
     ids = torch.randint(3, 64, (2, 10), generator=torch.Generator().manual_seed(1))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -311,7 +311,7 @@ def test_cli_prune_from_layers_greedy_on_gpt2(tmp_path, capsys):
 
     from respaths import cli
     from respaths.adapters.hf import load
-    from respaths.layer_importance import LMLoss, read_text
+    from respaths.layers.importance import LMLoss, read_text
     d = tmp_path / "gpt2"
     save_with_tokenizer(tiny("gpt2"), d, TEXT)
     (tmp_path / "t.txt").write_text(TEXT)
@@ -348,7 +348,7 @@ def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
     from respaths import cli
-    from respaths.layer_importance import read_text
+    from respaths.layers.importance import read_text
     from respaths.prune import cosine_between
     text = tmp_path / "s.txt"
     text.write_text("\n".join(["a cat sat on the mat", "residual networks behave like ensembles",

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from respaths import paths, report
-from respaths.compare import _random_summary
+from respaths import paths
+from respaths.study import report
+from respaths.experiments.compare import _random_summary
 from respaths.cli import main
-from respaths.reproduce import PRESETS, load_study, reproduce
-from respaths.results import ResultStore
+from respaths.study.reproduce import PRESETS, load_study, reproduce
+from respaths.io.results import ResultStore
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("RESPATHS_TEST_OUT", REPO / "tmp" / "out"))
@@ -77,7 +78,7 @@ def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, 
     versus["stochastic"] = {"error_delta": 0.01, "error_delta_ci": [0.005, 0.015], "mcnemar_p": 0.01,
                             "resilience": {"mean_increase_delta": -resnet_hit / 2,
                                            "ci": [-resnet_hit / 2 - 0.001, -resnet_hit / 2 + 0.001], "blocks": N}}
-    (res / "compare" / "compare.json").write_text(json.dumps({"schema": "respaths.compare/1", "reference": "resnet",
+    (res / "compare" / "compare.json").write_text(json.dumps({"schema": "respaths.experiments.compare/1", "reference": "resnet",
                                                               "nets": nets, "versus": versus}))
     vgg = [{"key": f"single {i}", "kind": "single", "k": 1, "deleted": [i], "error": vgg_error + 0.002 * i}
            for i in range(12) if i not in (0, 4, 8)]
@@ -182,9 +183,9 @@ def test_figures_from_synthetic_records(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from respaths.checkpoint import save_checkpoint
+    from respaths.io.checkpoint import save_checkpoint
     from respaths.models import build_model
-    from respaths.reproduce import model_specs
+    from respaths.study.reproduce import model_specs
 
     from respaths.data import load_dataset
 
@@ -214,7 +215,7 @@ def test_tiny_run_writes_everything_and_resumes(tiny_run, tmp_path):
     figs = sorted(p.stem for p in (out / "figures").glob("*.png"))
     assert len(figs) == 6 and figs == sorted(p.stem for p in (out / "figures").glob("*.svg"))
     # the models' test errors equal a plain forward of each model over the test images
-    from respaths.checkpoint import load_checkpoint
+    from respaths.io.checkpoint import load_checkpoint
     from respaths.data import batches, load_dataset
     test = load_dataset("synthetic", split="test", limit=PRESETS["tiny"].test_limit)
     cmp = json.loads((out / "results" / "compare" / "compare.json").read_text())
@@ -240,7 +241,7 @@ def test_tiny_run_writes_everything_and_resumes(tiny_run, tmp_path):
     assert "id='claim-single'" in html
     # the run records its own settings; another preset is refused, and the demo would start it over
     from respaths.core import UserError
-    from respaths.reproduce import holds_other_settings, preset
+    from respaths.study.reproduce import holds_other_settings, preset
     assert not holds_other_settings(out, preset("tiny")) and holds_other_settings(out, preset("quick"))
     assert not holds_other_settings(tmp_path / "nothing-here", preset("quick"))
     with pytest.raises(UserError, match="holds a run of another preset"):
@@ -248,7 +249,7 @@ def test_tiny_run_writes_everything_and_resumes(tiny_run, tmp_path):
 
 
 def test_preset_notes_follow_the_presets():
-    from respaths.report import preset_note
+    from respaths.study.report import preset_note
     quick = PRESETS["quick"]
     record = {name: json.loads(json.dumps(p.config())) for name, p in PRESETS.items()}  # as run.json keeps it
     assert f"{quick.train_limit:,} images and {quick.blocks()} blocks" in preset_note(record["quick"])

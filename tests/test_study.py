@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from respaths import cli
-from respaths.reproduce import PRESETS, reproduce
+from respaths.study.reproduce import PRESETS, reproduce
 from test_pretrained import data_dir  # noqa: F401  (the fixture: CIFAR-10 where the published weights are)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """reproduce's tiny preset, its nets left untrained (saved here) so that only the VGG trains."""
-    from respaths.checkpoint import save_checkpoint
+    from respaths.io.checkpoint import save_checkpoint
     from respaths.data import load_dataset
     from respaths.models import build_model
-    from respaths.reproduce import model_specs
+    from respaths.study.reproduce import model_specs
 
     out = tmp_path_factory.mktemp("tiny") / "run"
     p = PRESETS["tiny"]
@@ -36,7 +36,7 @@ def records(path):
 
 
 def test_study_of_a_checkpoint_equals_reproduce(tiny_run, tmp_path):
-    from respaths.study import study
+    from respaths.study.run import study
     p = PRESETS["tiny"]
     out = tmp_path / "study"
     path = study(str(tiny_run / "models" / "resnet" / "checkpoint"), out, budget_name=p.budget(),
@@ -164,7 +164,7 @@ def test_degenerate_models_are_warned_about_once(tmp_path, capsys):
 
 
 def test_a_brought_nets_training_claims_read_inconclusive_with_the_reason():
-    from respaths.report import convergence
+    from respaths.study.report import convergence
     ok, why = convergence({"label": "theirs", "training": {"epochs": None, "train_loss": None},
                            "source": {"model": "respaths:resnet32"}})
     assert not ok and "no record of how theirs was trained" in why

@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 
 import respaths
 from respaths.cli import main
-from respaths.checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from respaths.io.checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from respaths.core import UserError
 from respaths.data import load_dataset, normalize
-from respaths.train import LRSchedule, Trainer, TrainConfig, evaluate, evaluate_checkpoint, train
+from respaths.training.train import LRSchedule, Trainer, TrainConfig, evaluate, evaluate_checkpoint, train
 
 TINY = dict(model="resnet8", dataset="synthetic", width=0.5, batch_size=32, threads=1, progress=False, quiet=True)
 

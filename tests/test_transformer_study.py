@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 from transformers import AutoTokenizer, GPT2LMHeadModel  # noqa: E402
 
 import respaths  # noqa: E402
-from respaths import layer_importance as li  # noqa: E402
+from respaths.layers import importance as li  # noqa: E402
 from respaths.cli import main  # noqa: E402
 from respaths.core import delete_blocks, reorder_blocks  # noqa: E402
 from respaths.metrics import EmbeddingCosine, LMLoss  # noqa: E402
@@ -150,7 +150,7 @@ def test_cli_study_on_gpt2_writes_report_on_lm_loss_axis(gpt2, tmp_path):
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "report.html").read_text()
     assert "LM loss" in html and "test error (%)" not in html and "ln(vocabulary size)" in html
-    from respaths.reproduce import load_study
+    from respaths.study.reproduce import load_study
     study = load_study(out)
     assert study["metric"]["name"] == "lm" and math.isclose(study["metric"]["chance"], math.log(V))
     single = json.loads((out / "results" / "lesion-single.json").read_text())
@@ -203,7 +203,7 @@ def test_bad_text_input_is_one_sentence_and_writes_nothing(gpt2, bert, tmp_path,
 
 def test_explicit_classifier_metric_gives_the_classifier_path_errors():
     """metric= on image data: the metric's records (error, accuracy, loss) agree with the default records."""
-    from respaths.lesion import lesion_single
+    from respaths.experiments.lesion import lesion_single
     from respaths.metrics import ClassifierError
     from test_transformers import inputs_for
 

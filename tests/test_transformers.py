@@ -18,7 +18,7 @@ from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassifica
                           ViTForImageClassification)
 
 import respaths  # noqa: E402
-from respaths import layer_importance as li  # noqa: E402
+from respaths.layers import importance as li  # noqa: E402
 from respaths.cli import main  # noqa: E402
 from respaths.core import PARALLEL, RUN, Plan, delete_blocks  # noqa: E402
 
@@ -323,7 +323,7 @@ def test_plan_keys_for_parallel_steps():
 
 
 def test_lesion_single_on_vit_equals_models_with_layers_removed(models):
-    from respaths.lesion import lesion_single
+    from respaths.experiments.lesion import lesion_single
 
     m = models["vit"]
     x, y = inputs_for("vit"), torch.tensor([0, 3, 4])
@@ -426,13 +426,13 @@ def test_pretrained_minilm_if_installed():
 
 
 def test_layers_results_saved_in_a_run_appear_in_its_report(models, tmp_path):
-    from respaths.report import build
+    from respaths.study.report import build
 
     run = tmp_path / "run"
     d = tmp_path / "gpt2"
     save_with_tokenizer(models["gpt2"], d, TEXT)
     (tmp_path / "t.txt").write_text(TEXT)
-    from respaths.reproduce import reproduce
+    from respaths.study.reproduce import reproduce
 
     reproduce("tiny", run, progress=False, log=lambda s: None)
     before = (run / "report.html").read_text().count("<img ")

@@ -3,7 +3,7 @@
 Each subcommand is a pair: `<name>_args(parser)` declares its options, `<name>_run(args)` calls the
 library. Bad input raises UserError with one sentence (OSErrors name the path and reason); main() prints
 it and exits 2. Anything else is a bug: traceback, exit 1. RESPATHS_DEBUG=1 re-raises user errors too.
-While a command runs it holds the lock of its --out (respaths.atomic.output_lock), and when it fails
+While a command runs it holds the lock of its --out (respaths.io.atomic.output_lock), and when it fails
 it removes the directories it created that are still empty.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def open_unit_float(text: str) -> float:
 
 def k_range(text: str) -> str:
     """A rising range '1-20' or a list '1,5,10'; returned as given, so result files stay the same."""
-    from .lesion import parse_k
+    from .experiments.lesion import parse_k
     try:
         parse_k(text)
     except UserError:
@@ -83,7 +83,7 @@ def _device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
 def resolved_device(args: argparse.Namespace, per_rank: bool = False) -> str:
     """The device --device names (train.pick_device: auto is cuda, then mps, then cpu); per_rank: under
     torchrun, "cuda" is this rank's own GPU."""
-    from .train import pick_device
+    from .training.train import pick_device
     device = pick_device(args.device)
     if per_rank:
         from .distributed import local_device
@@ -153,13 +153,13 @@ def train_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_run(args: argparse.Namespace) -> int:
-    from .train import make_config, train
+    from .training.train import make_config, train
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     if options["model"] is None:
         if not (args.resume and args.out):
             raise UserError("--model is required (e.g. --model resnet20), unless --resume and --out name a run "
                             "to continue.")
-        from .checkpoint import read_meta
+        from .io.checkpoint import read_meta
         saved = read_meta(f"{args.out}/checkpoint").get("train")
         options["model"] = saved.get("model") if isinstance(saved, dict) else None
         if not isinstance(options["model"], str) or not options["model"]:
@@ -181,7 +181,7 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
 def evaluate_run(args: argparse.Namespace) -> int:
     import json
 
-    from .train import evaluate, pick_device, resolve_precision
+    from .training.train import evaluate, pick_device, resolve_precision
     dev = pick_device(args.device)
     args.device = str(dev)
     quiet = args.json
@@ -197,7 +197,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
     source = opened.description["source"]
     epoch = None
     if "checkpoint" in source:
-        from .checkpoint import checkpoint_dir, read_meta
+        from .io.checkpoint import checkpoint_dir, read_meta
         epoch = read_meta(checkpoint_dir(source["checkpoint"])).get("epoch")
     name = getattr(opened.model, "config", {}).get("name") if isinstance(getattr(opened.model, "config", None), dict) else None
     r = dict(r, model=source.get("model") or name or opened.view.name, dataset=opened.data.name, split=args.split,
@@ -217,7 +217,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
 # layers  (issue: transformers and layer-importance methods)
 
 def layers_args(p: argparse.ArgumentParser) -> None:
-    from .layer_importance import METHODS, PAINTERS
+    from .layers.importance import METHODS, PAINTERS
     p.add_argument("model", help="a Hugging Face model directory (save_pretrained), tokenizer beside it")
     p.add_argument("--method", required=True, choices=METHODS,
                    help="influence: ShortGPT Block Influence and pruning in its order; angular: Gromov et al.'s "
@@ -244,8 +244,8 @@ def layers_args(p: argparse.ArgumentParser) -> None:
 
 
 def layers_run(args: argparse.Namespace) -> int:
-    from .layer_importance import layers_main
-    from .lesion import parse_k
+    from .layers.importance import layers_main
+    from .experiments.lesion import parse_k
     spans = parse_k(args.spans) if args.spans else None
     path = layers_main(args.model, args.method, text=args.text, out=args.out, split=args.split,
                        seq_len=args.seq_len, batch_size=args.batch_size, limit=args.limit, steps=args.steps,
@@ -368,7 +368,7 @@ def _open(args: argparse.Namespace, need_data: bool = True, split: str = "test")
 
 
 def _lesion_setup(args: argparse.Namespace):
-    """(view, dataset, options for respaths.lesion) from the command line."""
+    """(view, dataset, options for respaths.experiments.lesion) from the command line."""
     args.device = resolved_device(args, per_rank=True)
     opened = _open(args)
     d = opened.description
@@ -422,7 +422,7 @@ def _print_summary(records: list, path: str, warnings: list[str] = (), figure: b
 
 def _figure(prefix: str, draw: bool = True):
     """The result's figure beside it (PREFIX.png and .svg), where it has one; its PNG path or None."""
-    from .study import save_result_figure
+    from .study.run import save_result_figure
     return save_result_figure(f"{prefix}.json") if draw else None
 
 
@@ -437,7 +437,7 @@ def lesion_args(p: argparse.ArgumentParser) -> None:
 def lesion_run(args: argparse.Namespace) -> int:
     import os
 
-    from .lesion import lesion_random, lesion_single
+    from .experiments.lesion import lesion_random, lesion_single
     view, data, options = _lesion_setup(args)
     out = os.path.join(args.out, f"lesion-{args.mode}")
     if args.mode == "single":
@@ -457,7 +457,7 @@ def reorder_args(p: argparse.ArgumentParser) -> None:
 def reorder_run(args: argparse.Namespace) -> int:
     import os
 
-    from .lesion import reorder
+    from .experiments.lesion import reorder
     view, data, options = _lesion_setup(args)
     out = os.path.join(args.out, "reorder")
     records = reorder(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
@@ -489,7 +489,7 @@ def paths_args(p: argparse.ArgumentParser) -> None:
 
 
 def paths_run(args: argparse.Namespace) -> int:
-    from .paths import paths_main
+    from .paths.experiment import paths_main
     args.device = resolved_device(args, per_rank=True)
     opened = _open(args, split="train")
     doc = paths_main(opened, out=args.out, samples=args.samples, lengths=args.lengths,
@@ -514,7 +514,7 @@ def paths_run(args: argparse.Namespace) -> int:
 # reproduce / demo / report  (issue 5: the whole study, figures and the HTML report)
 
 def reproduce_args(p: argparse.ArgumentParser) -> None:
-    from .reproduce import PRESETS
+    from .study.reproduce import PRESETS
     shown = [n for n, pr in PRESETS.items() if not pr.hidden]
     p.add_argument("--preset", default="quick", choices=list(PRESETS), metavar="NAME",
                    help="; ".join(f"{n}: {PRESETS[n].description}" for n in shown))
@@ -525,7 +525,7 @@ def reproduce_args(p: argparse.ArgumentParser) -> None:
 
 
 def reproduce_run(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+    from .study.reproduce import reproduce
     path = reproduce(args.preset, args.out or f"runs/{args.preset}", force=args.force,
                      device=resolved_device(args), data_dir=args.data_dir)
     print(f"report: {path}")
@@ -563,7 +563,7 @@ def study_args(p: argparse.ArgumentParser) -> None:
 
 
 def study_run(args: argparse.Namespace) -> int:
-    from .study import parse_compare, study
+    from .study.run import parse_compare, study
     parse_compare(args.compare)  # a bad --compare is refused before any model is opened
     path = study(args.model, args.out, weights=args.weights, compare=args.compare, budget_name=args.budget,
                  limit=args.limit, seed=args.seed, device=resolved_device(args), data_dir=args.data_dir,
@@ -582,7 +582,7 @@ def demo_args(p: argparse.ArgumentParser) -> None:
 
 def _demo_outdated(out: str) -> bool:
     """The demo folder is the demo's own: a run of other settings (an older respaths) is started over."""
-    from .reproduce import holds_other_settings, preset
+    from .study.reproduce import holds_other_settings, preset
     if not holds_other_settings(out, preset("quick")):
         return False
     print(f"{out} holds a demo run with other settings (an older respaths?); starting it over.", file=sys.stderr)
@@ -592,7 +592,7 @@ def _demo_outdated(out: str) -> bool:
 def demo_run(args: argparse.Namespace) -> int:
     import time
 
-    from .reproduce import reproduce
+    from .study.reproduce import reproduce
     start = time.perf_counter()
     path = reproduce("quick", args.out, data_dir=args.data_dir, force=_demo_outdated(args.out))
     print(f"\nrespaths demo finished in {time.perf_counter() - start:.0f} s.\n"
@@ -609,7 +609,7 @@ def report_args(p: argparse.ArgumentParser) -> None:
 
 
 def report_run(args: argparse.Namespace) -> int:
-    from .report import build
+    from .study.report import build
     out = args.out or (None if len(args.dirs) == 1 else "report.html")
     print(f"report: {build(args.dirs, out)}")
     return 0
@@ -645,7 +645,7 @@ def prune_args(p: argparse.ArgumentParser) -> None:
 def prune_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .export import export
+    from .layers.export import export
     if args.result and args.remove is None:
         raise UserError("--from needs --remove N: how many of the result's least harmful blocks to remove.")
     if args.remove is not None and not args.result:
@@ -694,7 +694,7 @@ def _output(args: argparse.Namespace) -> tuple[str, Path, Path] | None:
     elif args.command == "train":
         if not (args.model or args.out):
             return None  # refused by train_run
-        from .train import default_out
+        from .training.train import default_out
         out = args.out or default_out(argparse.Namespace(model=args.model, dataset=args.dataset, seed=args.seed))
     elif args.command == "layers":  # --out is a prefix: lock that prefix, not the whole directory
         prefix = Path(args.out or f"runs/layers-{args.method}")
@@ -725,7 +725,7 @@ def _remove_empty(created: list[Path]) -> None:
 
 def _run(args: argparse.Namespace, target: tuple[str, Path, Path] | None) -> int:
     """args.func, holding the lock on its output `target` (see _output)."""
-    from .atomic import output_lock, remove_stale
+    from .io.atomic import output_lock, remove_stale
     if target is None:
         return int(args.func(args) or 0)
     out, directory, lock_file = target

@@ -18,7 +18,7 @@ one-process no-op, so the rest of respaths calls them unconditionally.
 Sweeps: every rank builds the same list of tasks (plans, path lengths) from the same seeds; rank 0
 alone opens the result file, says which tasks are unfinished, and appends what all ranks computed,
 so the file is the one a single process writes and a killed run resumes with any number of ranks.
-Training: respaths.train's DistributedTrainer uses `rank_batches` below with DistributedDataParallel.
+Training: respaths.training.train's DistributedTrainer uses `rank_batches` below with DistributedDataParallel.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .core import UserError
-from .data import crop_and_flip, draw_augmentation, epoch_order, normalize
+from .data.batches import crop_and_flip, draw_augmentation, epoch_order, normalize
 
 T = TypeVar("T")
 

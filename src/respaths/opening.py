@@ -23,11 +23,11 @@ from torch import nn
 from .adapters import view as make_view
 from .adapters.hf import load as load_hf
 from .core import ResidualView, UserError
-from .data import load_dataset
-from .engine import iterate_batches
-from .loading import load_model
+from .data.sources import load_dataset
+from .engine.batching import iterate_batches
+from .io.loading import load_model
 from .metrics import metric_for
-from .text import read_text
+from .data.text import read_text
 
 NORMALIZE = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 

@@ -7,7 +7,7 @@ Hugging Face transformers (split="layer"): the layer ModuleList shrinks, config.
 and per-layer lists (layer_types) follow, and each remaining attention's layer_idx is renumbered so
 the KV cache indexes the right slot; save_pretrained / from_pretrained then give the same model.
 
-The `respaths prune` command is respaths.export; a pruned CNN is read back by respaths.loading.load_pruned.
+The `respaths prune` command is respaths.layers.export; a pruned CNN is read back by respaths.io.loading.load_pruned.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from torch import nn
 from .adapters import view as make_view
 from .adapters.hf import find_layers
 from .core import UserError
-from .data import batches
-from .engine import evaluate_plans
+from .data.batches import batches
+from .engine.trie import evaluate_plans
 from .metrics import inputs_of, mean_pool, model_device, to_device, valid_tokens
 
 

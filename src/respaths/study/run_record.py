@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .atomic import write_text
-from .core import UserError
+from ..io.atomic import write_text
+from ..core import UserError
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -92,7 +92,7 @@ def environment() -> dict[str, Any]:
     import numpy
     import scipy
 
-    from . import __version__
+    from .. import __version__
     dev = default_device()
     if dev.type == "cuda":
         device = torch.cuda.get_device_name(dev)

@@ -6,7 +6,7 @@
 On the net under study (role "resnet", as in the report) it runs, each step skipped when its result
 is there and the lesion and path steps resumed from their journals:
 
-  compare        single deletion and random-k deletion (respaths.compare: with --compare nets, their
+  compare        single deletion and random-k deletion (respaths.experiments.compare: with --compare nets, their
                  test errors compared image by image): results/compare/
   single-<role>  single deletion of each compared plain net (a VGG: fig. 3's right panel)
   reorder        k random swaps of compatible blocks against Kendall tau: results/reorder-resnet
@@ -31,15 +31,17 @@ from typing import Any, Callable
 
 import torch
 
-from . import lesion, paths
-from .compare import compare_views
-from .core import UserError
-from .data import batches, load_dataset
-from .opening import is_hf_dir, open_model
-from .paths import run_path_gradients
-from .read_study import METRIC_LABELS, load_results_folder
+from ..experiments import lesion
+from .. import paths
+from ..experiments.compare import compare_views
+from ..core import UserError
+from ..data.batches import batches
+from ..data.sources import load_dataset
+from ..opening import is_hf_dir, open_model
+from ..paths.experiment import run_path_gradients
+from .read import METRIC_LABELS, load_results_folder
 from .report import build, make_figures
-from .results import ResultStore
+from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
 
 

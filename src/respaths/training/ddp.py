@@ -1,8 +1,8 @@
-"""Data-parallel training under torchrun: respaths.train's Trainer with DistributedDataParallel.
+"""Data-parallel training under torchrun: respaths.training.train's Trainer with DistributedDataParallel.
 
     torchrun --nproc_per_node=4 --no-python respaths train --model resnet110 --dataset cifar10 ...
 
-`respaths.train.train` picks this trainer when torchrun launched the process. What changes:
+`respaths.training.train.train` picks this trainer when torchrun launched the process. What changes:
 
   data      every rank draws the same epoch order and augmentation (the one-process sequence) and
             takes its slice of each global batch of --batch-size examples (respaths.distributed.
@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import distributed
-from .core import UserError
+from .. import distributed
+from ..core import UserError
 from .train import Trainer, TrainConfig, autocast, evaluate, pick_device, set_active
 
 

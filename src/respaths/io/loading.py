@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .core import UserError
-from .models import Net, ZeroPadShortcut, build_model
-from .prune import FORMAT, PRUNE_META, prune
+from ..core import UserError
+from ..models import Net, ZeroPadShortcut, build_model
+from ..prune import FORMAT, PRUNE_META, prune
 
 FORMS = ("torchvision:NAME, timm:NAME, respaths:NAME, module.path:factory, or a respaths checkpoint "
          "directory")

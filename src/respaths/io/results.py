@@ -15,7 +15,7 @@ Only wall-clock fields ("seconds") differ between two separate runs of the same 
 
 `meta` describes *what* is computed (model, dataset, number of images, blocks, experiment
 parameters); reopening with a different meta is refused, so that results from two experiments never
-mix. Schema of the lesion and reorder records: see respaths.lesion and docs/result-files.md.
+mix. Schema of the lesion and reorder records: see respaths.experiments.lesion and docs/result-files.md.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .atomic import write_text
-from .core import UserError
+from ..core import UserError
 
-SCHEMA = "respaths.results/1"
+SCHEMA = "respaths.io.results/1"
 
 
 def _dumps(obj: Any) -> str:

@@ -2,7 +2,7 @@
 
 One self-contained HTML file (figures embedded as base64 PNG, no network needed to view it). The
 report is built from a *study*: a plain dict that `load_study(DIR)` assembles from the result files
-a `respaths reproduce` run leaves in DIR (see respaths.reproduce for the layout):
+a `respaths reproduce` run leaves in DIR (see respaths.study.reproduce for the layout):
 
   study = {"dir", "title", "preset", "preset_settings" (run.json's "preset": the settings it ran with),
            "dataset": {"name", "label", "num_classes", "n_test", "n_train"},
@@ -41,11 +41,11 @@ from typing import Any, Callable, Sequence
 from scipy import stats as sps
 
 from . import figures as F
-from . import paths
-from .atomic import write_text
-from .core import UserError
-from .models import blocks_of
-from .read_study import load_results_folder, load_study
+from .. import paths
+from ..io.atomic import write_text
+from ..core import UserError
+from ..models import blocks_of
+from .read import load_results_folder, load_study
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
 INCONCLUSIVE = "inconclusive"
@@ -405,7 +405,7 @@ def claim_stochastic(study) -> Claim:
     if "stochastic" not in single or "resnet" not in single:
         return c
     res = study.get("paired", {}).get("stochastic-vs-resnet", {}).get("resilience") or {}
-    if res.get("mean_increase_delta") is not None:  # paired over blocks, from respaths.compare
+    if res.get("mean_increase_delta") is not None:  # paired over blocks, from respaths.experiments.compare
         delta, (lo, hi) = res["mean_increase_delta"], res["ci"]
     else:
         def mean_increase(role):
@@ -548,7 +548,7 @@ def layer_figures(run_dir: Path) -> list[tuple[str, str, Any]]:
     """Figures of `respaths layers` results saved in the run as results/layers-*.json (transformers)."""
     import json
 
-    from .layer_figures import plot
+    from ..layers.figures import plot
 
     out = []
     for path in sorted((run_dir / "results").glob("layers-*.json")):

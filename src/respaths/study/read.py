@@ -1,4 +1,4 @@
-"""Reading results back: the study dict (see respaths.report) that the report and the figures are made from.
+"""Reading results back: the study dict (see respaths.study.report) that the report and the figures are made from.
 
   load_study(DIR)             a run directory of `respaths reproduce` or `respaths study` (run.json, results/)
   load_results_folder(DIR)    a folder of plain result files (`respaths lesion / reorder / paths --out DIR`)
@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .compare import _random_summary
-from .core import UserError
+from ..experiments.compare import _random_summary
+from ..core import UserError
 
 
 def train_losses(run_dir: Path) -> list[float] | None:
@@ -61,7 +61,7 @@ DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifa
 
 
 def load_study(out: str | os.PathLike) -> dict[str, Any]:
-    """The study (see respaths.report) from a run directory's run.json and result files."""
+    """The study (see respaths.study.report) from a run directory's run.json and result files."""
     out = Path(out)
     run = _read(out / "run.json")
     if run is None:
@@ -86,7 +86,7 @@ def load_study(out: str | os.PathLike) -> dict[str, Any]:
         for role, m in study["models"].items():  # runs of respaths < 0.3 did not copy the losses into run.json
             if not (m.get("training") or {}).get("train_loss"):
                 m["training"] = dict(m.get("training") or {}, train_loss=train_losses(out / "models" / role))
-    # the residual nets: respaths.compare's summary of their lesion curves and paired test errors
+    # the residual nets: respaths.experiments.compare's summary of their lesion curves and paired test errors
     cmp = _read(res / "compare" / "compare.json")
     if cmp:
         with _fields_of(res / "compare" / "compare.json"):
@@ -226,7 +226,7 @@ def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> dict[str, Any]:
-    """The study (see respaths.report) from the result files that `respaths lesion`, `reorder` and
+    """The study (see respaths.study.report) from the result files that `respaths lesion`, `reorder` and
     `paths` wrote into one --out folder: the claims they can test and their figures."""
     folder = Path(folder)
     docs = {name: _doc(folder / f"{name}.json") for name in only}

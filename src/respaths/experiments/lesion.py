@@ -45,13 +45,15 @@ import torch
 from scipy import stats as scipy_stats
 from torch import nn
 
-from . import distributed, stats
-from .adapters import view as make_view
-from .core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
-from .engine import DEFAULT_CACHE_BYTES, batch_length, count_examples, evaluate_plans, first_examples, iterate_batches
-from .metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for, to_device
-from .prune import Skipped
-from .results import ResultStore
+from .. import distributed
+from .. import stats
+from ..adapters import view as make_view
+from ..core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
+from ..engine.trie import DEFAULT_CACHE_BYTES, evaluate_plans
+from ..engine.batching import batch_length, count_examples, first_examples, iterate_batches
+from ..metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for, to_device
+from ..prune import Skipped
+from ..io.results import ResultStore
 
 DEFAULT_CHUNK = 64
 MAIN_NUMBER = {"lm": "loss", "cosine": "cos", "classifier": "error"}  # what a metric's delta is taken of

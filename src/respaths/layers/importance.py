@@ -33,14 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, delete_blocks, full_plan
-from .engine import DEFAULT_CACHE_BYTES, evaluate_plans
+from ..core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, delete_blocks, full_plan
+from ..engine.trie import DEFAULT_CACHE_BYTES, evaluate_plans
 # the metrics live in respaths.metrics; imported here too, where they used to be
-from .metrics import (Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of,  # noqa: F401
-                      mean_pool, metric_for, model_device, to_device, valid_tokens)
-from .text import read_text, sentence_batches, token_batches  # noqa: F401  (here too, where they used to be)
-from .results import ResultStore
-from .opening import open_model
+from ..metrics import Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, mean_pool, metric_for, model_device, to_device, valid_tokens
+from ..data.text import read_text, sentence_batches, token_batches
+from ..io.results import ResultStore
+from ..opening import open_model
 
 METHODS = ("influence", "angular", "greedy", "painters")
 PAINTERS = ("skip", "repeat", "reverse", "random", "parallel", "looped")
@@ -217,7 +216,7 @@ def painters_plan(n_blocks: int, k: int, variant: str, seed: int = 0, loops: int
 # ---------------------------------------------------------------------------------------------
 # One method end to end, into a ResultStore
 #
-# Records follow the lesion schema (respaths.lesion): key, kind, k, sample, deleted, order, plan,
+# Records follow the lesion schema (respaths.experiments.lesion): key, kind, k, sample, deleted, order, plan,
 # n, the metric's fields (loss and ppl | cos | error, accuracy and loss), seconds. Keys:
 #   baseline                        the full model
 #   influence block=I               Block Influence of block I (fields block, name, influence)
@@ -388,7 +387,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token, cache_bytes=cache_bytes, progress=progress)
     if figure:
-        from .figures import save
-        from .layer_figures import plot
+        from ..study.figures import save
+        from .figures import plot
         save(plot(json.loads(path.read_text())), path.with_suffix(""))  # PREFIX.png and PREFIX.svg
     return path

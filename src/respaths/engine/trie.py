@@ -39,20 +39,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-import types
-import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
-from .core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step, eval_mode
-from .data import batches
-from .metrics import ClassifierError, Metric, inputs_of, to_device
+from ..core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step, eval_mode
+from ..metrics import ClassifierError, Metric
+from .batching import batch_length, count_examples, first_examples, iterate_data
+from .speed import _compile_settings, compiled_block_runner, optimise
+
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -128,62 +127,6 @@ def trie_cost(plans: Sequence[Plan], runs_only: bool = False) -> tuple[int, int]
 
 def nbytes(x: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tree_leaves(x) if isinstance(t, Tensor))
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-
-def iterate_batches(data: Any, batch_size: int, device: torch.device) -> Iterator[tuple[Any, Tensor]]:
-    """(inputs, labels) on device from a respaths Dataset, an (inputs, labels) pair of tensors, or
-    any iterable of (inputs, labels) batches (used as given)."""
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        yield from batches(data, batch_size, device)
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        x, y = data
-        for s in range(0, len(y), batch_size):
-            yield x[s:s + batch_size].to(device), y[s:s + batch_size].to(device)
-    else:
-        for x, y in data:
-            yield (x.to(device) if isinstance(x, Tensor) else x), y.to(device)
-
-
-def iterate_data(data: Any, batch_size: int, device: torch.device) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """(what the stem takes, the batch as a dict) on device: a list of dict batches (input_ids,
-    attention_mask, labels, ...; metrics.inputs_of gives the stem's part) is used as given; any other
-    data goes through iterate_batches, each batch a dict {"labels": labels}."""
-    if isinstance(data, (tuple, list)) and data and all(isinstance(b, Mapping) for b in data):
-        for b in data:
-            b = to_device(b, device)
-            yield inputs_of(b), b
-    else:
-        for x, y in iterate_batches(data, batch_size, device):
-            yield x, {"labels": y}
-
-
-def first_examples(x: Any, n: int) -> Any:
-    """The first n examples of a batch (a probe): of a tensor, or of the tensors in a dict whose first
-    dimension is the batch's (the first tensor's)."""
-    if isinstance(x, Tensor):
-        return x[:n]
-    if isinstance(x, Mapping):
-        size = batch_length(dict(x))
-        return {k: v[:n] if isinstance(v, Tensor) and v.dim() > 0 and len(v) == size else v for k, v in x.items()}
-    return x
-
-
-def batch_length(batch: dict[str, Any]) -> int:
-    t = batch.get("labels")
-    if t is None:
-        t = next((v for v in batch.values() if isinstance(v, Tensor) and v.dim() > 0), None)
-    return 0 if t is None else len(t)
-
-
-def count_examples(data: Any) -> int | None:
-    if hasattr(data, "labels"):
-        return len(data.labels)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], Tensor):
-        return len(data[1])
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,45 +271,6 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metr
     return results
 
 
-_RUNNER: tuple[Any, Any, Any] | None = None  # (view, weights fingerprint, compiled runner)
-
-
-def compiled_block_runner(view: ResidualView):
-    """torch.compile of "run this block", with inductor's freezing: each block's weights become
-    constants, so BatchNorm folds into the convolution, weights are prepacked for oneDNN, and ReLU
-    and the residual add fuse into the convolutions. That makes one graph per block (the first of a
-    structure compiles in seconds, the others reuse its kernels). The runner is kept while the view
-    and its weights are unchanged (chunks of an experiment reuse it); new weights get a new runner,
-    a fresh code object, so that no graph with stale frozen weights can ever match."""
-    global _RUNNER
-    model = view.model
-    fingerprint = None if model is None else tuple(
-        (t.data_ptr(), t._version) for t in list(model.parameters()) + list(model.buffers()))
-    if _RUNNER is not None and _RUNNER[0] is view and _RUNNER[1] == fingerprint:
-        return _RUNNER[2]
-    code = _run_block.__code__
-    fresh = types.FunctionType(code.replace(co_name=f"{code.co_name}_{id(view):x}_{time.monotonic_ns()}"),
-                               _run_block.__globals__)
-    runner = torch.compile(fresh, dynamic=False)
-    _RUNNER = (view, fingerprint, runner)
-    return runner
-
-
-def _run_block(block: Any, x: Tensor) -> Tensor:
-    return block(x)
-
-
-def _compile_settings(n_blocks: int):
-    """Freezing on, and room for one graph per block (dynamo's default allows 8 per function)."""
-    import torch._dynamo.config as dc
-    import torch._inductor.config as ic
-    name = "recompile_limit" if hasattr(dc, "recompile_limit") else "cache_size_limit"
-    stack = contextlib.ExitStack()
-    stack.enter_context(dc.patch(**{name: max(2 * n_blocks + 8, getattr(dc, name))}))
-    stack.enter_context(ic.patch(freezing=True))
-    return stack
-
-
 def check_inputs_untouched(view: ResidualView, probe: Any) -> None:
     """The trie hands one activation to several children, so no block may change its input in place.
 
@@ -386,92 +290,3 @@ def check_inputs_untouched(view: ResidualView, probe: Any) -> None:
             x = y
 
 
-# ---------------------------------------------------------------------------------------------
-# fast=True: BatchNorm folding and channels_last, applied to the model in place and undone after
-
-def conv_bn_pairs(view: ResidualView, x: Any) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """Eval-mode BatchNorms whose input is exactly a convolution's output, seen in one forward pass.
-
-    Each module must run once per pass (a shared module could feed different consumers), and the
-    convolution's output must not enter a block: there the shortcut uses it too (a pre-activation
-    block starts with BN, often right after the stem's convolution)."""
-    model = view.model
-    outputs: dict[int, tuple[nn.Module, Tensor]] = {}
-    entering: dict[int, Tensor] = {}  # activations entering a block
-    calls: dict[nn.Module, int] = {}
-    pairs: list[tuple[nn.Module, nn.Module]] = []
-
-    def conv_hook(m, args, out):
-        calls[m] = calls.get(m, 0) + 1
-        outputs[id(out)] = (m, out)  # keep out alive so its id is not reused
-
-    def bn_hook(m, args):
-        calls[m] = calls.get(m, 0) + 1
-        hit = outputs.get(id(args[0])) if args else None
-        if hit is not None and hit[1] is args[0] and id(args[0]) not in entering:
-            pairs.append((hit[0], m))
-
-    hooks = []
-    for m in model.modules():
-        if type(m) is nn.Conv2d:
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.BatchNorm2d) and not m.training and m.running_mean is not None:
-            hooks.append(m.register_forward_pre_hook(bn_hook))
-    try:
-        h = view.stem(x)
-        for b in view.blocks:
-            entering[id(h)] = h
-            h = b(h)
-        view.head(h)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [(c, b) for c, b in pairs if calls[c] == 1 and calls[b] == 1]
-
-
-@contextlib.contextmanager
-def optimise(view: ResidualView, probe: Any, fold: bool = True):
-    """Fold BN into convolutions and switch to channels_last, checked on the probe batch; undone on exit."""
-    model = view.model
-    if model is None:
-        yield
-        return
-    reference = view(probe).float()
-    folded: list[tuple[nn.Conv2d, nn.BatchNorm2d, Any, Any]] = []
-    saved: dict[Tensor, Tensor] = {}
-    try:
-        for conv, bn in (conv_bn_pairs(view, probe) if fold else []):
-            w, b = torch.nn.utils.fusion.fuse_conv_bn_weights(
-                conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
-            folded.append((conv, bn, conv.weight, conv.bias))
-            conv.weight, conv.bias = w, b
-            bn.forward = _identity  # instance attribute: shadows BatchNorm2d.forward until deleted
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.dim() == 4:
-                saved[t] = t.data
-                t.data = t.data.contiguous(memory_format=torch.channels_last)
-        if isinstance(probe, Tensor) and probe.dim() == 4:
-            probe = probe.contiguous(memory_format=torch.channels_last)
-        out = view(probe).float()
-        scale = reference.abs().max().clamp_min(1e-6)
-        if not torch.allclose(out, reference, rtol=1e-3, atol=1e-3 * float(scale)):
-            warnings.warn("folding BatchNorm changed this model's output beyond rounding; evaluating it "
-                          "without folding.")
-            _unfold(folded)
-            folded = []
-        yield
-    finally:
-        _unfold(folded)
-        for t, data in saved.items():
-            t.data = data
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
-def _unfold(folded: list) -> None:
-    for conv, bn, w, b in folded:
-        conv.weight, conv.bias = w, b
-        del bn.forward
-    folded.clear()

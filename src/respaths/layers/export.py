@@ -1,6 +1,6 @@
 """`respaths prune`: open a model, choose the blocks (given, or from a result file), prune it
 (respaths.prune), measure the metric before and after where data is given, and write the pruned model
-into a new directory, whole or not at all (respaths.loading.load_pruned reads a pruned CNN back).
+into a new directory, whole or not at all (respaths.io.loading.load_pruned reads a pruned CNN back).
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from .core import UserError, delete_blocks
-from .engine import iterate_batches
-from .metrics import metric_for
-from .models import Net
-from .opening import open_model
-from .prune import FORMAT, PRUNE_META, blocks_from_result, describe_metric, metric_of, prune, resolve, save_pruned
+from ..core import UserError, delete_blocks
+from ..engine.batching import iterate_batches
+from ..metrics import metric_for
+from ..models import Net
+from ..opening import open_model
+from ..prune import FORMAT, PRUNE_META, blocks_from_result, describe_metric, metric_of, prune, resolve, save_pruned
 
 
 def export(source: str | None, out: str | Path, *, spec: str | None = None, blocks: list[str] | None = None,

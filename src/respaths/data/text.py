@@ -12,8 +12,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .core import ResidualView, UserError
-from .metrics import Batch
+from ..core import ResidualView, UserError
+from ..metrics import Batch
 
 
 def token_batches(ids: Tensor, seq_len: int, batch_size: int) -> list[Batch]:

@@ -6,7 +6,7 @@ The paper's claims, checkable on any dataset from three checkpoints of the same 
     reaches the test error of the normally trained one.
 
 `compare_nets({"normal": CKPT, "stochastic depth": CKPT, "fixed m=23": CKPT}, out=DIR)` runs, for
-each net, the single-deletion and random-k lesion experiments (respaths.lesion, resumable files
+each net, the single-deletion and random-k lesion experiments (respaths.experiments.lesion, resumable files
 DIR/<label>-lesion-single.* and DIR/<label>-lesion-random.*), evaluates each whole net once more
 to compare it image by image with the reference net, and writes DIR/compare.json:
 
@@ -30,13 +30,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import stats
-from .adapters import view as make_view
-from .atomic import write_text
-from .checkpoint import load_checkpoint
-from .core import UserError, full_plan
-from .data import load_dataset
-from .engine import evaluate_plans, iterate_batches
+from .. import stats
+from ..adapters import view as make_view
+from ..io.atomic import write_text
+from ..io.checkpoint import load_checkpoint
+from ..core import UserError, full_plan
+from ..data.sources import load_dataset
+from ..engine.trie import evaluate_plans
+from ..engine.batching import iterate_batches
 from .lesion import lesion_random, lesion_single
 
 
@@ -127,7 +128,7 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     """Single and random-k lesion curves and the test error of each net; see the module docstring.
 
     nets: label -> an object with .view, .test (its test images, preprocessed as it expects), .model
-    and .meta (recorded in its result files). lesion_options go to respaths.lesion (batch_size,
+    and .meta (recorded in its result files). lesion_options go to respaths.experiments.lesion (batch_size,
     dtype, fast, cache_bytes, chunk)."""
     out = Path(out)
     results: dict[str, dict[str, Any]] = {}
@@ -157,7 +158,7 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
         reference = plain[0] if plain else next(iter(results))
     if reference not in results:
         raise UserError(f"the reference {reference!r} is not one of the nets ({', '.join(results)}).")
-    doc = {"schema": "respaths.compare/1", "dataset": names.pop(), "reference": reference, "nets": results,
+    doc = {"schema": "respaths.experiments.compare/1", "dataset": names.pop(), "reference": reference, "nets": results,
            "versus": {l: versus(results[reference], results[l], correct[reference], correct[l], seed)
                       for l in results if l != reference}}
     write_text(out / "compare.json", json.dumps(doc, indent=1) + "\n")

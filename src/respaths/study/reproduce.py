@@ -7,7 +7,7 @@ A run directory holds
   run.json                 the preset, what was done and how long it took, versions, device, seeds
   models/<role>/           one training run per model (checkpoint/, metrics.csv): resnet (pre-activation ResNet), vgg, stochastic
                            (the ResNet trained with stochastic depth), fixed (trained with m blocks on)
-  results/<name>.json|csv  compare/ (respaths.compare: single and random-k deletion of the resnet,
+  results/<name>.json|csv  compare/ (respaths.experiments.compare: single and random-k deletion of the resnet,
                            stochastic and fixed nets, their test errors compared image by image),
                            single-vgg, reorder-resnet, paths-resnet, surviving-resnet
   figures/*.png|svg        the paper's figures
@@ -34,15 +34,16 @@ from typing import Any, Callable
 
 import torch
 
-from .adapters import view as make_view
-from .checkpoint import load_checkpoint, read_meta
-from .core import UserError
-from .data import load_dataset, normalize
-from .models import blocks_of
-from .read_study import load_study, train_losses  # noqa: F401  (load_study: read a run back, as before)
+from ..adapters import view as make_view
+from ..io.checkpoint import load_checkpoint, read_meta
+from ..core import UserError
+from ..data.sources import load_dataset
+from ..data.batches import normalize
+from ..models import blocks_of
+from .read import load_study, train_losses
 from .run_record import RunRecord, default_device, settings_record
-from .study import Budget, Net, finish_run, run_experiments
-from .train import train
+from .run import Budget, Net, finish_run, run_experiments
+from ..training.train import train
 
 ROLES = ("resnet", "vgg", "stochastic", "fixed")
 
@@ -87,7 +88,7 @@ class Preset:
         return dataclasses.asdict(self)
 
     def budget(self):
-        """The preset's experiment sizes, as respaths.study runs them."""
+        """The preset's experiment sizes, as respaths.study.run runs them."""
         return Budget(self.name, self.test_limit, self.random_k, self.random_samples, self.reorder_k,
                       self.reorder_samples, self.path_samples, self.path_batches, self.path_batch_size,
                       self.eval_batch_size, self.fast, self.seed, self.train_limit)

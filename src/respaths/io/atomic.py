@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .core import UserError
+from ..core import UserError
 
 _TMP = re.compile(r".*\.tmp-(\d+)$")  # ours: .NAME.tmp-PID; older respaths wrote NAME.tmp-PID
 

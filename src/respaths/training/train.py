@@ -1,6 +1,6 @@
 """The trainer: the He et al. CIFAR recipe, stochastic depth and fixed-m training, resumable bit for bit.
 
-    from respaths.train import TrainConfig, train
+    from respaths.training.train import TrainConfig, train
     result = train(TrainConfig(model="resnet20", dataset="fashion-mnist", epochs=10, out="runs/r20"))
     result.test_error, result.checkpoint
 
@@ -12,7 +12,7 @@ the model; the trainer draws which blocks are active for every mini-batch from i
 
 Where the run goes (--out DIR):
     DIR/run.json        the settings that define the run (for people; the checkpoint holds them too)
-    DIR/checkpoint/     the latest end-of-epoch checkpoint (see respaths.checkpoint)
+    DIR/checkpoint/     the latest end-of-epoch checkpoint (see respaths.io.checkpoint)
     DIR/metrics.csv     one row per epoch
 Running the same command again continues from the last finished epoch; a command with different
 settings is refused unless it says --resume (continue the run as it was) or --force (start over). Every source of randomness
@@ -39,12 +39,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .atomic import write_text
-from .checkpoint import checkpoint_dir, load_checkpoint, load_train_state, load_weights, read_meta, recover, save_checkpoint
-from .core import UserError, eval_mode
-from .data import Dataset, batches, epoch_order, load_dataset
-from .distributed import launched
-from .models import build_model
+from ..io.atomic import write_text
+from ..io.checkpoint import checkpoint_dir, load_checkpoint, load_train_state, load_weights, read_meta, recover, save_checkpoint
+from ..core import UserError, eval_mode
+from ..data.sources import Dataset, load_dataset
+from ..data.batches import batches, epoch_order
+from ..distributed import launched
+from ..models import build_model
 
 
 @dataclass
@@ -81,7 +82,7 @@ class TrainConfig:
     force: bool = False
     progress: bool | None = None  # None: a bar when stderr is a terminal
     quiet: bool = False
-    sync_bn: bool = False  # under torchrun: SyncBatchNorm over all ranks (CUDA); see respaths.ddp
+    sync_bn: bool = False  # under torchrun: SyncBatchNorm over all ranks (CUDA); see respaths.training.ddp
 
 
 RUNTIME = {"out", "data_dir", "device", "channels_last", "compile", "eval_every", "threads", "resume", "force",
@@ -244,7 +245,7 @@ class Trainer:
     """One training run. `run()` is the epoch loop; each piece it calls is a method, so that a
     data-parallel trainer can set rank/world_size, wrap the model, and reuse the rest."""
 
-    rank, world_size = 0, 1  # data parallelism: respaths.ddp.DistributedTrainer (slices of global batches)
+    rank, world_size = 0, 1  # data parallelism: respaths.training.ddp.DistributedTrainer (slices of global batches)
 
     def __init__(self, cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None):
         """datasets: (train, test) already in memory, instead of loading cfg.dataset by name."""
@@ -475,7 +476,7 @@ def train(config: TrainConfig | dict[str, Any], datasets: tuple[Dataset, Dataset
     threads = torch.get_num_threads()
     try:
         if launched():  # torchrun started this process as one of several: DistributedDataParallel
-            from .ddp import DistributedTrainer  # local: ddp builds on this module's Trainer
+            from .ddp import DistributedTrainer
             return DistributedTrainer(cfg, datasets).run()
         return Trainer(cfg, datasets).run()
     finally:

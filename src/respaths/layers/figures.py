@@ -1,11 +1,11 @@
-"""Figures of a `respaths layers` result file (respaths.layer_importance), drawn from its numbers only.
+"""Figures of a `respaths layers` result file (respaths.layers.importance), drawn from its numbers only.
 
   plot(doc) -> Figure    by the file's method:
     influence  Block Influence per block | metric after deleting the k least influential blocks
     greedy     metric vs k deleted: greedy, Block-Influence order, random order (mean and range)
     angular    angular distance d(l, l+n) as a heat map | metric after deleting the best n blocks
     painters   metric vs k middle blocks for each variant (random: mean over seeds)
-  save(fig, prefix) (respaths.figures) writes prefix.png and prefix.svg atomically.
+  save(fig, prefix) (respaths.study.figures) writes prefix.png and prefix.svg atomically.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
-from .figures import _figure
+from ..study.figures import _figure
 
 # the number each metric is plotted by, and its axis label
 SHOWN = {"lm": ("loss", "next-token loss (nats)"), "cosine": ("cos", "cosine to the full model's embedding"),

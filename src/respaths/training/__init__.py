@@ -1,0 +1,2 @@
+"""Training the paper's nets: one process (train) and under torchrun (ddp).
+"""
