@@ -6,7 +6,7 @@ import torch
 
 import respaths
 from respaths.core import PARALLEL, Plan, delete_blocks, full_plan, reorder_blocks
-from respaths.engine import build_trie, conv_bn_pairs, evaluate_plans, trie_cost
+from respaths.engine import EngineOptions, build_trie, conv_bn_pairs, evaluate_plans, trie_cost
 from respaths.experiments.lesion import lesioned_model, random_plans, reorder_plans, single_plans
 
 BATCH = 16
@@ -40,7 +40,7 @@ def experiment_plans(view, residual=True):
     specs = single_plans(view) + random_plans(view, [2, 4], 2, seed=0)
     if residual:
         specs += reorder_plans(view, [1, 3], 2, seed=0)
-    return [full_plan(len(view))] + [plan for _, plan in specs]
+    return [full_plan(len(view))] + [sp.plan for sp in specs]
 
 
 @pytest.mark.parametrize("name", ["resnet20", "preresnet20", "vgg15"])
@@ -67,7 +67,7 @@ def test_branch_cache_bound_only_changes_time():
     view = respaths.view(model, x[:2])
     plans = experiment_plans(view)
     big = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
-    none = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, cache_bytes=0)
+    none = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, engine=EngineOptions(cache_bytes=0))
     for a, b in zip(big, none):
         assert torch.equal(a.logits, b.logits)
 
@@ -103,7 +103,7 @@ def test_timing_and_model_state_are_kept():
     view = respaths.view(model, x[:2])
     state = {k: v.clone() for k, v in model.state_dict().items()}
     plans = [full_plan(len(view)), delete_blocks(len(view), [3])]
-    res = evaluate_plans(view, (x, y), plans, batch_size=BATCH, fast=True)
+    res = evaluate_plans(view, (x, y), plans, batch_size=BATCH, engine=EngineOptions(fast=True))
     assert all(r.seconds > 0 for r in res) and res[1].n == 32
     assert model.training and all(m.training for m in model.modules())  # eval only while evaluating
     after = model.state_dict()
@@ -121,11 +121,11 @@ def test_batchnorm_folding(name, pairs):
     view = respaths.view(model, x[:2])
     with torch.inference_mode():
         assert len(conv_bn_pairs(view, x[:4])) == pairs
-    plans = [full_plan(len(view))] + [plan for _, plan in single_plans(view)]
+    plans = [full_plan(len(view))] + [sp.plan for sp in single_plans(view)]
     exact = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # folding must pass its own check here, not fall back
-        fast = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, fast=True)
+        fast = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, engine=EngineOptions(fast=True))
     for a, b in zip(exact, fast):
         torch.testing.assert_close(b.logits, a.logits, rtol=1e-4, atol=1e-4)
 
@@ -136,7 +136,8 @@ def test_half_precision_on_request():
     view = respaths.view(model, x[:2])
     plans = [full_plan(len(view)), delete_blocks(len(view), [1])]
     exact = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
-    half = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, dtype="bfloat16")
+    half = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True,
+                          engine=EngineOptions(dtype="bfloat16"))
     for a, b in zip(exact, half):
         assert not torch.equal(a.logits, b.logits)
         torch.testing.assert_close(b.logits, a.logits, rtol=0.1, atol=0.1 * float(a.logits.abs().max()))

@@ -16,7 +16,7 @@ import respaths  # noqa: E402
 from respaths.layers import importance as li  # noqa: E402
 from respaths import metrics  # noqa: E402
 from respaths.core import DELETE, PARALLEL, RUN, Plan, delete_blocks, full_plan, reorder_blocks  # noqa: E402
-from respaths.engine import evaluate_plans  # noqa: E402
+from respaths.engine import EngineOptions, evaluate_plans  # noqa: E402
 from respaths.io.results import ResultStore  # noqa: E402
 
 V = 97
@@ -95,7 +95,7 @@ def test_engine_equals_per_candidate_for_every_metric(models, name, split):
     metric = metric_for(name)
     naive = [metric(v, data, p) for p in plans]
     for cache_bytes in (1 << 30, 0):  # branch points kept, or all recomputed from the stem
-        got = evaluate_plans(v, data, plans, metric=metric, cache_bytes=cache_bytes)
+        got = evaluate_plans(v, data, plans, metric=metric, engine=EngineOptions(cache_bytes=cache_bytes))
         assert len(got) == len(plans)
         for g, r in zip(got, naive):
             close(g, r)
@@ -167,7 +167,8 @@ def test_run_layers_records_equal_per_candidate(models, tmp_path, monkeypatch, n
     real = li.evaluate_plans
     monkeypatch.setattr(li, "evaluate_plans", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
     store = ResultStore(tmp_path / method, {"method": method})
-    path = li.run_layers(v, data, method, store, metric=metric, seeds=2, progress=False, cache_bytes=1 << 16)
+    path = li.run_layers(v, data, method, store, metric=metric, seeds=2, progress=False,
+                        engine=EngineOptions(cache_bytes=1 << 16))
     doc = json.loads(path.read_text())
     planned = [r for r in doc["records"] if "plan" in r]
     fields = {"lm": ("n", "loss", "ppl"), "cosine": ("n", "cos")}[metric.name]
@@ -238,10 +239,10 @@ def test_greedy_step_under_a_tight_cache_runs_no_block_twice(models):
     try:
         x = v.stem(data[0]["input_ids"])
         room = x.numel() * x.element_size()  # one activation of the larger batch
-        tight = evaluate_plans(v, data, plans, metric=metrics.LMLoss(), cache_bytes=room)
+        tight = evaluate_plans(v, data, plans, metric=metrics.LMLoss(), engine=EngineOptions(cache_bytes=room))
         ran = len(calls) - L  # less the one probe forward that checks for in-place blocks
         calls.clear()
-        none = evaluate_plans(v, data, plans, metric=metrics.LMLoss(), cache_bytes=0)
+        none = evaluate_plans(v, data, plans, metric=metrics.LMLoss(), engine=EngineOptions(cache_bytes=0))
     finally:
         for h in hooks:
             h.remove()

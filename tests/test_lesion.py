@@ -66,14 +66,15 @@ def test_random_sets_are_seeded_and_deletable_only():
     view = respaths.view(model, torch.randn(1, 3, 16, 16))
     specs = random_plans(view, [1, 3, 5], samples=4, seed=7)
     assert len(specs) == 12
-    for fields, plan in specs:
+    for sp in specs:
+        fields, plan = sp.record, sp.plan
         assert len(set(fields["deleted"])) == fields["k"] == len(plan.deleted)
         assert set(fields["deleted"]) <= set(view.deletable)  # never a shape-changing plain layer
         assert fields["deleted"] == sorted(fields["deleted"])
     again = random_plans(view, [3], samples=4, seed=7)  # a set depends on (seed, k, sample) only
-    assert [f["deleted"] for f, _ in again] == [f["deleted"] for f, _ in specs if f["k"] == 3]
+    assert [sp.record["deleted"] for sp in again] == [sp.record["deleted"] for sp in specs if sp.record["k"] == 3]
     other = random_plans(view, [3], samples=4, seed=8)
-    assert [f["deleted"] for f, _ in other] != [f["deleted"] for f, _ in again]
+    assert [sp.record["deleted"] for sp in other] != [sp.record["deleted"] for sp in again]
     with pytest.raises(UserError, match="deletable blocks"):
         random_plans(view, [len(view.deletable) + 1], 1, 0)
 
@@ -84,7 +85,8 @@ def test_reorder_swaps_only_compatible_blocks():
     view = respaths.view(model, x[:2])
     pairs = set(view.swappable_pairs())
     specs = reorder_plans(view, [1, 2, 4], samples=3, seed=0)
-    for fields, plan in specs:
+    for sp in specs:
+        fields, plan = sp.record, sp.plan
         order = fields["order"]
         assert sorted(order) == list(range(len(view))) and plan.order == order
         assert all(tuple(p) in pairs for p in fields["swaps"]) and len(fields["swaps"]) == fields["k"]
@@ -93,7 +95,7 @@ def test_reorder_swaps_only_compatible_blocks():
             assert view.blocks[b].out_shape == view.blocks[pos].out_shape
         assert fields["kendall_tau"] == pytest.approx(scipy_stats.kendalltau(range(len(order)), order).statistic)
         assert fields["kendall_tau"] < 1.0
-    one = next(f for f, _ in specs if f["k"] == 1)
+    one = next(sp.record for sp in specs if sp.record["k"] == 1)
     a, b = one["swaps"][0]
     n, d = len(view), abs(a - b)  # one swap at distance d inverts 2d - 1 of the n(n-1)/2 pairs
     assert one["kendall_tau"] == pytest.approx(1 - 2 * (2 * d - 1) / (n * (n - 1) / 2))
@@ -206,8 +208,8 @@ def test_torchvision_resnets_lesion_exactly(name, blocks):
     view = respaths.view(model, x)
     assert len(view) == blocks and view.adapter == "torchvision"
     from respaths.engine import evaluate_plans
-    plans = [respaths.full_plan(blocks)] + [p for _, p in random_plans(view, [5], 1, seed=3)]
-    plans += [p for _, p in reorder_plans(view, [2], 1, seed=3)]
+    plans = [respaths.full_plan(blocks)] + [sp.plan for sp in random_plans(view, [5], 1, seed=3)]
+    plans += [sp.plan for sp in reorder_plans(view, [2], 1, seed=3)]
     results = evaluate_plans(view, (x, y), plans, batch_size=2, keep_logits=True)
     with torch.inference_mode():
         assert torch.equal(results[0].logits, model(x))  # the view is the model

@@ -251,8 +251,8 @@ def test_surviving_checked_against_lesion_plans():
     view, x, _ = tiny("preresnet20")
     n = len(view)
     specs = random_plans(view, [1, 3, 5], samples=3, seed=0)
-    rows = paths.check_surviving(n, [fields for fields, _ in specs])  # the records the lesion step writes
-    rows_from_plans = paths.check_surviving(n, [plan for _, plan in specs])
+    rows = paths.check_surviving(n, [sp.record for sp in specs])  # the records the lesion step writes
+    rows_from_plans = paths.check_surviving(n, [sp.plan for sp in specs])
     assert len(rows) == 9 and all(r["match"] for r in rows + rows_from_plans)
     assert [r["deleted"] for r in rows] == [1] * 3 + [3] * 3 + [5] * 3
     assert rows[3]["counted"][2] == pytest.approx(math.comb(n - 3, 2) / math.comb(n, 2))

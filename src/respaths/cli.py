@@ -376,8 +376,9 @@ def _lesion_setup(args: argparse.Namespace):
         data_meta = {"text": d["text"], "seq_len": d["seq_len"], "text_batch_size": args.text_batch_size}
     else:
         data_meta = {"preprocessing": d["preprocessing"]}
-    options = dict(batch_size=args.batch_size, device=args.device, dtype=args.dtype, fast=args.fast,
-                   compile=args.compile, cache_bytes=args.cache_mb << 20, chunk=args.chunk, force=args.force,
+    from .engine.options import EngineOptions
+    engine = EngineOptions(dtype=args.dtype, fast=args.fast, compile=args.compile, cache_bytes=args.cache_mb << 20)
+    options = dict(batch_size=args.batch_size, device=args.device, engine=engine, chunk=args.chunk, force=args.force,
                    progress=_progress(args), meta={"source": d["source"], **data_meta,
                                                    "fingerprint": d["fingerprint"], "dtype": args.dtype,
                                                    "fast": args.fast, "compile": args.compile})

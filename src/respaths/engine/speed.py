@@ -1,5 +1,6 @@
-"""The engine's per-block speed tricks, off by default because they change rounding (see respaths.engine):
-torch.compile of "run this block" (compile=True), and BatchNorm folding with channels_last (fast=True)."""
+"""The engine's per-block speed tricks, off by default because they change rounding (EngineOptions,
+respaths.engine.options, turns them on): torch.compile of "run this block" (compile=True), and
+BatchNorm folding with channels_last (fast=True)."""
 from __future__ import annotations
 
 import contextlib

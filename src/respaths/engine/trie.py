@@ -12,16 +12,10 @@ from the nearest kept ancestor (or the batch) instead, trading time for memory.
 
 For single deletion of n blocks this runs ~n^2/2 block evaluations per batch instead of n^2; the
 rest of the speed comes from per-block tricks, off by default because they change rounding:
+`EngineOptions` (respaths.engine.options) holds them (dtype, fast, compile) and cache_bytes, and
+prepares the model for the walk (undone after) and each batch for the prepared model.
 
-  fast=True      fold eval-mode BatchNorm into the convolution that feeds it (found by watching one
-                 forward pass, checked against the unfolded output, undone if it differs), and
-                 channels_last memory format for 4-d activations and weights;
-  compile=True   torch.compile of each run block with inductor freezing (BN folded, weights
-                 prepacked, ReLU and the residual add fused into the convolutions); the last batch
-                 is padded to the batch size so that shapes never change; costs ~1 s per block up front;
-  dtype=bf16/fp16  autocast: convolutions and matmuls in half precision.
-
-With the defaults (fp32, fast=False) every plan's logits are bit-identical to running the model with
+With the defaults (EngineOptions()) every plan's logits are bit-identical to running the model with
 the blocks really removed at the same batch size (tests/test_engine.py checks it). The model is
 put in eval mode and run under torch.inference_mode; its state is restored afterwards.
 
@@ -50,12 +44,7 @@ from tqdm.auto import tqdm
 from ..core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step, eval_mode
 from ..metrics import ClassifierError, Metric
 from .batching import batch_length, count_examples, first_examples, iterate_data
-from .speed import _compile_settings, compiled_block_runner, optimise
-
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-DEFAULT_CACHE_BYTES = 1 << 30
+from .options import DEFAULT_CACHE_BYTES, DTYPES, EngineOptions, as_dtype  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -71,14 +60,6 @@ class PlanResult:
     @property
     def error(self) -> float:
         return self.errors / self.n if self.n else float("nan")
-
-
-def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise UserError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16.")
-    return DTYPES[dtype]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,17 +173,16 @@ class _Walk:
 
 def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metric: Metric | None = None,
                    batch_size: int = 256, device: str | torch.device | None = None,
-                   dtype: str | torch.dtype = torch.float32, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                   fast: bool = False, compile: bool = False, keep_logits: bool = False,
+                   engine: EngineOptions = EngineOptions(), keep_logits: bool = False,
                    progress: bool = False, desc: str = "plans") -> list[PlanResult] | list[dict]:
-    """Evaluate every plan on every example of data; see the module docstring.
+    """Evaluate every plan on every example of data; see the module docstring. engine: the speed
+    tricks and cache bound (EngineOptions; the defaults are exact).
 
     Without a metric: classifier error and loss, one PlanResult per plan. With one (respaths.metrics:
     LMLoss, EmbeddingCosine, ClassifierError): the metric's result dict per plan, plus "seconds"."""
     plans = list(plans)
     if not plans:
         return []
-    dtype = as_dtype(dtype)
     model = view.model
     if device is None:
         p = next(model.parameters(), None) if model is not None else None
@@ -216,11 +196,10 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metr
     def finish(pids: list[int], output: Tensor) -> None:
         scorer.add(pids, output, batch)
 
-    walk = _Walk(view, root, cache_bytes, finish, compiled_block_runner(view) if compile else None)
+    walk = _Walk(view, root, engine.cache_bytes, finish, engine.block_runner(view))
     total = count_examples(data)
     bar = tqdm(total=total, desc=f"{len(plans)} {desc}", unit="ex", disable=not progress, leave=False)
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
-                else contextlib.nullcontext())
+    autocast = engine.autocast(device)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         stack.enter_context(eval_mode(model))
@@ -228,15 +207,8 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metr
         for k, (x, batch) in enumerate(iterate_data(data, batch_size, device)):
             if k == 0:
                 check_inputs_untouched(view, first_examples(x, 2))
-            if fast and k == 0:
-                # compiled with freezing, BN folds into the convolutions anyway: fold only for eager
-                stack.enter_context(optimise(view, x[:32] if isinstance(x, Tensor) else x, fold=not compile))
-            if compile and k == 0:
-                stack.enter_context(_compile_settings(len(view)))
-            if fast and isinstance(x, Tensor) and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if compile and isinstance(x, Tensor) and len(x) < batch_size:  # one shape: no recompiles
-                x = torch.cat([x, x.new_zeros((batch_size - len(x), *x.shape[1:]))])
+                stack.enter_context(engine.prepare(view, x[:32] if isinstance(x, Tensor) else x))
+            x = engine.adapt(x, batch_size)
             with autocast:
                 walk.run(x)
             bar.update(batch_length(batch))

@@ -129,7 +129,7 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
 
     nets: label -> an object with .view, .test (its test images, preprocessed as it expects), .model
     and .meta (recorded in its result files). lesion_options go to respaths.experiments.lesion (batch_size,
-    dtype, fast, cache_bytes, chunk)."""
+    engine, chunk)."""
     out = Path(out)
     results: dict[str, dict[str, Any]] = {}
     correct: dict[str, Any] = {}

@@ -5,8 +5,9 @@
   reorder(view, data, k, S)           k random pairs of compatible blocks swapped, S times for each k,
                                       with the Kendall tau of the resulting order (fig. 5b).
 
-Each builds a set of plans, evaluates them with the engine in chunks (plans sharing prefixes go
-together) and, with out=DIR/NAME, appends one record per plan to a ResultStore as each chunk
+Each builds a set of specs (Spec: a plan and the fields its record starts with), evaluates their
+plans with the engine in chunks (plans sharing prefixes go together; engine=EngineOptions(...) for
+its speed tricks) and, with out=DIR/NAME, appends one record per plan to a ResultStore as each chunk
 finishes, so that a killed run resumes where it stopped. The baseline runs in every chunk (it
 costs little: its steps are the trie's spine) so each plan is compared with it image by image.
 
@@ -39,6 +40,7 @@ import copy
 import math
 import random
 import re
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -49,7 +51,8 @@ from .. import distributed
 from .. import stats
 from ..adapters import view as make_view
 from ..core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
-from ..engine.trie import DEFAULT_CACHE_BYTES, evaluate_plans
+from ..engine.options import EngineOptions
+from ..engine.trie import evaluate_plans
 from ..engine.batching import batch_length, count_examples, first_examples, iterate_batches
 from ..metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for, to_device
 from ..prune import Skipped
@@ -60,7 +63,21 @@ MAIN_NUMBER = {"lm": "loss", "cosine": "cos", "classifier": "error"}  # what a m
 
 
 # ---------------------------------------------------------------------------------------------
-# The plans of each experiment: (record fields, plan)
+# The plans of each experiment
+
+@dataclass(frozen=True)
+class Spec:
+    """One plan of an experiment and the fields its record starts with (key, kind, k, sample, deleted,
+    and swaps, order, kendall_tau for a reordering; see the module docstring)."""
+
+    record: dict[str, Any]
+    plan: Plan
+
+    @property
+    def key(self) -> str:
+        """Unique within an experiment: "baseline", "single 17", "random k=3 s=12", ..."""
+        return self.record["key"]
+
 
 def parse_k(k: int | str | Iterable[int]) -> list[int]:
     """'1-20' -> [1..20], '1,2,5' -> [1, 2, 5], 3 -> [3]."""
@@ -77,13 +94,13 @@ def parse_k(k: int | str | Iterable[int]) -> list[int]:
     return [int(x) for x in k]
 
 
-def single_plans(view: ResidualView) -> list[tuple[dict[str, Any], Plan]]:
+def single_plans(view: ResidualView) -> list[Spec]:
     n = len(view)
-    return [({"key": f"single {i}", "kind": "single", "k": 1, "sample": 0, "deleted": [i]},
-             delete_blocks(n, [i], label=f"delete {i}")) for i in view.deletable]
+    return [Spec({"key": f"single {i}", "kind": "single", "k": 1, "sample": 0, "deleted": [i]},
+                 delete_blocks(n, [i], label=f"delete {i}")) for i in view.deletable]
 
 
-def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[tuple[dict[str, Any], Plan]]:
+def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[Spec]:
     """Each set depends only on (seed, k, sample): adding k values or samples keeps earlier ones."""
     pool = view.deletable
     bad = [k for k in ks if not 1 <= k <= len(pool)]
@@ -94,12 +111,12 @@ def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int)
     for k in ks:
         for s in range(samples):
             gone = sorted(random.Random(f"{seed}/delete/{k}/{s}").sample(pool, k))
-            out.append(({"key": f"random k={k} s={s}", "kind": "random", "k": k, "sample": s, "deleted": gone},
-                        delete_blocks(len(view), gone, label=f"delete {gone}")))
+            out.append(Spec({"key": f"random k={k} s={s}", "kind": "random", "k": k, "sample": s, "deleted": gone},
+                            delete_blocks(len(view), gone, label=f"delete {gone}")))
     return out
 
 
-def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[tuple[dict[str, Any], Plan]]:
+def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[Spec]:
     """Swap k distinct random pairs of compatible blocks (view.swappable_pairs: never across a shape change)."""
     pairs = view.swappable_pairs()
     bad = [k for k in ks if not 1 <= k <= len(pairs)]
@@ -116,9 +133,9 @@ def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int
                 pa, pb = order.index(a), order.index(b)
                 order[pa], order[pb] = order[pb], order[pa]
             tau = float(scipy_stats.kendalltau(range(n), order).statistic)
-            out.append(({"key": f"reorder k={k} s={s}", "kind": "reorder", "k": k, "sample": s, "deleted": [],
-                         "swaps": [list(p) for p in swaps], "order": order, "kendall_tau": tau},
-                        reorder_blocks(order, label=f"swap {swaps}")))
+            out.append(Spec({"key": f"reorder k={k} s={s}", "kind": "reorder", "k": k, "sample": s, "deleted": [],
+                             "swaps": [list(p) for p in swaps], "order": order, "kendall_tau": tau},
+                            reorder_blocks(order, label=f"swap {swaps}")))
     return out
 
 
@@ -152,20 +169,20 @@ def choose_metric(view: ResidualView, data: Any, metric: Metric | str | None) ->
     return metric
 
 
-def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[tuple[dict[str, Any], Plan]],
+def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[Spec],
                    params: dict[str, Any], *, out: str | None = None, meta: dict[str, Any] | None = None,
-                   force: bool = False, batch_size: int = 256, device: Any = None, dtype: Any = "float32",
-                   fast: bool = False, compile: bool = False, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                   chunk: int = DEFAULT_CHUNK,
+                   force: bool = False, batch_size: int = 256, device: Any = None,
+                   engine: EngineOptions = EngineOptions(), chunk: int = DEFAULT_CHUNK,
                    progress: bool = False, seed: int = 0, metric: Metric | str | None = None) -> list[dict[str, Any]]:
     """Evaluate the baseline and the specs' plans; records in spec order (baseline first).
 
+    engine: the engine's speed tricks and cache bound (respaths.engine.EngineOptions; exact by default).
     metric: see the module docstring; None with image data keeps the classifier records."""
     metric = choose_metric(view, data, metric)
     if metric is not None:
         return run_metric_experiment(view, data, experiment, specs, params, metric, out=out, meta=meta,
-                                     force=force, batch_size=batch_size, device=device, dtype=dtype, fast=fast,
-                                     compile=compile, cache_bytes=cache_bytes, chunk=chunk, progress=progress)
+                                     force=force, batch_size=batch_size, device=device, engine=engine,
+                                     chunk=chunk, progress=progress)
     n_images = count_examples(data)
     if n_images is None:  # an iterable of batches: count once
         n_images = sum(len(y) for _, y in data)
@@ -177,26 +194,25 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[t
     base_spec, specs, keys = with_baseline(view, specs)
     if ranks > 1:
         return run_sharded(view, data, store, specs, keys, seed=seed, chunk=chunk, batch_size=batch_size,
-                           device=device, dtype=dtype, fast=fast, cache_bytes=cache_bytes, progress=progress)
+                           device=device, engine=engine, progress=progress)
     records: dict[str, dict[str, Any]] = {}
     groups = pending_chunks(specs, store, chunk)
     baseline_correct = None
     for gi, group in enumerate(groups):
         if not group and store is not None and store.done("baseline"):
             break
-        plans = [base_spec[1]] + [p for _, p in group]
-        results = evaluate_plans(view, data, plans, batch_size=batch_size, device=device, dtype=dtype,
-                                 fast=fast, compile=compile, cache_bytes=cache_bytes, progress=progress,
-                                 desc=f"plans, chunk {gi + 1}/{len(groups)}")
+        plans = [base_spec.plan] + [sp.plan for sp in group]
+        results = evaluate_plans(view, data, plans, batch_size=batch_size, device=device, engine=engine,
+                                 progress=progress, desc=f"plans, chunk {gi + 1}/{len(groups)}")
         base = results[0]
         if baseline_correct is not None and not torch.equal(base.correct, baseline_correct):
             raise RuntimeError("the baseline gave different answers in two chunks; the model or data is not "
                                "deterministic, so paired statistics would be wrong.")
         baseline_correct = base.correct
-        for (fields, _), r in zip([base_spec] + group, results):
-            if store is not None and store.done(fields["key"]):
+        for sp, r in zip([base_spec] + group, results):
+            if store is not None and store.done(sp.key):
                 continue
-            rec = make_record(fields, r, base, seed)
+            rec = make_record(sp.record, r, base, seed)
             records[rec["key"]] = rec
             if store is not None:
                 store.append(rec)
@@ -207,28 +223,28 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[t
     return store.sorted_records(keys)
 
 
-def with_baseline(view: ResidualView, specs: list[tuple[dict[str, Any], Plan]]):
+def with_baseline(view: ResidualView, specs: list[Spec]) -> tuple[Spec, list[Spec], list[str]]:
     """(the baseline spec, specs with the baseline first, their keys), each key checked to be unique."""
-    base_spec = ({"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": []}, full_plan(len(view)))
+    base_spec = Spec({"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": []}, full_plan(len(view)))
     specs = [base_spec] + specs
-    keys = [fields["key"] for fields, _ in specs]
+    keys = [sp.key for sp in specs]
     if len(set(keys)) != len(keys):
         raise ValueError("every plan of an experiment needs its own key.")
     return base_spec, specs, keys
 
 
-def pending_chunks(specs: list[tuple[dict[str, Any], Plan]], store: ResultStore | None, chunk: int) -> list[list]:
+def pending_chunks(specs: list[Spec], store: ResultStore | None, chunk: int) -> list[list[Spec]]:
     """The specs not done yet but the baseline (which runs beside every chunk), in chunks of `chunk`:
     sorted by their steps first, so that plans with a common prefix share a trie. At least one
     chunk, possibly empty, so that the baseline runs."""
-    pending = sorted((sp for sp in specs if store is None or not store.done(sp[0]["key"])), key=lambda sp: sp[1].steps)
-    todo = [sp for sp in pending if sp[0]["key"] != "baseline"]
+    pending = sorted((sp for sp in specs if store is None or not store.done(sp.key)), key=lambda sp: sp.plan.steps)
+    todo = [sp for sp in pending if sp.key != "baseline"]
     return [todo[s:s + chunk] for s in range(0, len(todo), max(1, chunk))] or [[]]
 
 
-def run_metric_experiment(view: ResidualView, data: Any, experiment: str, specs: list[tuple[dict[str, Any], Plan]],
+def run_metric_experiment(view: ResidualView, data: Any, experiment: str, specs: list[Spec],
                           params: dict[str, Any], metric: Metric, *, out: str | None, meta: dict[str, Any] | None,
-                          force: bool, chunk: int, progress: bool, **engine: Any) -> list[dict[str, Any]]:
+                          force: bool, chunk: int, progress: bool, **evaluate: Any) -> list[dict[str, Any]]:
     """run_experiment scored by a metric: the same chunks, resume and baseline in every chunk, records
     holding the metric's numbers (see the module docstring)."""
     if distributed.init() > 1:
@@ -255,18 +271,18 @@ def run_metric_experiment(view: ResidualView, data: Any, experiment: str, specs:
     for gi, group in enumerate(groups):
         if not group and store is not None and store.done("baseline"):
             break
-        plans = [base_spec[1]] + [p for _, p in group]
+        plans = [base_spec.plan] + [sp.plan for sp in group]
         results = evaluate_plans(view, data, plans, metric=metric, progress=progress,
-                                 desc=f"plans, chunk {gi + 1}/{len(groups)}", **engine)
+                                 desc=f"plans, chunk {gi + 1}/{len(groups)}", **evaluate)
         base = results[0]
         if baseline_value is not None and not math.isclose(base[main], baseline_value, rel_tol=1e-9, abs_tol=1e-12):
             raise RuntimeError("the baseline gave different numbers in two chunks; the model or data is not "
                                "deterministic, so the deltas would be wrong.")
         baseline_value = base[main]
-        for (fields, plan), r in zip([base_spec] + group, results):
-            if store is not None and store.done(fields["key"]):
+        for sp, r in zip([base_spec] + group, results):
+            if store is not None and store.done(sp.key):
                 continue
-            rec = make_metric_record(fields, plan, r, baseline_value, main)
+            rec = make_metric_record(sp.record, sp.plan, r, baseline_value, main)
             records[rec["key"]] = rec
             if store is not None:
                 store.append(rec)
@@ -301,8 +317,8 @@ def make_metric_record(fields: dict[str, Any], plan: Plan, r: dict[str, Any], ba
     return rec
 
 
-def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs: list[tuple[dict[str, Any], Plan]],
-                keys: list[str], *, seed: int, chunk: int, progress: bool, **engine: Any) -> list[dict[str, Any]]:
+def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs: list[Spec],
+                keys: list[str], *, seed: int, chunk: int, progress: bool, **evaluate: Any) -> list[dict[str, Any]]:
     """run_experiment under torchrun: the plans dealt out across ranks, one file written by rank 0.
 
     Sorted by their steps as in one process, then cut into one contiguous run per rank of about
@@ -313,26 +329,26 @@ def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs:
     if view.model is not None:
         distributed.check_same("model weights", view.model.state_dict().values())
 
-    def compute(part: list[tuple[dict[str, Any], Plan]]) -> list[dict[str, Any]]:
-        group = [sp for sp in part if sp[0]["key"] != "baseline"]
-        results = evaluate_plans(view, data, [base_spec[1]] + [p for _, p in group], progress=progress and
-                                 distributed.is_main(), desc=f"plans on {distributed.world()} ranks", **engine)
+    def compute(part: list[Spec]) -> list[dict[str, Any]]:
+        group = [sp for sp in part if sp.key != "baseline"]
+        results = evaluate_plans(view, data, [base_spec.plan] + [sp.plan for sp in group], progress=progress and
+                                 distributed.is_main(), desc=f"plans on {distributed.world()} ranks", **evaluate)
         pairs = list(zip(group, results[1:])) + ([(base_spec, results[0])] if len(group) < len(part) else [])
-        return [make_record(fields, r, results[0], seed) for (fields, _), r in pairs]
+        return [make_record(sp.record, r, results[0], seed) for sp, r in pairs]
 
     def shared(a: tuple, b: tuple) -> int:
         return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
-    def cost(todo: list[tuple[dict[str, Any], Plan]]) -> list[float]:
+    def cost(todo: list[Spec]) -> list[float]:
         # steps beyond the prefix shared with the plan before or the baseline, plus the head; a
         # deleted block (its shortcut) counts half: cheap, but still a node of the walk
-        steps = [(), *(p.steps for _, p in todo)]
-        base = base_spec[1].steps
+        steps = [(), *(sp.plan.steps for sp in todo)]
+        base = base_spec.plan.steps
         return [1 + sum(1 if op == RUN else 0.5 for op, _ in s[max(shared(s, before), shared(s, base)):])
                 for before, s in zip(steps, steps[1:])]
 
-    tasks = sorted(specs, key=lambda sp: sp[1].steps)
-    new = distributed.run_sharded(store, tasks, compute, key=lambda sp: sp[0]["key"], chunk=chunk, cost=cost)
+    tasks = sorted(specs, key=lambda sp: sp.plan.steps)
+    new = distributed.run_sharded(store, tasks, compute, key=lambda sp: sp.key, chunk=chunk, cost=cost)
     if not distributed.broadcast(store is not None):  # no file (out=None): every rank has every record
         by_key = {r["key"]: r for r in new}
         return [by_key[k] for k in keys]

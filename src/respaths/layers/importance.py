@@ -34,7 +34,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, delete_blocks, full_plan
-from ..engine.trie import DEFAULT_CACHE_BYTES, evaluate_plans
+from ..engine.options import DEFAULT_CACHE_BYTES, EngineOptions
+from ..engine.trie import evaluate_plans
 # the metrics live in respaths.metrics; imported here too, where they used to be
 from ..metrics import Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, mean_pool, metric_for, model_device, to_device, valid_tokens
 from ..data.text import read_text, sentence_batches, token_batches
@@ -119,11 +120,11 @@ def prune_plan(n_blocks: int, removed: Iterable[int], label: str) -> Plan:
 
 
 def engine_evaluator(view: ResidualView, batches: Sequence[Batch], metric: Metric,
-                     cache_bytes: int = DEFAULT_CACHE_BYTES) -> Callable[[Sequence[Plan]], list[dict]]:
+                     engine: EngineOptions = EngineOptions()) -> Callable[[Sequence[Plan]], list[dict]]:
     """evaluate(plans) -> one result per plan: all of them in one trie over the batches (respaths.engine),
     each result with the plan's share of the time under "seconds"."""
     return lambda plans: evaluate_plans(view, batches, plans, metric=metric, device=model_device(view),
-                                        cache_bytes=cache_bytes)
+                                        engine=engine)
 
 
 def per_candidate_evaluator(view: ResidualView, batches: Sequence[Batch],
@@ -247,9 +248,9 @@ class Runner:
     the plans of one call that are new run together, as one trie (respaths.engine)."""
 
     def __init__(self, view: ResidualView, batches: Sequence[Batch], metric: Metric, store: Any,
-                 progress: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES):
+                 progress: bool = True, engine: EngineOptions = EngineOptions()):
         self.view, self.batches, self.metric, self.store = view, batches, metric, store
-        self.cache_bytes = cache_bytes
+        self.engine = engine
         self.memo = {r["plan"]: r for r in store.records if "plan" in r}
         self.bar = tqdm(desc="plans", unit="plan", disable=not progress, leave=False)
 
@@ -263,7 +264,7 @@ class Runner:
         fresh = {}
         if new:
             results = evaluate_plans(self.view, self.batches, list(new.values()), metric=self.metric,
-                                     device=model_device(self.view), cache_bytes=self.cache_bytes)
+                                     device=model_device(self.view), engine=self.engine)
             fresh = {k: (r, r.pop("seconds")) for k, r in zip(new, results)}
             self.bar.update(len(new))
         out = []
@@ -291,16 +292,16 @@ class Runner:
 def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store: Any, *, metric: Any = None,
                steps: int | None = None, seeds: int = 3, spans: Sequence[int] | None = None,
                variants: Sequence[str] = PAINTERS, loops: int | None = None, token: str = "last",
-               cache_bytes: int = DEFAULT_CACHE_BYTES, progress: bool = True) -> Path:
+               engine: EngineOptions = EngineOptions(), progress: bool = True) -> Path:
     """Run one method (influence | angular | greedy | painters) into the store and finish it.
 
     Every sweep is one engine call: the pruning curves (all k of all orders), each greedy step's
-    candidates, the angular spans, the painters variants; cache_bytes bounds the activations kept
-    at the trie's branch points."""
+    candidates, the angular spans, the painters variants; engine.cache_bytes bounds the activations
+    kept at the trie's branch points."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     metric = metric or metric_for(view, batches)
-    run = Runner(view, batches, metric, store, progress, cache_bytes)
+    run = Runner(view, batches, metric, store, progress, engine)
     L = len(view)
     last = L - 1 if steps is None else max(0, min(steps, L - 1))
     keys = ["baseline"]
@@ -363,7 +364,8 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
                 seeds: int = 3, spans: Sequence[int] | None = None, variants: Sequence[str] = PAINTERS,
                 loops: int | None = None, token: str = "last", device: str = "cpu", force: bool = False,
                 figure: bool = True, progress: bool = True, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Path:
-    """`respaths layers`: load a Hugging Face model directory, read the text, run the method."""
+    """`respaths layers`: load a Hugging Face model directory, read the text, run the method (exact, in
+    float32; cache_bytes bounds the engine's branch-point cache)."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     bad = [v for v in variants if v not in PAINTERS]
@@ -385,7 +387,8 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "dtype": "float32", "fingerprint": opened.description["fingerprint"]}
     store = ResultStore(out or f"runs/layers-{method}", meta, force=force)
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
-                      variants=variants, loops=loops, token=token, cache_bytes=cache_bytes, progress=progress)
+                      variants=variants, loops=loops, token=token,
+                      engine=EngineOptions(cache_bytes=cache_bytes), progress=progress)
     if figure:
         from ..study.figures import save
         from .figures import plot

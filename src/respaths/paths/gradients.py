@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 from .. import distributed
 from ..core import ResidualView, UserError, eval_mode, identity
-from ..engine.speed import optimise
+from ..engine.options import EngineOptions
 from ..metrics import next_token_loss
 from ..stats import mean_ci
 
@@ -79,7 +79,7 @@ class PathGradients:
         with torch.no_grad():
             h = view.stem(inputs)
         if channels_last and h.dim() == 4:
-            # fast mode (with the weights made channels_last by engine.optimise): oneDNN's NHWC kernels
+            # fast mode (with the weights made channels_last by engine.speed.optimise): oneDNN's NHWC kernels
             h = h.contiguous(memory_format=torch.channels_last)
         with EvalBatchNormAsScale():
             for b in view.blocks:
@@ -240,13 +240,12 @@ def frozen(view: ResidualView) -> Iterator[None]:
 
 @contextlib.contextmanager
 def fast_network(view: ResidualView, probe: Any, fast: bool = True) -> Iterator[None]:
-    """With fast: the lesion engine's rewrite (eval BatchNorm folded into the preceding convolution,
-    weights channels_last; engine.optimise), undone on exit. Give PathGradients channels_last=True
-    with it. The backward passes then skip those BatchNorms' scaling and run oneDNN's NHWC kernels."""
-    if not fast:
-        yield
-        return
-    with optimise(view, probe):
+    """With fast: the lesion engine's rewrite (EngineOptions(fast=True).prepare: eval BatchNorm folded
+    into the preceding convolution, weights channels_last), undone on exit. Give PathGradients
+    channels_last=True with it. The backward passes then skip those BatchNorms' scaling and run
+    oneDNN's NHWC kernels. Of the engine's options only fast applies here (dtype, compile and
+    cache_bytes are the trie walk's)."""
+    with EngineOptions(fast=fast).prepare(view, probe):
         yield
 
 

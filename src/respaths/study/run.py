@@ -37,6 +37,7 @@ from ..experiments.compare import compare_views
 from ..core import UserError
 from ..data.batches import batches
 from ..data.sources import load_dataset
+from ..engine.options import EngineOptions
 from ..opening import is_hf_dir, open_model
 from ..paths.experiment import run_path_gradients
 from .read import METRIC_LABELS, load_results_folder
@@ -148,7 +149,7 @@ def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, 
     main = nets["resnet"]
     n = len(main.view)
     res = out / "results"
-    opts = dict(batch_size=b.eval_batch_size, device=device, progress=progress, fast=b.fast)
+    opts = dict(batch_size=b.eval_batch_size, device=device, progress=progress, engine=EngineOptions(fast=b.fast))
     deletable = len(main.view.deletable)
     random_k = [k for k in b.random_k if k < deletable] or [1]
     with_shortcuts = {r: net for r, net in nets.items() if residual(net)}
