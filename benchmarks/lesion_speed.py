@@ -47,14 +47,14 @@ import torch
 
 import respaths
 from respaths.core import full_plan
-from respaths.engine import evaluate_plans, trie_cost
+from respaths.engine import EngineOptions, evaluate_plans, trie_cost
 from respaths.experiments.lesion import lesioned_model, single_plans
 
-VARIANTS = {  # name: evaluate_plans options
-    "exact": dict(dtype="float32"),
-    "fast": dict(dtype="float32", fast=True),
-    "compile": dict(dtype="float32", fast=True, compile=True),
-    "bf16": dict(dtype="bfloat16", fast=True),
+VARIANTS = {  # name: evaluate_plans' engine options
+    "exact": EngineOptions(dtype="float32"),
+    "fast": EngineOptions(dtype="float32", fast=True),
+    "compile": EngineOptions(dtype="float32", fast=True, compile=True),
+    "bf16": EngineOptions(dtype="bfloat16", fast=True),
 }
 
 
@@ -95,7 +95,7 @@ def main() -> None:
     with torch.inference_mode():
         labels = torch.cat([model(x[s:s + 500]).argmax(1) for s in range(0, len(x), 500)])
     view = respaths.view(model, x[:2])
-    plans = [full_plan(len(view))] + [plan for _, plan in single_plans(view)]
+    plans = [full_plan(len(view))] + [sp.plan for sp in single_plans(view)]
     trie, separate = trie_cost(plans)
     print(f"{args.model}: {len(view)} blocks, {len(plans)} plans, {args.images} images in {args.slices} slices, "
           f"{torch.get_num_threads()} threads; the trie runs {trie} block steps per batch instead of "
@@ -120,7 +120,7 @@ def main() -> None:
         naive_sec += time.perf_counter() - t
         for v in variants:
             t = time.perf_counter()
-            results = evaluate_plans(view, (xs, ys), plans, batch_size=args.batch_size, **VARIANTS[v])
+            results = evaluate_plans(view, (xs, ys), plans, batch_size=args.batch_size, engine=VARIANTS[v])
             sec[v] += time.perf_counter() - t
             for i, r in enumerate(results):
                 wrong[v][i] += r.errors

@@ -90,7 +90,7 @@ def engine_bound(model_name: str, batch_size: int, repeats: int) -> None:
     x = torch.randn(batch_size, 3, 32, 32)
     model = calibrated_model(model_name, x, batch_size)
     view = respaths.view(model, x[:2])
-    plans = [full_plan(len(view))] + [plan for _, plan in single_plans(view)]
+    plans = [full_plan(len(view))] + [sp.plan for sp in single_plans(view)]
     trie, separate = trie_cost(plans)
     with torch.inference_mode():
         naive = best_of(lambda: model(x), repeats)

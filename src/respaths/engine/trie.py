@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from ..core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step, eval_mode
 from ..metrics import ClassifierError, Metric
 from .batching import batch_length, count_examples, first_examples, iterate_data
-from .options import DEFAULT_CACHE_BYTES, DTYPES, EngineOptions, as_dtype  # noqa: F401 (re-exported)
+from .options import EngineOptions
 
 
 @dataclass
