@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ..core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, delete_blocks, full_plan
 from ..engine.options import DEFAULT_CACHE_BYTES, EngineOptions
 from ..engine.trie import evaluate_plans
+from ..experiments.lesion import Spec
 # the metrics live in respaths.metrics; imported here too, where they used to be
 from ..metrics import Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, mean_pool, metric_for, model_device, to_device, valid_tokens
 from ..data.text import read_text, sentence_batches, token_batches
@@ -232,11 +233,14 @@ def painters_plan(n_blocks: int, k: int, variant: str, seed: int = 0, loops: int
 METRIC_FIELDS = ("n", "loss", "ppl", "cos", "error", "accuracy")
 
 
-def plan_record(key: str, kind: str, plan: Plan, result: dict[str, Any], seconds: float, k: int = 0,
-                sample: int = 0, **extra: Any) -> dict:
-    return {"key": key, "kind": kind, "k": k, "sample": sample, "deleted": plan.deleted,
-            "order": [list(i) if isinstance(i, tuple) else i for i in plan.order], "plan": plan.key(),
-            "label": plan.label, **extra, **result, "seconds": seconds}
+def plan_record(spec: Spec, result: dict[str, Any], seconds: float) -> dict:
+    """The record of a spec (its record's key and kind, k and sample, 0 if not given, then its other
+    fields) with the plan, its result and its time."""
+    plan, fields = spec.plan, spec.record
+    extra = {f: v for f, v in fields.items() if f not in ("key", "kind", "k", "sample")}
+    return {"key": spec.key, "kind": fields["kind"], "k": fields.get("k", 0), "sample": fields.get("sample", 0),
+            "deleted": plan.deleted, "order": [list(i) if isinstance(i, tuple) else i for i in plan.order],
+            "plan": plan.key(), "label": plan.label, **extra, **result, "seconds": seconds}
 
 
 def file_digest(path: str | Path) -> str:
@@ -257,10 +261,10 @@ class Runner:
     def saved(self, key: str, plan: Plan) -> dict | None:
         return self.store.get(key) or self.memo.get(plan.key())
 
-    def evaluate_all(self, items: Sequence[tuple[str, str, Plan, dict[str, Any]]]) -> list[dict]:
-        """Each item (key, kind, plan, fields): the metric's result for the plan, appended to the store
-        under key (in the items' order) unless already there."""
-        new = {plan.key(): plan for key, _, plan, _ in items if self.saved(key, plan) is None}
+    def evaluate_all(self, specs: Sequence[Spec]) -> list[dict]:
+        """Each spec (its record: key, kind and fields): the metric's result for its plan, appended to
+        the store under its key (in the specs' order) unless already there."""
+        new = {sp.plan.key(): sp.plan for sp in specs if self.saved(sp.key, sp.plan) is None}
         fresh = {}
         if new:
             results = evaluate_plans(self.view, self.batches, list(new.values()), metric=self.metric,
@@ -268,20 +272,20 @@ class Runner:
             fresh = {k: (r, r.pop("seconds")) for k, r in zip(new, results)}
             self.bar.update(len(new))
         out = []
-        for key, kind, plan, fields in items:
-            old = self.saved(key, plan)
+        for sp in specs:
+            old = self.saved(sp.key, sp.plan)
             if old is not None:
                 result, seconds = {f: old[f] for f in METRIC_FIELDS if f in old}, old["seconds"]
             else:
-                result, seconds = fresh[plan.key()]
-            if not self.store.done(key):
-                self.store.append(plan_record(key, kind, plan, result, seconds, **fields))
-                self.memo.setdefault(plan.key(), self.store.get(key))
+                result, seconds = fresh[sp.plan.key()]
+            if not self.store.done(sp.key):
+                self.store.append(plan_record(sp, result, seconds))
+                self.memo.setdefault(sp.plan.key(), self.store.get(sp.key))
             out.append(result)
         return out
 
     def evaluate(self, key: str, kind: str, plan: Plan, **fields: Any) -> dict:
-        return self.evaluate_all([(key, kind, plan, fields)])[0]
+        return self.evaluate_all([Spec({"key": key, "kind": kind, **fields}, plan)])[0]
 
     def note(self, key: str, kind: str, **fields: Any) -> None:
         """A record that is a score, not a plan (a block's influence, an angular distance)."""
@@ -318,15 +322,16 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
         for kind, suffix, s, seq in orders:
             for k in range(1, last + 1):
                 keys.append(f"{kind} k={k}{suffix}")
-                curves.append((keys[-1], kind, prune_plan(L, seq[:k], f"{kind} {k}{suffix}"), dict(k=k, sample=s)))
+                curves.append(Spec({"key": keys[-1], "kind": kind, "k": k, "sample": s},
+                                   prune_plan(L, seq[:k], f"{kind} {k}{suffix}")))
         run.evaluate_all(curves)
     if method == "greedy":
         def evaluate(plans: Sequence[Plan]) -> list[dict]:
             items = []
             for plan in plans:
                 removed = [i for op, i in plan.steps if op == DELETE]
-                items.append((f"greedy-try k={len(removed)} removed={'+'.join(map(str, removed))}", "greedy-try",
-                              plan, dict(k=len(removed))))
+                items.append(Spec({"key": f"greedy-try k={len(removed)} removed={'+'.join(map(str, removed))}",
+                                   "kind": "greedy-try", "k": len(removed)}, plan))
             return run.evaluate_all(items)
 
         for step in greedy_pruning(view, batches, metric, last, evaluate):
@@ -342,8 +347,9 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
                 run.note(keys[-1], "angular", n=n, l=l, distance=float(d[l, l + n]))
             l = best_span(d, n)
             keys.append(f"angular-prune n={n}")
-            prunes.append((keys[-1], "angular-prune", prune_plan(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}"),
-                           dict(k=n, l=l, distance=float(d[l, l + n]))))
+            prunes.append(Spec({"key": keys[-1], "kind": "angular-prune", "k": n, "l": l,
+                                "distance": float(d[l, l + n])},
+                               prune_plan(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}")))
         run.evaluate_all(prunes)
     elif method == "painters":
         variants_run = []
@@ -351,8 +357,9 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
             for variant in variants:
                 for s in range(seeds if variant == "random" else 1):
                     keys.append(f"painters {variant} k={k}" + (f" s={s}" if variant == "random" else ""))
-                    variants_run.append((keys[-1], f"painters-{variant}", painters_plan(L, k, variant, s, loops),
-                                         dict(k=k, sample=s, variant=variant, span=middle_span(L, k))))
+                    variants_run.append(Spec({"key": keys[-1], "kind": f"painters-{variant}", "k": k, "sample": s,
+                                              "variant": variant, "span": middle_span(L, k)},
+                                             painters_plan(L, k, variant, s, loops)))
         run.evaluate_all(variants_run)
     run.bar.close()
     base = store.get("baseline")
