@@ -46,3 +46,22 @@ def test_no_import_cycles_but_train_and_ddp():
 
 def test_cycles_are_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+def function_local_imports() -> set[tuple[str, str]]:
+    """(module, imported module) for every `from .x import` inside a function, outside the CLI."""
+    found = set()
+    for p in ROOT.rglob("*.py"):
+        m = ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        if m == "cli":  # the thin CLI imports each command's module only when that command runs
+            continue
+        for fn in ast.walk(ast.parse(p.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found |= {(m, "." * n.level + (n.module or "")) for n in ast.walk(fn)
+                          if isinstance(n, ast.ImportFrom) and n.level > 0}
+    return found
+
+
+def test_own_modules_are_imported_at_the_top_but_in_the_cli():
+    # optional packages (torchvision, timm, transformers) may be imported inside functions; own modules not
+    assert function_local_imports() <= {("training.train", ".ddp")}, function_local_imports()

@@ -1,4 +1,6 @@
 """respaths: residual networks seen as ensembles of paths (Veit, Wilber & Belongie, NIPS 2016)."""
+__version__ = "0.2.0"  # first: the modules imported below record it
+
 from .core import Block, Plan, ResidualView, delete_blocks, full_plan, reorder_blocks, run_plan
 from .adapters import view
 from .adapters.declared import declare
@@ -6,7 +8,6 @@ from .models import build_model, list_models
 from .io.loading import load_pruned
 from .prune import prune
 
-__version__ = "0.2.0"
 
 __all__ = ["Block", "Plan", "ResidualView", "build_model", "declare", "delete_blocks", "full_plan",
            "list_models", "load_pruned", "prune", "reorder_blocks", "run_plan", "view", "__version__"]

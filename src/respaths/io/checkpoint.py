@@ -24,6 +24,7 @@ from torch import nn
 from .atomic import atomic_dir, old_path, recover_dir
 from ..core import UserError
 from ..models import build_model
+from .. import __version__
 
 WEIGHTS, META, TRAIN_STATE = "model.safetensors", "meta.json", "train_state.pt"
 FORMAT = "respaths-checkpoint/1"
@@ -62,7 +63,6 @@ def _write_checkpoint(tmp: Path, model: nn.Module, meta: dict[str, Any], train_s
     if config:
         meta.setdefault("model", {"name": config.get("name"), "config": config})
     if "respaths_version" not in meta:
-        from .. import __version__
         meta["respaths_version"] = __version__
     (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     if train_state is not None:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..core import UserError
 from ..models import Net, ZeroPadShortcut, build_model
 from ..prune import FORMAT, PRUNE_META, prune
+from .checkpoint import load_checkpoint
 
 FORMS = ("torchvision:NAME, timm:NAME, respaths:NAME, module.path:factory, or a respaths checkpoint "
          "directory")
@@ -63,11 +64,6 @@ def from_checkpoint(path: Path, weights: Any, num_classes: int | None) -> tuple[
     if weights is not None:
         raise UserError(f"{path} is a respaths checkpoint, which holds its own weights; drop the weights "
                         f"file or give a model spec such as torchvision:resnet50 with it.")
-    try:
-        from .checkpoint import load_checkpoint
-    except ImportError:
-        raise UserError(f"{path} is a directory, but this respaths has no checkpoint support; give a "
-                        f"model spec ({FORMS}).") from None
     model, meta = load_checkpoint(path)
     have = getattr(model, "config", {}).get("num_classes") if isinstance(getattr(model, "config", None), dict) else None
     if num_classes is not None and have is not None and have != num_classes:

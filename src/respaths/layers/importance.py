@@ -42,6 +42,8 @@ from ..metrics import Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, i
 from ..data.text import read_text, sentence_batches, token_batches
 from ..io.results import ResultStore
 from ..opening import open_model
+from ..study.figures import save
+from .figures import plot
 
 METHODS = ("influence", "angular", "greedy", "painters")
 PAINTERS = ("skip", "repeat", "reverse", "random", "parallel", "looped")
@@ -397,7 +399,5 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
                       variants=variants, loops=loops, token=token,
                       engine=EngineOptions(cache_bytes=cache_bytes), progress=progress)
     if figure:
-        from ..study.figures import save
-        from .figures import plot
         save(plot(json.loads(path.read_text())), path.with_suffix(""))  # PREFIX.png and PREFIX.svg
     return path

@@ -31,6 +31,7 @@ import base64
 import contextlib
 import contextvars
 import html
+import json
 import math
 import re
 import statistics
@@ -46,6 +47,7 @@ from ..io.atomic import write_text
 from ..core import UserError
 from ..models import blocks_of
 from .read import load_results_folder, load_study
+from ..layers.figures import plot as layer_plot
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
 INCONCLUSIVE = "inconclusive"
@@ -546,17 +548,13 @@ def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
 
 def layer_figures(run_dir: Path) -> list[tuple[str, str, Any]]:
     """Figures of `respaths layers` results saved in the run as results/layers-*.json (transformers)."""
-    import json
-
-    from ..layers.figures import plot
-
     out = []
     for path in sorted((run_dir / "results").glob("layers-*.json")):
         doc = json.loads(path.read_text())
         meta = doc.get("meta", {})
         if meta.get("command") == "layers":
             out.append((path.stem, f"respaths layers --method {meta['method']} on {meta.get('model_class', '')} "
-                        f"({meta['blocks']} blocks, metric {meta.get('metric')}).", plot(doc)))
+                        f"({meta['blocks']} blocks, metric {meta.get('metric')}).", layer_plot(doc)))
     return out
 
 

@@ -44,6 +44,7 @@ from .read import METRIC_LABELS, load_results_folder
 from .report import build, make_figures
 from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
+from .figures import save
 
 
 @dataclass(frozen=True)
@@ -392,8 +393,6 @@ FIGURE_OF = {"lesion-single": "fig3-single-deletion", "lesion-random": "fig5a-ra
 def save_result_figure(json_path: str | Path) -> Path | None:
     """Draw the figure of one result file of `respaths lesion`, `reorder` or `paths` beside it
     (PREFIX.png and PREFIX.svg); returns the PNG's path (None where the file has no figure)."""
-    from .figures import save
-
     json_path = Path(json_path)
     name = json_path.stem
     if name not in FIGURE_OF:

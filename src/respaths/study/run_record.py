@@ -19,6 +19,7 @@ import torch
 
 from ..io.atomic import write_text
 from ..core import UserError
+from .. import __version__
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -92,7 +93,6 @@ def environment() -> dict[str, Any]:
     import numpy
     import scipy
 
-    from .. import __version__
     dev = default_device()
     if dev.type == "cuda":
         device = torch.cuda.get_device_name(dev)
