@@ -13,18 +13,19 @@ one-process no-op, so the rest of respaths calls them unconditionally.
   gather(obj), broadcast(obj)   picklable objects between ranks (our own ranks' results: plain data);
   on_main(fn)            run fn on rank 0 only, and fail on every rank if it failed there;
   check_same(what, ts)   fail on every rank unless all ranks hold the same tensors (the model's weights);
-  run_sharded(store, tasks, compute)   a resumable sweep split across ranks (see its docstring).
+  unfinished(store, keys)   the sweep's tasks not done yet, as rank 0 (which alone opens the file) reads them.
 
-Sweeps: every rank builds the same list of tasks (plans, path lengths) from the same seeds; rank 0
-alone opens the result file, says which tasks are unfinished, and appends what all ranks computed,
-so the file is the one a single process writes and a killed run resumes with any number of ranks.
-Training: respaths.training.train's DistributedTrainer uses `rank_batches` below with DistributedDataParallel.
+Sweeps (respaths.experiments.lesion.run_experiment, respaths.paths.measure_path_gradients) are
+written once for any number of processes: every rank builds the same list of tasks (plans, path
+lengths) from the same seeds and takes its share (split, shard); rank 0 alone opens the result file,
+says which tasks are unfinished, and appends what all ranks computed (gather), so the file is the one
+a single process writes and a killed run resumes with any number of ranks.
+Training: respaths.training.ddp's DistributedTrainer uses `rank_batches` below with DistributedDataParallel.
 """
 from __future__ import annotations
 
 import atexit
 import hashlib
-import math
 import os
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -213,44 +214,6 @@ def split(items: Sequence[T], weights: Sequence[float] | None = None, ranks: int
         runs[min(w - 1, int(w * before / total))].append(item)
         before += weight
     return runs
-
-
-def run_sharded(store: Any, tasks: Sequence[T], compute: Callable[[list[T]], list[dict[str, Any]]], *,
-                key: Callable[[T], str], chunk: int = 64,
-                cost: Callable[[list[T]], Sequence[float]] | None = None) -> list[dict[str, Any]]:
-    """A sweep split across ranks, written by rank 0 as one process would write it.
-
-    store: the ResultStore on rank 0 (None on the others, or everywhere for no file);
-    tasks: the same list on every rank, one result record per task, key(task) its record's "key";
-    compute(list of tasks) -> their records (any order), run on at most `chunk` tasks at a time;
-    cost(list of tasks) -> each task's cost within that list (default: 1 each).
-
-    The unfinished tasks are cut into one contiguous run per rank of about equal cost (`split`):
-    contiguous, so that tasks sharing work (plans with a common prefix, sorted next to each other)
-    stay on one rank. In each round every rank computes up to `chunk` of its own, the records are
-    gathered, and rank 0 appends them to the store in task order (so the journal is fsynced after
-    every round and a killed run resumes, with any number of ranks). Returns the records computed
-    in this call, in task order, on every rank."""
-    keys = [key(t) for t in tasks]
-    if len(set(keys)) != len(keys):
-        raise ValueError("every task of a sweep needs its own key.")
-    position = {k: i for i, k in enumerate(keys)}
-    pending = set(unfinished(store, keys))
-    todo = [t for t in tasks if key(t) in pending]
-    runs = split(todo, cost(todo) if cost and todo else None)
-    mine = runs[rank()]
-    chunk = max(1, chunk)
-    rounds = math.ceil(max(len(r) for r in runs) / chunk)
-    done: list[dict[str, Any]] = []
-    for r in range(rounds):
-        part = mine[r * chunk:(r + 1) * chunk]
-        records = all_ok(lambda: compute(part) if part else [])
-        new = sorted((rec for recs in gather(records) for rec in recs), key=lambda rec: position[rec["key"]])
-        if store is not None and is_main():
-            for rec in new:
-                store.append(rec)
-        done += new
-    return done
 
 
 # ---------------------------------------------------------------------------------------------

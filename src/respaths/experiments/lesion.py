@@ -176,51 +176,95 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
                    progress: bool = False, seed: int = 0, metric: Metric | str | None = None) -> list[dict[str, Any]]:
     """Evaluate the baseline and the specs' plans; records in spec order (baseline first).
 
+    The plans not done yet, sorted by their steps (plans sharing a prefix share a trie), are evaluated
+    `chunk` at a time with the baseline beside each chunk, and each chunk's records are appended to
+    the ResultStore at out as it finishes. Under torchrun (respaths.distributed; all of it is a no-op
+    in one process) those plans are first cut into one contiguous run per rank of about equal trie
+    cost (plan_costs), so plans sharing a prefix mostly stay on one rank; in each round every rank
+    evaluates a chunk of its own and rank 0 appends the records all ranks computed, so the file is
+    the one a single process writes (only "seconds" differs) and a killed run resumes on any number.
+
     engine: the engine's speed tricks and cache bound (respaths.engine.EngineOptions; exact by default).
     metric: see the module docstring; None with image data keeps the classifier records."""
     metric = choose_metric(view, data, metric)
-    if metric is not None:
-        return run_metric_experiment(view, data, experiment, specs, params, metric, out=out, meta=meta,
-                                     force=force, batch_size=batch_size, device=device, engine=engine,
-                                     chunk=chunk, progress=progress)
-    n_images = count_examples(data)
-    if n_images is None:  # an iterable of batches: count once
-        n_images = sum(len(y) for _, y in data)
-    if n_images == 0:
-        raise UserError("the dataset has no images; check --data-dir and --limit.")
-    full = {"experiment": experiment, **describe(view, data, n_images), "params": params, **(meta or {})}
     ranks = distributed.init()  # 1 outside torchrun; under it, rank 0 alone opens and writes the file
+    if metric is not None and ranks > 1:
+        raise UserError("lesion and reorder with a metric (a Hugging Face model with --text) run in one process; "
+                        "run them without torchrun.")
+    full = experiment_meta(view, data, experiment, params, meta, metric)
     store = distributed.on_main(lambda: ResultStore(out, full, force=force)) if out else None
     base_spec, specs, keys = with_baseline(view, specs)
-    if ranks > 1:
-        return run_sharded(view, data, store, specs, keys, seed=seed, chunk=chunk, batch_size=batch_size,
-                           device=device, engine=engine, progress=progress)
+    if view.model is not None:  # one experiment: every rank evaluates the same weights
+        distributed.check_same("model weights", view.model.state_dict().values())
+    if metric is None:
+        scoring: PairedRecords | MetricRecords = PairedRecords(seed)
+    else:
+        stored = store.get("baseline") if store is not None and store.done("baseline") else None
+        scoring = MetricRecords(metric, distributed.broadcast(stored))
+
+    pending = set(distributed.unfinished(store, keys))
+    todo = sorted((sp for sp in specs[1:] if sp.key in pending), key=lambda sp: sp.plan.steps)
+    runs = distributed.split(todo, plan_costs(base_spec.plan, todo))
+    mine, chunk = runs[distributed.rank()], max(1, chunk)
+    rounds = max(1, math.ceil(max(len(run) for run in runs) / chunk))  # at least one: the baseline's
+    new_baseline = "baseline" in pending and distributed.is_main()  # rank 0 records it, in its first round
+    position = {sp.key: i for i, sp in enumerate([base_spec] + todo)}
+    where = f" on {ranks} ranks" if ranks > 1 else ""
     records: dict[str, dict[str, Any]] = {}
-    groups = pending_chunks(specs, store, chunk)
-    baseline_correct = None
-    for gi, group in enumerate(groups):
-        if not group and store is not None and store.done("baseline"):
-            break
-        plans = [base_spec.plan] + [sp.plan for sp in group]
-        results = evaluate_plans(view, data, plans, batch_size=batch_size, device=device, engine=engine,
-                                 progress=progress, desc=f"plans, chunk {gi + 1}/{len(groups)}")
-        base = results[0]
-        if baseline_correct is not None and not torch.equal(base.correct, baseline_correct):
-            raise RuntimeError("the baseline gave different answers in two chunks; the model or data is not "
-                               "deterministic, so paired statistics would be wrong.")
-        baseline_correct = base.correct
-        for sp, r in zip([base_spec] + group, results):
-            if store is not None and store.done(sp.key):
-                continue
-            rec = make_record(sp.record, r, base, seed)
+    for r in range(rounds):
+        group = mine[r * chunk:(r + 1) * chunk]
+        with_base = [base_spec] if r == 0 and new_baseline else []
+
+        def compute() -> list[dict[str, Any]]:
+            if not group and not with_base:
+                return []
+            results = evaluate_plans(view, data, [base_spec.plan] + [sp.plan for sp in group], metric=metric,
+                                     batch_size=batch_size, device=device, engine=engine,
+                                     progress=progress and distributed.is_main(),
+                                     desc=f"plans, chunk {r + 1}/{rounds}{where}")
+            base = results[0]
+            scoring.check_baseline(base)
+            pairs = list(zip(with_base, results[:1])) + list(zip(group, results[1:]))
+            return [scoring.record(sp.record, sp.plan, result, base) for sp, result in pairs]
+
+        new = sorted((rec for part in distributed.gather(distributed.all_ok(compute)) for rec in part),
+                     key=lambda rec: position[rec["key"]])
+        for rec in new:
             records[rec["key"]] = rec
-            if store is not None:
+            if store is not None:  # rank 0
                 store.append(rec)
-    if store is None:
+    if not out:  # every rank holds every record
         return [records[k] for k in keys]
-    baseline = store.get("baseline")
-    store.finish(order=keys, baseline={k: baseline[k] for k in ("n", "errors", "error", "error_ci", "loss")})
-    return store.sorted_records(keys)
+
+    def finish() -> list[dict[str, Any]]:
+        store.finish(order=keys, baseline=scoring.summary(store.get("baseline")))
+        return store.sorted_records(keys)
+
+    return distributed.broadcast(distributed.on_main(finish))
+
+
+def experiment_meta(view: ResidualView, data: Any, experiment: str, params: dict[str, Any],
+                    meta: dict[str, Any] | None, metric: Metric | None) -> dict[str, Any]:
+    """The result file's meta: what is evaluated (model, data, metric) and the experiment's parameters."""
+    if metric is None:
+        n_images = count_examples(data)
+        if n_images is None:  # an iterable of batches: count once
+            n_images = sum(len(y) for _, y in data)
+        if n_images == 0:
+            raise UserError("the dataset has no images; check --data-dir and --limit.")
+        return {"experiment": experiment, **describe(view, data, n_images), "params": params, **(meta or {})}
+    if is_dict_batches(data):
+        n_examples = sum(batch_length(b) for b in data)
+        dataset = {"name": "text", "n_examples": n_examples, "batches": len(data)}
+    else:
+        n_examples = count_examples(data)
+        if n_examples is None:
+            n_examples = sum(len(y) for _, y in data)
+        dataset = {"name": getattr(data, "name", type(data).__name__), "n_images": n_examples}
+    if n_examples == 0:
+        raise UserError("the data has no examples; check --text and --limit.")
+    return {"experiment": experiment, **describe(view, data, n_examples), "dataset": dataset, "metric": metric.name,
+            "chance": chance_of(view, metric), "params": params, **(meta or {})}
 
 
 def with_baseline(view: ResidualView, specs: list[Spec]) -> tuple[Spec, list[Spec], list[str]]:
@@ -233,65 +277,61 @@ def with_baseline(view: ResidualView, specs: list[Spec]) -> tuple[Spec, list[Spe
     return base_spec, specs, keys
 
 
-def pending_chunks(specs: list[Spec], store: ResultStore | None, chunk: int) -> list[list[Spec]]:
-    """The specs not done yet but the baseline (which runs beside every chunk), in chunks of `chunk`:
-    sorted by their steps first, so that plans with a common prefix share a trie. At least one
-    chunk, possibly empty, so that the baseline runs."""
-    pending = sorted((sp for sp in specs if store is None or not store.done(sp.key)), key=lambda sp: sp.plan.steps)
-    todo = [sp for sp in pending if sp.key != "baseline"]
-    return [todo[s:s + chunk] for s in range(0, len(todo), max(1, chunk))] or [[]]
+def plan_costs(baseline: Plan, todo: list[Spec]) -> list[float]:
+    """What each plan adds to a trie of the plans before it (in todo's order) and the baseline, for
+    cutting the plans into runs of equal work across ranks: the steps beyond the longest prefix it
+    shares with the plan before it or the baseline, plus the head; a deleted block (its shortcut)
+    counts half: cheap, but still a node of the walk."""
+    def shared(a: tuple, b: tuple) -> int:
+        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+    steps = [(), *(sp.plan.steps for sp in todo)]
+    return [1 + sum(1 if op == RUN else 0.5 for op, _ in s[max(shared(s, before), shared(s, baseline.steps)):])
+            for before, s in zip(steps, steps[1:])]
 
 
-def run_metric_experiment(view: ResidualView, data: Any, experiment: str, specs: list[Spec],
-                          params: dict[str, Any], metric: Metric, *, out: str | None, meta: dict[str, Any] | None,
-                          force: bool, chunk: int, progress: bool, **evaluate: Any) -> list[dict[str, Any]]:
-    """run_experiment scored by a metric: the same chunks, resume and baseline in every chunk, records
-    holding the metric's numbers (see the module docstring)."""
-    if distributed.init() > 1:
-        raise UserError("lesion and reorder with a metric (a Hugging Face model with --text) run in one process; "
-                        "run them without torchrun.")
-    if is_dict_batches(data):
-        n_examples = sum(batch_length(b) for b in data)
-        dataset = {"name": "text", "n_examples": n_examples, "batches": len(data)}
-    else:
-        n_examples = count_examples(data)
-        if n_examples is None:
-            n_examples = sum(len(y) for _, y in data)
-        dataset = {"name": getattr(data, "name", type(data).__name__), "n_images": n_examples}
-    if n_examples == 0:
-        raise UserError("the data has no examples; check --text and --limit.")
-    full = {"experiment": experiment, **describe(view, data, n_examples), "dataset": dataset, "metric": metric.name,
-            "chance": chance_of(view, metric), "params": params, **(meta or {})}
-    store = ResultStore(out, full, force=force) if out else None
-    base_spec, specs, keys = with_baseline(view, specs)
-    records: dict[str, dict[str, Any]] = {}
-    groups = pending_chunks(specs, store, chunk)
-    main = MAIN_NUMBER.get(metric.name, "loss")
-    baseline_value = store.get("baseline")[main] if store is not None and store.done("baseline") else None
-    for gi, group in enumerate(groups):
-        if not group and store is not None and store.done("baseline"):
-            break
-        plans = [base_spec.plan] + [sp.plan for sp in group]
-        results = evaluate_plans(view, data, plans, metric=metric, progress=progress,
-                                 desc=f"plans, chunk {gi + 1}/{len(groups)}", **evaluate)
-        base = results[0]
-        if baseline_value is not None and not math.isclose(base[main], baseline_value, rel_tol=1e-9, abs_tol=1e-12):
+class PairedRecords:
+    """The classifier's records: error and loss, with paired statistics against the baseline's
+    answers image by image (make_record)."""
+
+    def __init__(self, seed: int):
+        self.seed, self.correct = seed, None
+
+    def check_baseline(self, base: Any) -> None:
+        if self.correct is not None and not torch.equal(base.correct, self.correct):
+            raise RuntimeError("the baseline gave different answers in two chunks; the model or data is not "
+                               "deterministic, so paired statistics would be wrong.")
+        self.correct = base.correct
+
+    def record(self, fields: dict[str, Any], plan: Plan, r: Any, base: Any) -> dict[str, Any]:
+        return make_record(fields, r, base, self.seed)
+
+    @staticmethod
+    def summary(baseline: dict[str, Any]) -> dict[str, Any]:
+        return {k: baseline[k] for k in ("n", "errors", "error", "error_ci", "loss")}
+
+
+class MetricRecords:
+    """A metric's records: its numbers, and the delta of its main number from the baseline's, checked
+    against the baseline of every chunk and, when resuming, of the journal (stored)."""
+
+    def __init__(self, metric: Metric, stored: dict[str, Any] | None):
+        self.main = MAIN_NUMBER.get(metric.name, "loss")
+        self.value = stored[self.main] if stored is not None else None
+
+    def check_baseline(self, base: dict[str, Any]) -> None:
+        if self.value is not None and not math.isclose(base[self.main], self.value, rel_tol=1e-9, abs_tol=1e-12):
             raise RuntimeError("the baseline gave different numbers in two chunks; the model or data is not "
                                "deterministic, so the deltas would be wrong.")
-        baseline_value = base[main]
-        for sp, r in zip([base_spec] + group, results):
-            if store is not None and store.done(sp.key):
-                continue
-            rec = make_metric_record(sp.record, sp.plan, r, baseline_value, main)
-            records[rec["key"]] = rec
-            if store is not None:
-                store.append(rec)
-    if store is None:
-        return [records[k] for k in keys]
-    baseline = store.get("baseline")
-    store.finish(order=keys, baseline={k: v for k, v in baseline.items()
-                                       if k not in ("key", "kind", "k", "sample", "deleted", "plan", "delta", "seconds")})
-    return store.sorted_records(keys)
+        self.value = base[self.main]
+
+    def record(self, fields: dict[str, Any], plan: Plan, r: dict[str, Any], base: Any) -> dict[str, Any]:
+        return make_metric_record(fields, plan, r, self.value, self.main)
+
+    @staticmethod
+    def summary(baseline: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in baseline.items()
+                if k not in ("key", "kind", "k", "sample", "deleted", "plan", "delta", "seconds")}
 
 
 def chance_of(view: ResidualView, metric: Metric) -> float | None:
@@ -315,50 +355,6 @@ def make_metric_record(fields: dict[str, Any], plan: Plan, r: dict[str, Any], ba
     rec["delta"] = r[main] - baseline_value
     rec["seconds"] = round(r["seconds"], 6)
     return rec
-
-
-def run_sharded(view: ResidualView, data: Any, store: ResultStore | None, specs: list[Spec],
-                keys: list[str], *, seed: int, chunk: int, progress: bool, **evaluate: Any) -> list[dict[str, Any]]:
-    """run_experiment under torchrun: the plans dealt out across ranks, one file written by rank 0.
-
-    Sorted by their steps as in one process, then cut into one contiguous run per rank of about
-    equal trie cost (the blocks each plan runs beyond what it shares with the plans before it), so
-    plans sharing a prefix mostly stay on one rank; each rank runs the baseline beside each chunk of
-    its own plans, so every record, paired statistics included, equals the one-process record."""
-    base_spec = specs[0]
-    if view.model is not None:
-        distributed.check_same("model weights", view.model.state_dict().values())
-
-    def compute(part: list[Spec]) -> list[dict[str, Any]]:
-        group = [sp for sp in part if sp.key != "baseline"]
-        results = evaluate_plans(view, data, [base_spec.plan] + [sp.plan for sp in group], progress=progress and
-                                 distributed.is_main(), desc=f"plans on {distributed.world()} ranks", **evaluate)
-        pairs = list(zip(group, results[1:])) + ([(base_spec, results[0])] if len(group) < len(part) else [])
-        return [make_record(sp.record, r, results[0], seed) for sp, r in pairs]
-
-    def shared(a: tuple, b: tuple) -> int:
-        return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-
-    def cost(todo: list[Spec]) -> list[float]:
-        # steps beyond the prefix shared with the plan before or the baseline, plus the head; a
-        # deleted block (its shortcut) counts half: cheap, but still a node of the walk
-        steps = [(), *(sp.plan.steps for sp in todo)]
-        base = base_spec.plan.steps
-        return [1 + sum(1 if op == RUN else 0.5 for op, _ in s[max(shared(s, before), shared(s, base)):])
-                for before, s in zip(steps, steps[1:])]
-
-    tasks = sorted(specs, key=lambda sp: sp.plan.steps)
-    new = distributed.run_sharded(store, tasks, compute, key=lambda sp: sp.key, chunk=chunk, cost=cost)
-    if not distributed.broadcast(store is not None):  # no file (out=None): every rank has every record
-        by_key = {r["key"]: r for r in new}
-        return [by_key[k] for k in keys]
-
-    def finish() -> list[dict[str, Any]]:
-        baseline = store.get("baseline")
-        store.finish(order=keys, baseline={k: baseline[k] for k in ("n", "errors", "error", "error_ci", "loss")})
-        return store.sorted_records(keys)
-
-    return distributed.broadcast(distributed.on_main(finish))
 
 
 def make_record(fields: dict[str, Any], r: Any, base: Any, seed: int) -> dict[str, Any]:

@@ -51,7 +51,6 @@ from .gradients import (  # noqa: F401
     length_record,
     lengths_to_measure,
     measure_path_gradients,
-    measure_path_gradients_sharded,
     naive_path_gradient,
     path_loss,
     sample_paths,

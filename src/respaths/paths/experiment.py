@@ -14,7 +14,7 @@ from ..experiments.lesion import parse_k
 from ..metrics import inputs_of, to_device
 from ..io.results import ResultStore
 from .counting import effective_range, total_gradient
-from .gradients import length_key, measure_path_gradients, measure_path_gradients_sharded
+from .gradients import length_key, measure_path_gradients
 
 # ---------------------------------------------------------------------------------------------
 # The experiment, resumable: one record per length in a ResultStore
@@ -48,12 +48,11 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
         meta["fast"] = True
 
     # under torchrun (see respaths.distributed) rank 0 alone opens and writes the file
-    ranks = distributed.init()
+    distributed.init()
     store = distributed.on_main(lambda: ResultStore(out, meta, force=force))
     done = distributed.broadcast([k for k in lengths if store.done(length_key(k))] if store is not None else None)
-    measure = measure_path_gradients if ranks == 1 else measure_path_gradients_sharded
-    for rec in measure(view, batches, lengths, samples=samples, seed=seed, chunk=chunk,
-                       confidence=confidence, skip=done, progress=progress, fast=fast):
+    for rec in measure_path_gradients(view, batches, lengths, samples=samples, seed=seed, chunk=chunk,
+                                      confidence=confidence, skip=done, progress=progress, fast=fast):
         if store is not None:
             store.append(rec)
 

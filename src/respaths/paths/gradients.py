@@ -286,39 +286,14 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
     Yields one record per length as it finishes (lengths in `skip` are left out, for resuming);
     each length's paths come from its own seeded stream, so a record does not depend on the others.
     Runs on the fixed network (eval mode, no parameter gradients; see PathGradients); fast=True runs it
-    as fast_network does (norms within ~1.5e-3 relative of the exact ones on a 54-block net)."""
-    from tqdm.auto import tqdm
+    as fast_network does (norms within ~1.5e-3 relative of the exact ones on a 54-block net).
 
-    n, todo = len(view.blocks), lengths_to_measure(view, lengths, skip, batches)
-    kept: dict[int, PathGradients] = {}
-    with frozen(view), fast_network(view, batches[0][0], fast), \
-            tqdm(total=samples * len(todo), disable=not progress, unit="path", desc="path gradients") as bar:
-        for k in todo:
-            start = time.perf_counter()
-            chosen = sample_paths(n, k, samples, length_generator(seed, k))
-            norms = torch.zeros(samples, dtype=torch.float64)
-            for b, (inputs, targets) in enumerate(batches):
-                mine = torch.arange(b, samples, len(batches))
-                if len(mine):
-                    pg = kept.get(b) or PathGradients(view, inputs, targets, channels_last=fast)
-                    if len(batches) == 1:  # one batch: its forward pass serves every length
-                        kept[b] = pg
-                    norms[mine] = pg.norms(chosen[mine], chunk or pg.auto_chunk())
-                    bar.update(len(mine))
-            yield length_record(n, k, norms, confidence, time.perf_counter() - start)
-
-
-def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], lengths: Iterable[int],
-                                   samples: int = 1000, seed: int = 0, chunk: int | None = None,
-                                   confidence: float = 0.95, skip: Iterable[int] = (),
-                                   progress: bool = False, fast: bool = False) -> Iterator[dict[str, Any]]:
-    """measure_path_gradients split across torchrun's ranks; every rank yields the same records.
-
-    The unit of work is what one process does for one (length, batch): the same drawn paths (each
-    length's stream is seeded by the length alone, never by the rank), the same chunks, so the norms
-    are bit-identical to measure_path_gradients' and only "seconds" (the units' compute time, summed
-    over ranks) differs. Lengths go `world` at a time; within such a round the (length, batch) units
-    are dealt out i -> rank i % world, so each length's samples are split across the ranks."""
+    Under torchrun (respaths.distributed; a no-op in one process) every rank yields the same records.
+    The unit of work is one (length, batch): that batch's share of the length's drawn paths (the
+    stream is seeded by the length alone, never by the rank), so the norms are bit-identical on any
+    number of ranks and only "seconds" (the units' compute time, summed over ranks) differs. Lengths
+    go `world` at a time (one at a time in one process); within such a round the units are dealt out
+    i -> rank i % world, so each length's samples are split across the ranks."""
     from tqdm.auto import tqdm
 
     n, todo = len(view.blocks), lengths_to_measure(view, lengths, skip, batches)
@@ -327,12 +302,12 @@ def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[A
     world = distributed.world()
     rounds = [todo[r:r + world] for r in range(0, len(todo), world)]
     units = [[(k, b) for k in ks for b in range(min(len(batches), samples))] for ks in rounds]
-    # a rank that only ever sees one batch keeps its forward pass for every length, as one process does
+    # a rank that only ever sees one batch keeps its forward pass for every length
     keep = len({b for round_units in units for _, b in distributed.shard(round_units)}) == 1
     kept: dict[int, PathGradients] = {}
     with frozen(view), fast_network(view, batches[0][0], fast), \
             tqdm(total=samples * len(todo), disable=not (progress and distributed.is_main()), unit="path",
-                 desc=f"path gradients on {world} ranks") as bar:
+                 desc="path gradients" + (f" on {world} ranks" if world > 1 else "")) as bar:
         for ks, round_units in zip(rounds, units):
 
             def compute() -> list[tuple[int, int, Tensor, float]]:
@@ -357,5 +332,3 @@ def measure_path_gradients_sharded(view: ResidualView, batches: Sequence[tuple[A
                         seconds += s
                 yield length_record(n, k, norms, confidence, seconds)
             bar.update(samples * len(ks))
-
-

@@ -1,2 +1,3 @@
-"""Training the paper's nets: one process (train) and under torchrun (ddp).
+"""Training the paper's nets: the trainer (trainer), the same under torchrun (ddp), and train, which
+picks one for this process.
 """

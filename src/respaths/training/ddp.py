@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun: respaths.training.train's Trainer with DistributedDataParallel.
+"""Data-parallel training under torchrun: respaths.training.trainer's Trainer with DistributedDataParallel.
 
     torchrun --nproc_per_node=4 --no-python respaths train --model resnet110 --dataset cifar10 ...
 
@@ -22,10 +22,9 @@
 """
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -36,7 +35,7 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..core import UserError
-from .train import Trainer, TrainConfig, autocast, evaluate, pick_device, set_active
+from .trainer import Trainer, TrainConfig, autocast, evaluate, pick_device
 
 
 class DistributedTrainer(Trainer):
@@ -62,6 +61,7 @@ class DistributedTrainer(Trainer):
         whole_model_compiled = cfg.compile and self.forward is not self.model
         self.forward = torch.compile(ddp) if whole_model_compiled else ddp
         self.batch_total = cfg.batch_size
+        self.sync_every = 25  # a loss check is a collective over the ranks
 
     # -- the output directory: rank 0 decides, the others follow -------------------------------
     def claim_out_dir(self) -> Path | None:
@@ -90,41 +90,15 @@ class DistributedTrainer(Trainer):
         self.backward_and_step(loss_sum * (self.world_size / self.batch_total))
         return loss_sum.detach(), (logits.argmax(1) != y).sum()
 
+    def epoch_batches(self) -> Iterator[tuple[Tensor, Tensor, int]]:
+        return distributed.rank_batches(self.train_set, self.cfg.batch_size, self.device, augment=self.cfg.augment,
+                                        generator=self.generators["data"], channels_last=self.channels_last)
+
+    def reduce(self, *values: Tensor) -> list[Tensor]:
+        return distributed.all_sum(*values)
+
     def train_epoch(self, bar: tqdm) -> dict[str, Any]:
-        cfg, model = self.cfg, self.model
-        model.train()
-        step = self.epoch * self.steps_per_epoch
-        loss_sum = torch.zeros((), device=self.device)
-        errors = torch.zeros((), device=self.device, dtype=torch.long)
-        seen, lr, t0 = 0, self.schedule.lr(step), time.perf_counter()
-        batches = distributed.rank_batches(self.train_set, cfg.batch_size, self.device, augment=cfg.augment,
-                                           generator=self.generators["data"], channels_last=self.channels_last)
-        for k, (x, y, total) in enumerate(batches):
-            lr = self.schedule.lr(step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            set_active(model, model.draw_active(self.generators["depth"]) if hasattr(model, "draw_active") else None)
-            self.batch_total = total
-            batch_loss, batch_errors = self.train_step(x, y)
-            loss_sum += batch_loss
-            errors += batch_errors
-            seen += len(y)
-            if self.schedule.warming:  # every rank must leave warm-up at the same step
-                global_errors, = distributed.all_sum(batch_errors)
-                self.schedule.observe(step, float(global_errors) / total)
-            step += 1
-            bar.update(len(y))
-            if (k + 1) % 25 == 0:  # a loss that is not finite on any rank stops every rank
-                self.check_finite(float(distributed.all_sum(loss_sum)[0]) / max(seen, 1), k + 1)
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", err=f"{errors.item() / seen:.1%}", lr=f"{lr:g}",
-                                refresh=False)
-        set_active(model, None)
-        seconds = time.perf_counter() - t0
-        loss_sum, errors, seen = distributed.all_sum(loss_sum, errors, torch.tensor(seen, device=self.device))
-        seen = int(seen)
-        return {"epoch": self.epoch + 1, "lr": lr, "train_loss": loss_sum.item() / seen,
-                "train_error": errors.item() / seen, "seconds": round(seconds, 3),
-                "images_per_s": round(seen / seconds, 1), "ranks": self.world_size}
+        return dict(super().train_epoch(bar), ranks=self.world_size)
 
     def evaluate(self) -> dict[str, float]:
         """The test set split across ranks, with rank 0's batch-norm running statistics everywhere."""
