@@ -14,9 +14,7 @@ from scipy import stats as scipy_stats
 import respaths
 from respaths import cli
 from respaths.core import UserError
-from respaths.experiments.lesion import (lesion_random, lesion_single, lesioned_model, random_plans, reorder,
-                             reorder_plans)
-from respaths.io.results import ResultStore
+from respaths.experiments.lesion import (lesion_single, lesioned_model, random_plans, reorder, reorder_plans)
 
 
 def tiny(name, seed=0):
@@ -102,31 +100,6 @@ def test_reorder_swaps_only_compatible_blocks():
         assert r["errors"] == naive_errors(model, respaths.reorder_blocks(r["order"]), x, y, 8)
     with pytest.raises(UserError, match="compatible shapes"):
         reorder_plans(view, [len(pairs) + 1], 1, 0)
-
-
-def test_result_store_resume_and_refusal(tmp_path):
-    prefix = tmp_path / "exp"
-    store = ResultStore(prefix, {"model": "m", "k": (1, 2)})
-    store.append({"key": "b", "error": 0.5, "ci": [0.4, 0.6], "deleted": [3, 4]})
-    store.append({"key": "a", "error": 0.25})
-    with open(store.journal, "a") as f:
-        f.write('{"key": "c", "err')  # a record cut by kill -9
-    store = ResultStore(prefix, {"model": "m", "k": [1, 2]})
-    assert store.done("a") and store.done("b") and not store.done("c")
-    store.append({"key": "c", "error": 1.0})
-    store.finish(order=["c", "b"])
-    doc = json.loads((tmp_path / "exp.json").read_text())
-    assert [r["key"] for r in doc["records"]] == ["c", "b", "a"]
-    assert (tmp_path / "exp.csv").read_text().splitlines()[:2] == ["key,error,ci_low,ci_high,deleted", "c,1.0,,,"]
-    assert not store.journal.exists()
-    first = (tmp_path / "exp.json").read_text()
-    again = ResultStore(prefix, {"model": "m", "k": [1, 2]})  # a finished run: everything done
-    assert again.done("c")
-    again.finish(order=["c", "b"])
-    assert (tmp_path / "exp.json").read_text() == first
-    with pytest.raises(UserError, match="different experiment.*--force"):
-        ResultStore(prefix, {"model": "other", "k": [1, 2]})
-    assert not ResultStore(prefix, {"model": "other"}, force=True).done("c")
 
 
 def without_seconds(path):
