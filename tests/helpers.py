@@ -17,7 +17,6 @@ def tiny(name: str, seed: int = 0) -> torch.nn.Module:
             mod.running_mean.normal_(0, 0.2)
             mod.running_var.uniform_(0.5, 2.0)
             mod.weight.data.normal_(1.0, 0.3)
-            mod.bias.data.normal_(0.0, 0.2)
     return m.eval()
 
 

@@ -14,24 +14,9 @@ from scipy import stats as scipy_stats
 import respaths
 from respaths import cli
 from respaths.core import UserError
-from respaths.experiments.lesion import (lesion_single, lesioned_model, random_plans, reorder, reorder_plans)
+from respaths.experiments.lesion import lesion_single, lesioned_model, random_plans, reorder, reorder_plans
 
-
-def tiny(name, seed=0):
-    torch.manual_seed(seed)
-    m = respaths.build_model(name, in_channels=3, num_classes=10, width=0.25)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.normal_(0, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
-            mod.weight.data.normal_(1.0, 0.3)
-    return m.eval()
-
-
-def data(n=32, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, 16, 16, generator=g)
-    return x, torch.randint(0, 10, (n,), generator=g)
+from tests.helpers import data, tiny
 
 
 def naive_errors(model, plan, x, y, batch):
@@ -42,7 +27,7 @@ def naive_errors(model, plan, x, y, batch):
 
 def test_single_deletion_records():
     model = tiny("resnet20")
-    x, y = data()
+    x, y = data(32)
     view = respaths.view(model, x[:2])
     records = lesion_single(view, (x, y), batch_size=16)
     assert [r["key"] for r in records] == ["baseline"] + [f"single {i}" for i in range(len(view))]
