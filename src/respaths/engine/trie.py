@@ -22,7 +22,7 @@ rest of the speed comes from per-block tricks, off by default because they chang
   dtype=bf16/fp16  autocast: convolutions and matmuls in half precision.
 
 With the defaults (fp32, fast=False) every plan's logits are bit-identical to running the model with
-the blocks really removed at the same batch size (tests/test_engine.py checks it). The model is
+the blocks really removed at the same batch size (tests/engine/test_trie.py checks it). The model is
 put in eval mode and run under torch.inference_mode; its state is restored afterwards.
 
 evaluate_plans -> one PlanResult per plan: errors, loss (sum of cross-entropy), per-example
