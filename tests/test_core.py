@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import respaths
-from respaths.core import UserError, Block, ResidualView, delete_blocks, reorder_blocks, run_plan
+from respaths.core import PARALLEL, RUN, UserError, Plan, delete_blocks, reorder_blocks, run_plan
 
 
 @pytest.mark.parametrize("name", ["resnet20", "preresnet14", "plain14", "vgg15", "vgg15-nobn"])
@@ -54,15 +54,6 @@ def test_plans():
         delete_blocks(3, [5])
 
 
-def test_stochastic_depth_survival_and_fixed_m():
-    m = respaths.build_model("preresnet110", stochastic_depth=0.5)
-    s = [b.survival for b in m.residual_blocks]
-    assert len(s) == 54 and s[-1] == pytest.approx(0.5) and s[0] == pytest.approx(1 - 0.5 / 54)
-    f = respaths.build_model("preresnet110", fixed_m=23)
-    active = f.draw_active(torch.Generator().manual_seed(1))
-    assert int(active.sum()) == 23
-
-
 def test_plan_ops_are_an_enum_that_reads_as_strings():
     import json
 
@@ -103,3 +94,8 @@ def test_lesioned_model_refuses_parallel_and_unknown_steps():
     twin = lesioned_model(m, delete_blocks(n, [1]), x).eval()
     with torch.no_grad():
         assert torch.equal(twin(x), run_plan(respaths.view(m, x), x, delete_blocks(n, [1])))
+
+
+def test_plan_keys_for_parallel_steps():
+    p = Plan(((RUN, 0), (PARALLEL, (1, 2)), (RUN, 3)))
+    assert p.key() == "r0 p1+2 r3" and p.deleted == []

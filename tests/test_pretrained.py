@@ -10,67 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WEIGHTS = SHARED / "pretrained" / "akamaster-cifar10" / "resnet20-12fca82f.th"
-MAKE = SHARED / "datasets" / "make_cifar10.py"
-MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from tests.published import MEAN, STD, WEIGHTS, forward, images_and_weights
+
 LIMIT = 500
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    if not WEIGHTS.is_file():
-        pytest.skip(f"no published weights at {WEIGHTS}")
-    env = os.environ.get("RESPATHS_DATA")
-    if env and (Path(env) / "cifar-10-batches-py").is_dir():
-        return Path(env)
-    cache = tmp_path_factory.mktemp("cifar10-jpeg")  # make_cifar10.py takes ~15 s
-    if not (cache / "cifar-10-batches-py" / "test_batch").is_file():
-        if not MAKE.is_file():
-            pytest.skip("no CIFAR-10 under $RESPATHS_DATA and no shared/datasets/make_cifar10.py to write it")
-        subprocess.run([sys.executable, str(MAKE), str(cache)], check=True, capture_output=True)
-    return cache
-
-
-def bn(x, sd, p):
-    return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"], sd[p + ".bias"],
-                        training=False, eps=1e-5)
-
-
-def forward(sd: dict, x: torch.Tensor, deleted: int | None = None) -> torch.Tensor:
-    """akamaster's ResNet-20: deleting block i leaves relu(shortcut(x)), as in the post-activation net."""
-    x = F.relu(bn(F.conv2d(x, sd["conv1.weight"], padding=1), sd, "bn1"))
-    i = 0
-    for stage in (1, 2, 3):
-        for j in range(3):
-            p = f"layer{stage}.{j}"
-            stride = 2 if stage > 1 and j == 0 else 1
-            planes = sd[p + ".conv1.weight"].shape[0]
-            if stride != 1 or x.shape[1] != planes:  # option A
-                short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))
-            else:
-                short = x
-            if i == deleted:
-                x = F.relu(short)
-            else:
-                h = F.relu(bn(F.conv2d(x, sd[p + ".conv1.weight"], stride=stride, padding=1), sd, p + ".bn1"))
-                h = bn(F.conv2d(h, sd[p + ".conv2.weight"], padding=1), sd, p + ".bn2")
-                x = F.relu(h + short)
-            i += 1
-    x = F.avg_pool2d(x, x.shape[-1]).flatten(1)
-    return F.linear(x, sd["linear.weight"], sd["linear.bias"])
-
-
-def images_and_weights(data_dir, limit: int):
-    """The first test images (read by respaths' loader), normalised here by hand, and the published state
-    dict straight from torch.load: the reference forward uses no other respaths code."""
-    from respaths.data import load_dataset
-    data = load_dataset("cifar10", data_dir, split="test", limit=limit)
-    x = (data.images.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    sd = torch.load(WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
-    return data, x, {k.removeprefix("module."): v for k, v in sd.items()}
 
 
 def test_cli_lesion_of_published_resnet20_equals_plain_forward(data_dir, tmp_path):

@@ -307,7 +307,7 @@ def test_vit_prunes_saves_and_reloads(tmp_path):
 def test_cli_prune_from_layers_greedy_on_gpt2(tmp_path, capsys):
     import json
 
-    from test_transformers import TEXT, save_with_tokenizer, tiny
+    from tests.tiny_transformers import TEXT, save_with_tokenizer, tiny
 
     from respaths import cli
     from respaths.adapters.hf import load
@@ -334,7 +334,7 @@ def test_cli_prune_from_layers_greedy_on_gpt2(tmp_path, capsys):
 
 @pytest.mark.parametrize("layout", ["akamaster-A", "akamaster-B"])
 def test_third_party_cifar_resnet(layout, tmp_path):
-    from test_adapters import AkaBasicBlock, AkaBasicBlockB, AkaResNet
+    from tests.adapters.test_adapters import AkaBasicBlock, AkaBasicBlockB, AkaResNet
     torch.manual_seed(0)
     model = randomise_bn(AkaResNet(AkaBasicBlock if layout.endswith("A") else AkaBasicBlockB, [2, 2, 2]))
     check_cnn(model, torch.randn(2, 3, 32, 32), [1, 2], tmp_path)  # 2 = layer2.0, which downsamples

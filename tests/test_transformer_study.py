@@ -18,7 +18,7 @@ from respaths.layers import importance as li  # noqa: E402
 from respaths.cli import main  # noqa: E402
 from respaths.core import delete_blocks, reorder_blocks  # noqa: E402
 from respaths.metrics import EmbeddingCosine, LMLoss  # noqa: E402
-from test_transformers import TEXT, V, edited, model_out, save_with_tokenizer, tiny  # noqa: E402
+from tests.tiny_transformers import TEXT, V, edited, model_out, save_with_tokenizer, tiny  # noqa: E402
 
 SEQ = "16"
 
@@ -205,7 +205,7 @@ def test_explicit_classifier_metric_gives_the_classifier_path_errors():
     """metric= on image data: the metric's records (error, accuracy, loss) agree with the default records."""
     from respaths.experiments.lesion import lesion_single
     from respaths.metrics import ClassifierError
-    from test_transformers import inputs_for
+    from tests.tiny_transformers import inputs_for
 
     m = tiny("vit")
     x, y = inputs_for("vit"), torch.tensor([0, 3, 4])

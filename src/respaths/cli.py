@@ -39,18 +39,43 @@ def open_unit_float(text: str) -> float:
     return v
 
 
-def k_range(text: str) -> str:
-    """A rising range '1-20' or a list '1,5,10'; returned as given, so result files stay the same."""
+def k_values(text: str) -> list[int]:
+    """A rising range '1-20' or a list '1,5,10', as the numbers it names."""
     from .experiments.lesion import parse_k
     try:
-        parse_k(text)
+        return parse_k(text)
     except UserError:
         raise argparse.ArgumentTypeError(f"expected a rising range like 1-20 or a list like 1,5,10, got {text!r}") from None
+
+
+def k_range(text: str) -> str:
+    """As k_values, but returned as given, so result files stay the same."""
+    k_values(text)
     return text
 
 
 def lengths_range(text: str) -> str:
     return text if text == "all" else k_range(text)
+
+
+def comma_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']: the comma-separated items, spaces around them dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def model_kwargs(text: str) -> dict:
+    """KEY=VALUE,... with each VALUE read as a Python literal where it is one (32, True, 0.1), else a string."""
+    import ast
+    out: dict = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise argparse.ArgumentTypeError(f"{text!r}: {item!r} is not KEY=VALUE; give e.g. img_size=32,drop_rate=0.")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
 
 
 def device_name(text: str) -> str:
@@ -233,8 +258,8 @@ def layers_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=positive_int, help="use at most this many examples (lines or windows)")
     p.add_argument("--steps", type=positive_int, help="remove at most this many blocks (default: all but one)")
     p.add_argument("--seeds", type=positive_int, default=3, help="random orders (greedy) or permutations (painters)")
-    p.add_argument("--spans", type=k_range, help="painters: numbers of middle blocks, e.g. 1,2,4 (default 1..L-2)")
-    p.add_argument("--variants", default=",".join(PAINTERS), help="painters: variants to run")
+    p.add_argument("--spans", type=k_values, help="painters: numbers of middle blocks, e.g. 1,2,4 (default 1..L-2)")
+    p.add_argument("--variants", type=comma_list, default=",".join(PAINTERS), help="painters: variants to run")
     p.add_argument("--loops", type=positive_int, help="painters looped: times the parallel step runs (default: the span)")
     p.add_argument("--token", default="last", choices=["last", "first"], help="angular: the readout token")
     _device_arg(p)
@@ -245,11 +270,9 @@ def layers_args(p: argparse.ArgumentParser) -> None:
 
 def layers_run(args: argparse.Namespace) -> int:
     from .layers.importance import layers_main
-    from .experiments.lesion import parse_k
-    spans = parse_k(args.spans) if args.spans else None
     path = layers_main(args.model, args.method, text=args.text, out=args.out, split=args.split,
                        seq_len=args.seq_len, batch_size=args.batch_size, limit=args.limit, steps=args.steps,
-                       seeds=args.seeds, spans=spans, variants=[v for v in args.variants.split(",") if v],
+                       seeds=args.seeds, spans=args.spans, variants=args.variants,
                        loops=args.loops, token=args.token, device=resolved_device(args), force=args.force,
                        figure=not args.no_figure, cache_bytes=args.cache_mb << 20)
     print(f"wrote {path} and {path.with_suffix('.csv')}")
@@ -267,7 +290,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="weights for --model: safetensors or any torch.save file (read with weights_only)")
     p.add_argument("--num-classes", type=positive_int, help="classes of --model (default: the factory's own; the "
                                                    "dataset's for respaths: models)")
-    p.add_argument("--model-kwargs", help="KEY=VALUE,... passed to the --model factory (e.g. img_size=32)")
+    p.add_argument("--model-kwargs", type=model_kwargs, help="KEY=VALUE,... passed to the --model factory (e.g. img_size=32)")
     p.add_argument("--dataset", help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
                                      "(default: the checkpoint's)")
     p.add_argument("--data-dir", help="where the dataset is looked for")
@@ -328,21 +351,6 @@ def _preprocessing_args(p: argparse.ArgumentParser) -> None:
                    help="imagefolder: shorter side resized to RESIZE, centre crop CROP (default 256,224)")
 
 
-def _model_kwargs(text: str | None) -> dict:
-    """KEY=VALUE,... with each VALUE read as a Python literal where it is one (32, True, 0.1), else a string."""
-    import ast
-    out: dict = {}
-    for item in filter(None, (text or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise UserError(f"--model-kwargs {text!r}: {item!r} is not KEY=VALUE; give e.g. img_size=32,drop_rate=0.")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
-
-
 def _progress_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
@@ -356,7 +364,7 @@ def _open(args: argparse.Namespace, need_data: bool = True, split: str = "test")
     """The model and data the command line names (respaths.opening.open_model); prints the preprocessing."""
     from .opening import open_model
     opened = open_model(args.checkpoint, spec=args.model, weights=args.weights, num_classes=args.num_classes,
-                        model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset, data_dir=args.data_dir,
+                        model_kwargs=args.model_kwargs or {}, dataset=args.dataset, data_dir=args.data_dir,
                         split=split, limit=getattr(args, "limit", None), normalize=args.normalize, mean=args.mean, std=args.std,
                         image_size=args.image_size, device=args.device, need_data=need_data,
                         text=getattr(args, "text", None), seq_len=getattr(args, "seq_len", 128),
@@ -542,7 +550,7 @@ def study_args(p: argparse.ArgumentParser) -> None:
                                      "weights_only), e.g. a published .th")
     p.add_argument("--num-classes", type=positive_int, help="classes of a model spec (default: the dataset's for "
                                                             "respaths: specs, else the factory's own)")
-    p.add_argument("--model-kwargs", help="KEY=VALUE,... passed to the spec's factory (e.g. img_size=32)")
+    p.add_argument("--model-kwargs", type=model_kwargs, help="KEY=VALUE,... passed to the spec's factory (e.g. img_size=32)")
     p.add_argument("--compare", action="append", metavar="NAME=MODEL[@WEIGHTS]",
                    help="a second net on the same images, with paired statistics: vgg=MODEL (a plain net, fig. 3), "
                         "stochastic=MODEL (stochastic depth, fig. 8), fixed=MODEL, or any name; repeatable")
@@ -569,7 +577,7 @@ def study_run(args: argparse.Namespace) -> int:
     path = study(args.model, args.out, weights=args.weights, compare=args.compare, budget_name=args.budget,
                  limit=args.limit, seed=args.seed, device=resolved_device(args), data_dir=args.data_dir,
                  force=args.force, progress=_progress(args), fast=False if args.exact else None,
-                 num_classes=args.num_classes, model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset,
+                 num_classes=args.num_classes, model_kwargs=args.model_kwargs or {}, dataset=args.dataset,
                  normalize=args.normalize, mean=args.mean, std=args.std, image_size=args.image_size,
                  text=args.text, seq_len=args.seq_len, batch_size=args.text_batch_size)
     print(f"report: {path}")
@@ -623,7 +631,7 @@ def prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a Hugging Face model directory (save_pretrained), a respaths checkpoint "
                                  "directory, or a model spec such as respaths:resnet20, torchvision:resnet18")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--blocks", help="blocks to remove, by index or name, separated by commas: 5,6")
+    which.add_argument("--blocks", type=comma_list, help="blocks to remove, by index or name, separated by commas: 5,6")
     which.add_argument("--from", dest="result", metavar="RESULT.json",
                        help="a result of `respaths layers` (greedy, influence, angular) or `respaths lesion --mode "
                             "single` on this model; with --remove N, its N least harmful blocks go")
@@ -631,7 +639,7 @@ def prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="a new directory for the pruned model")
     p.add_argument("--weights", help="weights for a model given by spec (.safetensors or a torch.save file)")
     p.add_argument("--num-classes", type=positive_int, help="classes of a model given by spec")
-    p.add_argument("--model-kwargs", help="KEY=VALUE,... passed to the spec's factory")
+    p.add_argument("--model-kwargs", type=model_kwargs, help="KEY=VALUE,... passed to the spec's factory")
     g = p.add_argument_group("data for the metric before and after (optional)")
     g.add_argument("--dataset", help="images: fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic "
                                      "(default: a checkpoint's own)")
@@ -652,10 +660,10 @@ def prune_run(args: argparse.Namespace) -> int:
     if args.remove is not None and not args.result:
         raise UserError("--remove goes with --from RESULT.json; with --blocks, list the blocks themselves.")
     is_dir = Path(args.model).is_dir()
-    blocks = [b.strip() for b in args.blocks.split(",") if b.strip()] if args.blocks else None
+    blocks = args.blocks or None  # --blocks "" names none: as if not given
     summary = export(args.model if is_dir else None, args.out, spec=None if is_dir else args.model, blocks=blocks,
                      result=args.result, remove=args.remove, weights=args.weights, num_classes=args.num_classes,
-                     model_kwargs=_model_kwargs(args.model_kwargs), dataset=args.dataset, data_dir=args.data_dir,
+                     model_kwargs=args.model_kwargs or {}, dataset=args.dataset, data_dir=args.data_dir,
                      limit=args.limit, normalize=args.normalize, mean=args.mean, std=args.std,
                      image_size=args.image_size, text=args.text, seq_len=args.seq_len, batch_size=args.batch_size)
     print(summary)

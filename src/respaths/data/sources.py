@@ -378,6 +378,33 @@ def load_synthetic(split: str, n: int | None = None) -> Dataset:
 # ---------------------------------------------------------------------------------------------
 
 
+# Each loader: f(name, split, data_dir, download, limit, image_size) -> the split, at most `limit` examples.
+
+def _fashion_mnist(name, split, data_dir, download, limit, image_size) -> Dataset:
+    return load_fashion_mnist(split, data_dir, download).take(limit)
+
+
+def _cifar(name, split, data_dir, download, limit, image_size) -> Dataset:
+    return load_cifar(name, split, data_dir, download).take(limit)
+
+
+def _imagefolder(name, split, data_dir, download, limit, image_size) -> Dataset:
+    resize, crop = image_size or (256, 224)
+    if not 1 <= crop <= resize:
+        raise UserError(f"an image size of resize {resize}, crop {crop} cannot be cut; give a crop no larger "
+                        f"than the resize, e.g. 36,32.")
+    return load_imagefolder(name.split(":", 1)[1], split, resize=resize, crop=crop, limit=limit)  # reads `limit` only
+
+
+def _synthetic(name, split, data_dir, download, limit, image_size) -> Dataset:
+    return load_synthetic(split).take(limit)
+
+
+# a dataset's name, or a prefix ending in ':' (the rest of the name is a path) -> its loader
+LOADERS = {"fashion-mnist": _fashion_mnist, **{cifar: _cifar for cifar in CIFAR}, "imagefolder:": _imagefolder,
+           "synthetic": _synthetic}
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, split: str = "test",
                  limit: int | None = None, *, download: bool = True,
                  image_size: tuple[int, int] | None = None) -> Dataset:
@@ -387,18 +414,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, split: st
     (default 256, 224, ImageNet's evaluation); the other datasets have their own fixed size."""
     if split not in ("train", "test"):
         raise UserError(f"split must be 'train' or 'test', not {split!r}.")
-    if name == "fashion-mnist":
-        ds = load_fashion_mnist(split, data_dir, download)
-    elif name in CIFAR:
-        ds = load_cifar(name, split, data_dir, download)
-    elif name.startswith("imagefolder:"):
-        resize, crop = image_size or (256, 224)
-        if not 1 <= crop <= resize:
-            raise UserError(f"an image size of resize {resize}, crop {crop} cannot be cut; give a crop no larger "
-                            f"than the resize, e.g. 36,32.")
-        return load_imagefolder(name.split(":", 1)[1], split, resize=resize, crop=crop, limit=limit)
-    elif name == "synthetic":
-        ds = load_synthetic(split)
-    else:
+    prefix, colon, _ = name.partition(":")
+    loader = LOADERS.get(prefix + ":") if colon else LOADERS.get(name)
+    if loader is None:
         raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}.")
-    return ds.take(limit)
+    return loader(name, split, data_dir, download, limit, image_size)

@@ -16,7 +16,7 @@ rest of the speed comes from per-block tricks, off by default because they chang
 prepares the model for the walk (undone after) and each batch for the prepared model.
 
 With the defaults (EngineOptions()) every plan's logits are bit-identical to running the model with
-the blocks really removed at the same batch size (tests/test_engine.py checks it). The model is
+the blocks really removed at the same batch size (tests/engine/test_trie.py checks it). The model is
 put in eval mode and run under torch.inference_mode; its state is restored afterwards.
 
 evaluate_plans -> one PlanResult per plan: errors, loss (sum of cross-entropy), per-example

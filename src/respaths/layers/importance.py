@@ -5,7 +5,7 @@ respaths.metrics (LMLoss, EmbeddingCosine, ClassifierError; imported here too). 
 scores its plans through the lesion engine (respaths.engine.evaluate_plans with the metric), all
 plans of a sweep in one trie, so that plans that start alike share those blocks' computation.
 
-Methods, each equal to a naive computation (tests/test_transformers.py):
+Methods, each equal to a naive computation (tests/layers/test_importance.py):
   block_influence     ShortGPT (Men et al. 2024): BI_i = 1 - cos(x_i, x_{i+1}) averaged over tokens,
                       x_i the input of block i; the least influential blocks are removed first.
   angular_distances   Gromov et al. 2024: d(l, l+n) = arccos(cos(x_l, x_{l+n})) / pi of the last
@@ -44,10 +44,6 @@ from ..io.results import ResultStore
 from ..opening import open_model
 from ..study.figures import save
 from .figures import plot
-
-METHODS = ("influence", "angular", "greedy", "painters")
-PAINTERS = ("skip", "repeat", "reverse", "random", "parallel", "looped")
-
 
 # ---------------------------------------------------------------------------------------------
 # Scores from one pass of the full model: x_0 (the stem's output) .. x_L (the last block's output)
@@ -148,7 +144,7 @@ def greedy_pruning(view: ResidualView, batches: Sequence[Batch], metric: Metric,
     about half the block evaluations of scoring each candidate alone (per_candidate_evaluator).
     Ties go to the lower index: the minimum of (cost, index). In float32 the engine computes the
     same activations as running each plan alone, so both ways pick the same blocks
-    (tests/test_layer_sweeps.py); only a tie closer than rounding could go either way, and then
+    (tests/layers/test_sweeps.py); only a tie closer than rounding could go either way, and then
     the lower index wins in both."""
     evaluate = evaluate or engine_evaluator(view, batches, metric)
     L = len(view)
@@ -197,24 +193,25 @@ def painters_plan(n_blocks: int, k: int, variant: str, seed: int = 0, loops: int
     and averaging; looped: that parallel step repeated `loops` times (default k, the compute of
     the original span)."""
     span = middle_span(n_blocks, k)
+    if variant not in PAINTER_STEPS:
+        raise UserError(f"unknown painters variant {variant!r}; use one of {', '.join(PAINTERS)}.")
     before = [(RUN, i) for i in range(span[0])]
     after = [(RUN, i) for i in range(span[-1] + 1, n_blocks)]
-    if variant == "skip":
-        mid = [(DELETE, i) for i in span]
-    elif variant == "repeat":
-        mid = [(RUN, span[len(span) // 2])] * k
-    elif variant == "reverse":
-        mid = [(RUN, i) for i in reversed(span)]
-    elif variant == "random":
-        mid = [(RUN, i) for i in random_order(n_blocks, seed, span)]
-    elif variant == "parallel":
-        mid = [(PARALLEL, tuple(span))]
-    elif variant == "looped":
-        mid = [(PARALLEL, tuple(span))] * (k if loops is None else loops)
-    else:
-        raise UserError(f"unknown painters variant {variant!r}; use one of {', '.join(PAINTERS)}.")
+    mid = PAINTER_STEPS[variant](span, n_blocks, seed, loops)
     label = f"{variant} {k} middle" + (f" (seed {seed})" if variant == "random" else "")
     return Plan(tuple(before + mid + after), label=label)
+
+
+# variant -> the steps that take the middle span's place: f(span, n_blocks, seed, loops)
+PAINTER_STEPS: dict[str, Callable[[list[int], int, int, int | None], list]] = {
+    "skip": lambda span, n, seed, loops: [(DELETE, i) for i in span],
+    "repeat": lambda span, n, seed, loops: [(RUN, span[len(span) // 2])] * len(span),
+    "reverse": lambda span, n, seed, loops: [(RUN, i) for i in reversed(span)],
+    "random": lambda span, n, seed, loops: [(RUN, i) for i in random_order(n, seed, span)],
+    "parallel": lambda span, n, seed, loops: [(PARALLEL, tuple(span))],
+    "looped": lambda span, n, seed, loops: [(PARALLEL, tuple(span))] * (len(span) if loops is None else loops),
+}
+PAINTERS = tuple(PAINTER_STEPS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +292,86 @@ class Runner:
             self.store.append({"key": key, "kind": kind, **fields})
 
 
+def _pruning_curves(run: Runner, keys: list[str], last: int, random_orders: int = 0) -> None:
+    """Block Influence of every block, then the blocks removed in influence order (and in
+    `random_orders` seeded random orders), k = 1..last, as one sweep."""
+    view, L = run.view, len(run.view)
+    bi = block_influence(view, run.batches)
+    for i, v in enumerate(bi):
+        keys.append(f"influence block={i}")
+        run.note(keys[-1], "influence", block=i, name=view.blocks[i].name, influence=v)
+    orders = [("influence-order", "", 0, influence_order(bi))]
+    orders += [("random-order", f" s={s}", s, random_order(L, s)) for s in range(random_orders)]
+    curves = []
+    for kind, suffix, s, seq in orders:
+        for k in range(1, last + 1):
+            keys.append(f"{kind} k={k}{suffix}")
+            curves.append(Spec({"key": keys[-1], "kind": kind, "k": k, "sample": s},
+                               prune_plan(L, seq[:k], f"{kind} {k}{suffix}")))
+    run.evaluate_all(curves)
+
+
+def sweep_influence(run: Runner, keys: list[str], last: int, **options: Any) -> None:
+    """ShortGPT: the least influential blocks removed first."""
+    _pruning_curves(run, keys, last)
+
+
+def sweep_greedy(run: Runner, keys: list[str], last: int, *, seeds: int, **options: Any) -> None:
+    """Greedy pruning, beside the influence order and `seeds` random orders."""
+    L = len(run.view)
+    _pruning_curves(run, keys, last, random_orders=seeds)
+
+    def evaluate(plans: Sequence[Plan]) -> list[dict]:
+        items = []
+        for plan in plans:
+            removed = [i for op, i in plan.steps if op == DELETE]
+            items.append(Spec({"key": f"greedy-try k={len(removed)} removed={'+'.join(map(str, removed))}",
+                               "kind": "greedy-try", "k": len(removed)}, plan))
+        return run.evaluate_all(items)
+
+    for step in greedy_pruning(run.view, run.batches, run.metric, last, evaluate):
+        keys.append(f"greedy k={step['k']}")
+        run.evaluate(keys[-1], "greedy", prune_plan(L, step["removed"], f"greedy {step['k']}"), k=step["k"],
+                     removed_order=step["removed"])
+
+
+def sweep_angular(run: Runner, keys: list[str], last: int, *, token: str, **options: Any) -> None:
+    """Gromov et al.: every angular distance d(l, l+n), and the n blocks after the best l removed."""
+    L = len(run.view)
+    d = angular_distances(run.view, run.batches, token)
+    prunes = []
+    for n in range(1, last + 1):
+        for l in range(L - n + 1):
+            keys.append(f"angular n={n} l={l}")
+            run.note(keys[-1], "angular", n=n, l=l, distance=float(d[l, l + n]))
+        l = best_span(d, n)
+        keys.append(f"angular-prune n={n}")
+        prunes.append(Spec({"key": keys[-1], "kind": "angular-prune", "k": n, "l": l, "distance": float(d[l, l + n])},
+                           prune_plan(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}")))
+    run.evaluate_all(prunes)
+
+
+def sweep_painters(run: Runner, keys: list[str], last: int, *, spans: Sequence[int] | None,
+                   variants: Sequence[str], seeds: int, loops: int | None, **options: Any) -> None:
+    """Each painters variant on each middle span (random: `seeds` permutations)."""
+    L = len(run.view)
+    variants_run = []
+    for k in spans or range(1, L - 1):
+        for variant in variants:
+            for s in range(seeds if variant == "random" else 1):
+                keys.append(f"painters {variant} k={k}" + (f" s={s}" if variant == "random" else ""))
+                variants_run.append(Spec({"key": keys[-1], "kind": f"painters-{variant}", "k": k, "sample": s,
+                                          "variant": variant, "span": middle_span(L, k)},
+                                         painters_plan(L, k, variant, s, loops)))
+    run.evaluate_all(variants_run)
+
+
+# method name -> its sweep(run, keys, last, **options): appends its record keys, in file order
+SWEEPS: dict[str, Callable[..., None]] = {"influence": sweep_influence, "angular": sweep_angular,
+                                           "greedy": sweep_greedy, "painters": sweep_painters}
+METHODS = tuple(SWEEPS)
+
+
 def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store: Any, *, metric: Any = None,
                steps: int | None = None, seeds: int = 3, spans: Sequence[int] | None = None,
                variants: Sequence[str] = PAINTERS, loops: int | None = None, token: str = "last",
@@ -304,7 +381,7 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
     Every sweep is one engine call: the pruning curves (all k of all orders), each greedy step's
     candidates, the angular spans, the painters variants; engine.cache_bytes bounds the activations
     kept at the trie's branch points."""
-    if method not in METHODS:
+    if method not in SWEEPS:
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     metric = metric or metric_for(view, batches)
     run = Runner(view, batches, metric, store, progress, engine)
@@ -312,57 +389,7 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
     last = L - 1 if steps is None else max(0, min(steps, L - 1))
     keys = ["baseline"]
     run.evaluate("baseline", "baseline", full_plan(L))
-    if method in ("influence", "greedy"):
-        bi = block_influence(view, batches)
-        for i, v in enumerate(bi):
-            keys.append(f"influence block={i}")
-            run.note(keys[-1], "influence", block=i, name=view.blocks[i].name, influence=v)
-        orders = [("influence-order", "", 0, influence_order(bi))]
-        if method == "greedy":
-            orders += [("random-order", f" s={s}", s, random_order(L, s)) for s in range(seeds)]
-        curves = []
-        for kind, suffix, s, seq in orders:
-            for k in range(1, last + 1):
-                keys.append(f"{kind} k={k}{suffix}")
-                curves.append(Spec({"key": keys[-1], "kind": kind, "k": k, "sample": s},
-                                   prune_plan(L, seq[:k], f"{kind} {k}{suffix}")))
-        run.evaluate_all(curves)
-    if method == "greedy":
-        def evaluate(plans: Sequence[Plan]) -> list[dict]:
-            items = []
-            for plan in plans:
-                removed = [i for op, i in plan.steps if op == DELETE]
-                items.append(Spec({"key": f"greedy-try k={len(removed)} removed={'+'.join(map(str, removed))}",
-                                   "kind": "greedy-try", "k": len(removed)}, plan))
-            return run.evaluate_all(items)
-
-        for step in greedy_pruning(view, batches, metric, last, evaluate):
-            keys.append(f"greedy k={step['k']}")
-            run.evaluate(keys[-1], "greedy", prune_plan(L, step["removed"], f"greedy {step['k']}"), k=step["k"],
-                         removed_order=step["removed"])
-    elif method == "angular":
-        d = angular_distances(view, batches, token)
-        prunes = []
-        for n in range(1, last + 1):
-            for l in range(L - n + 1):
-                keys.append(f"angular n={n} l={l}")
-                run.note(keys[-1], "angular", n=n, l=l, distance=float(d[l, l + n]))
-            l = best_span(d, n)
-            keys.append(f"angular-prune n={n}")
-            prunes.append(Spec({"key": keys[-1], "kind": "angular-prune", "k": n, "l": l,
-                                "distance": float(d[l, l + n])},
-                               prune_plan(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}")))
-        run.evaluate_all(prunes)
-    elif method == "painters":
-        variants_run = []
-        for k in spans or range(1, L - 1):
-            for variant in variants:
-                for s in range(seeds if variant == "random" else 1):
-                    keys.append(f"painters {variant} k={k}" + (f" s={s}" if variant == "random" else ""))
-                    variants_run.append(Spec({"key": keys[-1], "kind": f"painters-{variant}", "k": k, "sample": s,
-                                              "variant": variant, "span": middle_span(L, k)},
-                                             painters_plan(L, k, variant, s, loops)))
-        run.evaluate_all(variants_run)
+    SWEEPS[method](run, keys, last, seeds=seeds, spans=spans, variants=variants, loops=loops, token=token)
     run.bar.close()
     base = store.get("baseline")
     return store.finish(keys, metric=metric.name, baseline={f: base[f] for f in METRIC_FIELDS if f in base})

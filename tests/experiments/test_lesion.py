@@ -14,26 +14,9 @@ from scipy import stats as scipy_stats
 import respaths
 from respaths import cli
 from respaths.core import UserError
-from respaths.experiments.lesion import (lesion_random, lesion_single, lesioned_model, random_plans, reorder,
-                             reorder_plans)
-from respaths.io.results import ResultStore
+from respaths.experiments.lesion import lesion_single, lesioned_model, random_plans, reorder, reorder_plans
 
-
-def tiny(name, seed=0):
-    torch.manual_seed(seed)
-    m = respaths.build_model(name, in_channels=3, num_classes=10, width=0.25)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.normal_(0, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
-            mod.weight.data.normal_(1.0, 0.3)
-    return m.eval()
-
-
-def data(n=32, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, 16, 16, generator=g)
-    return x, torch.randint(0, 10, (n,), generator=g)
+from tests.helpers import data, tiny
 
 
 def naive_errors(model, plan, x, y, batch):
@@ -44,7 +27,7 @@ def naive_errors(model, plan, x, y, batch):
 
 def test_single_deletion_records():
     model = tiny("resnet20")
-    x, y = data()
+    x, y = data(32)
     view = respaths.view(model, x[:2])
     records = lesion_single(view, (x, y), batch_size=16)
     assert [r["key"] for r in records] == ["baseline"] + [f"single {i}" for i in range(len(view))]
@@ -104,31 +87,6 @@ def test_reorder_swaps_only_compatible_blocks():
         assert r["errors"] == naive_errors(model, respaths.reorder_blocks(r["order"]), x, y, 8)
     with pytest.raises(UserError, match="compatible shapes"):
         reorder_plans(view, [len(pairs) + 1], 1, 0)
-
-
-def test_result_store_resume_and_refusal(tmp_path):
-    prefix = tmp_path / "exp"
-    store = ResultStore(prefix, {"model": "m", "k": (1, 2)})
-    store.append({"key": "b", "error": 0.5, "ci": [0.4, 0.6], "deleted": [3, 4]})
-    store.append({"key": "a", "error": 0.25})
-    with open(store.journal, "a") as f:
-        f.write('{"key": "c", "err')  # a record cut by kill -9
-    store = ResultStore(prefix, {"model": "m", "k": [1, 2]})
-    assert store.done("a") and store.done("b") and not store.done("c")
-    store.append({"key": "c", "error": 1.0})
-    store.finish(order=["c", "b"])
-    doc = json.loads((tmp_path / "exp.json").read_text())
-    assert [r["key"] for r in doc["records"]] == ["c", "b", "a"]
-    assert (tmp_path / "exp.csv").read_text().splitlines()[:2] == ["key,error,ci_low,ci_high,deleted", "c,1.0,,,"]
-    assert not store.journal.exists()
-    first = (tmp_path / "exp.json").read_text()
-    again = ResultStore(prefix, {"model": "m", "k": [1, 2]})  # a finished run: everything done
-    assert again.done("c")
-    again.finish(order=["c", "b"])
-    assert (tmp_path / "exp.json").read_text() == first
-    with pytest.raises(UserError, match="different experiment.*--force"):
-        ResultStore(prefix, {"model": "other", "k": [1, 2]})
-    assert not ResultStore(prefix, {"model": "other"}, force=True).done("c")
 
 
 def without_seconds(path):

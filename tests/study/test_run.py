@@ -7,7 +7,6 @@ import torch
 
 from respaths import cli
 from respaths.study.reproduce import PRESETS, reproduce
-from test_pretrained import data_dir  # noqa: F401  (the fixture: CIFAR-10 where the published weights are)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +62,7 @@ def test_study_of_a_checkpoint_equals_reproduce(tiny_run, tmp_path):
 def test_study_of_published_resnet20_from_the_command_line(data_dir, tmp_path, capsys):
     """Real weights through the CLI: the baseline and single-deletion errors equal a plain functional
     forward of the published state dict (tests/test_pretrained.py's, no respaths code)."""
-    from test_pretrained import WEIGHTS, forward, images_and_weights
+    from tests.published import WEIGHTS, forward, images_and_weights
     data_dir = str(data_dir)
     limit = 200
     out = tmp_path / "r20"

@@ -3,7 +3,6 @@ replacing that block in a copy of the model. Small models, random weights, nothi
 from __future__ import annotations
 
 import copy
-import re
 from functools import partial
 
 import pytest
@@ -13,7 +12,7 @@ from torch import nn
 
 import respaths
 from respaths.core import UserError, delete_blocks
-from respaths.io.loading import load_model
+
 
 # optional packages: their tests skip one by one, so that the torch-only cases still run without them
 try:
@@ -28,18 +27,7 @@ except ImportError:
 needs_torchvision = pytest.mark.skipif(torchvision is None, reason="torchvision is not installed")
 needs_timm = pytest.mark.skipif(timm is None, reason="timm is not installed")
 
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so that a wrong order of operations would show."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=g) * 0.1)
-    return model.eval()
+from tests.helpers import one_sentence, randomize_bn  # noqa: E402
 
 
 class Fn(nn.Module):
@@ -498,10 +486,6 @@ def test_declaration_forms():
         respaths.declare(TokenNet(), stem="embed", blocks="layers.*", head="fc", post="act")
 
 
-def one_sentence(msg: str) -> bool:
-    return msg.endswith(".") and len(re.findall(r"[.!?](\s|$)", msg)) == 1
-
-
 @needs_torchvision
 def test_unknown_model_is_one_sentence():
     with pytest.raises(UserError) as e:
@@ -522,75 +506,3 @@ def test_common_layout_with_another_forward_is_refused():
         respaths.view(m)
     assert one_sentence(str(e.value))
     assert all(not mod.training for mod in m.modules())  # the check restored the modes it found
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-calls = []
-
-
-def _mark():
-    calls.append("unpickled")
-    return {}
-
-
-class Payload:
-    def __reduce__(self):
-        return (_mark, ())
-
-
-@torch.no_grad()
-@needs_torchvision
-@needs_timm
-def test_load_model_weights_round_trip(tmp_path):
-    from safetensors.torch import save_file
-    torch.manual_seed(0)
-    src = randomize_bn(torchvision.models.resnet18(weights=None, num_classes=10))
-    x = torch.randn(2, 3, 32, 32)
-    sd = {k: v.contiguous() for k, v in src.state_dict().items()}
-    save_file(sd, tmp_path / "w.safetensors")
-    m, meta = load_model("torchvision:resnet18", weights=tmp_path / "w.safetensors", num_classes=10)
-    assert torch.equal(m(x), src(x)) and not m.training and meta["model"]["spec"] == "torchvision:resnet18"
-    # torch.load(weights_only=True), wrapped the way DataParallel checkpoints are
-    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in sd.items()}}, tmp_path / "w.pth")
-    m, _ = load_model("torchvision.models:resnet18", weights=tmp_path / "w.pth", num_classes=10)
-    assert torch.equal(m(x), src(x))
-    # a pickle with an arbitrary object is refused, and its code never runs
-    torch.save({"state_dict": sd, "extra": Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(UserError, match="never unpickles"):
-        load_model("torchvision:resnet18", weights=tmp_path / "evil.pt", num_classes=10)
-    assert calls == []
-    with pytest.raises(UserError, match="do not fit"):
-        load_model("torchvision:resnet18", weights=tmp_path / "w.safetensors")  # 1000 classes
-    t, _ = load_model("timm:resnet18", num_classes=10)
-    assert respaths.view(t).adapter == "timm"
-    r, meta = load_model("respaths:resnet20", num_classes=10)
-    assert respaths.view(r).adapter == "respaths"
-
-
-@needs_torchvision
-@needs_timm
-def test_load_model_bad_specs(tmp_path):
-    for spec, words in [("torchvision:resnet19", "did you mean resnet18"), ("timm:resnet_nope", "timm has no"),
-                        ("resnet50", "neither a checkpoint directory nor a model spec"), ("no_such_module_x:f", "cannot import"),
-                        ("torchvision.models:nothing_here", "no function")]:
-        with pytest.raises(UserError, match=words) as e:
-            load_model(spec)
-        assert one_sentence(str(e.value)), str(e.value)
-    with pytest.raises(UserError, match="does not exist"):
-        load_model("torchvision:resnet18", weights=tmp_path / "missing.safetensors")
-
-
-def test_load_checkpoint_dir(tmp_path):
-    ckpt = pytest.importorskip("respaths.io.checkpoint")
-    src = respaths.build_model("resnet8", num_classes=10, width=0.25).eval()
-    ckpt.save_checkpoint(tmp_path / "run", src, {"dataset": {"name": "synthetic"}})
-    m, meta = load_model(str(tmp_path / "run"))
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(m(x), src(x))
-    assert meta["dataset"]["name"] == "synthetic" and respaths.view(m).adapter == "respaths"
-    with pytest.raises(UserError, match="holds its own weights"):
-        load_model(str(tmp_path / "run"), weights=tmp_path / "w.safetensors")

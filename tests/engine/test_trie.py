@@ -1,33 +1,15 @@
 """The lesion engine against the obvious way: a copy of the model with its blocks really replaced."""
-import warnings
-
 import pytest
 import torch
 
 import respaths
-from respaths.core import PARALLEL, Plan, delete_blocks, full_plan, reorder_blocks
-from respaths.engine import EngineOptions, build_trie, conv_bn_pairs, evaluate_plans, trie_cost
+from respaths.core import PARALLEL, Plan, delete_blocks, full_plan
+from respaths.engine import EngineOptions, build_trie, evaluate_plans, trie_cost
 from respaths.experiments.lesion import lesioned_model, random_plans, reorder_plans, single_plans
 
+from tests.helpers import data, tiny
+
 BATCH = 16
-
-
-def tiny(name: str, seed: int = 0) -> torch.nn.Module:
-    """A width-0.25 model whose BatchNorms are not the identity, so that every block matters."""
-    torch.manual_seed(seed)
-    m = respaths.build_model(name, in_channels=3, num_classes=10, width=0.25)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.running_mean.normal_(0, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
-            mod.weight.data.normal_(1.0, 0.3)
-            mod.bias.data.normal_(0.0, 0.2)
-    return m.eval()
-
-
-def data(n: int = 40, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
 def naive_logits(model, plan, x):
@@ -110,37 +92,6 @@ def test_timing_and_model_state_are_kept():
     assert state.keys() == after.keys() and all(torch.equal(state[k], after[k]) for k in state)
     assert all(p.is_contiguous() for p in model.parameters())  # channels_last undone
     assert not any("forward" in vars(m) for m in model.modules())  # BatchNorm forward restored
-
-
-@pytest.mark.parametrize("name,pairs", [("resnet20", 19), ("preresnet20", 10)])
-def test_batchnorm_folding(name, pairs):
-    """Post-activation: every BN follows a conv; pre-activation: the stem's and each block's inner one,
-    since the first BN of a block reads the block's input, which the shortcut also needs."""
-    model = tiny(name)
-    x, y = data(32)
-    view = respaths.view(model, x[:2])
-    with torch.inference_mode():
-        assert len(conv_bn_pairs(view, x[:4])) == pairs
-    plans = [full_plan(len(view))] + [sp.plan for sp in single_plans(view)]
-    exact = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # folding must pass its own check here, not fall back
-        fast = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, engine=EngineOptions(fast=True))
-    for a, b in zip(exact, fast):
-        torch.testing.assert_close(b.logits, a.logits, rtol=1e-4, atol=1e-4)
-
-
-def test_half_precision_on_request():
-    model = tiny("preresnet20")
-    x, y = data(16)
-    view = respaths.view(model, x[:2])
-    plans = [full_plan(len(view)), delete_blocks(len(view), [1])]
-    exact = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
-    half = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True,
-                          engine=EngineOptions(dtype="bfloat16"))
-    for a, b in zip(exact, half):
-        assert not torch.equal(a.logits, b.logits)
-        torch.testing.assert_close(b.logits, a.logits, rtol=0.1, atol=0.1 * float(a.logits.abs().max()))
 
 
 def test_a_block_that_changes_its_input_in_place_is_refused():

@@ -25,7 +25,7 @@ from respaths.cli import main
 from respaths.study.reproduce import PRESETS, load_study, reproduce
 from respaths.io.results import ResultStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("RESPATHS_TEST_OUT", REPO / "tmp" / "out"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
