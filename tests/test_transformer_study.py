@@ -152,9 +152,9 @@ def test_cli_study_on_gpt2_writes_report_on_lm_loss_axis(gpt2, tmp_path):
     assert "LM loss" in html and "test error (%)" not in html and "ln(vocabulary size)" in html
     from respaths.study.reproduce import load_study
     study = load_study(out)
-    assert study["metric"]["name"] == "lm" and math.isclose(study["metric"]["chance"], math.log(V))
+    assert study.metric["name"] == "lm" and math.isclose(study.metric["chance"], math.log(V))
     single = json.loads((out / "results" / "lesion-single.json").read_text())
-    assert study["single"]["resnet"]["errors"] == [r["loss"] for r in single["records"][1:]]
+    assert study.single["resnet"]["errors"] == [r["loss"] for r in single["records"][1:]]
     # a second call keeps every step
     assert main(["study", str(gpt2 / "model"), "--text", str(gpt2 / "t.txt"), "--seq-len", SEQ, "--out", str(out),
                  "--no-progress"]) == 0

@@ -102,14 +102,14 @@ def test_study_numbers_equal_a_naive_reading(tmp_path):
     out = write_run(tmp_path / "run")
     study = load_study(out)
     rand = json.loads((out / "results" / "compare" / "resnet-lesion-random.json").read_text())["records"]
-    for k, mean, std in zip(study["random"]["resnet"]["k"], study["random"]["resnet"]["mean"],
-                            study["random"]["resnet"]["std"]):
+    for k, mean, std in zip(study.random["resnet"]["k"], study.random["resnet"]["mean"],
+                            study.random["resnet"]["std"]):
         errs = [r["error"] for r in rand if r["k"] == k and r["kind"] == "random"]
         assert mean == pytest.approx(sum(errs) / len(errs)) and std == pytest.approx(statistics.pstdev(errs))
-    vgg = study["single"]["vgg"]["errors"]
+    vgg = study.single["vgg"]["errors"]
     assert [i for i, e in enumerate(vgg) if e is None] == [0, 4, 8]  # layers that change shape
     # the effective range: the shortest window of lengths holding 90% of sum C(n, k) x mean, by brute force
-    p = study["paths"]
+    p = study.paths
     totals = [math.comb(N, k) * m for k, m in zip(p["lengths"], p["mean"])]
     best = min(((b - a, -sum(totals[a:b + 1]), a, b) for a in range(len(totals)) for b in range(a, len(totals))
                 if sum(totals[a:b + 1]) >= 0.9 * sum(totals)))
@@ -129,7 +129,8 @@ def test_claims_hold_and_fail_on_the_numbers(tmp_path):
     assert bad["vgg"].verdict == report.FAILS  # 12% after deletion is nowhere near chance (90%)
     assert bad["fixed"].verdict == report.FAILS  # 5 pp worse, CI [4.5, 5.5] pp
     empty = load_study(write_run(tmp_path / "empty"))
-    del empty["paths"], empty["reorder"]["resnet"]
+    empty.paths = None  # a study without path gradients or reorderings
+    del empty.reorder["resnet"]
     missing = {c.key: c.verdict for c in report.claims(empty)}
     assert missing["gradient"] == missing["effective"] == missing["reorder"] == report.MISSING
 
@@ -154,7 +155,7 @@ def test_training_claims_are_inconclusive_unless_both_nets_converged(tmp_path):
     (out / "models" / "fixed").mkdir(parents=True)
     (out / "models" / "fixed" / "metrics.csv").write_text("epoch,lr,train_loss\n1,0.1,2.0\n2,0.01,1.5\n")
     study = load_study(out)
-    assert study["models"]["fixed"]["training"]["train_loss"] == [2.0, 1.5]
+    assert study.models["fixed"]["training"]["train_loss"] == [2.0, 1.5]
     assert {c.key: c for c in report.claims(study)}["fixed"].verdict == report.INCONCLUSIVE
 
 

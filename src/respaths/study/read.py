@@ -1,4 +1,4 @@
-"""Reading results back: the study dict (see respaths.study.report) that the report and the figures are made from.
+"""Reading results back: the Study that the report and the figures are made from.
 
   load_study(DIR)             a run directory of `respaths reproduce` or `respaths study` (run.json, results/)
   load_results_folder(DIR)    a folder of plain result files (`respaths lesion / reorder / paths --out DIR`)
@@ -9,6 +9,7 @@ says which file and what to do.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from contextlib import contextmanager
@@ -56,12 +57,46 @@ def _fields_of(path: Path) -> Iterator[None]:
                         f"and run the same reproduce command again.") from None
 
 
+@dataclasses.dataclass
+class Study:
+    """One run's results as the report reads them. The parts inside stay the plain dicts of numbers
+    that the result files hold; a part not measured is empty (or None), and its claims read "not measured".
+
+    roles: "resnet" (the normally trained residual net), "vgg", "stochastic" (stochastic depth),
+    "fixed" (fixed-m). Errors are fractions. A transformer's study has a metric, and its "error"
+    numbers are that metric's, larger = worse (see respaths.study.report)."""
+    dir: str     # the run directory (or result folder) as given
+    title: str
+    preset: str  # the preset's name; "results" for a folder of result files
+    kind: str    # "reproduce", "study" (respaths study: trains no nets) or "results" (a folder of result files)
+    # {"name", "label", "num_classes", "n_test", "n_train"}
+    dataset: dict[str, Any]
+    # {role: {"name", "label", "blocks", "downsample": [bool], "error", "training": {..., "train_loss"}, ...}}
+    models: dict[str, dict[str, Any]]
+    # {role: {"baseline", "errors": [error or None per block]}}
+    single: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # {role: {"k": [...], "mean": [...], "std": [...], "n_samples"}}
+    random: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # {role: {"baseline", "tau": [...], "error": [...]}}
+    reorder: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # {"fixed-vs-resnet": {"diff", "ci": [lo, hi], "n", "mcnemar_p", "resilience", "random_delta"}}
+    paired: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # {"n", "lengths", "mean", "low", "high", "samples", "n_images", "surviving_checked", "surviving_match"}
+    paths: dict[str, Any] | None = None
+    # how the run was made: versions, device, seeds, durations... (shown as the report's table)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # run.json's "preset": the settings it ran with (None for a folder of result files)
+    preset_settings: dict[str, Any] | None = None
+    # {"name": "lm" | "cosine", "label", "chance"}; None: a classifier's test errors
+    metric: dict[str, Any] | None = None
+
+
 DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
                   "synthetic": "synthetic data"}
 
 
-def load_study(out: str | os.PathLike) -> dict[str, Any]:
-    """The study (see respaths.study.report) from a run directory's run.json and result files."""
+def load_study(out: str | os.PathLike) -> Study:
+    """The study from a run directory's run.json and result files."""
     out = Path(out)
     run = _read(out / "run.json")
     if run is None:
@@ -78,12 +113,11 @@ def load_study(out: str | os.PathLike) -> dict[str, Any]:
         name = ds["name"]
         ds["label"] = DATASET_LABELS.get(name, name) + (" (JPEG q75)" if name == "cifar10" and "jpeg" in
                                                          str(ds.get("source", "")).lower() else "")
-        study: dict[str, Any] = {"dir": str(out), "title": f"{out.name} ({run['preset']['name']})",
-                                 "preset": run["preset"]["name"], "preset_settings": run["preset"], "dataset": ds, "models": {}, "single": {},
-                                 "random": {}, "reorder": {}, "paired": {}, "kind": run.get("kind", "reproduce")}
-        models = run.get("models", {})
-        study["models"] = {role: dict(m, error=None) for role, m in models.items()}
-        for role, m in study["models"].items():  # runs of respaths < 0.3 did not copy the losses into run.json
+        title, preset = f"{out.name} ({run['preset']['name']})", run["preset"]["name"]
+        models = {role: dict(m, error=None) for role, m in run.get("models", {}).items()}
+        study = Study(dir=str(out), title=title, preset=preset, kind=run.get("kind", "reproduce"), dataset=ds,
+                      models=models, preset_settings=run["preset"])
+        for role, m in study.models.items():  # runs of respaths < 0.3 did not copy the losses into run.json
             if not (m.get("training") or {}).get("train_loss"):
                 m["training"] = dict(m.get("training") or {}, train_loss=train_losses(out / "models" / role))
     # the residual nets: respaths.experiments.compare's summary of their lesion curves and paired test errors
@@ -91,56 +125,56 @@ def load_study(out: str | os.PathLike) -> dict[str, Any]:
     if cmp:
         with _fields_of(res / "compare" / "compare.json"):
             for role, net in cmp["nets"].items():
-                if role in study["models"]:
-                    study["models"][role]["error"] = net["test"]["error"]
-                    study["single"][role] = {"baseline": net["single"]["baseline"], "errors": net["single"]["errors"]}
-                    study["random"][role] = dict(net["random"])
+                if role in study.models:
+                    study.models[role]["error"] = net["test"]["error"]
+                    study.single[role] = {"baseline": net["single"]["baseline"], "errors": net["single"]["errors"]}
+                    study.random[role] = dict(net["random"])
             for role, v in cmp.get("versus", {}).items():
-                study["paired"][f"{role}-vs-{cmp['reference']}"] = {
+                study.paired[f"{role}-vs-{cmp['reference']}"] = {
                     "diff": v["error_delta"], "ci": v["error_delta_ci"], "n": cmp["nets"][role]["test"]["n"],
                     "mcnemar_p": v.get("mcnemar_p"), "resilience": v.get("resilience"),
                     "random_delta": v.get("random_delta")}
     # the VGG
     doc = _read(res / "single-vgg.json")
-    if doc and "vgg" in study["models"]:
+    if doc and "vgg" in study.models:
         with _fields_of(res / "single-vgg.json"):
-            errs: list[float | None] = [None] * study["models"]["vgg"]["blocks"]
+            errs: list[float | None] = [None] * study.models["vgg"]["blocks"]
             for r in doc["records"]:
                 if r["kind"] == "single":
                     errs[r["deleted"][0]] = r["error"]
-            study["single"]["vgg"] = {"baseline": doc["baseline"]["error"], "errors": errs}
-            study["models"]["vgg"]["error"] = doc["baseline"]["error"]
+            study.single["vgg"] = {"baseline": doc["baseline"]["error"], "errors": errs}
+            study.models["vgg"]["error"] = doc["baseline"]["error"]
     doc = _read(res / "reorder-resnet.json")
     if doc:
         with _fields_of(res / "reorder-resnet.json"):
             recs = [r for r in doc["records"] if r["kind"] == "reorder"]
-            study["reorder"]["resnet"] = {"baseline": doc["baseline"]["error"],
-                                          "tau": [r["kendall_tau"] for r in recs], "error": [r["error"] for r in recs]}
+            study.reorder["resnet"] = {"baseline": doc["baseline"]["error"],
+                                       "tau": [r["kendall_tau"] for r in recs], "error": [r["error"] for r in recs]}
     doc = _read(res / "paths-resnet.json")
     if doc:
         with _fields_of(res / "paths-resnet.json"):
             if doc["records"]:
                 recs = sorted(doc["records"], key=lambda r: r["length"])
-                study["paths"] = {"n": doc["meta"]["blocks"], "lengths": [r["length"] for r in recs],
-                                  "mean": [r["mean"] for r in recs],
-                                  "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
-                                  "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
-                                  "samples": doc["meta"]["samples"], "n_images": doc["meta"]["n_images"]}
+                study.paths = {"n": doc["meta"]["blocks"], "lengths": [r["length"] for r in recs],
+                               "mean": [r["mean"] for r in recs],
+                               "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
+                               "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
+                               "samples": doc["meta"]["samples"], "n_images": doc["meta"]["n_images"]}
     return _study_meta(out, run, study)
 
 
-def _study_meta(out: Path, run: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
+def _study_meta(out: Path, run: dict[str, Any], study: Study) -> Study:
     """The surviving-paths check and how the run was made, added to a loaded study."""
     res = out / "results"
     doc = _read(res / "surviving-resnet.json")
-    if doc and "paths" in study:
+    if doc and study.paths is not None:
         with _fields_of(res / "surviving-resnet.json"):
-            study["paths"]["surviving_checked"] = len(doc["records"])
-            study["paths"]["surviving_match"] = sum(bool(r["match"]) for r in doc["records"])
+            study.paths["surviving_checked"] = len(doc["records"])
+            study.paths["surviving_match"] = sum(bool(r["match"]) for r in doc["records"])
     with _fields_of(out / "run.json"):
         env, p = run.get("environment", {}), run["preset"]
         steps = run.get("steps", {})
-        study["meta"] = {
+        study.meta = {
             "preset": f"{p['name']}: {p['description']}",
             "versions": {k: env[k] for k in ("respaths", "python", "torch", "numpy", "scipy", "matplotlib")
                          if k in env},
@@ -157,7 +191,7 @@ def _study_meta(out: Path, run: dict[str, Any], study: dict[str, Any]) -> dict[s
     return study
 
 
-def load_text_study(out: Path, run: dict[str, Any]) -> dict[str, Any]:
+def load_text_study(out: Path, run: dict[str, Any]) -> Study:
     """The study of a transformer's run directory (study_text): its results/ folder read as plain result
     files, with the model, metric and title from run.json."""
     res = out / "results"
@@ -165,13 +199,14 @@ def load_text_study(out: Path, run: dict[str, Any]) -> dict[str, Any]:
     if not present:
         raise UserError(f"{out} holds no results yet; run `respaths study` into it first.")
     study = load_results_folder(res, only=present)
-    study.update(dir=str(out), title=f"{out.name} ({run['preset']['name']})", preset=run["preset"]["name"],
-                 preset_settings=run["preset"], kind="study", metric=dict(run["metric"]))
+    study = dataclasses.replace(study, dir=str(out), title=f"{out.name} ({run['preset']['name']})",
+                                preset=run["preset"]["name"], preset_settings=run["preset"], kind="study",
+                                metric=dict(run["metric"]))
     model = dict(run["models"]["resnet"])
-    model["error"] = study["models"]["resnet"].get("error")
-    study["models"] = {"resnet": model}
-    study["dataset"].update(label=Path(str(run["dataset"]["text"])).name, num_classes=0,
-                            n_test=run["dataset"]["n_test"])
+    model["error"] = study.models["resnet"].get("error")
+    study.models = {"resnet": model}
+    study.dataset.update(label=Path(str(run["dataset"]["text"])).name, num_classes=0,
+                         n_test=run["dataset"]["n_test"])
     return study
 
 
@@ -225,8 +260,8 @@ def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
     return {"name": name, "label": METRIC_LABELS.get(name, name), "chance": meta.get("chance")}
 
 
-def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> dict[str, Any]:
-    """The study (see respaths.study.report) from the result files that `respaths lesion`, `reorder` and
+def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> Study:
+    """The study from the result files that `respaths lesion`, `reorder` and
     `paths` wrote into one --out folder: the claims they can test and their figures."""
     folder = Path(folder)
     docs = {name: _doc(folder / f"{name}.json") for name in only}
@@ -250,47 +285,47 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
         label = f"{Path(source['hf']).name} ({source.get('model_class', 'transformers')})"
     if source.get("weights"):
         label = f"{label} ({Path(source['weights']).name})"
-    study: dict[str, Any] = {
-        "dir": str(folder), "title": folder.name, "preset": "results", "kind": "results",
-        "dataset": {"name": name, "label": DATASET_LABELS.get(name, name), "num_classes": num_classes(str(name)),
-                    "n_test": n_test or 0},
-        "models": {"resnet": {"name": model.get("name"), "label": str(label), "blocks": n,
-                              "downsample": [bool(b.get("downsample")) for b in blocks] or [False] * n,
-                              "error": None, "training": {}}},
-        "single": {}, "random": {}, "reorder": {}, "paired": {}, "meta": {"directory": str(folder)}}
+    study = Study(
+        dir=str(folder), title=folder.name, preset="results", kind="results",
+        dataset={"name": name, "label": DATASET_LABELS.get(name, name), "num_classes": num_classes(str(name)),
+                 "n_test": n_test or 0},
+        models={"resnet": {"name": model.get("name"), "label": str(label), "blocks": n,
+                           "downsample": [bool(b.get("downsample")) for b in blocks] or [False] * n,
+                           "error": None, "training": {}}},
+        meta={"directory": str(folder)})
     if metric:  # the "error" fields below then hold the metric's value (value_of)
-        study["metric"] = metric
-        study["dataset"]["label"] = Path(str(meta["text"])).name if meta.get("text") else "text"
+        study.metric = metric
+        study.dataset["label"] = Path(str(meta["text"])).name if meta.get("text") else "text"
     if "lesion-single" in docs:
         d = docs["lesion-single"]
         errs: list[float | None] = [None] * n
         for r in d["records"]:
             if r.get("kind") == "single":
                 errs[r["deleted"][0]] = value_of(r, m_name)
-        study["single"]["resnet"] = {"baseline": value_of(d["baseline"], m_name), "errors": errs}
-        study["models"]["resnet"]["error"] = value_of(d["baseline"], m_name)
+        study.single["resnet"] = {"baseline": value_of(d["baseline"], m_name), "errors": errs}
+        study.models["resnet"]["error"] = value_of(d["baseline"], m_name)
     if "lesion-random" in docs:
         recs = docs["lesion-random"]["records"]
         if metric:
             recs = [dict(r, error=value_of(r, m_name)) for r in recs]
-        study["random"]["resnet"] = _random_summary(recs)
-        study["models"]["resnet"]["error"] = study["models"]["resnet"]["error"] or recs[0]["error"]
+        study.random["resnet"] = _random_summary(recs)
+        study.models["resnet"]["error"] = study.models["resnet"]["error"] or recs[0]["error"]
     if "reorder" in docs:
         d = docs["reorder"]
         recs = [r for r in d["records"] if r["kind"] == "reorder"]
-        study["reorder"]["resnet"] = {"baseline": value_of(d["baseline"], m_name),
-                                      "tau": [r["kendall_tau"] for r in recs],
-                                      "error": [value_of(r, m_name) for r in recs]}
+        study.reorder["resnet"] = {"baseline": value_of(d["baseline"], m_name),
+                                   "tau": [r["kendall_tau"] for r in recs],
+                                   "error": [value_of(r, m_name) for r in recs]}
     if "paths" in docs and docs["paths"]["records"]:
         d = docs["paths"]
         recs = sorted(d["records"], key=lambda r: r["length"])
-        study["paths"] = {"n": d["meta"]["blocks"], "lengths": [r["length"] for r in recs],
-                          "mean": [r["mean"] for r in recs],
-                          "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
-                          "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
-                          "samples": d["meta"]["samples"], "n_images": d["meta"].get("n_images")}
+        study.paths = {"n": d["meta"]["blocks"], "lengths": [r["length"] for r in recs],
+                       "mean": [r["mean"] for r in recs],
+                       "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
+                       "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
+                       "samples": d["meta"]["samples"], "n_images": d["meta"].get("n_images")}
         if not n:
-            study["models"]["resnet"].update(blocks=d["meta"]["blocks"], downsample=[False] * d["meta"]["blocks"])
-    if study["dataset"]["num_classes"] is None:
-        study["dataset"]["num_classes"] = 0
+            study.models["resnet"].update(blocks=d["meta"]["blocks"], downsample=[False] * d["meta"]["blocks"])
+    if study.dataset["num_classes"] is None:
+        study.dataset["num_classes"] = 0
     return study

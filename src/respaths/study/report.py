@@ -1,25 +1,16 @@
 """The report: the paper's claims checked with numbers, the figures, and how the run was made.
 
 One self-contained HTML file (figures embedded as base64 PNG, no network needed to view it). The
-report is built from a *study*: a plain dict that `load_study(DIR)` assembles from the result files
-a `respaths reproduce` run leaves in DIR (see respaths.study.reproduce for the layout):
-
-  study = {"dir", "title", "preset", "preset_settings" (run.json's "preset": the settings it ran with),
-           "dataset": {"name", "label", "num_classes", "n_test", "n_train"},
-           "models":  {role: {"name", "label", "blocks", "downsample": [bool], "error", ...}},
-           "single":  {role: {"baseline", "errors": [error or None per block]}},
-           "random":  {role: {"k": [...], "mean": [...], "std": [...], "n_samples"}},
-           "reorder": {role: {"baseline", "tau": [...], "error": [...]}},
-           "paths":   {"n", "lengths", "mean", "low", "high", "samples", "n_images"},
-           "paired":  {"fixed-vs-resnet": {"diff", "ci": [lo, hi], "n"}},
-           "meta":    {...versions, device, seeds, durations...}}
+report is built from a *study*: the `Study` record (respaths.study.read, which lists its parts) that
+`load_study(DIR)` assembles from the result files a `respaths reproduce` run leaves in DIR (see
+respaths.study.reproduce for the layout), or `load_results_folder(DIR)` from plain result files.
 
 roles: "resnet" (the normally trained residual net), "vgg", "stochastic" (stochastic depth),
 "fixed" (fixed-m). Every part is optional; a claim whose numbers are missing says "not measured".
 Errors are fractions; the report prints percent and percentage points (pp).
 
-A transformer's study (respaths study HF_DIR --text FILE) also has
-  "metric": {"name": "lm" | "cosine", "label": "LM loss" | "1 − cosine", "chance"}
+A transformer's study (respaths study HF_DIR --text FILE) also has a metric,
+  study.metric = {"name": "lm" | "cosine", "label": "LM loss" | "1 − cosine", "chance"},
 and its "error" numbers are that metric's, larger = worse: the next-token loss in nats, or 1 - the
 cosine of the mean-pooled output to the full model's. The figures put them on that axis and the
 claims state their rules on it; chance is ln(vocabulary size) for an LM (the uniform distribution's
@@ -46,7 +37,7 @@ from .. import paths
 from ..io.atomic import write_text
 from ..core import UserError
 from ..models import blocks_of
-from .read import load_results_folder, load_study
+from .read import Study, load_results_folder, load_study
 from ..layers.figures import plot as layer_plot
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
@@ -108,8 +99,8 @@ _METRIC: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def numbers_of(study: dict[str, Any]):
-    token = _METRIC.set(study.get("metric"))
+def numbers_of(study: Study):
+    token = _METRIC.set(study.metric)
     try:
         yield
     finally:
@@ -129,24 +120,24 @@ def gap(x: float) -> str:
     return f"{100 * x:.2f} pp" if _METRIC.get() is None else f"{x:.3g}"
 
 
-def on_metric(text: str, study: dict[str, Any]) -> str:
+def on_metric(text: str, study: Study) -> str:
     """A claim's text with "error" read as the study's metric (unchanged for classifiers)."""
-    metric = study.get("metric")
+    metric = study.metric
     return text if not metric else re.sub(r"\b(test )?error\b", metric["label"], text)
 
 
-def chance_error(study: dict[str, Any]) -> float | None:
+def chance_error(study: Study) -> float | None:
     """The error of guessing: 1 - 1/classes (None where the number of classes is unknown); with a
     metric, the metric's chance (ln V for an LM)."""
-    if study.get("metric"):
-        return study["metric"].get("chance")
-    n = study["dataset"].get("num_classes")
+    if study.metric:
+        return study.metric.get("chance")
+    n = study.dataset.get("num_classes")
     return 1.0 - 1.0 / n if n else None
 
 
-def metric_axis(study: dict[str, Any]) -> "F.Axis":
+def metric_axis(study: Study) -> "F.Axis":
     """The y axis of fig. 3 and 5: test error, or the study's metric."""
-    metric = study.get("metric")
+    metric = study.metric
     if not metric:
         return F.ERROR
     if metric["name"] == "lm":
@@ -185,14 +176,14 @@ class Claim:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
-def _label(study, role) -> str:
-    return study["models"].get(role, {}).get("label", role)
+def _label(study: Study, role: str) -> str:
+    return study.models.get(role, {}).get("label", role)
 
 
-def claim_single(study) -> Claim:
+def claim_single(study: Study) -> Claim:
     c = Claim("single", "Deleting one block of a residual network that does not downsample barely changes "
                         "its test error (fig. 3).")
-    s, m = study.get("single", {}).get("resnet"), study["models"].get("resnet")
+    s, m = study.single.get("resnet"), study.models.get("resnet")
     if not s or not m:
         return c
     base, chance = s["baseline"], chance_error(study)
@@ -214,10 +205,10 @@ def claim_single(study) -> Claim:
     return c
 
 
-def claim_vgg(study) -> Claim:
+def claim_vgg(study: Study) -> Claim:
     c = Claim("vgg", "Deleting any one layer of a VGG network (no skip connections) sends its error to "
                      "chance (fig. 3).")
-    s = study.get("single", {}).get("vgg")
+    s = study.single.get("vgg")
     if not s:
         return c
     base, chance = s["baseline"], chance_error(study)
@@ -225,7 +216,7 @@ def claim_vgg(study) -> Claim:
     i_min, lowest = min(errs, key=lambda t: t[1])
     median = statistics.median(e for _, e in errs)
     floor = base + RULES["vgg_min_gap"] * (chance - base)
-    res = study.get("single", {}).get("resnet")
+    res = study.single.get("resnet")
     c.numbers = dict(baseline=base, lowest=lowest, lowest_layer=i_min, median=median, chance=chance, floor=floor)
     c.measured = (f"{_label(study, 'vgg')}, error {pct(base)} whole. After deleting one of its {len(errs)} "
                   f"deletable layers the error is at least {pct(lowest)} (layer {i_min}), median {pct(median)}; "
@@ -240,15 +231,15 @@ def claim_vgg(study) -> Claim:
     return c
 
 
-def claim_random(study) -> Claim:
+def claim_random(study: Study) -> Claim:
     c = Claim("random", "Deleting more and more random blocks raises the error smoothly, with no sudden "
                         "collapse (fig. 5a).")
-    r = study.get("random", {}).get("resnet")
+    r = study.random.get("resnet")
     if not r or len(r["k"]) < 3:
         return c
     ks, mean = list(r["k"]), list(r["mean"])
     rho, p = sps.spearmanr(ks, mean)
-    base = study.get("single", {}).get("resnet", {}).get("baseline", study["models"]["resnet"].get("error"))
+    base = study.single.get("resnet", {}).get("baseline", study.models["resnet"].get("error"))
     curve = ([base] if base is not None else []) + mean
     steps = [b - a for a, b in zip(curve, curve[1:])]
     rise = curve[-1] - curve[0]
@@ -264,10 +255,10 @@ def claim_random(study) -> Claim:
     return c
 
 
-def claim_reorder(study) -> Claim:
+def claim_reorder(study: Study) -> Claim:
     c = Claim("reorder", "Reordering blocks hurts gradually: the error grows as the order moves away from the "
                          "original, measured by Kendall τ (fig. 5b).")
-    r = study.get("reorder", {}).get("resnet")
+    r = study.reorder.get("resnet")
     if not r or len(r["tau"]) < 5:
         return c
     rho, p = sps.spearmanr(r["tau"], r["error"])
@@ -286,10 +277,10 @@ def claim_reorder(study) -> Claim:
     return c
 
 
-def claim_gradient(study) -> Claim:
+def claim_gradient(study: Study) -> Claim:
     c = Claim("gradient", "The gradient a single path carries to the input falls exponentially with its "
                           "length (fig. 6b).")
-    p = study.get("paths")
+    p = study.paths
     if not p or len(p["lengths"]) < 3:
         return c
     ks, mean = list(p["lengths"]), list(p["mean"])
@@ -305,11 +296,11 @@ def claim_gradient(study) -> Claim:
     return c
 
 
-def claim_effective(study) -> Claim:
+def claim_effective(study: Study) -> Claim:
     c = Claim("effective", "Almost all of the gradient comes from short paths: the effective range lies below "
                            "the typical path length n/2 and holds a small share of the paths (paper, 54 blocks: "
                            "5–17 blocks, 0.45% of paths).")
-    p = study.get("paths")
+    p = study.paths
     if not p:
         return c
     s = path_summary(p)
@@ -325,10 +316,10 @@ def claim_effective(study) -> Claim:
     return c
 
 
-def claim_surviving(study) -> Claim:
+def claim_surviving(study: Study) -> Claim:
     c = Claim("surviving", "Deleting k blocks leaves 2^-k of the paths; the error follows the loss of the short, "
                            "effective paths (fig. 7).")
-    p, r = study.get("paths"), study.get("random", {}).get("resnet")
+    p, r = study.paths, study.random.get("resnet")
     if not p or not r or len(r["k"]) < 3:
         return c
     s = path_summary(p)
@@ -367,11 +358,11 @@ def convergence(model: dict[str, Any]) -> tuple[bool, str]:
                              f"{100 * limit:.0f}%)")
 
 
-def judge_only_if_converged(c: Claim, study: dict[str, Any], roles: Sequence[str]) -> Claim:
+def judge_only_if_converged(c: Claim, study: Study, roles: Sequence[str]) -> Claim:
     """A claim comparing training procedures reads inconclusive unless every net it compares converged."""
     if c.verdict == MISSING:
         return c
-    verdicts = [convergence(study["models"].get(r, {})) for r in roles]
+    verdicts = [convergence(study.models.get(r, {})) for r in roles]
     c.numbers["converged"] = {r: ok for r, (ok, _) in zip(roles, verdicts)}
     if all(ok for ok, _ in verdicts):
         return c
@@ -383,10 +374,10 @@ def judge_only_if_converged(c: Claim, study: dict[str, Any], roles: Sequence[str
     return c
 
 
-def claim_fixed(study) -> Claim:
+def claim_fixed(study: Study) -> Claim:
     c = Claim("fixed", "Training only the effective paths — m of the n blocks active per mini-batch (paper: "
                        "23 of 54) — gives about the error of the normally trained net.")
-    d, mf, mr = study.get("paired", {}).get("fixed-vs-resnet"), study["models"].get("fixed"), study["models"].get("resnet")
+    d, mf, mr = study.paired.get("fixed-vs-resnet"), study.models.get("fixed"), study.models.get("resnet")
     if not d or not mf or not mr:
         return c
     lo, hi = d["ci"]
@@ -400,13 +391,13 @@ def claim_fixed(study) -> Claim:
     return judge_only_if_converged(c, study, ("fixed", "resnet"))
 
 
-def claim_stochastic(study) -> Claim:
+def claim_stochastic(study: Study) -> Claim:
     c = Claim("stochastic", "A net trained with stochastic depth is (slightly) more resilient to deleting "
                             "blocks than the same net trained normally (fig. 8).")
-    single, rand = study.get("single", {}), study.get("random", {})
+    single, rand = study.single, study.random
     if "stochastic" not in single or "resnet" not in single:
         return c
-    res = study.get("paired", {}).get("stochastic-vs-resnet", {}).get("resilience") or {}
+    res = study.paired.get("stochastic-vs-resnet", {}).get("resilience") or {}
     if res.get("mean_increase_delta") is not None:  # paired over blocks, from respaths.experiments.compare
         delta, (lo, hi) = res["mean_increase_delta"], res["ci"]
     else:
@@ -447,16 +438,16 @@ def claim_stochastic(study) -> Claim:
     return judge_only_if_converged(c, study, ("stochastic", "resnet"))
 
 
-CLAIMS: list[Callable[[dict], Claim]] = [claim_single, claim_vgg, claim_random, claim_reorder, claim_gradient,
-                                         claim_effective, claim_surviving, claim_fixed, claim_stochastic]
+CLAIMS: list[Callable[[Study], Claim]] = [claim_single, claim_vgg, claim_random, claim_reorder, claim_gradient,
+                                          claim_effective, claim_surviving, claim_fixed, claim_stochastic]
 
 
-def claims(study: dict[str, Any]) -> list[Claim]:
+def claims(study: Study) -> list[Claim]:
     with numbers_of(study):
         out = [f(study) for f in CLAIMS]
     for c in out:
         c.measured, c.rule = on_metric(c.measured, study), on_metric(c.rule, study)
-    if study.get("kind") == "study":
+    if study.kind == "study":
         for c in out:
             if c.key in ("fixed", "stochastic") and c.verdict == MISSING:
                 c.verdict = NOT_RUN
@@ -468,29 +459,29 @@ def claims(study: dict[str, Any]) -> list[Claim]:
 # ---------------------------------------------------------------------------------------------
 # Figures
 
-def subtitle(study: dict[str, Any], roles: Sequence[str], images: str | None = None) -> str:
-    ds = study["dataset"]
-    names = " vs ".join(f"{study['models'][r]['label']} ({study['models'][r]['blocks']} blocks)"
-                        for r in roles if r in study["models"])
-    unit = " examples" if study.get("metric") else " test images"  # text: windows (decoders) or lines
+def subtitle(study: Study, roles: Sequence[str], images: str | None = None) -> str:
+    ds = study.dataset
+    names = " vs ".join(f"{study.models[r]['label']} ({study.models[r]['blocks']} blocks)"
+                        for r in roles if r in study.models)
+    unit = " examples" if study.metric else " test images"  # text: windows (decoders) or lines
     return f"{names} · {ds['label']} · {images or format(ds['n_test'], ',') + unit}"
 
 
-def sd_subtitle(study: dict[str, Any], roles: Sequence[str]) -> str:
-    m, ds = study["models"], study["dataset"]
+def sd_subtitle(study: Study, roles: Sequence[str]) -> str:
+    m, ds = study.models, study.dataset
     how = {"resnet": "trained normally", "stochastic": f"stochastic depth p_L={m.get('stochastic', {}).get('stochastic_depth')}",
            "fixed": f"fixed m={m.get('fixed', {}).get('fixed_m')}"}
     return (f"{m['resnet']['label']} ({m['resnet']['blocks']} blocks): " + ", ".join(how[r] for r in roles)
             + f" · {ds['label']} · {ds['n_test']:,} test images")
 
 
-def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
+def make_figures(study: Study) -> list[tuple[str, str, Any]]:
     """(file stem, caption, Figure) for every figure the study has numbers for."""
     out = []
-    m, single, rand = study["models"], study.get("single", {}), study.get("random", {})
+    m, single, rand = study.models, study.single, study.random
     chance = chance_error(study)
     axis = metric_axis(study)
-    noun = axis.title if study.get("metric") else "test error"
+    noun = axis.title if study.metric else "test error"
 
     def panel(role):
         s = single[role]
@@ -509,13 +500,13 @@ def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
                                             n_samples=r.get("n_samples"),
                                             baseline=single.get("resnet", {}).get("baseline"))],
                                       subtitle(study, ["resnet"]), chance, axis=axis)))
-    if "resnet" in study.get("reorder", {}):
-        r = study["reorder"]["resnet"]
+    if "resnet" in study.reorder:
+        r = study.reorder["resnet"]
         out.append(("fig5b-reorder", "Each point is one shuffled order of the blocks (only blocks of equal shape "
                     "swapped); the line is the mean per τ bin.",
                     F.reorder([dict(label=m["resnet"]["label"], tau=r["tau"], error=r["error"],
                                     baseline=r["baseline"])], subtitle(study, ["resnet"]), axis=axis)))
-    p = study.get("paths")
+    p = study.paths
     if p:
         s = path_summary(p)
         n = p["n"]
@@ -542,7 +533,7 @@ def make_figures(study: dict[str, Any]) -> list[tuple[str, str, Any]]:
                     "trained normally, with stochastic depth and with fixed m; and k random deletions.",
                     F.stochastic_depth([panel(r) for r in sd_roles], sd_subtitle(study, sd_roles),
                                        random=series if len(series) > 1 else None)))
-    out += layer_figures(Path(study["dir"]))
+    out += layer_figures(Path(study.dir))
     return out
 
 
@@ -590,9 +581,9 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _claims_table(studies: list[dict], all_claims: list[list[Claim]]) -> str:
+def _claims_table(studies: list[Study], all_claims: list[list[Claim]]) -> str:
     head = "<tr><th>claim of the paper</th>" + "".join(
-        f"<th>what we measured — {_e(s['title'])}</th><th>verdict</th>" for s in studies) + "</tr>"
+        f"<th>what we measured — {_e(s.title)}</th><th>verdict</th>" for s in studies) + "</tr>"
     rows = []
     for i, first in enumerate(all_claims[0]):
         cells = [f"<td>{_e(first.paper)}</td>"]
@@ -604,28 +595,28 @@ def _claims_table(studies: list[dict], all_claims: list[list[Claim]]) -> str:
     return "<table class='claims'>" + head + "".join(rows) + "</table>"
 
 
-def _models_table(study: dict) -> str:
+def _models_table(study: Study) -> str:
     with numbers_of(study):
         return _models_rows(study)
 
 
-def _models_rows(study: dict) -> str:
+def _models_rows(study: Study) -> str:
     rows = []
-    for role, m in study["models"].items():
+    for role, m in study.models.items():
         tr = m.get("training", {})
         rows.append("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in (
             role, m["label"], m["blocks"], f"{m.get('parameters', 0):,}",
             tr.get("epochs") if tr.get("epochs") is not None else "—",
             f"{tr['seconds']:.0f} s" if tr.get("seconds") is not None else
-            ("not trained here" if study.get("kind") == "study" else "reused"),
+            ("not trained here" if study.kind == "study" else "reused"),
             pct(m["error"]) if m.get("error") is not None else "—")) + "</tr>")
     return ("<table><tr><th>role</th><th>model</th><th>blocks</th><th>parameters</th><th>epochs</th>"
-            f"<th>training time</th><th>{_e(study['metric']['label']) if study.get('metric') else 'test error'}</th>"
+            f"<th>training time</th><th>{_e(study.metric['label']) if study.metric else 'test error'}</th>"
             "</tr>" + "".join(rows) + "</table>")
 
 
-def _meta_table(study: dict) -> str:
-    meta = study.get("meta", {})
+def _meta_table(study: Study) -> str:
+    meta = study.meta
     rows = []
     for k, v in meta.items():
         if isinstance(v, dict):
@@ -642,9 +633,9 @@ def _img(png: bytes, alt: str) -> str:
     return f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
 
 
-def metric_rule_note(study: dict[str, Any]) -> str:
+def metric_rule_note(study: Study) -> str:
     """How the rules above read for a transformer's study: on its metric, with its chance."""
-    m = study["metric"]
+    m = study.metric
     chance = m.get("chance")
     if m["name"] == "lm":
         what = ("the LM loss (mean next-token cross-entropy in nats; lower is better) stands for the error, and "
@@ -657,11 +648,11 @@ def metric_rule_note(study: dict[str, Any]) -> str:
             f"whole model's value and chance; differences are in the metric's units, not pp.")
 
 
-def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]) -> str:
+def render_html(studies: list[Study], figures: list[dict[str, tuple[str, bytes]]]) -> str:
     """studies: one or more; figures: per study, file stem -> (caption, PNG bytes)."""
     all_claims = [claims(s) for s in studies]
     one = len(studies) == 1
-    title = f"respaths report — {studies[0]['title']}" if one else f"respaths report — {len(studies)} runs"
+    title = f"respaths report — {studies[0].title}" if one else f"respaths report — {len(studies)} runs"
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
              f"<style>{CSS}</style><script>{CHECK_JS}</script></head><body>",
              f"<h1>{_e(title)}</h1>",
@@ -670,10 +661,10 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
              "to this report; the rules for each verdict were fixed before the runs.</p>"]
     for s, cl in zip(studies, all_claims):
         count = {v: sum(c.verdict == v for c in cl) for v in VCLASS}
-        note = preset_note(s.get("preset_settings"))
-        what = (f"{s['dataset']['n_test']:,} examples, scored by {s['metric']['label']}" if s.get("metric")
-                else f"{s['dataset']['n_test']:,} test images")
-        parts.append(f"<p><b>{_e(s['title'])}</b>: {_e(s['dataset']['label'])}, {what}; "
+        note = preset_note(s.preset_settings)
+        what = (f"{s.dataset['n_test']:,} examples, scored by {s.metric['label']}" if s.metric
+                else f"{s.dataset['n_test']:,} test images")
+        parts.append(f"<p><b>{_e(s.title)}</b>: {_e(s.dataset['label'])}, {what}; "
                      + ", ".join(f"{n} {v}" for v, n in count.items() if n) + "."
                      + (f" <span class='sub'>{_e(note)}</span>" if note else "") + "</p>")
     parts += ["<h2>The paper's claims</h2>", _claims_table(studies, all_claims)]
@@ -686,23 +677,23 @@ def render_html(studies: list[dict], figures: list[dict[str, tuple[str, bytes]]]
             if stem in f:
                 caption, png = f[stem]
                 link = f" <a href='figures/{stem}.svg'>SVG</a>" if one else ""
-                cells.append(f"<figure>{_img(png, stem + ' — ' + s['title'])}<figcaption>"
-                             f"{'' if one else _e(s['title']) + ': '}{_e(caption)}{link}</figcaption></figure>")
+                cells.append(f"<figure>{_img(png, stem + ' — ' + s.title)}<figcaption>"
+                             f"{'' if one else _e(s.title) + ': '}{_e(caption)}{link}</figcaption></figure>")
             else:
-                cells.append(f"<p class='missing'>{_e(s['title'])}: no {stem} in this run.</p>")
+                cells.append(f"<p class='missing'>{_e(s.title)}: no {stem} in this run.</p>")
         parts.append(f"<div class='runs' {cols}>" + "".join(cells) + "</div>")
     parts.append("<h2>Models</h2>")
     for s in studies:
-        parts.append(("" if one else f"<h3>{_e(s['title'])}</h3>") + _models_table(s))
+        parts.append(("" if one else f"<h3>{_e(s.title)}</h3>") + _models_table(s))
     parts.append("<h2>How this was run</h2>")
     for s in studies:
-        parts.append(("" if one else f"<h3>{_e(s['title'])}</h3>") + _meta_table(s))
+        parts.append(("" if one else f"<h3>{_e(s.title)}</h3>") + _meta_table(s))
     parts.append("<h2>Verdict rules</h2><table>" + "".join(
         f"<tr><th><code>{_e(k)}</code></th><td>{_e(v)}</td><td class='rule'>{_e(RULE_NOTES.get(k, ''))}</td></tr>"
         for k, v in RULES.items()) + "</table>")
     for s in studies:
-        if s.get("metric"):
-            parts.append(f"<p class='rule'>{_e(s['title'])}: {_e(metric_rule_note(s))}</p>")
+        if s.metric:
+            parts.append(f"<p class='rule'>{_e(s.title)}: {_e(metric_rule_note(s))}</p>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -725,11 +716,11 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     for s in studies:
         drawn = {}
         for stem, caption, fig in make_figures(s):
-            png = (F.save(fig, Path(s["dir"]) / "figures" / stem)["png"] if len(studies) == 1
+            png = (F.save(fig, Path(s.dir) / "figures" / stem)["png"] if len(studies) == 1
                    else F.render(fig, "png"))
             drawn[stem] = (caption, png)
         figs.append(drawn)
-    out = Path(out) if out else Path(studies[0]["dir"]) / "report.html"
+    out = Path(out) if out else Path(studies[0].dir) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, render_html(studies, figs))
     return out
