@@ -1,7 +1,6 @@
 """Data: datasets by name (sources), their batches and augmentation (batches), text windows for Hugging
 Face models (text).
 
-
 The names of each module are importable from here too.
 """
 from .sources import (  # noqa: F401

@@ -1,7 +1,6 @@
 """The lesion engine: many plans over a dataset, sharing every computation they share (trie), the batches
 it walks (batching), how it runs them (options: EngineOptions) and its speed tricks (speed).
 
-
 The names of each module are importable from here too.
 """
 from .trie import (  # noqa: F401
