@@ -2,10 +2,24 @@
 check that an error message is one sentence."""
 import re
 
+import pytest
 import torch
 from torch import nn
 
 import respaths
+
+# optional packages: their tests skip one by one, so that the torch-only cases still run without them
+try:
+    import torchvision
+    from torchvision.models import resnet as tvr
+except ImportError:
+    torchvision = tvr = None
+try:
+    import timm
+except ImportError:
+    timm = None
+needs_torchvision = pytest.mark.skipif(torchvision is None, reason="torchvision is not installed")
+needs_timm = pytest.mark.skipif(timm is None, reason="timm is not installed")
 
 
 def tiny(name: str, seed: int = 0) -> torch.nn.Module:

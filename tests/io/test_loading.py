@@ -10,20 +10,8 @@ from respaths.core import UserError
 from respaths.io.loading import load_model
 
 
-# optional packages: their tests skip one by one, so that the torch-only cases still run without them
-try:
-    import torchvision
-    from torchvision.models import resnet as tvr
-except ImportError:
-    torchvision = tvr = None
-try:
-    import timm
-except ImportError:
-    timm = None
-needs_torchvision = pytest.mark.skipif(torchvision is None, reason="torchvision is not installed")
-needs_timm = pytest.mark.skipif(timm is None, reason="timm is not installed")
 
-from tests.helpers import one_sentence, randomize_bn  # noqa: E402
+from tests.helpers import needs_timm, needs_torchvision, one_sentence, randomize_bn, torchvision  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
