@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
@@ -68,7 +69,14 @@ def init() -> int:
 
 
 def shutdown() -> None:
+    """Leave the process group together: gloo aborts a process ("terminate called without an active
+    exception") whose peer closes the connection while it is still tearing its own down. A rank that
+    failed alone waits at most a minute here, then leaves anyway."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.monitored_barrier(timeout=timedelta(seconds=60))
+        except Exception:  # a rank gone or stuck: leave anyway, as before
+            pass
         dist.destroy_process_group()
 
 
