@@ -1,4 +1,4 @@
-"""Figures, claims and the HTML report: from synthetic result files, and from a tiny real run.
+"""Figures and the HTML report: from synthetic result files (synthetic_run), and from a tiny real run.
 
 The tiny run (synthetic data, 9-block nets at 1/8 width) is made once per module; three of its four
 models are untrained checkpoints put there beforehand, which also checks that reproduce reuses the
@@ -18,84 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from respaths import paths
-from respaths.study import report
-from respaths.experiments.compare import _random_summary
+from respaths.study import claims, report
 from respaths.cli import main
 from respaths.study.reproduce import PRESETS, load_study, reproduce
-from respaths.io.results import ResultStore
+from tests.study.synthetic_run import DOWN, N, write_run
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("RESPATHS_TEST_OUT", REPO / "tmp" / "out"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-# ---------------------------------------------------------------------------------------------
-# A synthetic run directory, written with the real result writers and record schemas
-
-N = 9
-DOWN = [False, False, False, True, False, False, True, False, False]
-
-
-def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, fixed_diff: float = 0.002,
-              losses: dict | None = None) -> Path:
-    losses = {"resnet": [0.9, 0.31, 0.305], "vgg": [0.9, 0.4], "stochastic": [0.9, 0.36, 0.357],
-              "fixed": [1.2, 0.5, 0.496], **(losses or {})}  # converged: < 2% change in the last epoch
-    out.mkdir(parents=True)
-    models = {}
-    for role, blocks, down in (("resnet", N, DOWN), ("vgg", 12, [i in (0, 4, 8) for i in range(12)]),
-                               ("stochastic", N, DOWN), ("fixed", N, DOWN)):
-        models[role] = {"name": "vgg15" if role == "vgg" else "preresnet20", "label": f"net-{role}",
-                        "blocks": blocks, "downsample": down, "parameters": 1000, "fixed_m": 4 if role == "fixed" else None,
-                        "stochastic_depth": 0.5 if role == "stochastic" else None,
-                        "training": {"epochs": 2, "seconds": 12.5, "train_loss": losses[role]}}
-    run = {"schema": "respaths.run/1", "preset": PRESETS["tiny"].config(), "models": models,
-           "dataset": {"name": "fashion-mnist", "num_classes": 10, "n_test": 2000, "n_train": 6000},
-           "steps": {"train resnet": {"seconds": 12.5}}, "environment": {"torch": torch.__version__, "device": "cpu"}}
-    (out / "run.json").write_text(json.dumps(run))
-    res = out / "results"
-
-    def store(name, records, **extra):
-        s = ResultStore(res / name, {"experiment": name})
-        for r in records:
-            s.append(r)
-        s.finish(**extra)
-
-    base = {"resnet": 0.10, "vgg": 0.09, "stochastic": 0.11, "fixed": 0.10 + fixed_diff}
-    nets, versus = {}, {}
-    for role in ("resnet", "stochastic", "fixed"):
-        hit = resnet_hit if role != "stochastic" else resnet_hit / 2
-        single = [base[role] + (0.05 if DOWN[i] else hit) + 0.001 * i for i in range(N)]
-        rand = [{"key": "baseline", "kind": "baseline", "k": 0, "sample": 0, "deleted": [], "error": base[role]}]
-        rand += [{"key": f"random k={k} s={s}", "kind": "random", "k": k, "sample": s,
-                  "deleted": list(range(k)), "error": base[role] + 0.03 * k * (0.8 if role == "stochastic" else 1)
-                  + 0.004 * s} for k in (1, 2, 3, 4, 6) for s in range(3)]
-        store(f"compare/{role}-lesion-random", rand, baseline={"error": base[role]})
-        nets[role] = {"test": {"n": 2000, "error": base[role]}, "random": _random_summary(rand),
-                      "single": {"baseline": base[role], "errors": single, "downsample": DOWN}}
-    versus["fixed"] = {"error_delta": fixed_diff, "error_delta_ci": [fixed_diff - 0.005, fixed_diff + 0.005],
-                       "mcnemar_p": 0.5}
-    versus["stochastic"] = {"error_delta": 0.01, "error_delta_ci": [0.005, 0.015], "mcnemar_p": 0.01,
-                            "resilience": {"mean_increase_delta": -resnet_hit / 2,
-                                           "ci": [-resnet_hit / 2 - 0.001, -resnet_hit / 2 + 0.001], "blocks": N}}
-    (res / "compare" / "compare.json").write_text(json.dumps({"schema": "respaths.experiments.compare/1", "reference": "resnet",
-                                                              "nets": nets, "versus": versus}))
-    vgg = [{"key": f"single {i}", "kind": "single", "k": 1, "deleted": [i], "error": vgg_error + 0.002 * i}
-           for i in range(12) if i not in (0, 4, 8)]
-    store("single-vgg", vgg, baseline={"error": base["vgg"]})
-    taus = [1 - 0.04 * j for j in range(1, 13)]
-    store("reorder-resnet", [{"key": f"reorder k={j} s=0", "kind": "reorder", "k": j, "kendall_tau": t,
-                              "error": 0.1 + 0.6 * (1 - t) + 0.002 * (j % 3)} for j, t in enumerate(taus)],
-          baseline={"error": 0.10})
-    g = torch.Generator().manual_seed(0)
-    lengths = [paths.length_record(N, k, (10 ** (-0.6 * k)) * (1 + 0.1 * torch.rand(20, generator=g)))
-               for k in range(N + 1)]
-    s = ResultStore(res / "paths-resnet", {"experiment": "path-gradients", "blocks": N, "samples": 20,
-                                           "n_images": 64})
-    for r in lengths:
-        s.append(r)
-    s.finish()
-    return out
 
 
 def test_study_numbers_equal_a_naive_reading(tmp_path):
@@ -113,50 +45,13 @@ def test_study_numbers_equal_a_naive_reading(tmp_path):
     totals = [math.comb(N, k) * m for k, m in zip(p["lengths"], p["mean"])]
     best = min(((b - a, -sum(totals[a:b + 1]), a, b) for a in range(len(totals)) for b in range(a, len(totals))
                 if sum(totals[a:b + 1]) >= 0.9 * sum(totals)))
-    s = report.path_summary(p)
+    s = claims.path_summary(p)
     assert s["effective"] == (p["lengths"][best[2]], p["lengths"][best[3]])
     assert s["paths_share"] == pytest.approx(sum(math.comb(N, k) for k in range(best[2], best[3] + 1)) / 2 ** N)
 
 
-def test_claims_hold_and_fail_on_the_numbers(tmp_path):
-    good = {c.key: c for c in report.claims(load_study(write_run(tmp_path / "good")))}
-    assert all(c.verdict == report.HOLDS for c in good.values()), {k: (c.verdict, c.measured) for k, c in good.items()}
-    assert good["single"].numbers["largest_increase"] == pytest.approx(0.005 + 0.001 * 8)
-    assert good["effective"].numbers["high"] < N / 2
-    bad = {c.key: c for c in report.claims(load_study(write_run(tmp_path / "bad", resnet_hit=0.3, vgg_error=0.12,
-                                                                fixed_diff=0.05)))}
-    assert bad["single"].verdict == report.FAILS  # +30 pp is far beyond 5% of the way to chance
-    assert bad["vgg"].verdict == report.FAILS  # 12% after deletion is nowhere near chance (90%)
-    assert bad["fixed"].verdict == report.FAILS  # 5 pp worse, CI [4.5, 5.5] pp
-    empty = load_study(write_run(tmp_path / "empty"))
-    empty.paths = None  # a study without path gradients or reorderings
-    del empty.reorder["resnet"]
-    missing = {c.key: c.verdict for c in report.claims(empty)}
-    assert missing["gradient"] == missing["effective"] == missing["reorder"] == report.MISSING
 
 
-def test_training_claims_are_inconclusive_unless_both_nets_converged(tmp_path):
-    # the fixed-m net still learning (loss -10% in its last epoch) and 5 pp worse: no verdict on the paper
-    study = load_study(write_run(tmp_path / "short", fixed_diff=0.05, losses={"fixed": [2.0, 1.0, 0.9]}))
-    c = {c.key: c for c in report.claims(study)}
-    assert c["fixed"].verdict == report.INCONCLUSIVE and c["fixed"].numbers["verdict_if_converged"] == report.FAILS
-    assert "not trained to convergence" in c["fixed"].measured and "10.0%" in c["fixed"].measured
-    assert c["stochastic"].verdict == report.HOLDS  # its two nets did converge
-    # one epoch on record is too few to tell, whatever the numbers
-    one = {c.key: c for c in report.claims(load_study(write_run(tmp_path / "one", losses={"resnet": [0.5]})))}
-    assert one["fixed"].verdict == one["stochastic"].verdict == report.INCONCLUSIVE
-    assert one["single"].verdict == report.HOLDS  # test-time claims on one net are always judged
-    # a converged net's real failure stays a failure (the test above: fixed_diff=0.05 with converged nets)
-    conv = {c.key: c for c in report.claims(load_study(write_run(tmp_path / "conv", fixed_diff=0.05,
-                                                                 losses={"fixed": [2.0, 1.0, 0.99]})))}
-    assert conv["fixed"].verdict == report.FAILS
-    # the rule reads metrics.csv where run.json has no losses (runs of older respaths)
-    out = write_run(tmp_path / "csv", losses={"fixed": None})
-    (out / "models" / "fixed").mkdir(parents=True)
-    (out / "models" / "fixed" / "metrics.csv").write_text("epoch,lr,train_loss\n1,0.1,2.0\n2,0.01,1.5\n")
-    study = load_study(out)
-    assert study.models["fixed"]["training"]["train_loss"] == [2.0, 1.5]
-    assert {c.key: c for c in report.claims(study)}["fixed"].verdict == report.INCONCLUSIVE
 
 
 def test_figures_from_synthetic_records(tmp_path):
@@ -249,14 +144,6 @@ def test_tiny_run_writes_everything_and_resumes(tiny_run, tmp_path):
         reproduce("quick", out, progress=False, log=lambda s: None)
 
 
-def test_preset_notes_follow_the_presets():
-    from respaths.study.report import preset_note
-    quick = PRESETS["quick"]
-    record = {name: json.loads(json.dumps(p.config())) for name, p in PRESETS.items()}  # as run.json keeps it
-    assert f"{quick.train_limit:,} images and {quick.blocks()} blocks" in preset_note(record["quick"])
-    assert "3 epochs on 30,000 images and 54 blocks" in preset_note(record["fashion-cpu"])
-    assert preset_note(record["fashion"]) is None and preset_note(record["cifar10-paper"]) is None
-    assert "barely trained" in preset_note(record["tiny"]) and preset_note(None) is None
 
 
 def test_report_command_side_by_side_and_errors(tiny_run, tmp_path, capsys):

@@ -163,7 +163,7 @@ def test_degenerate_models_are_warned_about_once(tmp_path, capsys):
 
 
 def test_a_brought_nets_training_claims_read_inconclusive_with_the_reason():
-    from respaths.study.report import convergence
+    from respaths.study.claims import convergence
     ok, why = convergence({"label": "theirs", "training": {"epochs": None, "train_loss": None},
                            "source": {"model": "respaths:resnet32"}})
     assert not ok and "no record of how theirs was trained" in why

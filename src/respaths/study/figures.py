@@ -4,7 +4,7 @@ Each function takes what its figure shows as lists of numbers plus a `subtitle` 
 the dataset and the number of images, and returns a matplotlib Figure; `save(fig, prefix)` writes
 prefix.png and prefix.svg atomically. Errors are fractions in the inputs and percent on the axes.
 fig. 3 and 5 take an `axis` (Axis: what the y values are): test error by default, LM loss or
-1 - embedding cosine for transformers (respaths.study.report.metric_axis), plotted as given.
+1 - embedding cosine for transformers (respaths.study.claims.metric_axis), plotted as given.
 
   single_deletion    fig. 3   test error after deleting each block alone, residual vs VGG
   random_deletion    fig. 5a  test error vs number of randomly deleted blocks, mean and spread

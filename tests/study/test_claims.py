@@ -1,0 +1,62 @@
+"""The claims and their verdict rules, on synthetic run directories."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from respaths.study import claims
+from respaths.study.reproduce import PRESETS, load_study
+
+from tests.study.synthetic_run import N, write_run
+
+
+def test_claims_hold_and_fail_on_the_numbers(tmp_path):
+    good = {c.key: c for c in claims.claims(load_study(write_run(tmp_path / "good")))}
+    assert all(c.verdict == claims.HOLDS for c in good.values()), {k: (c.verdict, c.measured) for k, c in good.items()}
+    assert good["single"].numbers["largest_increase"] == pytest.approx(0.005 + 0.001 * 8)
+    assert good["effective"].numbers["high"] < N / 2
+    bad = {c.key: c for c in claims.claims(load_study(write_run(tmp_path / "bad", resnet_hit=0.3, vgg_error=0.12,
+                                                                fixed_diff=0.05)))}
+    assert bad["single"].verdict == claims.FAILS  # +30 pp is far beyond 5% of the way to chance
+    assert bad["vgg"].verdict == claims.FAILS  # 12% after deletion is nowhere near chance (90%)
+    assert bad["fixed"].verdict == claims.FAILS  # 5 pp worse, CI [4.5, 5.5] pp
+    empty = load_study(write_run(tmp_path / "empty"))
+    empty.paths = None  # a study without path gradients or reorderings
+    del empty.reorder["resnet"]
+    missing = {c.key: c.verdict for c in claims.claims(empty)}
+    assert missing["gradient"] == missing["effective"] == missing["reorder"] == claims.MISSING
+
+
+def test_training_claims_are_inconclusive_unless_both_nets_converged(tmp_path):
+    # the fixed-m net still learning (loss -10% in its last epoch) and 5 pp worse: no verdict on the paper
+    study = load_study(write_run(tmp_path / "short", fixed_diff=0.05, losses={"fixed": [2.0, 1.0, 0.9]}))
+    c = {c.key: c for c in claims.claims(study)}
+    assert c["fixed"].verdict == claims.INCONCLUSIVE and c["fixed"].numbers["verdict_if_converged"] == claims.FAILS
+    assert "not trained to convergence" in c["fixed"].measured and "10.0%" in c["fixed"].measured
+    assert c["stochastic"].verdict == claims.HOLDS  # its two nets did converge
+    # one epoch on record is too few to tell, whatever the numbers
+    one = {c.key: c for c in claims.claims(load_study(write_run(tmp_path / "one", losses={"resnet": [0.5]})))}
+    assert one["fixed"].verdict == one["stochastic"].verdict == claims.INCONCLUSIVE
+    assert one["single"].verdict == claims.HOLDS  # test-time claims on one net are always judged
+    # a converged net's real failure stays a failure (the test above: fixed_diff=0.05 with converged nets)
+    conv = {c.key: c for c in claims.claims(load_study(write_run(tmp_path / "conv", fixed_diff=0.05,
+                                                                 losses={"fixed": [2.0, 1.0, 0.99]})))}
+    assert conv["fixed"].verdict == claims.FAILS
+    # the rule reads metrics.csv where run.json has no losses (runs of older respaths)
+    out = write_run(tmp_path / "csv", losses={"fixed": None})
+    (out / "models" / "fixed").mkdir(parents=True)
+    (out / "models" / "fixed" / "metrics.csv").write_text("epoch,lr,train_loss\n1,0.1,2.0\n2,0.01,1.5\n")
+    study = load_study(out)
+    assert study.models["fixed"]["training"]["train_loss"] == [2.0, 1.5]
+    assert {c.key: c for c in claims.claims(study)}["fixed"].verdict == claims.INCONCLUSIVE
+
+
+def test_preset_notes_follow_the_presets():
+    from respaths.study.claims import preset_note
+    quick = PRESETS["quick"]
+    record = {name: json.loads(json.dumps(p.config())) for name, p in PRESETS.items()}  # as run.json keeps it
+    assert f"{quick.train_limit:,} images and {quick.blocks()} blocks" in preset_note(record["quick"])
+    assert "3 epochs on 30,000 images and 54 blocks" in preset_note(record["fashion-cpu"])
+    assert preset_note(record["fashion"]) is None and preset_note(record["cifar10-paper"]) is None
+    assert "barely trained" in preset_note(record["tiny"]) and preset_note(None) is None
