@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from respaths.data import CIFAR10_STATS, Dataset
 from respaths.models import build_model
-from respaths.training.train import Trainer, TrainConfig
+from respaths.training.trainer import Trainer, TrainConfig
 
 
 def cifar_shaped(n: int, seed: int = 0) -> Dataset:

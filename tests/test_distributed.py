@@ -61,7 +61,7 @@ def sweeps(root: Path, out: Path) -> None:
 
 
 def train_config(out: Path, epochs: int):
-    from respaths.training.train import TrainConfig
+    from respaths.training.trainer import TrainConfig
 
     # no batch norm: one data-parallel step must equal one process's step up to rounding;
     # batch 63 over 250 images: global batches of 63, 63, 63, 61, split 32/31 and 31/30
@@ -134,7 +134,7 @@ def without_seconds(doc: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from respaths.training.train import Trainer
+    from respaths.training.trainer import Trainer
 
     tmp = tmp_path_factory.mktemp("distributed")
     make_checkpoint(tmp / "checkpoint")

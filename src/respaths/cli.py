@@ -108,7 +108,7 @@ def _device_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
 def resolved_device(args: argparse.Namespace, per_rank: bool = False) -> str:
     """The device --device names (train.pick_device: auto is cuda, then mps, then cpu); per_rank: under
     torchrun, "cuda" is this rank's own GPU."""
-    from .training.train import pick_device
+    from .training.trainer import pick_device
     device = pick_device(args.device)
     if per_rank:
         from .distributed import local_device
@@ -178,7 +178,8 @@ def train_args(p: argparse.ArgumentParser) -> None:
 
 
 def train_run(args: argparse.Namespace) -> int:
-    from .training.train import make_config, train
+    from .training.train import train
+    from .training.trainer import make_config
     options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     if options["model"] is None:
         if not (args.resume and args.out):
@@ -206,7 +207,7 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
 def evaluate_run(args: argparse.Namespace) -> int:
     import json
 
-    from .training.train import evaluate, pick_device, resolve_precision
+    from .training.trainer import evaluate, pick_device, resolve_precision
     dev = pick_device(args.device)
     args.device = str(dev)
     quiet = args.json
@@ -703,7 +704,7 @@ def _output(args: argparse.Namespace) -> tuple[str, Path, Path] | None:
     elif args.command == "train":
         if not (args.model or args.out):
             return None  # refused by train_run
-        from .training.train import default_out
+        from .training.trainer import default_out
         out = args.out or default_out(argparse.Namespace(model=args.model, dataset=args.dataset, seed=args.seed))
     elif args.command == "layers":  # --out is a prefix: lock that prefix, not the whole directory
         prefix = Path(args.out or f"runs/layers-{args.method}")

@@ -217,7 +217,7 @@ def test_imagefolder_with_a_torchvision_resnet50_from_a_weights_file(tmp_path):
 def test_train_then_lesion_and_reorder_the_run_directory(tmp_path, capsys):
     from respaths.io.checkpoint import load_checkpoint
     from respaths.data import load_dataset, normalize
-    from respaths.training.train import evaluate_checkpoint
+    from respaths.training.trainer import evaluate_checkpoint
     run = tmp_path / "run"
     assert cli.main(["train", "--model", "preresnet20", "--width", "0.5", "--dataset", "synthetic",
                      "--epochs", "3", "--schedule", "cosine", "--limit-train", "512", "--limit-test", "64", "--batch-size", "32",

@@ -17,7 +17,8 @@ from respaths.cli import main
 from respaths.io.checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from respaths.core import UserError
 from respaths.data import load_dataset, normalize
-from respaths.training.train import LRSchedule, Trainer, TrainConfig, evaluate, evaluate_checkpoint, train
+from respaths.training.train import train
+from respaths.training.trainer import LRSchedule, Trainer, TrainConfig, evaluate, evaluate_checkpoint
 
 TINY = dict(model="resnet8", dataset="synthetic", width=0.5, batch_size=32, threads=1, progress=False, quiet=True)
 

@@ -4,8 +4,6 @@ launched this process as one of several, data parallel (respaths.training.ddp).
     from respaths.training.train import TrainConfig, train
     result = train(TrainConfig(model="resnet20", dataset="fashion-mnist", epochs=10, out="runs/r20"))
     result.test_error, result.checkpoint
-
-The trainer's names are importable from here too, as they were before the trainer had its own module.
 """
 from __future__ import annotations
 
@@ -16,28 +14,7 @@ import torch
 from ..data.sources import Dataset
 from ..distributed import launched
 from .ddp import DistributedTrainer
-from .trainer import (  # noqa: F401
-    METRICS,
-    RUNTIME,
-    LRSchedule,
-    TrainConfig,
-    Trainer,
-    TrainResult,
-    autocast,
-    check,
-    compile_model,
-    default_out,
-    epoch_line,
-    evaluate,
-    evaluate_checkpoint,
-    make_config,
-    pick_device,
-    resolve_precision,
-    rng_state,
-    run_settings,
-    set_active,
-    set_rng_state,
-    write_metrics)
+from .trainer import Trainer, TrainConfig, TrainResult, make_config
 
 
 def train(config: TrainConfig | dict[str, Any], datasets: tuple[Dataset, Dataset] | None = None) -> TrainResult:
