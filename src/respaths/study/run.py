@@ -40,7 +40,7 @@ from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
 from ..opening import is_hf_dir, open_model
 from ..paths.experiment import run_path_gradients
-from .read import METRIC_LABELS, load_results_folder
+from .read import METRIC_LABELS, load_results_folder, train_losses
 from .report import build, make_figures
 from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
@@ -226,6 +226,13 @@ def open_net(role: str, source: str | None, spec: str | None, weights: str | Non
         label = f"{label} ({Path(src['weights']).name})"
     net = Net(role, str(label), opened.view, opened.model, opened.data,
               {"source": src, "preprocessing": d["preprocessing"], "fingerprint": d["fingerprint"]})
+    # a net respaths trained (a `respaths train` directory) keeps its training losses, so that the report can
+    # tell whether it converged before judging the paper's claims on it
+    ckpt = Path(src["checkpoint"]) if src.get("checkpoint") else None
+    run_dir = ckpt.parent if ckpt is not None and ckpt.name == "checkpoint" else ckpt  # the run dir or its checkpoint/
+    losses = train_losses(run_dir) if run_dir is not None and run_dir.is_dir() else None
+    if losses:
+        net.training = {"epochs": len(losses), "train_loss": losses}
     return net, opened
 
 
