@@ -278,6 +278,9 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     nets = {"resnet": main}
     for role, (m, w) in parse_compare(compare).items():
         other = dict(options, dataset=options.get("dataset") or opened.data.name)
+        if Path(m).is_dir():  # a checkpoint brings its own model and normalisation: the main net's do not apply
+            other = {k: v for k, v in other.items() if k not in ("normalize", "mean", "std", "model_kwargs",
+                                                                 "num_classes")}
         nets[role], _ = open_net(role, m if Path(m).is_dir() else None, None if Path(m).is_dir() else m, w,
                                  other, device)
         if nets[role].test.name != main.test.name or len(nets[role].test) != len(main.test):
