@@ -71,7 +71,7 @@ def main() -> None:
     p.add_argument("out", help="output directory")
     # the defaults are what a shared 2-core CPU could run in an hour (docs/transformers.md)
     p.add_argument("--calib-windows", type=int, default=2)
-    p.add_argument("--eval-windows", type=int, default=4)
+    p.add_argument("--eval-windows", type=int, default=8)
     p.add_argument("--steps", type=int, default=8, help="layers removed at most")
     p.add_argument("--seeds", type=int, default=2, help="random orders")
     p.add_argument("--as-they-are", action="store_true",
