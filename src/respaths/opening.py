@@ -204,6 +204,11 @@ def open_hf(path: str, *, text: str | None, seq_len: int, batch_size: int, limit
     if seq_len < 2 or batch_size < 1:
         raise UserError("--seq-len must be at least 2 and --batch-size at least 1.")
     model, tokenizer = load_hf(path)
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if text is not None and isinstance(positions, int) and seq_len > positions:
+        raise UserError(f"--seq-len {seq_len} is longer than the {positions} positions {Path(path).name} was made "
+                        f"for; give --seq-len {positions} or less.")
     model.to(device)
     v = make_view(model, split=split_blocks)
     batches = read_text(text, v, tokenizer, seq_len, batch_size, limit) if text is not None else None

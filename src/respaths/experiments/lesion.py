@@ -37,6 +37,7 @@ there are no paired statistics (Wilson interval, bootstrap, McNemar).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import re
@@ -100,8 +101,36 @@ def single_plans(view: ResidualView) -> list[Spec]:
                  delete_blocks(n, [i], label=f"delete {i}")) for i in view.deletable]
 
 
+def distinct_draws(draw: Any, samples: int, exist: int | None, key: Any = tuple) -> list[Any]:
+    """`samples` distinct configurations (all of them where only `exist` <= samples exist): sample s is
+    draw(s, 0), or, when that repeats an earlier sample's configuration, draw(s, 1), draw(s, 2), ... So
+    each depends only on (seed, k, sample) and the samples before it, adding samples keeps the earlier
+    ones, and a set without repeats is the one earlier versions drew."""
+    out: list[Any] = []
+    seen: set = set()
+    for s in range(samples if exist is None else min(samples, exist)):
+        attempt = 0
+        config = draw(s, attempt)
+        while key(config) in seen:
+            attempt += 1
+            if attempt > 100_000:  # only where `exist` is unknown and smaller than samples
+                raise UserError(f"found only {len(out)} distinct configurations in {attempt} draws; ask for at most "
+                                f"{len(out)} samples.")
+            config = draw(s, attempt)
+        seen.add(key(config))
+        out.append(config)
+    return out
+
+
+def _rng(*parts: Any) -> random.Random:
+    """The generator of one draw: attempt 0 is seeded as respaths always seeded a sample."""
+    *name, attempt = parts
+    return random.Random("/".join(map(str, name)) + (f"/{attempt}" if attempt else ""))
+
+
 def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[Spec]:
-    """Each set depends only on (seed, k, sample): adding k values or samples keeps earlier ones."""
+    """`samples` distinct random sets of k deleted blocks for each k (every set where fewer than that
+    exist; see distinct_draws). Each depends only on (seed, k, sample): adding samples keeps earlier ones."""
     pool = view.deletable
     bad = [k for k in ks if not 1 <= k <= len(pool)]
     if bad:
@@ -109,15 +138,33 @@ def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int)
                         f"choose k between 1 and {len(pool)}.")
     out = []
     for k in ks:
-        for s in range(samples):
-            gone = sorted(random.Random(f"{seed}/delete/{k}/{s}").sample(pool, k))
+        draw = lambda s, attempt, k=k: sorted(_rng(seed, "delete", k, s, attempt).sample(pool, k))  # noqa: E731
+        for s, gone in enumerate(distinct_draws(draw, samples, math.comb(len(pool), k))):
             out.append(Spec({"key": f"random k={k} s={s}", "kind": "random", "k": k, "sample": s, "deleted": gone},
                             delete_blocks(len(view), gone, label=f"delete {gone}")))
     return out
 
 
+def swapped_order(n: int, swaps: Sequence[tuple[int, int]]) -> list[int]:
+    """The block order 0..n-1 after the swaps, applied in turn."""
+    order = list(range(n))
+    for a, b in swaps:
+        pa, pb = order.index(a), order.index(b)
+        order[pa], order[pb] = order[pb], order[pa]
+    return order
+
+
+def reachable_orders(n: int, pairs: Sequence[tuple[int, int]], k: int, limit: int = 50_000) -> int | None:
+    """How many different block orders k distinct swaps from `pairs` give, or None when there are more
+    sequences of swaps than `limit` to enumerate (then there are far more orders than any --samples)."""
+    if math.perm(len(pairs), k) > limit:
+        return None
+    return len({tuple(swapped_order(n, seq)) for seq in itertools.permutations(pairs, k)})
+
+
 def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[Spec]:
-    """Swap k distinct random pairs of compatible blocks (view.swappable_pairs: never across a shape change)."""
+    """Swap k distinct random pairs of compatible blocks (view.swappable_pairs: never across a shape
+    change); the `samples` reorderings of each k give distinct block orders (all of them where fewer exist)."""
     pairs = view.swappable_pairs()
     bad = [k for k in ks if not 1 <= k <= len(pairs)]
     if bad:
@@ -126,17 +173,22 @@ def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int
     n = len(view)
     out = []
     for k in ks:
-        for s in range(samples):
-            swaps = random.Random(f"{seed}/reorder/{k}/{s}").sample(pairs, k)
-            order = list(range(n))
-            for a, b in swaps:
-                pa, pb = order.index(a), order.index(b)
-                order[pa], order[pb] = order[pb], order[pa]
+        draw = lambda s, attempt, k=k: _rng(seed, "reorder", k, s, attempt).sample(pairs, k)  # noqa: E731
+        exist = reachable_orders(n, pairs, k)
+        for s, swaps in enumerate(distinct_draws(draw, samples, exist, key=lambda sw: tuple(swapped_order(n, sw)))):
+            order = swapped_order(n, swaps)
             tau = float(scipy_stats.kendalltau(range(n), order).statistic)
             out.append(Spec({"key": f"reorder k={k} s={s}", "kind": "reorder", "k": k, "sample": s, "deleted": [],
                              "swaps": [list(p) for p in swaps], "order": order, "kendall_tau": tau},
                             reorder_blocks(order, label=f"swap {swaps}")))
     return out
+
+
+def short_of_samples(specs: Sequence[Spec], ks: Sequence[int], samples: int) -> dict[str, dict[str, int]]:
+    """{k: {"exist", "drawn"}} for each k with fewer distinct configurations than samples asked for: what
+    the result file's params record (absent where every k has enough, as in files of earlier versions)."""
+    drawn = {k: sum(sp.record["k"] == k for sp in specs) for k in ks}
+    return {str(k): {"exist": d, "drawn": d} for k, d in drawn.items() if d < samples}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +244,8 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
         raise UserError("lesion and reorder with a metric (a Hugging Face model with --text) run in one process; "
                         "run them without torchrun.")
     full = experiment_meta(view, data, experiment, params, meta, metric)
-    store = distributed.on_main(lambda: ResultStore(out, full, force=force)) if out else None
     base_spec, specs, keys = with_baseline(view, specs)
+    store = distributed.on_main(lambda: checked(ResultStore(out, full, force=force), specs, metric)) if out else None
     if view.model is not None:  # one experiment: every rank evaluates the same weights
         distributed.check_same("model weights", view.model.state_dict().values())
     if metric is None:
@@ -241,6 +293,29 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
         return store.sorted_records(keys)
 
     return distributed.broadcast(distributed.on_main(finish))
+
+
+RECORD_FIELDS = ("kind", "k", "sample", "deleted", "plan", "n")
+
+
+def checked(store: ResultStore, specs: Sequence[Spec], metric: Metric | None) -> ResultStore:
+    """The store, once every record it reopened is one of these specs' (same key, same plan, every field):
+    a damaged journal or result file, or one whose samples an earlier respaths drew with repeats, is
+    refused before anything is computed or rewritten."""
+    fields = RECORD_FIELDS + (("errors", "error", "error_ci", "loss") if metric is None
+                              else (MAIN_NUMBER.get(metric.name, "loss"),))
+    plans = {sp.key: sp.plan.key() for sp in specs}
+    where = store.journal if store.journal.exists() else store.json_path
+    for r in store.records:
+        missing = [f for f in fields if f not in r]
+        if r["key"] not in plans or missing:
+            why = f"it lacks {missing[0]!r}" if r["key"] in plans else "this experiment has no such plan"
+            raise UserError(f"the record {r['key']!r} in {where} is damaged ({why}); pass --force to start over, "
+                            f"or delete the file.")
+        if r["plan"] != plans[r["key"]]:
+            raise UserError(f"the record {r['key']!r} in {where} measured another configuration than this respaths "
+                            f"draws (earlier versions could draw one twice); pass --force to measure again.")
+    return store
 
 
 def experiment_meta(view: ResidualView, data: Any, experiment: str, params: dict[str, Any],
@@ -389,8 +464,10 @@ def lesion_random(view: ResidualView, data: Any, k: Any = "1-20", samples: int =
     view = _probed(view, data, options.get("device"))
     ks = parse_k(k)
     specs = random_plans(view, ks, samples, seed)
+    short = short_of_samples(specs, ks, samples)
     return run_experiment(view, data, "lesion-random", specs,
-                          {"mode": "random", "k": ks, "samples": samples, "seed": seed}, seed=seed, **options)
+                          {"mode": "random", "k": ks, "samples": samples, "seed": seed,
+                           **({"distinct": short} if short else {})}, seed=seed, **options)
 
 
 def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, seed: int = 0,
@@ -399,7 +476,9 @@ def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, s
     view = _probed(view, data, options.get("device"))
     ks = parse_k(k)
     specs = reorder_plans(view, ks, samples, seed)
-    return run_experiment(view, data, "reorder", specs, {"k": ks, "samples": samples, "seed": seed},
+    short = short_of_samples(specs, ks, samples)
+    return run_experiment(view, data, "reorder", specs, {"k": ks, "samples": samples, "seed": seed,
+                                                        **({"distinct": short} if short else {})},
                           seed=seed, **options)
 
 
