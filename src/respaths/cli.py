@@ -257,7 +257,8 @@ def layers_args(p: argparse.ArgumentParser) -> None:
                    help="one block per layer, or attention and MLP as two blocks")
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per window (decoders) or per line (encoders)")
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--limit", type=positive_int, help="use at most this many examples (lines or windows)")
+    p.add_argument("--limit", type=positive_int, help="use the first N examples: windows of --seq-len tokens "
+                                                          "(decoders), lines (encoders)")
     p.add_argument("--steps", type=positive_int, help="remove at most this many blocks (default: all but one)")
     p.add_argument("--seeds", type=positive_int, default=3, help="random orders (greedy) or permutations (painters)")
     p.add_argument("--spans", type=k_values, help="painters: numbers of middle blocks, e.g. 1,2,4 (default 1..L-2)")
@@ -302,7 +303,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
-    p.add_argument("--limit", type=positive_int, help="use the first N test images")
+    p.add_argument("--limit", type=positive_int, help="use the first N test images (with --text: N windows or lines)")
     p.add_argument("--seed", type=int, default=0, help="seeds the random sets and the bootstrap")
     p.add_argument("--out", default="runs", help="directory of the result files")
     p.add_argument("--batch-size", type=positive_int, default=256)
