@@ -617,16 +617,16 @@ def test_random_sets_and_reorderings_are_distinct(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["lesion", *LESION, "--mode", "random", "--k", "8,9", "--samples", "5", "--out", str(out),
                      "--no-figure"]) == 0
-    assert "k=9: only 1 distinct configuration exists" in capsys.readouterr().out
+    assert "k=9: only 1 distinct configurations exist" in capsys.readouterr().out
     doc = json.loads((out / "lesion-random.json").read_text())
     sets = {k: [tuple(r["deleted"]) for r in doc["records"] if r["k"] == k] for k in (8, 9)}
     assert len(sets[9]) == 1 and len(sets[8]) == 5 and len(set(sets[8])) == 5
-    assert doc["meta"]["params"]["distinct"] == {"9": {"exist": 1, "drawn": 1}}
+    assert doc["meta"]["params"]["configurations"][1] == {"k": 9, "asked": 5, "exist": 1, "drawn": 1}
     rc, _ = run_cli(["reorder", *LESION, "--k", "1", "--samples", "50", "--out", out, "--no-figure"], capsys)
     assert rc == 0
     doc = json.loads((out / "reorder.json").read_text())
     orders = [tuple(r["order"]) for r in doc["records"] if r["kind"] == "reorder"]
-    assert len(orders) == len(set(orders)) == doc["meta"]["params"]["distinct"]["1"]["exist"] < 50
+    assert len(orders) == len(set(orders)) == doc["meta"]["params"]["configurations"][0]["exist"] < 50
 
 
 def test_distinct_draws_keep_the_sets_drawn_without_repeats():

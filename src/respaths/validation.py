@@ -90,7 +90,8 @@ def source_and_spec(model: str | None) -> tuple[str | None, str | None]:
     a directory that the opening then reports missing."""
     if model is None:
         return None, None
-    if Path(model).is_dir() or Path(model + ".old").is_dir() or ":" not in model:
+    from .opening import is_gguf
+    if Path(model).is_dir() or Path(model + ".old").is_dir() or is_gguf(model) or ":" not in model:
         return model, None
     return None, model
 
@@ -101,10 +102,10 @@ def given(args: argparse.Namespace, name: str) -> bool:
 
 def check_applies(args: argparse.Namespace) -> None:
     """Refuse options that would do nothing for this model, mode or launch, naming where they apply."""
-    from .opening import is_hf_dir
+    from .opening import is_transformers_source
     command = args.command
     model = getattr(args, "model", None) if command != "train" else None
-    hf = bool(model) and Path(model).is_dir() and is_hf_dir(model)
+    hf = bool(model) and Path(model).exists() and is_transformers_source(model)
     if command == "lesion" and args.mode == "single":
         for name in ("k", "samples"):
             if given(args, name):
@@ -113,9 +114,9 @@ def check_applies(args: argparse.Namespace) -> None:
         if model and not hf:
             if not Path(model).exists() and ":" not in model:
                 raise UserError(f"{model} does not exist; give a Hugging Face model directory (save_pretrained, "
-                                f"tokenizer beside it).")
-            raise UserError(f"respaths layers reads text through a Hugging Face model directory, and {model} is not "
-                            f"one; for an image model use {IMAGE_COMMANDS}.")
+                                f"tokenizer beside it) or a GGUF file.")
+            raise UserError(f"respaths layers reads text through a Hugging Face model directory or GGUF file, and "
+                            f"{model} is neither; for an image model use {IMAGE_COMMANDS}.")
         only = {"spans": "painters", "variants": "painters", "loops": "painters", "token": "angular",
                 "seeds": "greedy and painters"}
         for name, methods in only.items():
