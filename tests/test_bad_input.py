@@ -213,6 +213,8 @@ CASES = {
     "train-force-checkpoint-is-a-file": ["train", "--model", "resnet8", "--dataset", "synthetic", "--force",
                                          "--out", "{tmp}/ckfile"],
     "train-resume-force": ["train", *TRAIN_RUN, "--resume", "--force"],
+    "lesion-force-over-foreign-result": ["lesion", "{tmp}/ck3", "--force", "--out", "{tmp}/result-list"],
+    "lesion-force-over-foreign-journal": ["lesion", "{tmp}/ck3", "--force", "--out", "{tmp}/journal-garbage"],
     # numbers Python or torch cannot hold, or that can only give nonsense
     "train-lr-huge": ["train", *TRAIN, "--lr", "1e300"],
     "train-lr-inf": ["train", *TRAIN, "--lr", "inf"],

@@ -35,7 +35,8 @@ def whole_number(low: int, high: int = MAX_WHOLE, what: str = "a whole number"):
         except ValueError:
             v = None
         if v is None or not low <= v <= high:
-            raise argparse.ArgumentTypeError(f"expected {what} from {low:,} to {high:,}, got {text!r}")
+            wanted = f"of {low} or more" if high == MAX_WHOLE else f"from {low:,} to {high:,}"
+            raise argparse.ArgumentTypeError(f"expected {what} {wanted}, got {text!r}")
         return v
     parse.__name__ = what
     return parse
@@ -483,9 +484,9 @@ def image_size(text: str) -> tuple[int, int]:
         parts = []
     if len(parts) == 1:
         parts *= 2
-    if len(parts) != 2 or not 1 <= parts[1] <= parts[0]:
-        raise argparse.ArgumentTypeError(f"expected RESIZE,CROP with 1 <= CROP <= RESIZE (e.g. 36,32) or one size, "
-                                         f"got {text!r}")
+    if len(parts) != 2 or not 1 <= parts[1] <= parts[0] <= 8192:  # beyond 8192 pixels a side: a typo
+        raise argparse.ArgumentTypeError(f"expected RESIZE,CROP with 1 <= CROP <= RESIZE <= 8192 (e.g. 36,32) or one "
+                                         f"size, got {text!r}")
     return parts[0], parts[1]
 
 
