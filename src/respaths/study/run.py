@@ -38,7 +38,7 @@ from ..core import UserError
 from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
-from ..opening import is_hf_dir, open_model
+from ..opening import is_transformers_source, open_model
 from ..paths.experiment import run_path_gradients
 from .read import METRIC_LABELS, load_results_folder, train_losses
 from .report import build, make_figures
@@ -259,7 +259,7 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
           **open_options: Any) -> Path:
     """`respaths study`: open the model (a directory or a spec) and the compared ones, run every
     test-time experiment, write the report; returns its path."""
-    if Path(model).is_dir() and is_hf_dir(model):
+    if is_transformers_source(model):
         return study_text(model, out, budget_name=budget_name, limit=limit, seed=seed, device=device, force=force,
                           progress=progress, report=report, log=log, compare=compare, weights=weights,
                           **open_options)
