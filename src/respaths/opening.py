@@ -223,7 +223,7 @@ def open_hf(path: str, *, text: str | None, seq_len: int, batch_size: int, limit
     model.to(device)
     v = make_view(model, split=split_blocks)
     batches = read_text(text, v, tokenizer, seq_len, batch_size, limit) if text is not None else None
-    metric = metric_for(v, batches).name if batches is not None else {"causal-lm": "lm"}.get(getattr(v, "task", ""), "cosine")
+    metric = metric_for(v, batches).name
     description = {"source": source, "text": str(Path(text).resolve()) if text else None, "seq_len": seq_len,
                    "metric": metric, "fingerprint": weights_fingerprint(model)}
     return OpenedModel(model, v, batches, metric, description, tokenizer)

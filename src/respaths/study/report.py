@@ -62,7 +62,7 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
     m, single, rand = study.models, study.single, study.random
     chance = chance_error(study)
     axis = metric_axis(study)
-    noun = axis.title if study.metric else "test error"
+    noun = study.scored_by().label
 
     def panel(role):
         s = single[role]
@@ -195,7 +195,7 @@ def _models_rows(study: Study) -> str:
             ("not trained here" if study.kind == "study" else "reused"),
             pct(m["error"]) if m.get("error") is not None else "—")) + "</tr>")
     return ("<table><tr><th>role</th><th>model</th><th>blocks</th><th>parameters</th><th>epochs</th>"
-            f"<th>training time</th><th>{_e(study.metric['label']) if study.metric else 'test error'}</th>"
+            f"<th>training time</th><th>{_e(study.scored_by().label)}</th>"
             "</tr>" + "".join(rows) + "</table>")
 
 
@@ -219,15 +219,7 @@ def _img(png: bytes, alt: str) -> str:
 
 def metric_rule_note(study: Study) -> str:
     """How the rules above read for a transformer's study: on its metric, with its chance."""
-    m = study.metric
-    chance = m.get("chance")
-    if m["name"] == "lm":
-        what = ("the LM loss (mean next-token cross-entropy in nats; lower is better) stands for the error, and "
-                f"chance is the uniform distribution's loss, ln(vocabulary size)"
-                + (f" = {chance:.4f}" if chance is not None else ""))
-    else:
-        what = ("1 − the cosine of each example's mean-pooled output to the full model's stands for the error "
-                "(0 for the full model), and chance is 1 (an embedding orthogonal to the full model's)")
+    what = study.scored_by().rule_note(study.metric.get("chance"))
     return (f"These rules are read on the model's metric: {what}. Shares of the gap to chance are taken between the "
             f"whole model's value and chance; differences are in the metric's units, not pp.")
 
@@ -247,7 +239,7 @@ def render_html(studies: list[Study], figures: list[dict[str, tuple[str, bytes]]
     for s, cl in zip(studies, all_claims):
         count = {v: sum(c.verdict == v for c in cl) for v in VCLASS}
         note = preset_note(s.preset_settings)
-        what = (f"{s.dataset['n_test']:,} examples, scored by {s.metric['label']}" if s.metric
+        what = (f"{s.dataset['n_test']:,} examples, scored by {s.scored_by().label}" if s.metric
                 else f"{s.dataset['n_test']:,} test images")
         parts.append(f"<p><b>{_e(s.title)}</b>: {_e(s.dataset['label'])}, {what}; "
                      + ", ".join(f"{n} {v}" for v, n in count.items() if n) + "."
