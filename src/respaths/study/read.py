@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from ..experiments.compare import _random_summary
 from ..core import UserError
-from ..metrics import Metric, metric_named
+from ..metrics import ClassifierError, Metric, metric_named
 
 
 def train_losses(run_dir: Path) -> list[float] | None:
@@ -334,8 +334,8 @@ def series_net(study: Study) -> "Net | None":
     from .series import Net
 
     m, s = study.models.get("resnet"), study.single.get("resnet")
-    classes = study.dataset.get("num_classes")
-    if study.metric or not m or not s or not classes:
+    chance = ClassifierError.guessing(study.dataset.get("num_classes"))
+    if not isinstance(study.scored_by(), ClassifierError) or not m or not s or chance is None:
         return None
     root = Path(study.dir)
     res = root / "results"
@@ -377,7 +377,7 @@ def series_net(study: Study) -> "Net | None":
         "budget": str((settings.get("budget") or {}).get("name") or settings.get("name") or "?"),
     }
     return Net(label=f"{m.get('name', 'resnet')} ({m['blocks']} blocks)", blocks=int(m["blocks"]),
-               downsample=list(m["downsample"]), chance=1.0 - 1.0 / classes, baseline=float(s["baseline"]),
+               downsample=list(m["downsample"]), chance=chance, baseline=float(s["baseline"]),
                n_images=n_images, single=list(s["errors"]), single_changes=changes, random=sets,
                tau=list(r.get("tau", [])), reorder_error=list(r.get("error", [])),
                path_lengths=list(p.get("lengths", [])), path_mean=list(p.get("mean", [])), path_se=se, about=about)
