@@ -796,7 +796,9 @@ def demo_run(args: argparse.Namespace) -> int:
 def report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories written by respaths reproduce; "
                                                           "several are shown side by side")
-    p.add_argument("--out", type=out_path, help="the HTML file (default DIR/report.html for one run, report.html for several)")
+    p.add_argument("--out", type=out_path, help="the HTML file, or a directory for report.html and, for nets of several depths, the "
+                                 "depth series' figures and series.json (default DIR/report.html for one run, "
+                                 "report.html for several)")
 
 
 def report_run(args: argparse.Namespace) -> int:
