@@ -102,10 +102,11 @@ def given(args: argparse.Namespace, name: str) -> bool:
 
 def check_applies(args: argparse.Namespace) -> None:
     """Refuse options that would do nothing for this model, mode or launch, naming where they apply."""
-    from .opening import is_transformers_source
+    from .opening import is_gguf, is_transformers_source
     command = args.command
     model = getattr(args, "model", None) if command != "train" else None
-    hf = bool(model) and Path(model).exists() and is_transformers_source(model)
+    # a .gguf name is a text model even where the file is missing: its loader says so in its own words
+    hf = bool(model) and (is_gguf(model) or (Path(model).exists() and is_transformers_source(model)))
     if command == "lesion" and args.mode == "single":
         for name in ("k", "samples"):
             if given(args, name):
