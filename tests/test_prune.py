@@ -311,7 +311,8 @@ def test_cli_prune_from_layers_greedy_on_gpt2(tmp_path, capsys):
 
     from respaths import cli
     from respaths.adapters.hf import load
-    from respaths.layers.importance import LMLoss, read_text
+    from respaths.data.text import read_text
+    from respaths.metrics import LMLoss
     d = tmp_path / "gpt2"
     save_with_tokenizer(tiny("gpt2"), d, TEXT)
     (tmp_path / "t.txt").write_text(TEXT)
@@ -348,7 +349,7 @@ def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
     from respaths import cli
-    from respaths.layers.importance import read_text
+    from respaths.data.text import read_text
     from respaths.prune import cosine_between
     text = tmp_path / "s.txt"
     text.write_text("\n".join(["a cat sat on the mat", "residual networks behave like ensembles",
