@@ -264,12 +264,11 @@ def test_published_layout_prunes_and_reloads_with_its_padding(tmp_path):
     model = randomise_bn(respaths.build_model("resnet20", in_channels=3, num_classes=10, width=0.5,
                                               zero_pad="both"))
     x = torch.randn(2, 3, 16, 16)
-    from respaths.prune import save_pruned
+    from respaths.io.pruned import save_weights, write_pruned
     pruned = respaths.prune(model, [2], x).eval()
     out = tmp_path / "p"
-    out.mkdir()
-    save_pruned(out, pruned, {"removed": [2], "input_shape": [3, 16, 16],
-                              "base": {"respaths_model": {"name": "resnet20", "config": model.config}}})
+    write_pruned(out, {"removed": [2], "input_shape": [3, 16, 16],
+                       "base": {"respaths_model": {"name": "resnet20", "config": model.config}}}, save_weights(pruned))
     again, _ = respaths.load_pruned(out)
     with torch.no_grad():
         assert torch.equal(again(x), respaths.view(model, x)(x, delete_blocks(9, [2])))

@@ -4,7 +4,7 @@ from .core import Block, Plan, ResidualView, delete_blocks, full_plan, reorder_b
 from .adapters import view
 from .adapters.declared import declare
 from .models import build_model, list_models
-from .io.loading import load_pruned
+from .opening import load_pruned
 from .prune import prune
 
 

@@ -38,7 +38,7 @@ from ..core import UserError
 from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
-from ..opening import is_hf_dir, open_model
+from ..opening import open_model, source_of
 from ..paths.experiment import run_path_gradients
 from .read import METRIC_LABELS, load_results_folder
 from .report import build, make_figures
@@ -214,9 +214,8 @@ class StudySettings:
         return dataclasses.asdict(self)
 
 
-def open_net(role: str, source: str | None, spec: str | None, weights: str | None, options: dict[str, Any],
-             device: str) -> tuple[Net, Any]:
-    opened = open_model(source, spec=spec, weights=weights, device=device, **options)
+def open_net(role: str, model: str, weights: str | None, options: dict[str, Any], device: str) -> tuple[Net, Any]:
+    opened = open_model(model, weights=weights, device=device, **options)
     if isinstance(opened.data, list) or opened.metric != "classifier":
         raise UserError("respaths study runs on image classifiers for now; for a transformer use respaths layers.")
     d = opened.description
@@ -252,7 +251,7 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
           **open_options: Any) -> Path:
     """`respaths study`: open the model (a directory or a spec) and the compared ones, run every
     test-time experiment, write the report; returns its path."""
-    if Path(model).is_dir() and is_hf_dir(model):
+    if source_of(model).reads == "text":
         return study_text(model, out, budget_name=budget_name, limit=limit, seed=seed, device=device, force=force,
                           progress=progress, report=report, log=log, compare=compare, weights=weights,
                           **open_options)
@@ -263,16 +262,14 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     limit = limit or b.test_limit
     b = replace(b, test_limit=limit)
     options = dict(open_options, data_dir=data_dir, limit=limit)
-    is_dir = Path(model).is_dir()
-    main, opened = open_net("resnet", model if is_dir else None, None if is_dir else model, weights, options, device)
+    main, opened = open_net("resnet", model, weights, options, device)
     if not residual(main):
         raise UserError(f"{model} has no residual blocks, so there are no paths to study; give a residual net "
                         f"(compare a plain one with --compare vgg=MODEL).")
     nets = {"resnet": main}
     for role, (m, w) in parse_compare(compare).items():
         other = dict(options, dataset=options.get("dataset") or opened.data.name)
-        nets[role], _ = open_net(role, m if Path(m).is_dir() else None, None if Path(m).is_dir() else m, w,
-                                 other, device)
+        nets[role], _ = open_net(role, m, w, other, device)
         if nets[role].test.name != main.test.name or len(nets[role].test) != len(main.test):
             raise UserError(f"--compare {role} is tested on {nets[role].test.name}, not {main.test.name}; "
                             f"compare models of one dataset.")
