@@ -439,6 +439,19 @@ def _print_summary(records: list, path: str, warnings: list[str] = (), figure: b
     print(f"wrote {path}.json and {path}.csv" + (f" and the figure {figure}" if figure else ""))
 
 
+def _print_fewer(path: str) -> None:
+    """Where fewer distinct configurations exist than --samples asked for, all were used: say so."""
+    import json
+
+    from .distributed import is_main
+    if not is_main():
+        return
+    for c in json.loads(Path(f"{path}.json").read_text())["meta"]["params"].get("configurations", []):
+        if c["drawn"] < c["asked"]:
+            print(f"k={c['k']}: only {c['drawn']} distinct configurations exist, so all {c['drawn']} were run "
+                  f"(not {c['asked']}).")
+
+
 def _figure(prefix: str, draw: bool = True):
     """The result's figure beside it (PREFIX.png and .svg), where it has one; its PNG path or None."""
     from .study.run import save_result_figure
@@ -464,6 +477,7 @@ def lesion_run(args: argparse.Namespace) -> int:
     else:
         records = lesion_random(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
     _print_summary(records, out, args.warnings, not args.no_figure)
+    _print_fewer(out)
     return 0
 
 
@@ -481,6 +495,7 @@ def reorder_run(args: argparse.Namespace) -> int:
     out = os.path.join(args.out, "reorder")
     records = reorder(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
     _print_summary(records, out, args.warnings, not args.no_figure)
+    _print_fewer(out)
     return 0
 
 

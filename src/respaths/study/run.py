@@ -40,7 +40,7 @@ from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
 from ..opening import open_model, source_of
 from ..paths.experiment import run_path_gradients
-from .read import METRIC_LABELS, load_results_folder
+from .read import METRIC_LABELS, load_results_folder, train_losses
 from .report import build, make_figures
 from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
@@ -225,6 +225,13 @@ def open_net(role: str, model: str, weights: str | None, options: dict[str, Any]
         label = f"{label} ({Path(src['weights']).name})"
     net = Net(role, str(label), opened.view, opened.model, opened.data,
               {"source": src, "preprocessing": d["preprocessing"], "fingerprint": d["fingerprint"]})
+    # a net respaths trained (a `respaths train` directory) keeps its training losses, so that the report can
+    # tell whether it converged before judging the paper's claims on it
+    ckpt = Path(src["checkpoint"]) if src.get("checkpoint") else None
+    run_dir = ckpt.parent if ckpt is not None and ckpt.name == "checkpoint" else ckpt  # the run dir or its checkpoint/
+    losses = train_losses(run_dir) if run_dir is not None and run_dir.is_dir() else None
+    if losses:
+        net.training = {"epochs": len(losses), "train_loss": losses}
     return net, opened
 
 
@@ -269,6 +276,9 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     nets = {"resnet": main}
     for role, (m, w) in parse_compare(compare).items():
         other = dict(options, dataset=options.get("dataset") or opened.data.name)
+        if source_of(m).holds_weights:  # a checkpoint brings its own model and normalisation: the main net's do not apply
+            other = {k: v for k, v in other.items() if k not in ("normalize", "mean", "std", "model_kwargs",
+                                                                 "num_classes")}
         nets[role], _ = open_net(role, m, w, other, device)
         if nets[role].test.name != main.test.name or len(nets[role].test) != len(main.test):
             raise UserError(f"--compare {role} is tested on {nets[role].test.name}, not {main.test.name}; "
