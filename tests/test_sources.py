@@ -19,13 +19,14 @@ def test_a_spec_is_decided_by_its_prefix(model, name):
     assert opening.source_of(model).name == name
 
 
-def test_directories_are_decided_by_the_file_that_marks_them(tmp_path):
+def test_directories_and_files_are_decided_by_what_marks_them(tmp_path):
     respaths.io.checkpoint.save_checkpoint(tmp_path / "ck", build_model("resnet8", width=0.25), {})
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text("{}")
     (tmp_path / "pruned").mkdir()
     (tmp_path / "pruned" / "respaths_prune.json").write_text("{}")
     assert [opening.source_of(str(tmp_path / d)).name for d in ("ck", "hf", "pruned")] == ["checkpoint", "hf", "pruned"]
+    assert opening.source_of(str(tmp_path / "m.Q4_1.gguf")).name == "gguf"  # a file, by its name
     for bad in ("resnet50", str(tmp_path / "nothing")):
         with pytest.raises(UserError, match="neither a checkpoint directory nor a model spec"):
             opening.source_of(bad)
@@ -50,7 +51,7 @@ class ToySource(opening.ModelSource):
                 m.weight.data.normal_(1.0, 0.3)
         return opening.Loaded(net, spec)
 
-    def describe(self, model, options):
+    def describe(self, model, options, loaded=None):
         return {"toy": model}
 
 

@@ -244,7 +244,8 @@ def evaluate_run(args: argparse.Namespace) -> int:
 
 def layers_args(p: argparse.ArgumentParser) -> None:
     from .layers.importance import METHODS, PAINTERS
-    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), tokenizer beside it")
+    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), tokenizer beside it, "
+                                 "or a GGUF file (pip install respaths[gguf])")
     p.add_argument("--method", required=True, choices=METHODS,
                    help="influence: ShortGPT Block Influence and pruning in its order; angular: Gromov et al.'s "
                         "angular distance and best n consecutive blocks; greedy: greedy pruning vs influence "
@@ -256,7 +257,8 @@ def layers_args(p: argparse.ArgumentParser) -> None:
                    help="one block per layer, or attention and MLP as two blocks")
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per window (decoders) or per line (encoders)")
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--limit", type=positive_int, help="use at most this many examples (lines or windows)")
+    p.add_argument("--limit", type=positive_int, help="use the first N examples: windows of --seq-len tokens "
+                                                          "(decoders), lines (encoders)")
     p.add_argument("--steps", type=positive_int, help="remove at most this many blocks (default: all but one)")
     p.add_argument("--seeds", type=positive_int, default=3, help="random orders (greedy) or permutations (painters)")
     p.add_argument("--spans", type=k_values, help="painters: numbers of middle blocks, e.g. 1,2,4 (default 1..L-2)")
@@ -285,7 +287,8 @@ def layers_run(args: argparse.Namespace) -> int:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     """How a command is given its model and data (respaths.opening.open_model)."""
-    p.add_argument("checkpoint", nargs="?", help="a respaths checkpoint or run directory (or give --model)")
+    p.add_argument("checkpoint", nargs="?", help="a respaths checkpoint or run directory, a Hugging Face model "
+                                                 "directory or GGUF file (or give --model)")
     p.add_argument("--model", help="a model that is not a respaths checkpoint: torchvision:resnet50, "
                                    "timm:NAME, respaths:preresnet110 or module.path:factory")
     p.add_argument("--weights", help="weights for --model: safetensors or any torch.save file (read with weights_only)")
@@ -300,7 +303,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _lesion_common_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
-    p.add_argument("--limit", type=positive_int, help="use the first N test images")
+    p.add_argument("--limit", type=positive_int, help="use the first N test images (with --text: N windows or lines)")
     p.add_argument("--seed", type=int, default=0, help="seeds the random sets and the bootstrap")
     p.add_argument("--out", default="runs", help="directory of the result files")
     p.add_argument("--batch-size", type=positive_int, default=256)
@@ -569,7 +572,7 @@ def reproduce_run(args: argparse.Namespace) -> int:
 def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the net to study: a respaths checkpoint or run directory, a model spec "
                                  "(respaths:resnet32, torchvision:resnet18, timm:NAME, module.path:factory), or a "
-                                 "Hugging Face model directory with --text FILE")
+                                 "Hugging Face model directory or GGUF file with --text FILE")
     p.add_argument("--out", required=True, help="run directory (running again resumes it)")
     p.add_argument("--weights", help="weights for a model spec: safetensors or any torch.save file (read with "
                                      "weights_only), e.g. a published .th")
@@ -653,8 +656,8 @@ def report_run(args: argparse.Namespace) -> int:
 # prune  (issue 16: export a model with blocks removed)
 
 def prune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), a respaths checkpoint "
-                                 "directory, or a model spec such as respaths:resnet20, torchvision:resnet18")
+    p.add_argument("model", help="a Hugging Face model directory (save_pretrained) or GGUF file, a respaths "
+                                 "checkpoint directory, or a model spec such as respaths:resnet20, torchvision:resnet18")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--blocks", type=comma_list, help="blocks to remove, by index or name, separated by commas: 5,6")
     which.add_argument("--from", dest="result", metavar="RESULT.json",

@@ -5,6 +5,7 @@ order; the first whose detect() says yes opens it):
 
   pruned       a directory written by `respaths prune` from an image model (respaths_prune.json)
   hf           a Hugging Face directory (save_pretrained, tokenizer beside it): its data is a text file
+  gguf         a llama.cpp GGUF file (model and tokenizer in one file, read by transformers): as hf
   checkpoint   a respaths checkpoint or run directory: it names its dataset and its normalisation
   torchvision:NAME, timm:NAME, respaths:NAME   a model of that library, with a weights file
   module.path:factory                          factory(), with a weights file
@@ -32,6 +33,7 @@ from torch import nn
 
 from .adapters import view as make_view
 from .adapters.hf import load as load_hf
+from .adapters.hf import load_gguf
 from .core import ResidualView, UserError
 from .data.sources import load_dataset
 from .data.text import read_text
@@ -230,8 +232,9 @@ class ModelSource:
         """The model (data: the images it will see, so that a factory can fit them; None when not loaded)."""
         raise NotImplementedError
 
-    def describe(self, model: str, options: OpenOptions) -> dict[str, Any]:
-        """What every result file's meta records as its "source"."""
+    def describe(self, model: str, options: OpenOptions, loaded: Loaded | None = None) -> dict[str, Any]:
+        """What every result file's meta records as its "source" (loaded: the model, where what the
+        source records comes from the loading)."""
         raise NotImplementedError
 
     def open(self, model: str, options: OpenOptions) -> OpenedModel:
@@ -251,7 +254,7 @@ class Directory(ModelSource):
             raise UserError(f"{model} is {self.form}, which builds its own model; drop --model-kwargs (it goes "
                             f"with a model spec).")
 
-    def describe(self, model: str, options: OpenOptions) -> dict[str, Any]:
+    def describe(self, model: str, options: OpenOptions, loaded: Loaded | None = None) -> dict[str, Any]:
         return {"checkpoint": model}
 
 
@@ -278,15 +281,30 @@ class HuggingFace(Directory):
         hf, tokenizer = load_hf(model)
         return Loaded(hf, {"tokenizer": tokenizer})
 
-    def describe(self, model: str, options: OpenOptions) -> dict[str, Any]:
+    def describe(self, model: str, options: OpenOptions, loaded: Loaded | None = None) -> dict[str, Any]:
         return {"hf": str(Path(model).resolve())}
 
     def open(self, model: str, options: OpenOptions) -> OpenedModel:
         self.refuse_model_options(model, options)
         if options.given(*OpenOptions.IMAGE_OPTIONS):
-            raise UserError("a Hugging Face model directory reads text: give --text FILE, not --dataset or image "
-                            "preprocessing options.")
+            raise UserError("a Hugging Face model directory or GGUF file reads text: give --text FILE, not --dataset "
+                            "or image preprocessing options.")
         return open_text(self, model, options)
+
+
+class GGUF(HuggingFace):
+    name, form = "gguf", "a llama.cpp GGUF file"
+
+    def detect(self, model: str) -> bool:  # by its name: opening it says whether it really is one
+        return Path(model).suffix.lower() == ".gguf" and not Path(model).is_dir()
+
+    def load(self, model: str, options: OpenOptions, data: Any = None) -> Loaded:
+        self.refuse_model_options(model, options)
+        net, tokenizer, source = load_gguf(model)
+        return Loaded(net, {"tokenizer": tokenizer, "source": source})
+
+    def describe(self, model: str, options: OpenOptions, loaded: Loaded | None = None) -> dict[str, Any]:
+        return dict(loaded.meta["source"])  # the file's sha256 and quantisation, read when it was loaded
 
 
 class Checkpoint(Directory):
@@ -336,7 +354,7 @@ class Spec(ModelSource):
         """The factory's arguments, completed from the images it will see where the library wants that."""
         return kwargs
 
-    def describe(self, model: str, options: OpenOptions) -> dict[str, Any]:
+    def describe(self, model: str, options: OpenOptions, loaded: Loaded | None = None) -> dict[str, Any]:
         return {"model": model, "weights": str(options.weights) if options.weights else None,
                 **({"model_kwargs": dict(options.model_kwargs)} if options.model_kwargs else {})}
 
@@ -420,7 +438,7 @@ class Factory(Spec):
 
 # Tried in this order: directories by the file that marks them, then specs by their prefix, then
 # module.path:factory, which takes any a:b.
-SOURCES: list[ModelSource] = [PrunedExport(), HuggingFace(), Checkpoint(), TorchvisionSpec(), TimmSpec(),
+SOURCES: list[ModelSource] = [PrunedExport(), HuggingFace(), GGUF(), Checkpoint(), TorchvisionSpec(), TimmSpec(),
                               RespathsSpec(), Factory()]
 
 
@@ -484,7 +502,7 @@ def open_images(source: ModelSource, model: str, o: OpenOptions) -> OpenedModel:
             if outputs < data.num_classes:
                 raise UserError(f"the model has {outputs} outputs but {data.name} has {data.num_classes} classes; "
                                 f"give --num-classes or a model trained on this dataset.")
-    description = {"source": source.describe(model, o), "preprocessing": chosen, "metric": "classifier",
+    description = {"source": source.describe(model, o, loaded), "preprocessing": chosen, "metric": "classifier",
                    "fingerprint": weights_fingerprint(net), **({"trained_on": trained_on} if trained_on else {})}
     weights_given = source.holds_weights or bool(o.weights)
     notes = degenerate_warnings(v, example, weights_given=weights_given) if example is not None else []
@@ -502,7 +520,7 @@ def open_text(source: ModelSource, model: str, o: OpenOptions) -> OpenedModel:
     v = make_view(net, split=o.split_blocks)
     batches = read_text(o.text, v, tokenizer, o.seq_len, o.batch_size, o.limit) if o.text is not None else None
     metric = metric_for(v, batches).name if batches is not None else {"causal-lm": "lm"}.get(getattr(v, "task", ""), "cosine")
-    description = {"source": {**source.describe(model, o), "model_class": type(net).__name__},
+    description = {"source": {**source.describe(model, o, loaded), "model_class": type(net).__name__},
                    "text": str(Path(o.text).resolve()) if o.text else None, "seq_len": o.seq_len, "metric": metric,
                    "fingerprint": weights_fingerprint(net)}
     return OpenedModel(net, v, batches, metric, description, tokenizer)
