@@ -404,41 +404,30 @@ def _lesion_setup(args: argparse.Namespace):
                                                    "fingerprint": d["fingerprint"], "dtype": args.dtype,
                                                    "fast": args.fast, "compile": args.compile})
     args.warnings = opened.warnings  # printed after the results, so that a bad option still fails in one line
+    args.metric = opened.metric  # what the records hold, for the summary
     return opened.view, opened.data, options
 
 
-def _print_summary(records: list, path: str, warnings: list[str] = (), figure: bool = True) -> None:
+def _print_summary(records: list, path: str, metric: str, warnings: list[str] = (), figure: bool = True) -> None:
     from .distributed import is_main
+    from .metrics import metric_named
     if not is_main():  # under torchrun, rank 0 speaks for all
         return
     for note in warnings:
         print(f"warning: {note}.", file=sys.stderr)
     figure = _figure(path, figure)
-    base = records[0]
-    # what the records measure: classifier error, LM loss (and perplexity) or embedding cosine
-    if "ppl" in base:
-        name, key, harm = "LM loss", "loss", 1
-        show = lambda r: f"{r['loss']:.4f} (ppl {r['ppl']:.4g})"  # noqa: E731
-        print(f"baseline LM loss {base['loss']:.4f} (ppl {base['ppl']:.4g}) on {base['n']} predicted tokens")
-    elif "cos" in base:
-        name, key, harm = "cosine to the full model", "cos", -1
-        show = lambda r: f"{r['cos']:.4f}"  # noqa: E731
-        print(f"baseline embedding cosine {base['cos']:.4f} (the full model is the reference) on {base['n']} examples")
-    else:
-        name, key, harm = "error", "error", 1
-        show = lambda r: f"{100 * r['error']:.2f}%"  # noqa: E731
-        print(f"baseline error {100 * base['error']:.2f}% on {base['n']} images")
+    m = metric_named(metric)
+    print(m.baseline_line(records[0]))
     groups: dict = {}
     for r in records[1:]:
         groups.setdefault((r["kind"], r["k"]), []).append(r)
     if len(groups) == 1 and records[1:] and records[1]["kind"] == "single":
-        worst = sorted(records[1:], key=lambda r: -harm * r[key])[:5]
-        print("most harmful single deletions: " + ", ".join(f"block {r['deleted'][0]} {show(r)}" for r in worst))
+        worst = sorted(records[1:], key=lambda r: r[m.field] if m.higher_is_better else -r[m.field])[:5]
+        print("most harmful single deletions: " + ", ".join(f"block {r['deleted'][0]} {m.show(r)}" for r in worst))
     else:
         for (kind, k), rs in sorted(groups.items()):
-            mean = sum(r[key] for r in rs) / len(rs)
-            shown = f"{100 * mean:.2f}%" if key == "error" else f"{mean:.4f}"
-            print(f"{kind} k={k}: mean {name} {shown} over {len(rs)} samples")
+            mean = sum(r[m.field] for r in rs) / len(rs)
+            print(f"{kind} k={k}: mean {m.summary_name} {m.format(mean)} over {len(rs)} samples")
     print(f"wrote {path}.json and {path}.csv" + (f" and the figure {figure}" if figure else ""))
 
 
@@ -479,7 +468,7 @@ def lesion_run(args: argparse.Namespace) -> int:
         records = lesion_single(view, data, out=out, seed=args.seed, **options)
     else:
         records = lesion_random(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
-    _print_summary(records, out, args.warnings, not args.no_figure)
+    _print_summary(records, out, args.metric, args.warnings, not args.no_figure)
     _print_fewer(out)
     return 0
 
@@ -497,7 +486,7 @@ def reorder_run(args: argparse.Namespace) -> int:
     view, data, options = _lesion_setup(args)
     out = os.path.join(args.out, "reorder")
     records = reorder(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
-    _print_summary(records, out, args.warnings, not args.no_figure)
+    _print_summary(records, out, args.metric, args.warnings, not args.no_figure)
     _print_fewer(out)
     return 0
 
@@ -642,7 +631,9 @@ def demo_run(args: argparse.Namespace) -> int:
 def report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dirs", nargs="+", metavar="DIR", help="run directories written by respaths reproduce; "
                                                           "several are shown side by side")
-    p.add_argument("--out", help="the HTML file (default DIR/report.html for one run, report.html for several)")
+    p.add_argument("--out", help="the HTML file, or a directory for report.html and, for nets of several depths, the "
+                                 "depth series' figures and series.json (default DIR/report.html for one run, "
+                                 "report.html for several)")
 
 
 def report_run(args: argparse.Namespace) -> int:

@@ -519,7 +519,7 @@ def open_text(source: ModelSource, model: str, o: OpenOptions) -> OpenedModel:
     net, tokenizer = loaded.model.to(o.device), loaded.meta.get("tokenizer")
     v = make_view(net, split=o.split_blocks)
     batches = read_text(o.text, v, tokenizer, o.seq_len, o.batch_size, o.limit) if o.text is not None else None
-    metric = metric_for(v, batches).name if batches is not None else {"causal-lm": "lm"}.get(getattr(v, "task", ""), "cosine")
+    metric = metric_for(v, batches).name
     description = {"source": {**source.describe(model, o, loaded), "model_class": type(net).__name__},
                    "text": str(Path(o.text).resolve()) if o.text else None, "seq_len": o.seq_len, "metric": metric,
                    "fingerprint": weights_fingerprint(net)}

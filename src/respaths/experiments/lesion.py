@@ -55,12 +55,11 @@ from ..core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_bloc
 from ..engine.options import EngineOptions
 from ..engine.trie import evaluate_plans
 from ..engine.batching import batch_length, count_examples, first_examples, iterate_batches
-from ..metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for, to_device
+from ..metrics import Metric, inputs_of, metric_for, metric_named, to_device
 from ..prune import Skipped
 from ..io.results import ResultStore
 
 DEFAULT_CHUNK = 64
-MAIN_NUMBER = {"lm": "loss", "cosine": "cos", "classifier": "error"}  # what a metric's delta is taken of
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,10 +213,7 @@ def choose_metric(view: ResidualView, data: Any, metric: Metric | str | None) ->
     the view and the batches when data is a list of dict batches, or None (the classifier path, with
     per-example correctness and paired statistics)."""
     if isinstance(metric, str):
-        named = {"lm": LMLoss, "cosine": EmbeddingCosine, "classifier": ClassifierError}
-        if metric not in named:
-            raise UserError(f"unknown metric {metric!r}; use lm, cosine or classifier.")
-        return named[metric]()
+        return metric_named(metric)
     if metric is None and is_dict_batches(data):
         return metric_for(view, data)
     return metric
@@ -318,7 +314,7 @@ def experiment_meta(view: ResidualView, data: Any, experiment: str, params: dict
     if n_examples == 0:
         raise UserError("the data has no examples; check --text and --limit.")
     return {"experiment": experiment, **describe(view, data, n_examples), "dataset": dataset, "metric": metric.name,
-            "chance": chance_of(view, metric), "params": params, **(meta or {})}
+            "chance": metric.chance(view), "params": params, **(meta or {})}
 
 
 def with_baseline(view: ResidualView, specs: list[Spec]) -> tuple[Spec, list[Spec], list[str]]:
@@ -370,7 +366,7 @@ class MetricRecords:
     against the baseline of every chunk and, when resuming, of the journal (stored)."""
 
     def __init__(self, metric: Metric, stored: dict[str, Any] | None):
-        self.main = MAIN_NUMBER.get(metric.name, "loss")
+        self.main = metric.field
         self.value = stored[self.main] if stored is not None else None
 
     def check_baseline(self, base: dict[str, Any]) -> None:
@@ -386,19 +382,6 @@ class MetricRecords:
     def summary(baseline: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in baseline.items()
                 if k not in ("key", "kind", "k", "sample", "deleted", "plan", "delta", "seconds")}
-
-
-def chance_of(view: ResidualView, metric: Metric) -> float | None:
-    """The metric's value for a model that knows nothing, as the report's figures and verdicts read it:
-    ln(vocabulary size) for an LM (the loss of the uniform distribution over its outputs); for the
-    embedding cosine, 1 - cosine = 1 (an embedding orthogonal to the full model's); None otherwise."""
-    if metric.name == "cosine":
-        return 1.0
-    if metric.name != "lm" or view.model is None:
-        return None
-    out = view.model.get_output_embeddings() if hasattr(view.model, "get_output_embeddings") else None
-    size = getattr(out, "out_features", None) or getattr(getattr(view.model, "config", None), "vocab_size", None)
-    return math.log(size) if size else None
 
 
 def make_metric_record(fields: dict[str, Any], plan: Plan, r: dict[str, Any], baseline_value: float,

@@ -12,11 +12,11 @@ import torch
 
 from ..core import UserError, delete_blocks
 from ..engine.batching import iterate_batches
-from ..metrics import metric_for
+from ..metrics import metric_for, metric_named
 from ..models import Net
 from ..io.pruned import save_weights, write_pruned
 from ..opening import OpenOptions, open_model
-from ..prune import describe_metric, metric_of, prune, resolve
+from ..prune import metric_of, prune, resolve
 from .choose import blocks_from_result
 
 
@@ -58,9 +58,10 @@ def export(model_name: str, out: str | Path, *, blocks: list[str] | None = None,
                           "data": {k: opened.description.get(k) for k in ("preprocessing", "text", "seq_len")
                                    if opened.description.get(k) is not None},
                           "dataset": getattr(opened.data, "name", None)}
-        where = f"{before['n']} {'tokens' if opened.metric == 'lm' else 'examples'}"
-        lines.append(f"before: {describe_metric(opened.metric, before)}; after: {describe_metric(opened.metric, after)} "
-                     f"(the view's deletion plan: {describe_metric(opened.metric, planned)}) on {where}")
+        scored = metric_named(opened.metric)
+        where = f"{before['n']} {scored.counts}"
+        lines.append(f"before: {scored.describe(before)}; after: {scored.describe(after)} "
+                     f"(the view's deletion plan: {scored.describe(planned)}) on {where}")
     elif not has_data:
         lines.append("no data given (--dataset or --text), so no metric before and after")
     if v.adapter != "hf":

@@ -12,12 +12,14 @@ import csv
 import dataclasses
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..experiments.compare import _random_summary
 from ..core import UserError
+from ..metrics import ClassifierError, Metric, metric_named
 
 
 def train_losses(run_dir: Path) -> list[float] | None:
@@ -89,6 +91,10 @@ class Study:
     preset_settings: dict[str, Any] | None = None
     # {"name": "lm" | "cosine", "label", "chance"}; None: a classifier's test errors
     metric: dict[str, Any] | None = None
+
+    def scored_by(self) -> Metric:
+        """The metric the "error" numbers are of: the classifier's test error where `metric` is None."""
+        return metric_named(self.metric["name"] if self.metric else "classifier")
 
 
 DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
@@ -239,25 +245,12 @@ def _doc(path: Path) -> dict[str, Any] | None:
     return doc
 
 
-METRIC_LABELS = {"lm": "LM loss", "cosine": "1 − cosine"}
-
-
-def value_of(record: dict[str, Any], metric: str | None) -> float:
-    """What the figures and claims read from a record, larger = worse: the test error (classifiers),
-    the LM loss (decoders) or 1 - the embedding cosine to the full model (encoders)."""
-    if metric == "lm":
-        return record["loss"]
-    if metric == "cosine":
-        return 1.0 - record["cos"]
-    return record["error"]
-
-
 def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The study's "metric" entry for result files written with a metric (None for classifier files)."""
     name = meta.get("metric")
     if name in (None, "classifier"):
         return None
-    return {"name": name, "label": METRIC_LABELS.get(name, name), "chance": meta.get("chance")}
+    return {"name": name, "label": metric_named(name).label, "chance": meta.get("chance")}
 
 
 def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> Study:
@@ -277,7 +270,7 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
     n_test = ((meta.get("dataset") or {}).get("n_images") or (meta.get("dataset") or {}).get("n_examples")
               if isinstance(meta.get("dataset"), dict) else None)
     metric = metric_info(meta)
-    m_name = metric["name"] if metric else None
+    value_of = metric_named(metric["name"] if metric else "classifier").worse  # the figures' and claims' number
     model = meta.get("model") if isinstance(meta.get("model"), dict) else {"name": meta.get("model")}
     source = meta.get("source") or {}
     label = source.get("checkpoint") or source.get("model") or model.get("name") or "model"
@@ -301,21 +294,21 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
         errs: list[float | None] = [None] * n
         for r in d["records"]:
             if r.get("kind") == "single":
-                errs[r["deleted"][0]] = value_of(r, m_name)
-        study.single["resnet"] = {"baseline": value_of(d["baseline"], m_name), "errors": errs}
-        study.models["resnet"]["error"] = value_of(d["baseline"], m_name)
+                errs[r["deleted"][0]] = value_of(r)
+        study.single["resnet"] = {"baseline": value_of(d["baseline"]), "errors": errs}
+        study.models["resnet"]["error"] = value_of(d["baseline"])
     if "lesion-random" in docs:
         recs = docs["lesion-random"]["records"]
         if metric:
-            recs = [dict(r, error=value_of(r, m_name)) for r in recs]
+            recs = [dict(r, error=value_of(r)) for r in recs]
         study.random["resnet"] = _random_summary(recs)
         study.models["resnet"]["error"] = study.models["resnet"]["error"] or recs[0]["error"]
     if "reorder" in docs:
         d = docs["reorder"]
         recs = [r for r in d["records"] if r["kind"] == "reorder"]
-        study.reorder["resnet"] = {"baseline": value_of(d["baseline"], m_name),
+        study.reorder["resnet"] = {"baseline": value_of(d["baseline"]),
                                    "tau": [r["kendall_tau"] for r in recs],
-                                   "error": [value_of(r, m_name) for r in recs]}
+                                   "error": [value_of(r) for r in recs]}
     if "paths" in docs and docs["paths"]["records"]:
         d = docs["paths"]
         recs = sorted(d["records"], key=lambda r: r["length"])
@@ -329,3 +322,62 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
     if study.dataset["num_classes"] is None:
         study.dataset["num_classes"] = 0
     return study
+
+
+# ---------------------------------------------------------------------------------------------
+# A study as one net of a depth series (respaths.study.series)
+
+def series_net(study: Study) -> "Net | None":
+    """The residual net of a classifier's study as plain numbers for the depth series, with the details
+    the series' intervals need from the result files (each deletion's changed images, each random set's
+    error); None for a study without single-deletion results or with a metric other than test error."""
+    from .series import Net
+
+    m, s = study.models.get("resnet"), study.single.get("resnet")
+    chance = ClassifierError.guessing(study.dataset.get("num_classes"))
+    if not isinstance(study.scored_by(), ClassifierError) or not m or not s or chance is None:
+        return None
+    root = Path(study.dir)
+    res = root / "results"
+    single_file, random_file = ((res / "compare" / "resnet-lesion-single.json", res / "compare" / "resnet-lesion-random.json")
+                                if (root / "run.json").exists() else (root / "lesion-single.json", root / "lesion-random.json"))
+    changes: list[tuple[int, int] | None] | None = None
+    n_images = int(study.dataset.get("n_test") or 0)
+    doc = _read(single_file)
+    if doc:
+        with _fields_of(single_file):
+            changes = [None] * m["blocks"]
+            for r in doc["records"]:
+                if r["kind"] == "single":
+                    changes[r["deleted"][0]] = (int(r["newly_wrong"]), int(r["newly_right"]))
+            n_images = int(doc["baseline"]["n"])
+    sets: dict[int, list[float]] = {}
+    doc = _read(random_file)
+    if doc:
+        with _fields_of(random_file):
+            for r in doc["records"]:
+                if r["kind"] == "random":
+                    sets.setdefault(int(r["k"]), []).append(float(r["error"]))
+    p = study.paths or {}
+    # the standard error of each length's mean, from its 95% interval (mean ± 1.96 se)
+    se = [(hi - lo) / (2 * 1.959964) for lo, hi in zip(p.get("low", []), p.get("high", []))]
+    r = study.reorder.get("resnet") or {}
+    settings = study.preset_settings or {}
+    source = m.get("source") or {}
+    pre = study.dataset.get("preprocessing") or {}
+    training = m.get("training") or {}
+    about = {
+        "dataset": str(study.dataset.get("label", study.dataset.get("name"))),
+        "test images": f"{n_images:,}",
+        "preprocessing": str(pre.get("normalize") or pre.get("mean") or "as trained") if pre else "as trained",
+        "family": re.sub(r"\d+", "", str(m.get("name", "?"))) or "?",
+        "training": (f"{training['epochs']} epochs in respaths" if training.get("epochs")
+                     else "published weights" + (f" ({Path(str(source['weights'])).parent.name})"
+                                                 if source.get("weights") else "") if source else "unknown"),
+        "budget": str((settings.get("budget") or {}).get("name") or settings.get("name") or "?"),
+    }
+    return Net(label=f"{m.get('name', 'resnet')} ({m['blocks']} blocks)", blocks=int(m["blocks"]),
+               downsample=list(m["downsample"]), chance=chance, baseline=float(s["baseline"]),
+               n_images=n_images, single=list(s["errors"]), single_changes=changes, random=sets,
+               tau=list(r.get("tau", [])), reorder_error=list(r.get("error", [])),
+               path_lengths=list(p.get("lengths", [])), path_mean=list(p.get("mean", [])), path_se=se, about=about)

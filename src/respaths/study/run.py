@@ -38,9 +38,10 @@ from ..core import UserError
 from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
+from ..metrics import metric_named
 from ..opening import open_model, source_of
 from ..paths.experiment import run_path_gradients
-from .read import METRIC_LABELS, load_results_folder, train_losses
+from .read import load_results_folder, train_losses
 from .report import build, make_figures
 from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
@@ -351,8 +352,8 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     run.data["kind"] = "study"
     res = out / "results"
     res.mkdir(parents=True, exist_ok=True)
-    chance = lesion.chance_of(view, lesion.choose_metric(view, data, metric))
-    run.data["metric"] = {"name": metric, "label": METRIC_LABELS.get(metric, metric), "chance": chance}
+    scored = metric_named(metric)
+    run.data["metric"] = {"name": metric, "label": scored.label, "chance": scored.chance(view)}
     run.data["models"] = {"resnet": {"name": view.name, "label": label, "blocks": n,
                                      "downsample": [blk.downsample for blk in view.blocks],
                                      "parameters": sum(t.numel() for t in opened.model.parameters()),
@@ -383,7 +384,7 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
                                                         batches=b.path_batches, seed=seed, share=0.9, chunk=None,
                                                         force=False, progress=progress,
                                                         device=torch.device(device)),
-             f"path gradients of the {METRIC_LABELS.get(metric, metric)} ({b.path_samples} paths per length)")
+             f"path gradients of the {scored.label} ({b.path_samples} paths per length)")
         step("surviving resnet", "surviving-resnet",
              lambda: surviving_check(n, res / "lesion-random.json", res / "surviving-resnet"),
              "surviving paths checked against the lesions")

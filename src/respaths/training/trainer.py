@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..io.atomic import recover_dir, write_text
-from ..io.checkpoint import checkpoint_dir, load_checkpoint, load_train_state, read_meta, read_weights, save_checkpoint
+from ..io.checkpoint import load_train_state, read_meta, read_weights, save_checkpoint
 from ..core import UserError, eval_mode
 from ..data.sources import Dataset, load_dataset
 from ..data.batches import batches
