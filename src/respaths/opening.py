@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -404,7 +405,12 @@ class RespathsSpec(Spec):
         return {"num_classes": data.num_classes, "in_channels": data.in_channels, **kwargs}
 
     def build(self, name: str, kwargs: dict[str, Any], model: str) -> nn.Module:
-        return build_model(name, **kwargs)
+        try:
+            return build_model(name, **kwargs)
+        except TypeError as e:  # a keyword build_model does not take (from --model-kwargs)
+            word = re.search(r"argument '(\w+)'", str(e))
+            raise UserError(f"{model} takes no keyword {word[1] if word else ''!r}; see respaths.models.build_model "
+                            f"for the ones it takes ({e}).") from None
 
 
 class Factory(Spec):
@@ -450,6 +456,12 @@ def register(source: ModelSource) -> ModelSource:
 
 def forms() -> str:
     return ", ".join(s.form for s in SOURCES)
+
+
+def reads_text(model: str) -> bool:
+    """Whether the model string names a model read with text (a Hugging Face directory, a GGUF file)."""
+    found = next((s for s in SOURCES if s.detect(str(model))), None)
+    return found is not None and found.reads == "text"
 
 
 def source_of(model: str | None) -> ModelSource:
@@ -516,6 +528,11 @@ def open_text(source: ModelSource, model: str, o: OpenOptions) -> OpenedModel:
     if o.seq_len < 2 or o.batch_size < 1:
         raise UserError("--seq-len must be at least 2 and --batch-size at least 1.")
     loaded = source.load(model, o)
+    config = getattr(loaded.model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if o.text is not None and isinstance(positions, int) and o.seq_len > positions:
+        raise UserError(f"--seq-len {o.seq_len} is longer than the {positions} positions {Path(model).name} was made "
+                        f"for; give --seq-len {positions} or less.")
     net, tokenizer = loaded.model.to(o.device), loaded.meta.get("tokenizer")
     v = make_view(net, split=o.split_blocks)
     batches = read_text(o.text, v, tokenizer, o.seq_len, o.batch_size, o.limit) if o.text is not None else None

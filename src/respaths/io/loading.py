@@ -39,6 +39,9 @@ def file_format(path: Path) -> str:
 def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], list[str]]:
     """A state dict from a local file, never running code stored in it, and what was undone to get it."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"the weights file {path} is a directory; give the weights file itself (.safetensors, .pt, "
+                        f".pth, .th), or give a checkpoint directory as the model.")
     if not path.is_file():
         raise UserError(f"the weights file {path} does not exist.")
     kind = file_format(path)

@@ -14,12 +14,12 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import safetensors.torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..core import UserError
-from .atomic import atomic_dir
+from .atomic import atomic_dir, os_error_of
 
 PRUNE_META = "respaths_prune.json"
 FORMAT = "respaths.pruned/1"
@@ -28,16 +28,23 @@ WEIGHTS = "model.safetensors"
 
 def save_weights(model: nn.Module) -> Callable[[Path], None]:
     """A writer of model's state dict into DIR/model.safetensors, for write_pruned."""
-    return lambda directory: save_file({k: t.detach().cpu().contiguous() for k, t in model.state_dict().items()},
-                                       str(directory / WEIGHTS))
+    # through the module, so that a test can stand in for it (a full disk)
+    return lambda directory: safetensors.torch.save_file(
+        {k: t.detach().cpu().contiguous() for k, t in model.state_dict().items()}, str(directory / WEIGHTS))
 
 
 def write_pruned(out: str | Path, info: dict[str, Any], write_model: Callable[[Path], None]) -> Path:
     """Replace the directory out, as a whole, by what write_model(directory) writes and PRUNE_META
     holding info."""
-    with atomic_dir(out) as tmp:
-        write_model(tmp)
-        (tmp / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
+    try:
+        with atomic_dir(out) as tmp:
+            write_model(tmp)
+            (tmp / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
+    except (RuntimeError, SafetensorError) as e:
+        error = os_error_of(e, out)  # a full disk, as torch or safetensors report it
+        if error is None:
+            raise
+        raise error from None
     return Path(out)
 
 
@@ -52,7 +59,7 @@ def read_pruned(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         raise UserError(f"{path / PRUNE_META} is not a respaths pruned-model description; give a directory "
                         f"written by respaths prune.")
     try:
-        state = load_file(str(path / WEIGHTS))
+        state = safetensors.torch.load_file(str(path / WEIGHTS))
     except (OSError, SafetensorError) as e:
         raise UserError(f"{path / WEIGHTS} could not be read as safetensors weights ({e}); write it again with "
                         f"respaths prune.") from None
