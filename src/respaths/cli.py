@@ -276,6 +276,9 @@ def layers_run(args: argparse.Namespace) -> int:
                        seeds=args.seeds, spans=args.spans, variants=args.variants,
                        loops=args.loops, token=args.token, device=resolved_device(args), force=args.force,
                        figure=not args.no_figure, cache_bytes=args.cache_mb << 20)
+    import json
+    from .layers.summary import summary_lines
+    print("\n".join(summary_lines(json.loads(path.read_text()))))
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0
 

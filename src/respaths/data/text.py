@@ -61,7 +61,8 @@ def read_text(path: str | Path, view: ResidualView, tokenizer: Any, seq_len: int
                         f"to read {path}.")
     text = path.read_text(encoding="utf-8", errors="replace")
     if getattr(view, "task", "") == "causal-lm":
-        ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+        # one stream, cut into windows below: its length over the model's maximum is expected, so not warned about
+        ids = torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)
         batches = token_batches(ids if limit is None else ids[:limit * seq_len], seq_len, batch_size)
     else:
         lines = [ln for ln in text.splitlines() if ln.strip()][:limit]
