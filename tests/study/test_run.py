@@ -52,6 +52,10 @@ def test_study_of_a_checkpoint_equals_reproduce(tiny_run, tmp_path):
         assert "not run" in row and "--compare" in row
     run = json.loads((out / "run.json").read_text())
     assert run["kind"] == "study" and run["models"]["resnet"]["training"]["epochs"] is None
+    # the VGG that reproduce trained brings its training losses, for the convergence rule
+    from respaths.study.read import train_losses
+    vgg_losses = train_losses(tiny_run / "models" / "vgg")
+    assert vgg_losses and run["models"]["vgg"]["training"]["train_loss"] == vgg_losses
     # running again finds everything done
     before = {q: q.stat().st_mtime_ns for q in (out / "results").rglob("*")}
     study(str(tiny_run / "models" / "resnet" / "checkpoint"), out, budget_name=p.budget(),

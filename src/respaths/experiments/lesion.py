@@ -37,12 +37,13 @@ there are no paired statistics (Wilson interval, bootstrap, McNemar).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from scipy import stats as scipy_stats
@@ -56,12 +57,11 @@ from ..core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_bloc
 from ..engine.options import EngineOptions
 from ..engine.trie import evaluate_plans
 from ..engine.batching import batch_length, count_examples, first_examples, iterate_batches
-from ..metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for, to_device
+from ..metrics import Metric, inputs_of, metric_for, metric_named, to_device
 from ..prune import Skipped
 from ..io.results import ResultStore
 
 DEFAULT_CHUNK = 64
-MAIN_NUMBER = {"lm": "loss", "cosine": "cos", "classifier": "error"}  # what a metric's delta is taken of
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,8 +102,32 @@ def single_plans(view: ResidualView) -> list[Spec]:
                  delete_blocks(n, [i], label=f"delete {i}")) for i in view.deletable]
 
 
+def distinct_draws(draw: Callable[[str], Any], samples: int, exist: int | None, key: Callable[[Any], Any]
+                   ) -> list[Any]:
+    """Up to `samples` configurations that differ by key(configuration), for one k.
+
+    Sample s is draw(f"{s}"): what (seed, k, s) alone gives, as before; only where that repeats an
+    earlier sample of the same k is it drawn again (draw(f"{s}/1"), ...). A mean with an interval over
+    repeated draws of one configuration would count one sample twice. Where fewer than `samples`
+    configurations exist (`exist`), all of them are drawn."""
+    want = samples if exist is None else min(samples, exist)
+    seen: set = set()
+    out = []
+    for s in range(want):
+        for attempt in range(100_000):
+            config = draw(f"{s}" if attempt == 0 else f"{s}/{attempt}")
+            if key(config) not in seen:
+                break
+        else:  # exist is None (too many to count) and still no new one: there are no more to find
+            break
+        seen.add(key(config))
+        out.append(config)
+    return out
+
+
 def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[Spec]:
-    """Each set depends only on (seed, k, sample): adding k values or samples keeps earlier ones."""
+    """Distinct random sets of k deleted blocks; set s depends only on (seed, k, s) unless that repeated
+    an earlier set of the same k, so adding k values or samples keeps earlier ones."""
     pool = view.deletable
     bad = [k for k in ks if not 1 <= k <= len(pool)]
     if bad:
@@ -111,15 +135,38 @@ def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int)
                         f"choose k between 1 and {len(pool)}.")
     out = []
     for k in ks:
-        for s in range(samples):
-            gone = sorted(random.Random(f"{seed}/delete/{k}/{s}").sample(pool, k))
+        sets = distinct_draws(lambda s: sorted(random.Random(f"{seed}/delete/{k}/{s}").sample(pool, k)), samples,
+                              math.comb(len(pool), k), tuple)
+        for s, gone in enumerate(sets):
             out.append(Spec({"key": f"random k={k} s={s}", "kind": "random", "k": k, "sample": s, "deleted": gone},
                             delete_blocks(len(view), gone, label=f"delete {gone}")))
     return out
 
 
+ORDERS_COUNTED = 200_000  # swap sequences enumerated to count the distinct orders of k swaps exactly
+
+
+def swapped_order(n: int, swaps: Sequence[tuple[int, int]]) -> list[int]:
+    """The block order after swapping each pair of blocks in turn (pairs name blocks, not positions)."""
+    order = list(range(n))
+    for a, b in swaps:
+        pa, pb = order.index(a), order.index(b)
+        order[pa], order[pb] = order[pb], order[pa]
+    return order
+
+
+def distinct_orders(n: int, pairs: Sequence[tuple[int, int]], k: int) -> int | None:
+    """How many different block orders k swaps of distinct pairs give (two swap sequences can give one
+    order); None where there are more than ORDERS_COUNTED sequences to try, i.e. far more than any
+    number of samples."""
+    if math.perm(len(pairs), k) > ORDERS_COUNTED:
+        return None
+    return len({tuple(swapped_order(n, seq)) for seq in itertools.permutations(pairs, k)})
+
+
 def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[Spec]:
-    """Swap k distinct random pairs of compatible blocks (view.swappable_pairs: never across a shape change)."""
+    """Swap k distinct random pairs of compatible blocks (view.swappable_pairs: never across a shape
+    change); the samples of one k give distinct orders (see distinct_draws)."""
     pairs = view.swappable_pairs()
     bad = [k for k in ks if not 1 <= k <= len(pairs)]
     if bad:
@@ -128,17 +175,23 @@ def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int
     n = len(view)
     out = []
     for k in ks:
-        for s in range(samples):
-            swaps = random.Random(f"{seed}/reorder/{k}/{s}").sample(pairs, k)
-            order = list(range(n))
-            for a, b in swaps:
-                pa, pb = order.index(a), order.index(b)
-                order[pa], order[pb] = order[pb], order[pa]
+        drawn = distinct_draws(lambda s: random.Random(f"{seed}/reorder/{k}/{s}").sample(pairs, k), samples,
+                               distinct_orders(n, pairs, k), lambda swaps: tuple(swapped_order(n, swaps)))
+        for s, swaps in enumerate(drawn):
+            order = swapped_order(n, swaps)
             tau = float(scipy_stats.kendalltau(range(n), order).statistic)
             out.append(Spec({"key": f"reorder k={k} s={s}", "kind": "reorder", "k": k, "sample": s, "deleted": [],
                              "swaps": [list(p) for p in swaps], "order": order, "kendall_tau": tau},
                             reorder_blocks(order, label=f"swap {swaps}")))
     return out
+
+
+def configurations(specs: list[Spec], ks: Sequence[int], samples: int, exist: Callable[[int], int | None]
+                   ) -> list[dict[str, Any]]:
+    """What the result meta records per k: the configurations asked for, those that exist (None: too
+    many to count) and those drawn, so a reader sees where all of them were used."""
+    drawn = {k: sum(1 for sp in specs if sp.record["k"] == k) for k in ks}
+    return [{"k": k, "asked": samples, "exist": exist(k), "drawn": drawn[k]} for k in ks]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,10 +215,7 @@ def choose_metric(view: ResidualView, data: Any, metric: Metric | str | None) ->
     the view and the batches when data is a list of dict batches, or None (the classifier path, with
     per-example correctness and paired statistics)."""
     if isinstance(metric, str):
-        named = {"lm": LMLoss, "cosine": EmbeddingCosine, "classifier": ClassifierError}
-        if metric not in named:
-            raise UserError(f"unknown metric {metric!r}; use lm, cosine or classifier.")
-        return named[metric]()
+        return metric_named(metric)
     if metric is None and is_dict_batches(data):
         return metric_for(view, data)
     return metric
@@ -289,7 +339,7 @@ def experiment_meta(view: ResidualView, data: Any, experiment: str, params: dict
     if n_examples == 0:
         raise UserError("the data has no examples; check --text and --limit.")
     return {"experiment": experiment, **describe(view, data, n_examples), "dataset": dataset, "metric": metric.name,
-            "chance": chance_of(view, metric), "params": params, **(meta or {})}
+            "chance": metric.chance(view), "params": params, **(meta or {})}
 
 
 def with_baseline(view: ResidualView, specs: list[Spec]) -> tuple[Spec, list[Spec], list[str]]:
@@ -341,7 +391,7 @@ class MetricRecords:
     against the baseline of every chunk and, when resuming, of the journal (stored)."""
 
     def __init__(self, metric: Metric, stored: dict[str, Any] | None):
-        self.main = MAIN_NUMBER.get(metric.name, "loss")
+        self.main = metric.field
         self.value = stored[self.main] if stored is not None else None
 
     def check_baseline(self, base: dict[str, Any]) -> None:
@@ -357,19 +407,6 @@ class MetricRecords:
     def summary(baseline: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in baseline.items()
                 if k not in ("key", "kind", "k", "sample", "deleted", "plan", "delta", "seconds")}
-
-
-def chance_of(view: ResidualView, metric: Metric) -> float | None:
-    """The metric's value for a model that knows nothing, as the report's figures and verdicts read it:
-    ln(vocabulary size) for an LM (the loss of the uniform distribution over its outputs); for the
-    embedding cosine, 1 - cosine = 1 (an embedding orthogonal to the full model's); None otherwise."""
-    if metric.name == "cosine":
-        return 1.0
-    if metric.name != "lm" or view.model is None:
-        return None
-    out = view.model.get_output_embeddings() if hasattr(view.model, "get_output_embeddings") else None
-    size = getattr(out, "out_features", None) or getattr(getattr(view.model, "config", None), "vocab_size", None)
-    return math.log(size) if size else None
 
 
 def make_metric_record(fields: dict[str, Any], plan: Plan, r: dict[str, Any], baseline_value: float,
@@ -414,8 +451,10 @@ def lesion_random(view: ResidualView, data: Any, k: Any = "1-20", samples: int =
     view = _probed(view, data, options.get("device"))
     ks = parse_k(k)
     specs = random_plans(view, ks, samples, seed)
+    drawn = configurations(specs, ks, samples, lambda k: math.comb(len(view.deletable), k))
     return run_experiment(view, data, "lesion-random", specs,
-                          {"mode": "random", "k": ks, "samples": samples, "seed": seed}, seed=seed, **options)
+                          {"mode": "random", "k": ks, "samples": samples, "seed": seed, "configurations": drawn},
+                          seed=seed, **options)
 
 
 def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, seed: int = 0,
@@ -424,8 +463,10 @@ def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, s
     view = _probed(view, data, options.get("device"))
     ks = parse_k(k)
     specs = reorder_plans(view, ks, samples, seed)
-    return run_experiment(view, data, "reorder", specs, {"k": ks, "samples": samples, "seed": seed},
-                          seed=seed, **options)
+    pairs = view.swappable_pairs()
+    drawn = configurations(specs, ks, samples, lambda k: distinct_orders(len(view), pairs, k))
+    return run_experiment(view, data, "reorder", specs,
+                          {"k": ks, "samples": samples, "seed": seed, "configurations": drawn}, seed=seed, **options)
 
 
 # ---------------------------------------------------------------------------------------------

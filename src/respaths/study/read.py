@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from ..experiments.compare import _random_summary
 from ..core import UserError
+from ..metrics import Metric, metric_named
 
 
 def train_losses(run_dir: Path) -> list[float] | None:
@@ -89,6 +90,10 @@ class Study:
     preset_settings: dict[str, Any] | None = None
     # {"name": "lm" | "cosine", "label", "chance"}; None: a classifier's test errors
     metric: dict[str, Any] | None = None
+
+    def scored_by(self) -> Metric:
+        """The metric the "error" numbers are of: the classifier's test error where `metric` is None."""
+        return metric_named(self.metric["name"] if self.metric else "classifier")
 
 
 DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
@@ -239,25 +244,12 @@ def _doc(path: Path) -> dict[str, Any] | None:
     return doc
 
 
-METRIC_LABELS = {"lm": "LM loss", "cosine": "1 − cosine"}
-
-
-def value_of(record: dict[str, Any], metric: str | None) -> float:
-    """What the figures and claims read from a record, larger = worse: the test error (classifiers),
-    the LM loss (decoders) or 1 - the embedding cosine to the full model (encoders)."""
-    if metric == "lm":
-        return record["loss"]
-    if metric == "cosine":
-        return 1.0 - record["cos"]
-    return record["error"]
-
-
 def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The study's "metric" entry for result files written with a metric (None for classifier files)."""
     name = meta.get("metric")
     if name in (None, "classifier"):
         return None
-    return {"name": name, "label": METRIC_LABELS.get(name, name), "chance": meta.get("chance")}
+    return {"name": name, "label": metric_named(name).label, "chance": meta.get("chance")}
 
 
 def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> Study:
@@ -277,7 +269,7 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
     n_test = ((meta.get("dataset") or {}).get("n_images") or (meta.get("dataset") or {}).get("n_examples")
               if isinstance(meta.get("dataset"), dict) else None)
     metric = metric_info(meta)
-    m_name = metric["name"] if metric else None
+    value_of = metric_named(metric["name"] if metric else "classifier").worse  # the figures' and claims' number
     model = meta.get("model") if isinstance(meta.get("model"), dict) else {"name": meta.get("model")}
     source = meta.get("source") or {}
     label = source.get("checkpoint") or source.get("model") or model.get("name") or "model"
@@ -301,21 +293,21 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
         errs: list[float | None] = [None] * n
         for r in d["records"]:
             if r.get("kind") == "single":
-                errs[r["deleted"][0]] = value_of(r, m_name)
-        study.single["resnet"] = {"baseline": value_of(d["baseline"], m_name), "errors": errs}
-        study.models["resnet"]["error"] = value_of(d["baseline"], m_name)
+                errs[r["deleted"][0]] = value_of(r)
+        study.single["resnet"] = {"baseline": value_of(d["baseline"]), "errors": errs}
+        study.models["resnet"]["error"] = value_of(d["baseline"])
     if "lesion-random" in docs:
         recs = docs["lesion-random"]["records"]
         if metric:
-            recs = [dict(r, error=value_of(r, m_name)) for r in recs]
+            recs = [dict(r, error=value_of(r)) for r in recs]
         study.random["resnet"] = _random_summary(recs)
         study.models["resnet"]["error"] = study.models["resnet"]["error"] or recs[0]["error"]
     if "reorder" in docs:
         d = docs["reorder"]
         recs = [r for r in d["records"] if r["kind"] == "reorder"]
-        study.reorder["resnet"] = {"baseline": value_of(d["baseline"], m_name),
+        study.reorder["resnet"] = {"baseline": value_of(d["baseline"]),
                                    "tau": [r["kendall_tau"] for r in recs],
-                                   "error": [value_of(r, m_name) for r in recs]}
+                                   "error": [value_of(r) for r in recs]}
     if "paths" in docs and docs["paths"]["records"]:
         d = docs["paths"]
         recs = sorted(d["records"], key=lambda r: r["length"])

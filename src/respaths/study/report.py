@@ -60,7 +60,7 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
     m, single, rand = study.models, study.single, study.random
     chance = chance_error(study)
     axis = metric_axis(study)
-    noun = axis.title if study.metric else "test error"
+    noun = study.scored_by().label
 
     def panel(role):
         s = single[role]
@@ -138,6 +138,7 @@ h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:1.8em;border-bottom:1px sol
 table{border-collapse:collapse;margin:.8em 0;width:100%} th,td{border:1px solid #ccc;padding:.4em .6em;
      vertical-align:top;text-align:left} th{background:#f3f3f3}
 td.v{white-space:nowrap;font-weight:600;text-align:center} .rule{color:#666;font-size:.88em}
+td.v .beside{white-space:normal;font-weight:400;font-size:.85em;min-width:11em}
 .holds{background:#d9f2d9} .partly{background:#fff0c2} .fails{background:#f8d0d0} .missing{background:#eee;color:#777} .inconclusive{background:#e3e8f4}
 figure{margin:1em 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em} .runs{display:grid;gap:1em} .sub{color:#666} code{font-size:.92em}
@@ -168,8 +169,9 @@ def _claims_table(studies: list[Study], all_claims: list[list[Claim]]) -> str:
         cells = [f"<td>{_e(first.paper)}</td>"]
         for cl in (c[i] for c in all_claims):
             rule = f"<div class='rule'>{_e(cl.rule)}</div>" if cl.rule else ""
+            beside = f"<div class='beside'>{_e(cl.beside)}</div>" if cl.beside else ""
             cells.append(f"<td>{_e(cl.measured or 'not measured in this run')}{rule}</td>"
-                         f"<td class='v {VCLASS[cl.verdict]}'>{_e(cl.verdict)}</td>")
+                         f"<td class='v {VCLASS[cl.verdict]}'>{_e(cl.verdict)}{beside}</td>")
         rows.append(f"<tr id='claim-{first.key}'>" + "".join(cells) + "</tr>")
     return "<table class='claims'>" + head + "".join(rows) + "</table>"
 
@@ -190,7 +192,7 @@ def _models_rows(study: Study) -> str:
             ("not trained here" if study.kind == "study" else "reused"),
             pct(m["error"]) if m.get("error") is not None else "—")) + "</tr>")
     return ("<table><tr><th>role</th><th>model</th><th>blocks</th><th>parameters</th><th>epochs</th>"
-            f"<th>training time</th><th>{_e(study.metric['label']) if study.metric else 'test error'}</th>"
+            f"<th>training time</th><th>{_e(study.scored_by().label)}</th>"
             "</tr>" + "".join(rows) + "</table>")
 
 
@@ -214,15 +216,7 @@ def _img(png: bytes, alt: str) -> str:
 
 def metric_rule_note(study: Study) -> str:
     """How the rules above read for a transformer's study: on its metric, with its chance."""
-    m = study.metric
-    chance = m.get("chance")
-    if m["name"] == "lm":
-        what = ("the LM loss (mean next-token cross-entropy in nats; lower is better) stands for the error, and "
-                f"chance is the uniform distribution's loss, ln(vocabulary size)"
-                + (f" = {chance:.4f}" if chance is not None else ""))
-    else:
-        what = ("1 − the cosine of each example's mean-pooled output to the full model's stands for the error "
-                "(0 for the full model), and chance is 1 (an embedding orthogonal to the full model's)")
+    what = study.scored_by().rule_note(study.metric.get("chance"))
     return (f"These rules are read on the model's metric: {what}. Shares of the gap to chance are taken between the "
             f"whole model's value and chance; differences are in the metric's units, not pp.")
 
@@ -241,7 +235,7 @@ def render_html(studies: list[Study], figures: list[dict[str, tuple[str, bytes]]
     for s, cl in zip(studies, all_claims):
         count = {v: sum(c.verdict == v for c in cl) for v in VCLASS}
         note = " ".join(n for n in (preset_note(s.preset_settings), budget_note(s)) if n)
-        what = (f"{s.dataset['n_test']:,} examples, scored by {s.metric['label']}" if s.metric
+        what = (f"{s.dataset['n_test']:,} examples, scored by {s.scored_by().label}" if s.metric
                 else f"{s.dataset['n_test']:,} test images")
         parts.append(f"<p><b>{_e(s.title)}</b>: {_e(s.dataset['label'])}, {what}; "
                      + ", ".join(f"{n} {v}" for v, n in count.items() if n) + "."

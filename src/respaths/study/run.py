@@ -38,9 +38,10 @@ from ..core import UserError
 from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
-from ..opening import is_hf_dir, open_model
+from ..metrics import metric_named
+from ..opening import is_transformers_source, open_model
 from ..paths.experiment import run_path_gradients
-from .read import METRIC_LABELS, load_results_folder
+from .read import load_results_folder, train_losses
 from .report import build, make_figures
 from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
@@ -248,6 +249,13 @@ def open_net(role: str, source: str | None, spec: str | None, weights: str | Non
         label = f"{label} ({Path(src['weights']).name})"
     net = Net(role, str(label), opened.view, opened.model, opened.data,
               {"source": src, "preprocessing": d["preprocessing"], "fingerprint": d["fingerprint"]})
+    # a net respaths trained (a `respaths train` directory) keeps its training losses, so that the report can
+    # tell whether it converged before judging the paper's claims on it
+    ckpt = Path(src["checkpoint"]) if src.get("checkpoint") else None
+    run_dir = ckpt.parent if ckpt is not None and ckpt.name == "checkpoint" else ckpt  # the run dir or its checkpoint/
+    losses = train_losses(run_dir) if run_dir is not None and run_dir.is_dir() else None
+    if losses:
+        net.training = {"epochs": len(losses), "train_loss": losses}
     return net, opened
 
 
@@ -274,7 +282,7 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
           **open_options: Any) -> Path:
     """`respaths study`: open the model (a directory or a spec) and the compared ones, run every
     test-time experiment, write the report; returns its path."""
-    if Path(model).is_dir() and is_hf_dir(model):
+    if is_transformers_source(model):
         return study_text(model, out, budget_name=budget_name, limit=limit, seed=seed, device=device, force=force,
                           progress=progress, report=report, log=log, compare=compare, weights=weights,
                           **open_options)
@@ -369,8 +377,8 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     run.data["kind"] = "study"
     res = out / "results"
     res.mkdir(parents=True, exist_ok=True)
-    chance = lesion.chance_of(view, lesion.choose_metric(view, data, metric))
-    run.data["metric"] = {"name": metric, "label": METRIC_LABELS.get(metric, metric), "chance": chance}
+    scored = metric_named(metric)
+    run.data["metric"] = {"name": metric, "label": scored.label, "chance": scored.chance(view)}
     run.data["models"] = {"resnet": {"name": view.name, "label": label, "blocks": n,
                                      "downsample": [blk.downsample for blk in view.blocks],
                                      "parameters": sum(t.numel() for t in opened.model.parameters()),
@@ -403,7 +411,7 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
                                                         batches=b.path_batches, seed=seed, share=0.9, chunk=None,
                                                         force=False, progress=progress,
                                                         device=torch.device(device)),
-             f"path gradients of the {METRIC_LABELS.get(metric, metric)} ({b.path_samples} paths per length)")
+             f"path gradients of the {scored.label} ({b.path_samples} paths per length)")
         step("surviving resnet", "surviving-resnet",
              lambda: surviving_check(n, res / "lesion-random.json", res / "surviving-resnet"),
              "surviving paths checked against the lesions")
