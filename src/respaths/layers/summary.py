@@ -13,11 +13,11 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from .figures import SHOWN
+from ..metrics import Metric, metric_named
 
 
-def _value(r: dict[str, Any], field: str) -> str:
-    return f"{r[field]:.4f}" if isinstance(r.get(field), (int, float)) else "—"
+def _value(r: dict[str, Any], metric: Metric) -> str:
+    return metric.format(r[metric.field]) if isinstance(r.get(metric.field), (int, float)) else "—"
 
 
 def _block(i: int, names: list[str]) -> str:
@@ -32,13 +32,14 @@ def influence_ranking(records: list[dict[str, Any]], names: list[str]) -> str:
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:
     meta, records = doc["meta"], doc["records"]
-    field, _ = SHOWN[meta.get("metric", "lm")]
+    metric = metric_named(meta.get("metric", "lm"))
+    field = metric.field
     names = list(meta.get("block_names") or [])
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_kind[r.get("kind", "")].append(r)
     base = doc.get("baseline", {})
-    lines = [f"full model: {field} {_value(base, field)}" + (f" (ppl {base['ppl']:.4g})" if "ppl" in base else "")]
+    lines = [f"full model: {field} " + (metric.show(base) if field in base else "—")]
     method = meta.get("method")
     if method == "greedy":
         greedy = sorted(by_kind["greedy"], key=lambda r: r["k"])
@@ -54,20 +55,20 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
             k = r["k"]
             removed = r.get("removed_order") or r.get("deleted") or []
             step = _block(removed[-1], names) if removed else "—"
-            mean = f"{statistics.mean(rand[k]):.4f}" if rand.get(k) else "—"
-            lines.append(f"  {k:>3}  {step:<24} {_value(r, field):>10}  {_value(order.get(k, {}), field):>15}  {mean:>10}")
+            mean = metric.format(statistics.mean(rand[k])) if rand.get(k) else "—"
+            lines.append(f"  {k:>3}  {step:<24} {_value(r, metric):>10}  {_value(order.get(k, {}), metric):>15}  {mean:>10}")
         if greedy:
             lines.append("order of removal: " + ", ".join(map(str, greedy[-1].get("removed_order", []))))
         lines.append(influence_ranking(records, names))
     elif method == "influence":
         lines.append(influence_ranking(records, names))
         lines.append(f"the {field} after deleting the k least influential blocks: " + ", ".join(
-            f"k={r['k']} {_value(r, field)}" for r in sorted(by_kind["influence-order"], key=lambda r: r["k"])))
+            f"k={r['k']} {_value(r, metric)}" for r in sorted(by_kind["influence-order"], key=lambda r: r["k"])))
     elif method == "angular":
         lines.append(f"for each n, the n consecutive blocks from l with the smallest angular distance d(l, l+n), "
                      f"and the {field} after deleting them:")
         for r in sorted(by_kind["angular-prune"], key=lambda r: r["k"]):
-            lines.append(f"  n={r['k']:<3} l={r['l']:<3} d={r['distance']:.4f}  {field} {_value(r, field)}")
+            lines.append(f"  n={r['k']:<3} l={r['l']:<3} d={r['distance']:.4f}  {field} {_value(r, metric)}")
     elif method == "painters":
         values: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in records:
@@ -78,5 +79,5 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         lines.append("  " + f"{'variant':<10}" + "".join(f"{f'k={k}':>10}" for k in ks))
         for variant, per_k in values.items():
             lines.append("  " + f"{variant:<10}" + "".join(
-                f"{statistics.mean(per_k[k]):>10.4f}" if per_k.get(k) else f"{'—':>10}" for k in ks))
+                f"{metric.format(statistics.mean(per_k[k])):>10}" if per_k.get(k) else f"{'—':>10}" for k in ks))
     return lines
