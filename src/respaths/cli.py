@@ -323,6 +323,7 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _threads_arg(p)
+    _progress_arg(p)
 
 
 def evaluate_run(args: argparse.Namespace) -> int:
@@ -340,7 +341,8 @@ def evaluate_run(args: argparse.Namespace) -> int:
     else:
         opened = _open(args, split=args.split)
     r = evaluate(opened.model, opened.data.to(dev), batch_size=args.batch_size, device=dev,
-                 precision=resolve_precision(args.precision, dev), channels_last=dev.type != "mps")
+                 precision=resolve_precision(args.precision, dev), channels_last=dev.type != "mps",
+                 progress=_progress(args))
     source = opened.description["source"]
     epoch = None
     if "checkpoint" in source:
@@ -403,6 +405,9 @@ def layers_run(args: argparse.Namespace) -> int:
                        seeds=args.seeds or 3, spans=args.spans, variants=args.variants or PAINTERS,
                        loops=args.loops, token=args.token or "last", device=resolved_device(args), force=args.force,
                        figure=not args.no_figure, cache_bytes=args.cache_mb << 20, progress=_progress(args))
+    import json
+    from .layers.summary import summary_lines
+    print("\n".join(summary_lines(json.loads(path.read_text()))))
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0
 
@@ -528,18 +533,21 @@ def _progress(args: argparse.Namespace) -> bool:
 def _open(args: argparse.Namespace, need_data: bool = True, split: str = "test"):
     """The model and data the command line names (respaths.opening.open_model); prints the preprocessing."""
     from .opening import open_model
-    from .validation import source_and_spec
-    source, spec = source_and_spec(args.model)
-    opened = open_model(source, spec=spec, weights=args.weights, num_classes=args.num_classes,
-                        model_kwargs=args.model_kwargs or {}, dataset=args.dataset, data_dir=args.data_dir,
-                        split=split, limit=getattr(args, "limit", None), normalize=args.normalize, mean=args.mean, std=args.std,
-                        image_size=args.image_size, device=args.device, need_data=need_data,
-                        text=getattr(args, "text", None), seq_len=getattr(args, "seq_len", 128),
-                        batch_size=getattr(args, "text_batch_size", 8))
+    opened = open_model(args.model, _open_options(args), split=split, need_data=need_data)
     pre = opened.description.get("preprocessing")
     if pre is not None:
         print(f"preprocessing: {pre['normalize']} mean {pre['mean']} std {pre['std']}")
     return opened
+
+
+def _open_options(args: argparse.Namespace):
+    """The OpenOptions the command line gives (respaths.opening)."""
+    from .opening import OpenOptions
+    return OpenOptions(weights=args.weights, num_classes=args.num_classes, model_kwargs=args.model_kwargs or {},
+                       dataset=args.dataset, data_dir=args.data_dir, limit=getattr(args, "limit", None),
+                       normalize=args.normalize, mean=args.mean, std=args.std, image_size=args.image_size,
+                       text=getattr(args, "text", None), seq_len=getattr(args, "seq_len", None) or 128,
+                       batch_size=getattr(args, "text_batch_size", None) or 8, device=getattr(args, "device", "cpu"))
 
 
 def _lesion_setup(args: argparse.Namespace):
@@ -839,17 +847,13 @@ def prune_args(p: argparse.ArgumentParser) -> None:
 
 def prune_run(args: argparse.Namespace) -> int:
     from .layers.export import export
-    from .validation import source_and_spec
     if args.result and args.remove is None:
         raise UserError("--from needs --remove N: how many of the result's least harmful blocks to remove.")
     if args.remove is not None and not args.result:
         raise UserError("--remove goes with --from RESULT.json; with --blocks, list the blocks themselves.")
-    source, spec = source_and_spec(args.model)
-    summary = export(source, args.out, spec=spec, blocks=args.blocks,
-                     result=args.result, remove=args.remove, weights=args.weights, num_classes=args.num_classes,
-                     model_kwargs=args.model_kwargs or {}, dataset=args.dataset, data_dir=args.data_dir,
-                     limit=args.limit, normalize=args.normalize, mean=args.mean, std=args.std,
-                     image_size=args.image_size, text=args.text, seq_len=args.seq_len, batch_size=args.text_batch_size)
+    blocks = args.blocks or None  # --blocks "" names none: as if not given
+    summary = export(args.model, args.out, blocks=blocks, result=args.result, remove=args.remove,
+                     options=_open_options(args))
     print(summary)
     return 0
 

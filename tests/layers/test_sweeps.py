@@ -14,6 +14,7 @@ from transformers import (BertConfig, BertForSequenceClassification, BertModel, 
 
 import respaths  # noqa: E402
 from respaths.layers import importance as li  # noqa: E402
+from respaths.core import delete_blocks  # noqa: E402
 from respaths import metrics  # noqa: E402
 from respaths.core import DELETE, PARALLEL, RUN, Plan, delete_blocks, full_plan, reorder_blocks  # noqa: E402
 from respaths.engine import EngineOptions, evaluate_plans  # noqa: E402
@@ -216,7 +217,10 @@ def test_cli_layers_passes_cache_mb(monkeypatch, tmp_path):
 
     def fake(model, method, **kw):
         seen.update(kw)
-        return tmp_path / "x.json"
+        path = tmp_path / "x.json"  # the command prints its result from the file
+        path.write_text(json.dumps({"meta": {"method": method, "metric": "lm"}, "baseline": {"loss": 1.0, "ppl": 2.7},
+                                    "records": []}))
+        return path
 
     monkeypatch.setattr(li, "layers_main", fake)
     monkeypatch.chdir(tmp_path)
@@ -236,7 +240,7 @@ def test_greedy_step_under_a_tight_cache_runs_no_block_twice(models):
     v = respaths.view(m)
     data = batches(padded=False)
     L = len(v)
-    plans = [li.prune_plan(L, [1, i], "") for i in range(L) if i != 1]  # step 2 after removing block 1
+    plans = [delete_blocks(L, [1, i]) for i in range(L) if i != 1]  # step 2 after removing block 1
     calls = []
     hooks = [layer.register_forward_hook(lambda *a: calls.append(1)) for layer in m.model.layers]
     try:
