@@ -12,13 +12,14 @@ import csv
 import dataclasses
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..experiments.compare import _random_summary
 from ..core import UserError
-from ..metrics import Metric, metric_named
+from ..metrics import ClassifierError, Metric, metric_named
 
 
 def train_losses(run_dir: Path) -> list[float] | None:
@@ -321,3 +322,62 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
     if study.dataset["num_classes"] is None:
         study.dataset["num_classes"] = 0
     return study
+
+
+# ---------------------------------------------------------------------------------------------
+# A study as one net of a depth series (respaths.study.series)
+
+def series_net(study: Study) -> "Net | None":
+    """The residual net of a classifier's study as plain numbers for the depth series, with the details
+    the series' intervals need from the result files (each deletion's changed images, each random set's
+    error); None for a study without single-deletion results or with a metric other than test error."""
+    from .series import Net
+
+    m, s = study.models.get("resnet"), study.single.get("resnet")
+    chance = ClassifierError.guessing(study.dataset.get("num_classes"))
+    if not isinstance(study.scored_by(), ClassifierError) or not m or not s or chance is None:
+        return None
+    root = Path(study.dir)
+    res = root / "results"
+    single_file, random_file = ((res / "compare" / "resnet-lesion-single.json", res / "compare" / "resnet-lesion-random.json")
+                                if (root / "run.json").exists() else (root / "lesion-single.json", root / "lesion-random.json"))
+    changes: list[tuple[int, int] | None] | None = None
+    n_images = int(study.dataset.get("n_test") or 0)
+    doc = _read(single_file)
+    if doc:
+        with _fields_of(single_file):
+            changes = [None] * m["blocks"]
+            for r in doc["records"]:
+                if r["kind"] == "single":
+                    changes[r["deleted"][0]] = (int(r["newly_wrong"]), int(r["newly_right"]))
+            n_images = int(doc["baseline"]["n"])
+    sets: dict[int, list[float]] = {}
+    doc = _read(random_file)
+    if doc:
+        with _fields_of(random_file):
+            for r in doc["records"]:
+                if r["kind"] == "random":
+                    sets.setdefault(int(r["k"]), []).append(float(r["error"]))
+    p = study.paths or {}
+    # the standard error of each length's mean, from its 95% interval (mean ± 1.96 se)
+    se = [(hi - lo) / (2 * 1.959964) for lo, hi in zip(p.get("low", []), p.get("high", []))]
+    r = study.reorder.get("resnet") or {}
+    settings = study.preset_settings or {}
+    source = m.get("source") or {}
+    pre = study.dataset.get("preprocessing") or {}
+    training = m.get("training") or {}
+    about = {
+        "dataset": str(study.dataset.get("label", study.dataset.get("name"))),
+        "test images": f"{n_images:,}",
+        "preprocessing": str(pre.get("normalize") or pre.get("mean") or "as trained") if pre else "as trained",
+        "family": re.sub(r"\d+", "", str(m.get("name", "?"))) or "?",
+        "training": (f"{training['epochs']} epochs in respaths" if training.get("epochs")
+                     else "published weights" + (f" ({Path(str(source['weights'])).parent.name})"
+                                                 if source.get("weights") else "") if source else "unknown"),
+        "budget": str((settings.get("budget") or {}).get("name") or settings.get("name") or "?"),
+    }
+    return Net(label=f"{m.get('name', 'resnet')} ({m['blocks']} blocks)", blocks=int(m["blocks"]),
+               downsample=list(m["downsample"]), chance=chance, baseline=float(s["baseline"]),
+               n_images=n_images, single=list(s["errors"]), single_changes=changes, random=sets,
+               tau=list(r.get("tau", [])), reorder_error=list(r.get("error", [])),
+               path_lengths=list(p.get("lengths", [])), path_mean=list(p.get("mean", [])), path_se=se, about=about)
