@@ -71,6 +71,9 @@ def test_a_toy_metric_runs_through_lesion_and_report(confidence, tmp_path):
                   out=str(tmp_path / "lesion-random"))
     meta = json.loads((tmp_path / "lesion-single.json").read_text())["meta"]
     assert meta["metric"] == "toy-confidence" and meta["chance"] is None
+    again = lesion_single(view, (x, y), batch_size=8, metric=confidence(), out=str(tmp_path / "lesion-single"))
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in again] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in single]  # reopened: its records checked by field
 
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "report.html")]) == 0
     html = (tmp_path / "report.html").read_text()
