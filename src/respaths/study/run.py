@@ -155,30 +155,52 @@ def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, 
     deletable = len(main.view.deletable)
     random_k = [k for k in b.random_k if k < deletable] or [1]
     with_shortcuts = {r: net for r, net in nets.items() if residual(net)}
-    step("compare", (res / "compare" / "compare.json").exists(),
+    done = (res / "compare" / "compare.json").exists()
+    step("compare", done,
          lambda: compare_views(with_shortcuts, out=res / "compare", reference="resnet", k=random_k,
                                samples=b.random_samples, seed=b.seed, **opts),
-         "single and random deletion" + (f" of {', '.join(with_shortcuts)}" if len(with_shortcuts) > 1 else ""))
+         "single and random deletion" + (f" of {', '.join(with_shortcuts)}" if len(with_shortcuts) > 1 else "")
+         + kept(done, sorted((res / "compare").glob("*-lesion-*.json")), "plans"))
     for role, net in nets.items():
         if role not in with_shortcuts:
-            step(f"single {role}", (res / f"single-{role}.json").exists(),
+            done = (res / f"single-{role}.json").exists()
+            step(f"single {role}", done,
                  lambda net=net: lesion.lesion_single(net.view, net.test, out=str(res / f"single-{net.role}"),
-                                                      seed=b.seed, meta=net.brought_meta, **opts),
-                 f"single deletion, {role}")
+                                                      seed=b.seed, meta=net.brought_meta,
+                                                      desc=f"single deletion, {net.role}", **opts),
+                 f"single deletion, {role}" + kept(done, [res / f"single-{role}.json"], "plans"))
     pairs = len(main.view.swappable_pairs())
     ks = [k for k in b.reorder_k if k <= pairs]
     if ks:
-        step("reorder resnet", (res / "reorder-resnet.json").exists(),
+        done = (res / "reorder-resnet.json").exists()
+        step("reorder resnet", done,
              lambda: lesion.reorder(main.view, main.test, k=ks, samples=b.reorder_samples, seed=b.seed,
-                                    out=str(res / "reorder-resnet"), meta=main.brought_meta, **opts),
-             "reordering blocks")
-    step("paths resnet", (res / "paths-resnet.json").exists(),
+                                    out=str(res / "reorder-resnet"), meta=main.brought_meta,
+                                    desc="reordering blocks", **opts),
+             "reordering blocks" + kept(done, [res / "reorder-resnet.json"], "plans"))
+    done = (res / "paths-resnet.json").exists()
+    step("paths resnet", done,
          lambda: path_gradients(main.view, train_set, res / "paths-resnet", b, device, progress,
                                 meta=main.brought_meta),
-         f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)")
-    step("surviving resnet", (res / "surviving-resnet.json").exists(),
+         f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)"
+         + kept(done, [res / "paths-resnet.json"], "lengths"))
+    done = (res / "surviving-resnet.json").exists()
+    step("surviving resnet", done,
          lambda: surviving_check(n, res / "compare" / "resnet-lesion-random.json", res / "surviving-resnet"),
-         "surviving paths checked against the lesions")
+         "surviving paths checked against the lesions" + kept(done, [res / "surviving-resnet.json"], "lesions"))
+
+
+def kept(done: bool, files: list[Path], unit: str) -> str:
+    """How much a finished step holds, for its "already done, kept" line: " (N/N plans)" ("" if not done)."""
+    if not done:
+        return ""
+    n = 0
+    for f in files:
+        try:
+            n += len(json.loads(f.read_text(encoding="utf-8"))["records"])
+        except (OSError, ValueError, KeyError, TypeError):  # damaged: the report's reader says so
+            pass
+    return f" ({n}/{n} {unit})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,7 +393,9 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     opts = dict(device=device, progress=progress, meta=meta)
 
     def step(name: str, file: str, fn: Callable[[], Any], what: str) -> None:
-        run.run_step(name, (res / f"{file}.json").exists(), fn, what, log)
+        done = (res / f"{file}.json").exists()
+        unit = {"paths": "lengths", "surviving-resnet": "lesions"}.get(file, "plans")
+        run.run_step(name, done, fn, what + kept(done, [res / f"{file}.json"], unit), log)
 
     step("single", "lesion-single", lambda: lesion.lesion_single(view, data, out=str(res / "lesion-single"), **opts),
          "single deletion")
