@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .core import UserError
+from .distributed import launched
+from .opening import is_gguf, is_transformers_source
 
 # What each kind of run directory holds that respaths wrote (besides run.json); --force deletes these
 # and nothing else.
@@ -90,7 +92,6 @@ def source_and_spec(model: str | None) -> tuple[str | None, str | None]:
     a directory that the opening then reports missing."""
     if model is None:
         return None, None
-    from .opening import is_gguf
     if Path(model).is_dir() or Path(model + ".old").is_dir() or is_gguf(model) or ":" not in model:
         return model, None
     return None, model
@@ -102,7 +103,6 @@ def given(args: argparse.Namespace, name: str) -> bool:
 
 def check_applies(args: argparse.Namespace) -> None:
     """Refuse options that would do nothing for this model, mode or launch, naming where they apply."""
-    from .opening import is_transformers_source
     command = args.command
     model = getattr(args, "model", None) if command != "train" else None
     hf = bool(model) and Path(model).exists() and is_transformers_source(model)
@@ -139,7 +139,6 @@ def check_applies(args: argparse.Namespace) -> None:
             raise UserError(f"--image-size applies to imagefolder:PATH datasets, whose images come in any size; "
                             f"{dataset} has one size.")
     if getattr(args, "sync_bn", False):
-        from .distributed import launched
         if not launched():
             raise UserError("--sync-bn applies to training under torchrun (several processes); one process "
                             "has one batch already.")
