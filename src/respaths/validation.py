@@ -15,7 +15,7 @@ from typing import Any
 
 from .core import UserError
 from .distributed import launched
-from .opening import is_gguf, is_transformers_source
+from .opening import reads_text
 
 # What each kind of run directory holds that respaths wrote (besides run.json); --force deletes these
 # and nothing else.
@@ -87,16 +87,6 @@ def check_out_dir(command: str, out: str | os.PathLike, force: bool) -> None:
                                 f"with --force).")
 
 
-def source_and_spec(model: str | None) -> tuple[str | None, str | None]:
-    """A MODEL argument as (directory, spec): an existing directory, a NAME:FACTORY spec, or (no colon)
-    a directory that the opening then reports missing."""
-    if model is None:
-        return None, None
-    if Path(model).is_dir() or Path(model + ".old").is_dir() or is_gguf(model) or ":" not in model:
-        return model, None
-    return None, model
-
-
 def given(args: argparse.Namespace, name: str) -> bool:
     return getattr(args, name, None) is not None
 
@@ -105,7 +95,7 @@ def check_applies(args: argparse.Namespace) -> None:
     """Refuse options that would do nothing for this model, mode or launch, naming where they apply."""
     command = args.command
     model = getattr(args, "model", None) if command != "train" else None
-    hf = bool(model) and Path(model).exists() and is_transformers_source(model)
+    hf = bool(model) and Path(model).exists() and reads_text(model)
     if command == "lesion" and args.mode == "single":
         for name in ("k", "samples"):
             if given(args, name):
