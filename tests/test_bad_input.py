@@ -524,6 +524,26 @@ def test_a_damaged_journal_is_refused_and_kept(tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
+def test_a_damaged_paths_journal_is_refused_and_kept(tmp_path, capsys):
+    import json
+    checkpoint(tmp_path / "ck3")
+    out = tmp_path / "out"
+    argv = ["paths", tmp_path / "ck3", "--samples", "2", "--batches", "1", "--batch-size", "4", "--lengths", "0-2",
+            "--device", "cpu", "--out", out, "--no-figure"]
+    assert run_cli(argv, capsys)[0] == 0
+    doc = json.loads((out / "paths.json").read_text())
+    records = doc["records"]
+    del records[1]["mean"]
+    (out / "paths.partial.jsonl").write_text(
+        "\n".join(json.dumps(x) for x in [{"schema": doc["schema"], "meta": doc["meta"]}, *records]) + "\n")
+    for f in ("paths.json", "paths.csv"):
+        (out / f).unlink()
+    before = snapshot(tmp_path)
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2 and len(err) == 1 and "line 3 is not a result record" in err[0], err
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("env", [{"RANK": "1", "WORLD_SIZE": "2"}, {"RANK": "1"}, {"WORLD_SIZE": "two"}])
 def test_rank_and_world_size_without_torchrun(env, tmp_path, capsys, monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
@@ -668,3 +688,16 @@ def test_a_statistic_of_constant_numbers_is_not_measured(tmp_path, recwarn):
         assert found[key].verdict == claims.MISSING and found[key].measured.startswith("not measured:"), key
         assert "nan" not in found[key].measured and "undefined" in found[key].measured
     assert not [w for w in recwarn if "constant" in str(w.message).lower()]
+
+
+def test_a_claim_with_too_few_points_says_why_it_is_not_measured(tmp_path):
+    from respaths.study import claims
+    from respaths.study.reproduce import load_study
+    from tests.study.synthetic_run import write_run
+    study = load_study(write_run(tmp_path / "few"))
+    r = study.random["resnet"]
+    study.random["resnet"] = dict(r, k=r["k"][:2], mean=r["mean"][:2])  # a 3-block net has k = 1, 2 only
+    found = {c.key: c for c in claims.claims(study)}
+    assert found["random"].verdict == claims.MISSING
+    assert found["random"].measured == ("not measured: only 2 values of k were measured, and the rule needs at "
+                                        "least 3.")

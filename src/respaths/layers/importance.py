@@ -437,7 +437,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "spans": list(spans) if spans else None, "variants": list(variants), "loops": loops, "token": token,
             "dtype": "float32", "fingerprint": opened.description["fingerprint"],
             "source": opened.description["source"]}  # a GGUF file's sha256 and quantisation type
-    store = ResultStore(out or f"runs/layers-{method}", meta, force=force)
+    store = ResultStore(out or f"runs/layers-{method}", meta, force=force, required=("kind",))
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token,
                       engine=EngineOptions(cache_bytes=cache_bytes), progress=progress)

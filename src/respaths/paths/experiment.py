@@ -52,7 +52,7 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
 
     # under torchrun (see respaths.distributed) rank 0 alone opens and writes the file
     distributed.init()
-    store = distributed.on_main(lambda: ResultStore(out, meta, force=force))
+    store = distributed.on_main(lambda: ResultStore(out, meta, force=force, required=("length", "mean", "paths")))
     done = distributed.broadcast([k for k in lengths if store.done(length_key(k))] if store is not None else None)
     if done and distributed.is_main():
         print(f"[respaths] path gradients: {len(set(done))}/{len(set(lengths))} lengths already done in {out}, kept",
