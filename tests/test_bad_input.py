@@ -688,3 +688,16 @@ def test_a_statistic_of_constant_numbers_is_not_measured(tmp_path, recwarn):
         assert found[key].verdict == claims.MISSING and found[key].measured.startswith("not measured:"), key
         assert "nan" not in found[key].measured and "undefined" in found[key].measured
     assert not [w for w in recwarn if "constant" in str(w.message).lower()]
+
+
+def test_a_claim_with_too_few_points_says_why_it_is_not_measured(tmp_path):
+    from respaths.study import claims
+    from respaths.study.reproduce import load_study
+    from tests.study.synthetic_run import write_run
+    study = load_study(write_run(tmp_path / "few"))
+    r = study.random["resnet"]
+    study.random["resnet"] = dict(r, k=r["k"][:2], mean=r["mean"][:2])  # a 3-block net has k = 1, 2 only
+    found = {c.key: c for c in claims.claims(study)}
+    assert found["random"].verdict == claims.MISSING
+    assert found["random"].measured == ("not measured: only 2 values of k were measured, and the rule needs at "
+                                        "least 3.")
