@@ -21,7 +21,7 @@ from .opening import reads_text
 # and nothing else.
 RUN_FILES = {
     "train": ("checkpoint", "checkpoint.old", "metrics.csv"),
-    "reproduce": ("models", "results", "figures", "report.html"),
+    "reproduce": ("models", "results", "figures", "report.html"),  # within them: study.run_record.delete_own_files
     "study": ("results", "figures", "report.html"),
 }
 KIND_OF_COMMAND = {"train": "train", "reproduce": "reproduce", "demo": "reproduce", "study": "study"}

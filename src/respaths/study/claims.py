@@ -121,8 +121,9 @@ def _budget_note(study: Study) -> str | None:
         said.append(f"each random-k mean over {n} sets has a standard error of up to {gap(max(se))}, and "
                     + (f"every one of the {len(pairs)} steps between consecutive k exceeds twice the standard error "
                        f"of its difference" if resolved == len(pairs) else
-                       f"only {resolved} of the {len(pairs)} steps between consecutive k exceed twice the standard "
-                       f"error of their difference, so ρ(k, mean error) and the largest step are not resolved"))
+                       f"only {resolved} of the {len(pairs)} steps between consecutive k "
+                       f"{'exceeds' if resolved == 1 else 'exceed'} twice the standard error of its difference, so "
+                       f"ρ(k, mean error) and the largest step are not resolved"))
     if p and p.get("samples"):
         widths = [(h - l) / 2 / m for m, l, h in zip(p["mean"], p["low"], p["high"]) if m > 0 and h > l]
         if widths:

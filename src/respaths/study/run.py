@@ -403,7 +403,7 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
         step("reorder", "reorder", lambda: lesion.reorder(view, data, k=reorder_k, samples=b.reorder_samples,
                                                           seed=seed, out=str(res / "reorder"), **opts),
              "reordering blocks")
-    if metric != "cosine":  # an encoder's cosine has no gradient at the full model (paths.text_batches_for_paths)
+    if scored.path_loss:  # an encoder's cosine has none: no gradient at the full model (paths.text_batches_for_paths)
         step("paths", "paths", lambda: paths.text_paths(opened, out=str(res), samples=b.path_samples, lengths="all",
                                                         batches=b.path_batches, seed=seed, share=0.9, chunk=None,
                                                         force=False, progress=progress,
