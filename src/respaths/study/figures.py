@@ -29,6 +29,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window; must precede any pyplot import anywhere
 from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no global state between figures)
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 from ..io.atomic import write_bytes
 
@@ -338,7 +339,7 @@ def _depth_panel(ax, panel: dict[str, Any]) -> None:
             hi = scale * pred["high"] if pred.get("high") is not None else None
             yerr = [[v - lo], [hi - v]] if lo is not None and hi is not None else None
             ax.errorbar([at], [v], yerr=yerr, fmt="D", mfc="white", color=color, ms=6, capsize=4, ls="none",
-                        label=(f"extrapolated to {at} blocks: {panel['fmt'].format(v)}"
+                        label=(f"{s['label']}, extrapolated to {at} blocks: {panel['fmt'].format(v)}"
                                + (f" [{panel['fmt'].format(lo)}, {panel['fmt'].format(hi)}]" if yerr else "")))
     if fitted:
         models = ", ".join(dict.fromkeys(s["model"] for s in panel["lines"] if s.get("fit_x")))
@@ -363,12 +364,13 @@ def _depth_panel(ax, panel: dict[str, Any]) -> None:
     ns = sorted({n for s in panel["lines"] for n in s["n"]} | {s["prediction"]["at"] for s in panel["lines"]
                                                                if s.get("prediction")})
     ax.set_xticks(ns, [str(n) for n in ns])
-    ax.minorticks_off()
+    ax.xaxis.set_minor_locator(NullLocator())  # only the depths as ticks; the y axis keeps its own
     ax.set_xlabel("number of blocks n (log scale); shaded: beyond the measured depths")
     ax.set_ylabel(panel["ylabel"])
     ax.set_title(panel["title"], fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=panel.get("legend_columns", 2),
+              frameon=False)
 
 
 def depth_series(panels: Sequence[dict[str, Any]], title: str, subtitle: str) -> Figure:
@@ -376,10 +378,11 @@ def depth_series(panels: Sequence[dict[str, Any]], title: str, subtitle: str) ->
     on the axis), optional log, ylim, hlines [(y, label)], half_n; lines: per statistic label, interval
     (what its interval resamples), n, value, low, high (per net), model, fit_x/fit_y (the trend over the
     measured depths), extra_x/extra_y (its extrapolation) and prediction {at, value, low, high}."""
-    fig = _figure(len(panels), title, subtitle, width=5.8, height=5.6)
+    one = len(panels) == 1
+    fig = _figure(len(panels), title, subtitle, width=7.0 if one else 5.8, height=5.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
-        _depth_panel(ax, panel)
+        _depth_panel(ax, dict(panel, legend_columns=1) if one else panel)
     return fig
 
 
