@@ -242,8 +242,8 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
         raise UserError("lesion and reorder with a metric (a Hugging Face model with --text) run in one process; "
                         "run them without torchrun.")
     full = experiment_meta(view, data, experiment, params, meta, metric)
-    store = distributed.on_main(lambda: ResultStore(out, full, force=force)) if out else None
     base_spec, specs, keys = with_baseline(view, specs)
+    store = distributed.on_main(lambda: checked(ResultStore(out, full, force=force), specs, metric)) if out else None
     if view.model is not None:  # one experiment: every rank evaluates the same weights
         distributed.check_same("model weights", view.model.state_dict().values())
     if metric is None:
@@ -291,6 +291,29 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
         return store.sorted_records(keys)
 
     return distributed.broadcast(distributed.on_main(finish))
+
+
+RECORD_FIELDS = ("kind", "k", "sample", "deleted", "plan", "n")
+
+
+def checked(store: ResultStore, specs: Sequence[Spec], metric: Metric | None) -> ResultStore:
+    """The store, once every record it reopened is one of these specs' (same key, same plan, every field):
+    a damaged journal or result file, or one whose samples an earlier respaths drew with repeats, is
+    refused before anything is computed or rewritten."""
+    fields = RECORD_FIELDS + (("errors", "error", "error_ci", "loss") if metric is None
+                              else (MAIN_NUMBER.get(metric.name, "loss"),))
+    plans = {sp.key: sp.plan.key() for sp in specs}
+    where = store.journal if store.journal.exists() else store.json_path
+    for r in store.records:
+        missing = [f for f in fields if f not in r]
+        if r["key"] not in plans or missing:
+            why = f"it lacks {missing[0]!r}" if r["key"] in plans else "this experiment has no such plan"
+            raise UserError(f"the record {r['key']!r} in {where} is damaged ({why}); pass --force to start over, "
+                            f"or delete the file.")
+        if r["plan"] != plans[r["key"]]:
+            raise UserError(f"the record {r['key']!r} in {where} measured another configuration than this respaths "
+                            f"draws (earlier versions could draw one twice); pass --force to measure again.")
+    return store
 
 
 def experiment_meta(view: ResidualView, data: Any, experiment: str, params: dict[str, Any],

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from ..core import UserError, delete_blocks
 from ..engine.batching import iterate_batches
+from ..io.atomic import os_error_of
 from ..metrics import metric_for, metric_named
 from ..models import Net
 from ..opening import open_model
@@ -86,6 +88,11 @@ def export(source: str | None, out: str | Path, *, spec: str | None = None, bloc
         if out.exists():
             out.rmdir()
         tmp.rename(out)
+    except (RuntimeError, SafetensorError) as e:
+        error = os_error_of(e, out)  # a full disk, as torch or safetensors report it
+        if error is None:
+            raise
+        raise error from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

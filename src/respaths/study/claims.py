@@ -159,6 +159,18 @@ class Claim:
     beside: str = ""  # the few numbers the report prints under the verdict
 
 
+def unmeasurable(c: Claim, study: Study, statistic: str, **series: Sequence[float]) -> bool:
+    """Whether `statistic` cannot be computed because one of the named series holds a single value (a
+    correlation or a fitted line needs two); if so the claim says so and stays "not measured"."""
+    for name, values in series.items():
+        if len(set(values)) < 2:
+            n = study.dataset.get("n_test") if isinstance(getattr(study, "dataset", None), dict) else None
+            c.measured = (f"not measured: {name} is the same ({values[0]:.4g}) everywhere, so {statistic} is "
+                          f"undefined" + (f" (only {n} test examples; give more with --limit)." if n else "."))
+            return True
+    return False
+
+
 def _label(study: Study, role: str) -> str:
     return study.models.get(role, {}).get("label", role)
 
@@ -230,6 +242,8 @@ def claim_random(study: Study) -> Claim:
     if not r or len(r["k"]) < 3:
         return c
     ks, mean = list(r["k"]), list(r["mean"])
+    if unmeasurable(c, study, "Spearman's ρ", **{"the mean error over k": mean}):
+        return c
     rho, p = sps.spearmanr(ks, mean)
     base = study.single.get("resnet", {}).get("baseline", study.models["resnet"].get("error"))
     curve = ([base] if base is not None else []) + mean
@@ -252,6 +266,8 @@ def claim_reorder(study: Study) -> Claim:
                          "original, measured by Kendall τ (fig. 5b).")
     r = study.reorder.get("resnet")
     if not r or len(r["tau"]) < 5:
+        return c
+    if unmeasurable(c, study, "Spearman's ρ", **{"Kendall τ": r["tau"], "the error": r["error"]}):
         return c
     rho, p = sps.spearmanr(r["tau"], r["error"])
     near = [e for t, e in zip(r["tau"], r["error"]) if t >= 0.9]
@@ -276,6 +292,8 @@ def claim_gradient(study: Study) -> Claim:
     if not p or len(p["lengths"]) < 3:
         return c
     ks, mean = list(p["lengths"]), list(p["mean"])
+    if unmeasurable(c, study, "Spearman's ρ", **{"the mean gradient": mean}):
+        return c
     rho, _ = sps.spearmanr(ks, mean)
     good = [(k, m) for k, m in zip(ks, mean) if m > 0]
     slope = sps.linregress([k for k, _ in good], [math.log10(m) for _, m in good]).slope
@@ -317,6 +335,9 @@ def claim_surviving(study: Study) -> Claim:
     s = path_summary(p)
     n = p["n"]
     lost = [1 - effective_left(n, k, s) for k in r["k"]]
+    if unmeasurable(c, study, "R² of a straight line", **{"the effective gradient lost": lost,
+                                                          "the mean error over k": r["mean"]}):
+        return c
     fit = sps.linregress(lost, r["mean"])
     one = effective_left(n, 1, s)
     c.numbers = dict(r2=fit.rvalue ** 2, effective_left_after_1=one, slope=fit.slope)
