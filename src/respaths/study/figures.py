@@ -319,7 +319,8 @@ def _depth_panel(ax, panel: dict[str, Any]) -> None:
     """One panel: per statistic, its value per net with the interval, the fitted trend over the measured
     depths (solid), its extrapolation (dashed) and the prediction with its interval at the target depth."""
     scale = panel.get("scale", 1.0)
-    fitted = False
+    fitted, predicted = False, None
+    notes = []  # (x, y, text, color) of each prediction, written beside it once the axes are final
     for j, s in enumerate(panel["lines"]):
         color = s.get("color") or SERIES_COLORS[j % len(SERIES_COLORS)]
         pts = [(n, v, lo, hi) for n, v, lo, hi in zip(s["n"], s["value"], s["low"], s["high"]) if v is not None]
@@ -338,9 +339,13 @@ def _depth_panel(ax, panel: dict[str, Any]) -> None:
             lo = scale * pred["low"] if pred.get("low") is not None else None
             hi = scale * pred["high"] if pred.get("high") is not None else None
             yerr = [[v - lo], [hi - v]] if lo is not None and hi is not None else None
-            ax.errorbar([at], [v], yerr=yerr, fmt="D", mfc="white", color=color, ms=6, capsize=4, ls="none",
-                        label=(f"{s['label']}, extrapolated to {at} blocks: {panel['fmt'].format(v)}"
-                               + (f" [{panel['fmt'].format(lo)}, {panel['fmt'].format(hi)}]" if yerr else "")))
+            ax.errorbar([at], [v], yerr=yerr, fmt="D", mfc="white", color=color, ms=6, capsize=4, ls="none")
+            notes.append((at, v, panel["fmt"].format(v) + (
+                f"\n[{panel['fmt'].format(lo)}, {panel['fmt'].format(hi)}]" if yerr else ""), color))
+            predicted = at
+    if predicted:
+        ax.errorbar([], [], yerr=[[], []], fmt="D", mfc="white", color="gray", ms=6, capsize=4, ls="none",
+                    label=f"extrapolated to {predicted} blocks, with its 95% prediction interval")
     if fitted:
         models = ", ".join(dict.fromkeys(s["model"] for s in panel["lines"] if s.get("fit_x")))
         ax.plot([], [], "-", color="gray", label=f"fitted trend, {models}")
@@ -354,16 +359,30 @@ def _depth_panel(ax, panel: dict[str, Any]) -> None:
         ax.plot(xs, [x / 2 for x in xs], ":", color="black", lw=1, label="n/2, the typical path length")
     if panel.get("log"):
         ax.set_yscale("log")
+        # a wide prediction interval would stretch the axis over decades: keep it near the measured values
+        measured = [scale * v for s in panel["lines"] for v in s["value"] + s["low"] if v is not None and v > 0]
+        if measured and ax.get_ylim()[0] < min(measured) / 10:
+            ax.set_ylim(bottom=min(measured) / 10)
     if panel.get("ylim"):
         lo, hi = panel["ylim"]
         cur_lo, cur_hi = ax.get_ylim()
         ax.set_ylim(max(cur_lo, scale * lo) if lo is not None else cur_lo,
                     min(cur_hi, scale * hi) if hi is not None else cur_hi)
-    ax.axvspan(max(max(s["n"]) for s in panel["lines"] if s["n"]), ax.get_xlim()[1], color="#eeeeee", lw=0, zorder=0)
     ax.set_xscale("log")
+    if predicted:  # room for the prediction's numbers right of it
+        ax.set_xlim(right=predicted * 1.45)
+    ax.axvspan(max(max(s["n"]) for s in panel["lines"] if s["n"]), ax.get_xlim()[1], color="#eeeeee", lw=0, zorder=0)
     ns = sorted({n for s in panel["lines"] for n in s["n"]} | {s["prediction"]["at"] for s in panel["lines"]
                                                                if s.get("prediction")})
     ax.set_xticks(ns, [str(n) for n in ns])
+    # the predictions' numbers, moved apart vertically where they would overlap (28 pixels a note of two lines)
+    placed: list[float] = []
+    for x, y, text, color in sorted(notes, key=lambda t: t[1]):
+        at_y = ax.transData.transform((x, y))[1]
+        shift = max(0.0, placed[-1] + 28 - at_y) if placed else 0.0
+        placed.append(at_y + shift)
+        ax.annotate(text, (x, y), xytext=(7, shift), textcoords="offset pixels", fontsize=6.5, color=color,
+                    va="center")
     ax.xaxis.set_minor_locator(NullLocator())  # only the depths as ticks; the y axis keeps its own
     ax.set_xlabel("number of blocks n (log scale); shaded: beyond the measured depths")
     ax.set_ylabel(panel["ylabel"])
@@ -395,8 +414,8 @@ def random_k_series(curves: Sequence[dict[str, Any]], panel: dict[str, Any], sub
     for j, c in enumerate(curves):
         color = SERIES_COLORS[j % len(SERIES_COLORS)]
         a.plot(c["x"], _pct(c["mean"]), "o-", color=color, ms=3, label=c["label"])
-        a.fill_between(c["x"], _pct(c["low"]), _pct(c["high"]), color=color, alpha=0.15,
-                       label=f"{c['label']}: 95% interval over the random sets")
+        a.fill_between(c["x"], _pct(c["low"]), _pct(c["high"]), color=color, alpha=0.15)
+    a.fill_between([], [], [], color="gray", alpha=0.15, label="95% interval over the random sets")
     if chance is not None:
         a.axhline(100 * chance, color="black", ls=":", lw=1, label=f"chance ({100 * chance:.0f}%)")
     if panel.get("at_x") is not None:
@@ -405,8 +424,8 @@ def random_k_series(curves: Sequence[dict[str, Any]], panel: dict[str, Any], sub
     a.set_ylabel("mean test error over the random sets (%)")
     a.set_title("(a) mean error against k/n", fontsize=10)
     a.grid(alpha=0.3)
-    a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
-    _depth_panel(b, panel)
+    a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    _depth_panel(b, dict(panel, legend_columns=1))
     return fig
 
 

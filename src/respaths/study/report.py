@@ -416,7 +416,8 @@ def series_figures(nets: Sequence[Any], rows: Sequence[Any]) -> list[tuple[str, 
         out.append(("series-random", "Random deletion: the mean error against the share of blocks deleted, and "
                     f"its rise at k/n = {S.RANDOM_AT:g} as a share of the gap to chance. " + extrapolation,
                     F.random_k_series(curves, dict(panel(["random_rise"], f"(b) rise at k/n = {S.RANDOM_AT:g}",
-                                                         "share of the gap to chance (%)", "share", ylim=(0, 1)),
+                                                         "share of the gap to chance (%)", "share", ylim=(0, 1),
+                                                         names=[f"rise at k/n = {S.RANDOM_AT:g}"]),
                                                    at_x=S.RANDOM_AT), sub, nets[0].chance)))
     add("series-reorder", "Reordering: Spearman ρ between Kendall τ and the error over the shuffled orders.",
         "Reordering against depth (Veit et al. fig. 5b)",

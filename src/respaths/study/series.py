@@ -80,8 +80,8 @@ class TrendModel:
 
 TREND_MODELS = {
     "power": TrendModel("power law", "log y = a + b·log n", math.log, math.log, math.exp,
-                        "a positive cost or size; if each of n blocks were an equal member of an ensemble, "
-                        "one block's share would fall like 1/n, a power of n, and stay positive"),
+                        "a positive cost or factor; if each of n blocks were an equal member of an ensemble, "
+                        "one block's share would fall like 1/n, a power of n, and it stays positive"),
     "log-linear": TrendModel("linear in log n", "y = a + b·log n", math.log, lambda y: y, lambda y: y,
                              "a bounded share or correlation with no law to follow: the plainest line, with "
                              "doublings of depth as equal steps; the prediction is clipped to its range"),
@@ -366,8 +366,7 @@ STATISTICS: list[tuple[str, str, str, str, str, str, tuple[float, float] | None]
     ("random_rise", "random", f"random deletion: rise at k/n = {RANDOM_AT:g}, share of the gap", "share",
      "random sets", "log-linear", (0.0, 1.0)),
     ("reorder_rho", "reorder", "reordering: Spearman ρ(τ, error)", "rho", "orders", "log-linear", (-1.0, 1.0)),
-    ("gradient_factor", "gradient", "gradient factor per extra block", "factor", "sampled paths", "log-linear",
-     (0.0, math.inf)),
+    ("gradient_factor", "gradient", "gradient factor per extra block", "factor", "sampled paths", "power", None),
     ("effective_low", "effective", "effective range: shortest length", "blocks", "sampled paths", "linear",
      (0.0, math.inf)),
     ("effective_high", "effective", "effective range: longest length", "blocks", "sampled paths", "linear",
