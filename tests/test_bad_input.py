@@ -67,6 +67,7 @@ def files(tmp_path):
             "result-list": ("lesion-single.json", "[]"),
             "result-cut": ("lesion-single.json", '{"schema": "respaths.io.results/1", "me'),
             "result-binary": ("lesion-single.json", "\udcff\udcfe"),
+            "csv-of-the-user": ("lesion-single.csv", "name,score\nme,1\n"),
             "paths-result-string": ("paths.json", '"x"')}.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / file).write_bytes(text.encode("utf-8", "surrogateescape"))
@@ -214,6 +215,7 @@ CASES = {
                                          "--out", "{tmp}/ckfile"],
     "train-resume-force": ["train", *TRAIN_RUN, "--resume", "--force"],
     "lesion-force-over-foreign-result": ["lesion", "{tmp}/ck3", "--force", "--out", "{tmp}/result-list"],
+    "lesion-over-a-users-csv": ["lesion", "{tmp}/ck3", "--out", "{tmp}/csv-of-the-user"],
     "lesion-force-over-foreign-journal": ["lesion", "{tmp}/ck3", "--force", "--out", "{tmp}/journal-garbage"],
     # numbers Python or torch cannot hold, or that can only give nonsense
     "train-lr-huge": ["train", *TRAIN, "--lr", "1e300"],

@@ -323,6 +323,7 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _threads_arg(p)
+    _progress_arg(p)
 
 
 def evaluate_run(args: argparse.Namespace) -> int:
@@ -340,7 +341,8 @@ def evaluate_run(args: argparse.Namespace) -> int:
     else:
         opened = _open(args, split=args.split)
     r = evaluate(opened.model, opened.data.to(dev), batch_size=args.batch_size, device=dev,
-                 precision=resolve_precision(args.precision, dev), channels_last=dev.type != "mps")
+                 precision=resolve_precision(args.precision, dev), channels_last=dev.type != "mps",
+                 progress=_progress(args))
     source = opened.description["source"]
     epoch = None
     if "checkpoint" in source:

@@ -68,11 +68,12 @@ class ResultStore:
         self.meta = _canonical(meta)
         self._records: dict[str, dict[str, Any]] = {}
         self._journal_open = False  # whether self.journal holds the header and every record so far
-        if force:  # only our own files go: a file of the same name that respaths did not write stays
-            for p in (self.journal, self.json_path, self.csv_path):
-                if p.exists() and not written_by_respaths(p):
-                    raise UserError(f"{p} was not written by respaths, so --force leaves it alone; move it away or "
-                                    f"choose another --out.")
+        # only our own files are ever replaced: a file of the same name that respaths did not write stays
+        for p in (self.journal, self.json_path, self.csv_path) if force else (self.csv_path,):
+            if p.exists() and not written_by_respaths(p):
+                raise UserError(f"{p} was not written by respaths, and respaths never replaces such a file (not "
+                                f"even with --force); move it away or choose another --out.")
+        if force:
             for p in (self.journal, self.json_path, self.csv_path):
                 p.unlink(missing_ok=True)
         if self.journal.exists():

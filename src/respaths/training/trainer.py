@@ -216,15 +216,17 @@ def set_active(model: nn.Module, active: Tensor | None) -> None:
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500, device: torch.device | str | None = None,
              precision: str = "fp32", channels_last: bool = False,
-             forward: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
-    """Test error and mean cross-entropy of `model` (eval mode, every block active) on a dataset."""
+             forward: Callable[[Tensor], Tensor] | None = None, progress: bool = False) -> dict[str, float]:
+    """Test error and mean cross-entropy of `model` (eval mode, every block active) on a dataset
+    (progress: a bar over its batches)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     forward = model if forward is None else forward  # (a compiled module has no truth value)
     loss_sum = torch.zeros((), device=device)
     errors = torch.zeros((), device=device, dtype=torch.long)
     with eval_mode(model):
         set_active(model, None)
-        for x, y in batches(dataset, batch_size, device, channels_last=channels_last):
+        for x, y in tqdm(batches(dataset, batch_size, device, channels_last=channels_last), desc="evaluate",
+                         unit="batch", total=math.ceil(len(dataset) / batch_size), disable=not progress, leave=False):
             with autocast(device, precision):
                 logits = forward(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
