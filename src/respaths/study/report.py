@@ -5,6 +5,9 @@ report is built from a *study*: the `Study` record (respaths.study.read, which l
 `load_study(DIR)` assembles from the result files a `respaths reproduce` run leaves in DIR (see
 respaths.study.reproduce for the layout), or `load_results_folder(DIR)` from plain result files.
 
+Runs of residual nets of several depths also get a depth-series section (series_of, series_figures,
+series_html): each claim's statistic against the number of blocks, from respaths.study.series.
+
 roles: "resnet" (the normally trained residual net), "vgg", "stochastic" (stochastic depth),
 "fixed" (fixed-m). Every part is optional; a claim whose numbers are missing says "not measured".
 Errors are fractions; the report prints percent and percentage points (pp).
