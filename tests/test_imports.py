@@ -64,3 +64,14 @@ def function_local_imports() -> set[tuple[str, str]]:
 def test_own_modules_are_imported_at_the_top_but_in_the_cli():
     # optional packages (torchvision, timm, transformers) may be imported inside functions; own modules not
     assert function_local_imports() == set(), function_local_imports()
+
+
+def test_io_is_a_bottom_layer():
+    # io/ reads and writes files; it may use core, the model registry and the version, nothing above
+    graph = import_graph()
+    below = {"core", "models", "version"}
+    for m, targets in graph.items():
+        if m.startswith("io"):
+            above = {t for t in targets if not t.startswith("io") and t not in below}
+            assert above == set(), (m, above)
+    assert "io.pruned" in graph and "io.atomic" in graph["io.pruned"]  # the pruned format writes through atomic_dir

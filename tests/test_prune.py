@@ -264,12 +264,11 @@ def test_published_layout_prunes_and_reloads_with_its_padding(tmp_path):
     model = randomise_bn(respaths.build_model("resnet20", in_channels=3, num_classes=10, width=0.5,
                                               zero_pad="both"))
     x = torch.randn(2, 3, 16, 16)
-    from respaths.prune import save_pruned
+    from respaths.io.pruned import save_weights, write_pruned
     pruned = respaths.prune(model, [2], x).eval()
     out = tmp_path / "p"
-    out.mkdir()
-    save_pruned(out, pruned, {"removed": [2], "input_shape": [3, 16, 16],
-                              "base": {"respaths_model": {"name": "resnet20", "config": model.config}}})
+    write_pruned(out, {"removed": [2], "input_shape": [3, 16, 16],
+                       "base": {"respaths_model": {"name": "resnet20", "config": model.config}}}, save_weights(pruned))
     again, _ = respaths.load_pruned(out)
     with torch.no_grad():
         assert torch.equal(again(x), respaths.view(model, x)(x, delete_blocks(9, [2])))
@@ -311,7 +310,8 @@ def test_cli_prune_from_layers_greedy_on_gpt2(tmp_path, capsys):
 
     from respaths import cli
     from respaths.adapters.hf import load
-    from respaths.layers.importance import LMLoss, read_text
+    from respaths.data.text import read_text
+    from respaths.metrics import LMLoss
     d = tmp_path / "gpt2"
     save_with_tokenizer(tiny("gpt2"), d, TEXT)
     (tmp_path / "t.txt").write_text(TEXT)
@@ -348,7 +348,7 @@ def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
     from respaths import cli
-    from respaths.layers.importance import read_text
+    from respaths.data.text import read_text
     from respaths.prune import cosine_between
     text = tmp_path / "s.txt"
     text.write_text("\n".join(["a cat sat on the mat", "residual networks behave like ensembles",
@@ -370,3 +370,25 @@ def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
     cos = cosine_between(vfull, respaths.view(small), batches)["cos"]  # against the full model's embeddings
     assert cos == pytest.approx(greedy["cos"], rel=1e-5) and cos < 0.9999
     assert info["metric"]["after"]["cos"] == pytest.approx(cos, rel=1e-6)
+
+
+def test_cli_prune_from_a_decoders_lesion_single_ranks_by_its_metric(tmp_path):
+    """A lesion single result scored by the LM loss (no error field) ranks blocks by that loss."""
+    import json
+
+    from tests.tiny_transformers import TEXT, save_with_tokenizer, tiny
+
+    from respaths import cli
+    d = tmp_path / "gpt2"
+    save_with_tokenizer(tiny("gpt2"), d, TEXT)
+    (tmp_path / "t.txt").write_text(TEXT)
+    text = ["--text", str(tmp_path / "t.txt"), "--seq-len", "16"]
+    assert cli.main(["lesion", str(d), *text, "--out", str(tmp_path / "runs"), "--no-figure", "--no-progress"]) == 0
+    single = [r for r in json.loads((tmp_path / "runs" / "lesion-single.json").read_text())["records"]
+              if r["kind"] == "single"]
+    least = [r["deleted"][0] for r in sorted(single, key=lambda r: (r["loss"], r["deleted"][0]))[:2]]
+    assert cli.main(["prune", str(d), "--from", str(tmp_path / "runs" / "lesion-single.json"), "--remove", "2",
+                     *text, "--out", str(tmp_path / "small")]) == 0
+    info = json.loads((tmp_path / "small" / "respaths_prune.json").read_text())
+    assert info["removed"] == sorted(least) and "LM loss" in info["reason"]["rule"]
+    assert info["reason"]["loss"] == {str(i): r["loss"] for r in single for i in r["deleted"] if i in least}

@@ -41,21 +41,22 @@ import itertools
 import math
 import random
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from scipy import stats as scipy_stats
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import distributed
-from .. import stats
 from ..adapters import view as make_view
 from ..core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
 from ..engine.options import EngineOptions
 from ..engine.trie import evaluate_plans
 from ..engine.batching import batch_length, count_examples, first_examples, iterate_batches
-from ..metrics import Metric, inputs_of, metric_for, metric_named, to_device
+from ..metrics import ClassifierError, Metric, PlanResult, inputs_of, metric_for, metric_named, to_device
 from ..prune import Skipped
 from ..io.results import ResultStore
 
@@ -223,8 +224,13 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
                    params: dict[str, Any], *, out: str | None = None, meta: dict[str, Any] | None = None,
                    force: bool = False, batch_size: int = 256, device: Any = None,
                    engine: EngineOptions = EngineOptions(), chunk: int = DEFAULT_CHUNK,
-                   progress: bool = False, seed: int = 0, metric: Metric | str | None = None) -> list[dict[str, Any]]:
+                   progress: bool = False, seed: int = 0, metric: Metric | str | None = None,
+                   desc: str | None = None) -> list[dict[str, Any]]:
     """Evaluate the baseline and the specs' plans; records in spec order (baseline first).
+
+    progress: one bar for the whole experiment, named desc (default: the experiment's name), over
+    all its plans, those an earlier run finished counted as done; a resumed run also says how many
+    of them it kept.
 
     The plans not done yet, sorted by their steps (plans sharing a prefix share a trie), are evaluated
     `chunk` at a time with the baseline beside each chunk, and each chunk's records are appended to
@@ -260,6 +266,11 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
     new_baseline = "baseline" in pending and distributed.is_main()  # rank 0 records it, in its first round
     position = {sp.key: i for i, sp in enumerate([base_spec] + todo)}
     where = f" on {ranks} ranks" if ranks > 1 else ""
+    name = (desc or DESCRIPTIONS.get(experiment, experiment)) + where
+    kept = len(keys) - len(pending)
+    if kept and distributed.is_main():
+        tqdm.write(f"[respaths] {name}: {kept}/{len(keys)} plans already done in {store.prefix}, kept", file=sys.stderr)
+    bar = plan_bar(len(keys), kept, name, progress and distributed.is_main())
     records: dict[str, dict[str, Any]] = {}
     for r in range(rounds):
         group = mine[r * chunk:(r + 1) * chunk]
@@ -268,10 +279,10 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
         def compute() -> list[dict[str, Any]]:
             if not group and not with_base:
                 return []
+            new = len(group) + len(with_base)  # the baseline beside a later chunk is no new plan
             results = evaluate_plans(view, data, [base_spec.plan] + [sp.plan for sp in group], metric=metric,
                                      batch_size=batch_size, device=device, engine=engine,
-                                     progress=progress and distributed.is_main(),
-                                     desc=f"plans, chunk {r + 1}/{rounds}{where}")
+                                     advance=lambda share: bar.update(share * new))
             base = results[0]
             scoring.check_baseline(base)
             pairs = list(zip(with_base, results[:1])) + list(zip(group, results[1:]))
@@ -283,6 +294,9 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
             records[rec["key"]] = rec
             if store is not None:  # rank 0
                 store.append(rec)
+        bar.n = kept + len(records)  # exact again after the chunk's shares (and the other ranks' plans)
+        bar.refresh()
+    bar.close()
     if not out:  # every rank holds every record
         return [records[k] for k in keys]
 
@@ -293,6 +307,16 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
     return distributed.broadcast(distributed.on_main(finish))
 
 
+# What a progress bar calls each experiment.
+DESCRIPTIONS = {"lesion-single": "single deletion", "lesion-random": "random deletion", "reorder": "reordering"}
+
+
+def plan_bar(total: int, done: int, desc: str, enabled: bool) -> Any:
+    """A bar over plans, advanced by shares of a plan while a chunk runs; counts shown whole."""
+    return tqdm(total=total, initial=done, desc=desc, unit="plan", dynamic_ncols=True, disable=not enabled,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+
+
 RECORD_FIELDS = ("kind", "k", "sample", "deleted", "plan", "n")
 
 
@@ -301,7 +325,7 @@ def checked(store: ResultStore, specs: Sequence[Spec], metric: Metric | None) ->
     a damaged journal or result file, or one whose samples an earlier respaths drew with repeats, is
     refused before anything is computed or rewritten."""
     fields = RECORD_FIELDS + (("errors", "error", "error_ci", "loss") if metric is None
-                              else (MAIN_NUMBER.get(metric.name, "loss"),))
+                              else (metric.field,))
     plans = {sp.key: sp.plan.key() for sp in specs}
     where = store.journal if store.journal.exists() else store.json_path
     for r in store.records:
@@ -365,19 +389,20 @@ def plan_costs(baseline: Plan, todo: list[Spec]) -> list[float]:
 
 class PairedRecords:
     """The classifier's records: error and loss, with paired statistics against the baseline's
-    answers image by image (make_record)."""
+    answers image by image (ClassifierError.paired)."""
 
     def __init__(self, seed: int):
         self.seed, self.correct = seed, None
 
-    def check_baseline(self, base: Any) -> None:
-        if self.correct is not None and not torch.equal(base.correct, self.correct):
+    def check_baseline(self, base: PlanResult) -> None:
+        if self.correct is not None and not torch.equal(base.examples["correct"], self.correct):
             raise RuntimeError("the baseline gave different answers in two chunks; the model or data is not "
                                "deterministic, so paired statistics would be wrong.")
-        self.correct = base.correct
+        self.correct = base.examples["correct"]
 
-    def record(self, fields: dict[str, Any], plan: Plan, r: Any, base: Any) -> dict[str, Any]:
-        return make_record(fields, r, base, self.seed)
+    def record(self, fields: dict[str, Any], plan: Plan, r: PlanResult, base: PlanResult) -> dict[str, Any]:
+        return {**fields, "plan": plan.key(), **ClassifierError.paired(r, base, self.seed),
+                "seconds": round(r.seconds, 6)}
 
     @staticmethod
     def summary(baseline: dict[str, Any]) -> dict[str, Any]:
@@ -392,38 +417,20 @@ class MetricRecords:
         self.main = metric.field
         self.value = stored[self.main] if stored is not None else None
 
-    def check_baseline(self, base: dict[str, Any]) -> None:
+    def check_baseline(self, base: PlanResult) -> None:
         if self.value is not None and not math.isclose(base[self.main], self.value, rel_tol=1e-9, abs_tol=1e-12):
             raise RuntimeError("the baseline gave different numbers in two chunks; the model or data is not "
                                "deterministic, so the deltas would be wrong.")
         self.value = base[self.main]
 
-    def record(self, fields: dict[str, Any], plan: Plan, r: dict[str, Any], base: Any) -> dict[str, Any]:
-        return make_metric_record(fields, plan, r, self.value, self.main)
+    def record(self, fields: dict[str, Any], plan: Plan, r: PlanResult, base: PlanResult) -> dict[str, Any]:
+        return {**fields, "plan": plan.key(), **r.numbers, "delta": r[self.main] - self.value,
+                "seconds": round(r.seconds, 6)}
 
     @staticmethod
     def summary(baseline: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in baseline.items()
                 if k not in ("key", "kind", "k", "sample", "deleted", "plan", "delta", "seconds")}
-
-
-def make_metric_record(fields: dict[str, Any], plan: Plan, r: dict[str, Any], baseline_value: float,
-                       main: str) -> dict[str, Any]:
-    rec = dict(fields)
-    rec["plan"] = plan.key()
-    rec.update({k: v for k, v in r.items() if k != "seconds"})
-    rec["delta"] = r[main] - baseline_value
-    rec["seconds"] = round(r["seconds"], 6)
-    return rec
-
-
-def make_record(fields: dict[str, Any], r: Any, base: Any, seed: int) -> dict[str, Any]:
-    rec = dict(fields)
-    rec.update(plan=r.plan.key(), n=r.n, errors=r.errors, error=r.error,
-               error_ci=list(stats.wilson_ci(r.errors, r.n)), loss=r.loss / max(r.n, 1))
-    rec.update(stats.compare(base.correct, r.correct, seed=seed))
-    rec["seconds"] = round(r.seconds, 6)
-    return rec
 
 
 def _probed(view: ResidualView, data: Any, device: Any) -> ResidualView:

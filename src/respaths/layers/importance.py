@@ -1,7 +1,7 @@
 """Which layers of a transformer matter: the lesion question, asked the way the 2024 papers ask it.
 
 Metrics of a plan (a model with blocks deleted, repeated, reordered or run in parallel) live in
-respaths.metrics (LMLoss, EmbeddingCosine, ClassifierError; imported here too). Every sweep below
+respaths.metrics (LMLoss, EmbeddingCosine, ClassifierError). Every sweep below
 scores its plans through the lesion engine (respaths.engine.evaluate_plans with the metric), all
 plans of a sweep in one trie, so that plans that start alike share those blocks' computation.
 
@@ -24,22 +24,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, delete_blocks, full_plan
 from ..engine.options import DEFAULT_CACHE_BYTES, EngineOptions
 from ..engine.trie import evaluate_plans
-from ..experiments.lesion import Spec
-# the metrics live in respaths.metrics; imported here too, where they used to be
-from ..metrics import Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, mean_pool, metric_for, model_device, to_device, valid_tokens
-from ..data.text import read_text, sentence_batches, token_batches
+from ..experiments.lesion import Spec, plan_bar
+from ..metrics import Batch, Metric, PlanResult, inputs_of, metric_for, model_device, to_device, valid_tokens
 from ..io.results import ResultStore
 from ..opening import open_model
 from ..study.figures import save
@@ -114,27 +112,23 @@ def best_span(distances: Tensor, n: int) -> int:
 # Pruning orders
 
 
-def prune_plan(n_blocks: int, removed: Iterable[int], label: str) -> Plan:
-    return delete_blocks(n_blocks, removed, label=label)
-
-
 def engine_evaluator(view: ResidualView, batches: Sequence[Batch], metric: Metric,
-                     engine: EngineOptions = EngineOptions()) -> Callable[[Sequence[Plan]], list[dict]]:
+                     engine: EngineOptions = EngineOptions()) -> Callable[[Sequence[Plan]], list[PlanResult]]:
     """evaluate(plans) -> one result per plan: all of them in one trie over the batches (respaths.engine),
-    each result with the plan's share of the time under "seconds"."""
+    each result with the plan's share of the time."""
     return lambda plans: evaluate_plans(view, batches, plans, metric=metric, device=model_device(view),
                                         engine=engine)
 
 
 def per_candidate_evaluator(view: ResidualView, batches: Sequence[Batch],
-                            metric: Metric) -> Callable[[Sequence[Plan]], list[dict]]:
+                            metric: Metric) -> Callable[[Sequence[Plan]], list[PlanResult]]:
     """evaluate(plans) -> one result per plan: each plan run on its own over all the batches,
     metric(view, batches, plan), the way SLEB, BlockPruner and FinerCut score their candidates."""
     return lambda plans: [metric(view, batches, p) for p in plans]
 
 
 def greedy_pruning(view: ResidualView, batches: Sequence[Batch], metric: Metric, steps: int | None = None,
-                   evaluate: Callable[[Sequence[Plan]], list[dict]] | None = None) -> list[dict[str, Any]]:
+                   evaluate: Callable[[Sequence[Plan]], list[PlanResult]] | None = None) -> list[dict[str, Any]]:
     """Remove one block at a time, each time the one whose removal gives the lowest metric cost
     (SLEB's protocol, with the metric's cost in place of perplexity).
 
@@ -154,7 +148,7 @@ def greedy_pruning(view: ResidualView, batches: Sequence[Batch], metric: Metric,
     out = []
     for k in range(1, steps + 1):
         tried = [i for i in candidates if i not in removed]
-        results = evaluate([prune_plan(L, removed + [i], f"greedy {k}: try {i}") for i in tried])
+        results = evaluate([delete_blocks(L, removed + [i], f"greedy {k}: try {i}") for i in tried])
         cost, i, r = min(((metric.cost(r), i, r) for i, r in zip(tried, results)), key=lambda t: (t[0], t[1]))
         removed.append(i)
         out.append({"k": k, "removed": list(removed), "block": i, "result": r})
@@ -229,9 +223,6 @@ PAINTERS = tuple(PAINTER_STEPS)
 #   angular-prune n=N               the N consecutive blocks at the best l deleted
 #   painters VARIANT k=K [s=S]      VARIANT applied to the K middle blocks (field span)
 
-METRIC_FIELDS = ("n", "loss", "ppl", "cos", "error", "accuracy")
-
-
 def plan_record(spec: Spec, result: dict[str, Any], seconds: float) -> dict:
     """The record of a spec (its record's key and kind, k and sample, 0 if not given, then its other
     fields) with the plan, its result and its time."""
@@ -251,39 +242,45 @@ class Runner:
     the plans of one call that are new run together, as one trie (respaths.engine)."""
 
     def __init__(self, view: ResidualView, batches: Sequence[Batch], metric: Metric, store: Any,
-                 progress: bool = True, engine: EngineOptions = EngineOptions()):
+                 progress: bool = True, engine: EngineOptions = EngineOptions(), total: int | None = None,
+                 desc: str = "plans"):
         self.view, self.batches, self.metric, self.store = view, batches, metric, store
         self.engine = engine
         self.memo = {r["plan"]: r for r in store.records if "plan" in r}
-        self.bar = tqdm(desc="plans", unit="plan", disable=not progress, leave=False)
+        # total: the plans the method asks for (planned_plans); one already saved counts as done at once
+        self.bar = plan_bar(total, 0, desc, progress)
+        self.asked = 0
 
     def saved(self, key: str, plan: Plan) -> dict | None:
         return self.store.get(key) or self.memo.get(plan.key())
 
-    def evaluate_all(self, specs: Sequence[Spec]) -> list[dict]:
+    def evaluate_all(self, specs: Sequence[Spec]) -> list[PlanResult]:
         """Each spec (its record: key, kind and fields): the metric's result for its plan, appended to
         the store under its key (in the specs' order) unless already there."""
         new = {sp.plan.key(): sp.plan for sp in specs if self.saved(sp.key, sp.plan) is None}
         fresh = {}
         if new:
             results = evaluate_plans(self.view, self.batches, list(new.values()), metric=self.metric,
-                                     device=model_device(self.view), engine=self.engine)
-            fresh = {k: (r, r.pop("seconds")) for k, r in zip(new, results)}
-            self.bar.update(len(new))
+                                     device=model_device(self.view), engine=self.engine,
+                                     advance=lambda share: self.bar.update(share * len(new)))
+            fresh = dict(zip(new, results))
+        self.asked += len(specs)
+        self.bar.n = self.asked  # exact again after the batches' shares, saved plans included
+        self.bar.refresh()
         out = []
         for sp in specs:
             old = self.saved(sp.key, sp.plan)
             if old is not None:
-                result, seconds = {f: old[f] for f in METRIC_FIELDS if f in old}, old["seconds"]
+                result = PlanResult(sp.plan, {f: old[f] for f in self.metric.fields if f in old}, old["seconds"])
             else:
-                result, seconds = fresh[sp.plan.key()]
+                result = fresh[sp.plan.key()]
             if not self.store.done(sp.key):
-                self.store.append(plan_record(sp, result, seconds))
+                self.store.append(plan_record(sp, result.numbers, result.seconds))
                 self.memo.setdefault(sp.plan.key(), self.store.get(sp.key))
             out.append(result)
         return out
 
-    def evaluate(self, key: str, kind: str, plan: Plan, **fields: Any) -> dict:
+    def evaluate(self, key: str, kind: str, plan: Plan, **fields: Any) -> PlanResult:
         return self.evaluate_all([Spec({"key": key, "kind": kind, **fields}, plan)])[0]
 
     def note(self, key: str, kind: str, **fields: Any) -> None:
@@ -307,7 +304,7 @@ def _pruning_curves(run: Runner, keys: list[str], last: int, random_orders: int 
         for k in range(1, last + 1):
             keys.append(f"{kind} k={k}{suffix}")
             curves.append(Spec({"key": keys[-1], "kind": kind, "k": k, "sample": s},
-                               prune_plan(L, seq[:k], f"{kind} {k}{suffix}")))
+                               delete_blocks(L, seq[:k], f"{kind} {k}{suffix}")))
     run.evaluate_all(curves)
 
 
@@ -321,7 +318,7 @@ def sweep_greedy(run: Runner, keys: list[str], last: int, *, seeds: int, **optio
     L = len(run.view)
     _pruning_curves(run, keys, last, random_orders=seeds)
 
-    def evaluate(plans: Sequence[Plan]) -> list[dict]:
+    def evaluate(plans: Sequence[Plan]) -> list[PlanResult]:
         items = []
         for plan in plans:
             removed = [i for op, i in plan.steps if op == DELETE]
@@ -331,7 +328,7 @@ def sweep_greedy(run: Runner, keys: list[str], last: int, *, seeds: int, **optio
 
     for step in greedy_pruning(run.view, run.batches, run.metric, last, evaluate):
         keys.append(f"greedy k={step['k']}")
-        run.evaluate(keys[-1], "greedy", prune_plan(L, step["removed"], f"greedy {step['k']}"), k=step["k"],
+        run.evaluate(keys[-1], "greedy", delete_blocks(L, step["removed"], f"greedy {step['k']}"), k=step["k"],
                      removed_order=step["removed"])
 
 
@@ -347,7 +344,7 @@ def sweep_angular(run: Runner, keys: list[str], last: int, *, token: str, **opti
         l = best_span(d, n)
         keys.append(f"angular-prune n={n}")
         prunes.append(Spec({"key": keys[-1], "kind": "angular-prune", "k": n, "l": l, "distance": float(d[l, l + n])},
-                           prune_plan(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}")))
+                           delete_blocks(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}")))
     run.evaluate_all(prunes)
 
 
@@ -372,6 +369,19 @@ SWEEPS: dict[str, Callable[..., None]] = {"influence": sweep_influence, "angular
 METHODS = tuple(SWEEPS)
 
 
+def planned_plans(method: str, view: ResidualView, last: int, seeds: int = 3, spans: Sequence[int] | None = None,
+                  variants: Sequence[str] = PAINTERS) -> int:
+    """How many plans the method's sweep asks the Runner for (the baseline not counted): its bar's total."""
+    L = len(view)
+    if method in ("influence", "angular"):
+        return last
+    if method == "greedy":  # the pruning curves, each greedy step's candidates, and each step's choice again
+        candidates = len(view.deletable)
+        greedy = min(last, candidates)
+        return (1 + seeds) * last + sum(candidates - k for k in range(greedy)) + greedy
+    return sum(seeds if v == "random" else 1 for _ in (spans or range(1, L - 1)) for v in variants)
+
+
 def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store: Any, *, metric: Any = None,
                steps: int | None = None, seeds: int = 3, spans: Sequence[int] | None = None,
                variants: Sequence[str] = PAINTERS, loops: int | None = None, token: str = "last",
@@ -384,15 +394,20 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
     if method not in SWEEPS:
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     metric = metric or metric_for(view, batches)
-    run = Runner(view, batches, metric, store, progress, engine)
     L = len(view)
     last = L - 1 if steps is None else max(0, min(steps, L - 1))
+    total = 1 + planned_plans(method, view, last, seeds, spans, variants)
+    saved = sum("plan" in r for r in store.records)
+    if saved:
+        print(f"[respaths] layers --method {method}: {saved}/{total} plans already done in {store.prefix}, kept",
+              file=sys.stderr, flush=True)
+    run = Runner(view, batches, metric, store, progress, engine, total=total, desc=f"layers --method {method}")
     keys = ["baseline"]
     run.evaluate("baseline", "baseline", full_plan(L))
     SWEEPS[method](run, keys, last, seeds=seeds, spans=spans, variants=variants, loops=loops, token=token)
     run.bar.close()
     base = store.get("baseline")
-    return store.finish(keys, metric=metric.name, baseline={f: base[f] for f in METRIC_FIELDS if f in base})
+    return store.finish(keys, metric=metric.name, baseline={f: base[f] for f in metric.fields if f in base})
 
 
 def layers_main(model_path: str, method: str, *, text: str | None, out: str | None = None, split: str = "layer",
@@ -422,7 +437,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "spans": list(spans) if spans else None, "variants": list(variants), "loops": loops, "token": token,
             "dtype": "float32", "fingerprint": opened.description["fingerprint"],
             "source": opened.description["source"]}  # a GGUF file's sha256 and quantisation type
-    store = ResultStore(out or f"runs/layers-{method}", meta, force=force)
+    store = ResultStore(out or f"runs/layers-{method}", meta, force=force, required=("kind",))
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token,
                       engine=EngineOptions(cache_bytes=cache_bytes), progress=progress)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..experiments.compare import _random_summary
+from ..experiments.compare import _random_summary, _slug
 from ..core import UserError
 from ..metrics import ClassifierError, Metric, metric_named
 
@@ -46,6 +46,16 @@ def _read(path: Path) -> dict[str, Any] | None:
         raise UserError(f"{path} holds a JSON {type(doc).__name__}, not the object respaths writes; delete it and "
                         f"run the same reproduce command again.")
     return doc
+
+
+def wilson_intervals(records: list[dict[str, Any]], blocks: int) -> list[list[float] | None] | None:
+    """Per block the 95% Wilson interval of its single-deletion error, as the lesion records hold it
+    (None where there is none: a block that cannot be deleted; None for all: records scored by a metric)."""
+    ci: list[list[float] | None] = [None] * blocks
+    for r in records:
+        if r.get("kind") == "single" and r.get("error_ci"):
+            ci[r["deleted"][0]] = list(r["error_ci"])
+    return ci if any(c is not None for c in ci) else None
 
 
 @contextmanager
@@ -135,6 +145,10 @@ def load_study(out: str | os.PathLike) -> Study:
                     study.models[role]["error"] = net["test"]["error"]
                     study.single[role] = {"baseline": net["single"]["baseline"], "errors": net["single"]["errors"]}
                     study.random[role] = dict(net["random"])
+                    lesions = _read(res / "compare" / f"{_slug(role)}-lesion-single.json")  # their Wilson intervals
+                    if lesions:
+                        with _fields_of(res / "compare" / f"{_slug(role)}-lesion-single.json"):
+                            study.single[role]["ci"] = wilson_intervals(lesions["records"], len(net["single"]["errors"]))
             for role, v in cmp.get("versus", {}).items():
                 study.paired[f"{role}-vs-{cmp['reference']}"] = {
                     "diff": v["error_delta"], "ci": v["error_delta_ci"], "n": cmp["nets"][role]["test"]["n"],
@@ -148,7 +162,8 @@ def load_study(out: str | os.PathLike) -> Study:
             for r in doc["records"]:
                 if r["kind"] == "single":
                     errs[r["deleted"][0]] = r["error"]
-            study.single["vgg"] = {"baseline": doc["baseline"]["error"], "errors": errs}
+            study.single["vgg"] = {"baseline": doc["baseline"]["error"], "errors": errs,
+                                   "ci": wilson_intervals(doc["records"], len(errs))}
             study.models["vgg"]["error"] = doc["baseline"]["error"]
     doc = _read(res / "reorder-resnet.json")
     if doc:
@@ -295,7 +310,8 @@ def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES
         for r in d["records"]:
             if r.get("kind") == "single":
                 errs[r["deleted"][0]] = value_of(r)
-        study.single["resnet"] = {"baseline": value_of(d["baseline"]), "errors": errs}
+        study.single["resnet"] = {"baseline": value_of(d["baseline"]), "errors": errs,
+                                  "ci": wilson_intervals(d["records"], n)}
         study.models["resnet"]["error"] = value_of(d["baseline"])
     if "lesion-random" in docs:
         recs = docs["lesion-random"]["records"]

@@ -39,7 +39,7 @@ from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
 from ..metrics import metric_named
-from ..opening import is_transformers_source, open_model
+from ..opening import open_model, source_of
 from ..paths.experiment import run_path_gradients
 from .read import load_results_folder, train_losses
 from .report import build, make_figures
@@ -155,30 +155,52 @@ def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, 
     deletable = len(main.view.deletable)
     random_k = [k for k in b.random_k if k < deletable] or [1]
     with_shortcuts = {r: net for r, net in nets.items() if residual(net)}
-    step("compare", (res / "compare" / "compare.json").exists(),
+    done = (res / "compare" / "compare.json").exists()
+    step("compare", done,
          lambda: compare_views(with_shortcuts, out=res / "compare", reference="resnet", k=random_k,
                                samples=b.random_samples, seed=b.seed, **opts),
-         "single and random deletion" + (f" of {', '.join(with_shortcuts)}" if len(with_shortcuts) > 1 else ""))
+         "single and random deletion" + (f" of {', '.join(with_shortcuts)}" if len(with_shortcuts) > 1 else "")
+         + kept(done, sorted((res / "compare").glob("*-lesion-*.json")), "plans"))
     for role, net in nets.items():
         if role not in with_shortcuts:
-            step(f"single {role}", (res / f"single-{role}.json").exists(),
+            done = (res / f"single-{role}.json").exists()
+            step(f"single {role}", done,
                  lambda net=net: lesion.lesion_single(net.view, net.test, out=str(res / f"single-{net.role}"),
-                                                      seed=b.seed, meta=net.brought_meta, **opts),
-                 f"single deletion, {role}")
+                                                      seed=b.seed, meta=net.brought_meta,
+                                                      desc=f"single deletion, {net.role}", **opts),
+                 f"single deletion, {role}" + kept(done, [res / f"single-{role}.json"], "plans"))
     pairs = len(main.view.swappable_pairs())
     ks = [k for k in b.reorder_k if k <= pairs]
     if ks:
-        step("reorder resnet", (res / "reorder-resnet.json").exists(),
+        done = (res / "reorder-resnet.json").exists()
+        step("reorder resnet", done,
              lambda: lesion.reorder(main.view, main.test, k=ks, samples=b.reorder_samples, seed=b.seed,
-                                    out=str(res / "reorder-resnet"), meta=main.brought_meta, **opts),
-             "reordering blocks")
-    step("paths resnet", (res / "paths-resnet.json").exists(),
+                                    out=str(res / "reorder-resnet"), meta=main.brought_meta,
+                                    desc="reordering blocks", **opts),
+             "reordering blocks" + kept(done, [res / "reorder-resnet.json"], "plans"))
+    done = (res / "paths-resnet.json").exists()
+    step("paths resnet", done,
          lambda: path_gradients(main.view, train_set, res / "paths-resnet", b, device, progress,
                                 meta=main.brought_meta),
-         f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)")
-    step("surviving resnet", (res / "surviving-resnet.json").exists(),
+         f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)"
+         + kept(done, [res / "paths-resnet.json"], "lengths"))
+    done = (res / "surviving-resnet.json").exists()
+    step("surviving resnet", done,
          lambda: surviving_check(n, res / "compare" / "resnet-lesion-random.json", res / "surviving-resnet"),
-         "surviving paths checked against the lesions")
+         "surviving paths checked against the lesions" + kept(done, [res / "surviving-resnet.json"], "lesions"))
+
+
+def kept(done: bool, files: list[Path], unit: str) -> str:
+    """How much a finished step holds, for its "already done, kept" line: " (N/N plans)" ("" if not done)."""
+    if not done:
+        return ""
+    n = 0
+    for f in files:
+        try:
+            n += len(json.loads(f.read_text(encoding="utf-8"))["records"])
+        except (OSError, ValueError, KeyError, TypeError):  # damaged: the report's reader says so
+            pass
+    return f" ({n}/{n} {unit})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,9 +237,8 @@ class StudySettings:
         return dataclasses.asdict(self)
 
 
-def open_net(role: str, source: str | None, spec: str | None, weights: str | None, options: dict[str, Any],
-             device: str) -> tuple[Net, Any]:
-    opened = open_model(source, spec=spec, weights=weights, device=device, **options)
+def open_net(role: str, model: str, weights: str | None, options: dict[str, Any], device: str) -> tuple[Net, Any]:
+    opened = open_model(model, weights=weights, device=device, **options)
     if isinstance(opened.data, list) or opened.metric != "classifier":
         raise UserError("respaths study runs on image classifiers for now; for a transformer use respaths layers.")
     d = opened.description
@@ -260,7 +281,7 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
           **open_options: Any) -> Path:
     """`respaths study`: open the model (a directory or a spec) and the compared ones, run every
     test-time experiment, write the report; returns its path."""
-    if is_transformers_source(model):
+    if source_of(model).reads == "text":
         return study_text(model, out, budget_name=budget_name, limit=limit, seed=seed, device=device, force=force,
                           progress=progress, report=report, log=log, compare=compare, weights=weights,
                           **open_options)
@@ -271,19 +292,17 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     limit = limit or b.test_limit
     b = replace(b, test_limit=limit)
     options = dict(open_options, data_dir=data_dir, limit=limit)
-    is_dir = Path(model).is_dir()
-    main, opened = open_net("resnet", model if is_dir else None, None if is_dir else model, weights, options, device)
+    main, opened = open_net("resnet", model, weights, options, device)
     if not residual(main):
         raise UserError(f"{model} has no residual blocks, so there are no paths to study; give a residual net "
                         f"(compare a plain one with --compare vgg=MODEL).")
     nets = {"resnet": main}
     for role, (m, w) in parse_compare(compare).items():
         other = dict(options, dataset=options.get("dataset") or opened.data.name)
-        if Path(m).is_dir():  # a checkpoint brings its own model and normalisation: the main net's do not apply
+        if source_of(m).holds_weights:  # a checkpoint brings its own model and normalisation: the main net's do not apply
             other = {k: v for k, v in other.items() if k not in ("normalize", "mean", "std", "model_kwargs",
                                                                  "num_classes")}
-        nets[role], _ = open_net(role, m if Path(m).is_dir() else None, None if Path(m).is_dir() else m, w,
-                                 other, device)
+        nets[role], _ = open_net(role, m, w, other, device)
         if nets[role].test.name != main.test.name or len(nets[role].test) != len(main.test):
             raise UserError(f"--compare {role} is tested on {nets[role].test.name}, not {main.test.name}; "
                             f"compare models of one dataset.")
@@ -371,7 +390,9 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     opts = dict(device=device, progress=progress, meta=meta)
 
     def step(name: str, file: str, fn: Callable[[], Any], what: str) -> None:
-        run.run_step(name, (res / f"{file}.json").exists(), fn, what, log)
+        done = (res / f"{file}.json").exists()
+        unit = {"paths": "lengths", "surviving-resnet": "lesions"}.get(file, "plans")
+        run.run_step(name, done, fn, what + kept(done, [res / f"{file}.json"], unit), log)
 
     step("single", "lesion-single", lambda: lesion.lesion_single(view, data, out=str(res / "lesion-single"), **opts),
          "single deletion")
