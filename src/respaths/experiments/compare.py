@@ -22,7 +22,6 @@ to compare it image by image with the reference net, and writes DIR/compare.json
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +33,7 @@ from .. import stats
 from ..adapters import view as make_view
 from ..io.atomic import write_text
 from ..io.checkpoint import load_checkpoint
+from ..io.layout import compare_file, compared_lesion
 from ..core import UserError, full_plan
 from ..data.sources import load_dataset
 from ..engine.trie import evaluate_plans
@@ -97,10 +97,6 @@ def versus(ref: dict[str, Any], net: dict[str, Any], correct_ref: Any, correct_n
     return out
 
 
-def _slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", label).strip("-") or "net"
-
-
 def compare_nets(checkpoints: Mapping[str, str | Path], *, out: str | Path, reference: str | None = None,
                  dataset: str | None = None, data_dir: str | None = None, limit: int | None = None,
                  device: str = "cpu", **options: Any) -> dict[str, Any]:
@@ -141,9 +137,9 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     for label, net in nets.items():
         view, data = net.view, net.test
         options = dict(lesion_options, device=device, progress=progress, force=force, meta=net.meta)
-        single = lesion_single(view, data, out=str(out / f"{_slug(label)}-lesion-single"), seed=seed, **options)
+        single = lesion_single(view, data, out=str(compared_lesion(out, label, "single")), seed=seed, **options)
         random = lesion_random(view, data, k=k, samples=samples, seed=seed,
-                               out=str(out / f"{_slug(label)}-lesion-random"), **options)
+                               out=str(compared_lesion(out, label, "random")), **options)
         (whole,) = evaluate_plans(view, data, [full_plan(len(view))], device=device,
                                   batch_size=lesion_options.get("batch_size", 256))
         correct[label] = whole.correct
@@ -161,5 +157,5 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     doc = {"schema": "respaths.experiments.compare/1", "dataset": names.pop(), "reference": reference, "nets": results,
            "versus": {l: versus(results[reference], results[l], correct[reference], correct[l], seed)
                       for l in results if l != reference}}
-    write_text(out / "compare.json", json.dumps(doc, indent=1) + "\n")
+    write_text(compare_file(out), json.dumps(doc, indent=1) + "\n")
     return doc

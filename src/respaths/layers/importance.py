@@ -40,6 +40,7 @@ from ..experiments.lesion import Spec
 # the metrics live in respaths.metrics; imported here too, where they used to be
 from ..metrics import Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, mean_pool, metric_for, model_device, to_device, valid_tokens
 from ..data.text import read_text, sentence_batches, token_batches
+from ..io.layout import layers_prefix
 from ..io.results import ResultStore
 from ..opening import open_model
 from ..study.figures import save
@@ -421,7 +422,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "seq_len": seq_len, "batch_size": batch_size, "limit": limit, "steps": steps, "seeds": seeds,
             "spans": list(spans) if spans else None, "variants": list(variants), "loops": loops, "token": token,
             "dtype": "float32", "fingerprint": opened.description["fingerprint"]}
-    store = ResultStore(out or f"runs/layers-{method}", meta, force=force)
+    store = ResultStore(out or layers_prefix(method), meta, force=force)
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token,
                       engine=EngineOptions(cache_bytes=cache_bytes), progress=progress)

@@ -18,11 +18,11 @@ from typing import Any, Iterator
 
 from ..experiments.compare import _random_summary
 from ..core import UserError
+from ..io.layout import ResultFolder, RunLayout, json_of
 
 
-def train_losses(run_dir: Path) -> list[float] | None:
+def train_losses(path: Path) -> list[float] | None:
     """The training loss of each epoch, from a training run's metrics.csv (None if there is none)."""
-    path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         return None
     try:
@@ -98,15 +98,15 @@ DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifa
 def load_study(out: str | os.PathLike) -> Study:
     """The study from a run directory's run.json and result files."""
     out = Path(out)
-    run = _read(out / "run.json")
+    layout = RunLayout(out)
+    run = _read(layout.run_json)
     if run is None:
         raise UserError(f"{out} is not a respaths run directory (no run.json); give a directory written by "
                         f"`respaths reproduce --out DIR`.")
-    res = out / "results"
     if isinstance(run.get("metric"), dict):  # a transformer's study: plain result files in results/
-        with _fields_of(out / "run.json"):
+        with _fields_of(layout.run_json):
             return _study_meta(out, run, load_text_study(out, run))
-    with _fields_of(out / "run.json"):
+    with _fields_of(layout.run_json):
         ds = dict(run.get("dataset", {}))
         if not ds:
             raise UserError(f"{out} holds no trained models yet; run `respaths reproduce` into it first.")
@@ -119,11 +119,11 @@ def load_study(out: str | os.PathLike) -> Study:
                       models=models, preset_settings=run["preset"])
         for role, m in study.models.items():  # runs of respaths < 0.3 did not copy the losses into run.json
             if not (m.get("training") or {}).get("train_loss"):
-                m["training"] = dict(m.get("training") or {}, train_loss=train_losses(out / "models" / role))
+                m["training"] = dict(m.get("training") or {}, train_loss=train_losses(layout.train_metrics(role)))
     # the residual nets: respaths.experiments.compare's summary of their lesion curves and paired test errors
-    cmp = _read(res / "compare" / "compare.json")
+    cmp = _read(layout.compare_json)
     if cmp:
-        with _fields_of(res / "compare" / "compare.json"):
+        with _fields_of(layout.compare_json):
             for role, net in cmp["nets"].items():
                 if role in study.models:
                     study.models[role]["error"] = net["test"]["error"]
@@ -135,24 +135,27 @@ def load_study(out: str | os.PathLike) -> Study:
                     "mcnemar_p": v.get("mcnemar_p"), "resilience": v.get("resilience"),
                     "random_delta": v.get("random_delta")}
     # the VGG
-    doc = _read(res / "single-vgg.json")
+    path = json_of(layout.single("vgg"))
+    doc = _read(path)
     if doc and "vgg" in study.models:
-        with _fields_of(res / "single-vgg.json"):
+        with _fields_of(path):
             errs: list[float | None] = [None] * study.models["vgg"]["blocks"]
             for r in doc["records"]:
                 if r["kind"] == "single":
                     errs[r["deleted"][0]] = r["error"]
             study.single["vgg"] = {"baseline": doc["baseline"]["error"], "errors": errs}
             study.models["vgg"]["error"] = doc["baseline"]["error"]
-    doc = _read(res / "reorder-resnet.json")
+    path = json_of(layout.reorder("resnet"))
+    doc = _read(path)
     if doc:
-        with _fields_of(res / "reorder-resnet.json"):
+        with _fields_of(path):
             recs = [r for r in doc["records"] if r["kind"] == "reorder"]
             study.reorder["resnet"] = {"baseline": doc["baseline"]["error"],
                                        "tau": [r["kendall_tau"] for r in recs], "error": [r["error"] for r in recs]}
-    doc = _read(res / "paths-resnet.json")
+    path = json_of(layout.paths("resnet"))
+    doc = _read(path)
     if doc:
-        with _fields_of(res / "paths-resnet.json"):
+        with _fields_of(path):
             if doc["records"]:
                 recs = sorted(doc["records"], key=lambda r: r["length"])
                 study.paths = {"n": doc["meta"]["blocks"], "lengths": [r["length"] for r in recs],
@@ -165,13 +168,14 @@ def load_study(out: str | os.PathLike) -> Study:
 
 def _study_meta(out: Path, run: dict[str, Any], study: Study) -> Study:
     """The surviving-paths check and how the run was made, added to a loaded study."""
-    res = out / "results"
-    doc = _read(res / "surviving-resnet.json")
+    layout = RunLayout(out)
+    path = json_of(layout.surviving("resnet"))
+    doc = _read(path)
     if doc and study.paths is not None:
-        with _fields_of(res / "surviving-resnet.json"):
+        with _fields_of(path):
             study.paths["surviving_checked"] = len(doc["records"])
             study.paths["surviving_match"] = sum(bool(r["match"]) for r in doc["records"])
-    with _fields_of(out / "run.json"):
+    with _fields_of(layout.run_json):
         env, p = run.get("environment", {}), run["preset"]
         steps = run.get("steps", {})
         study.meta = {
@@ -194,11 +198,11 @@ def _study_meta(out: Path, run: dict[str, Any], study: Study) -> Study:
 def load_text_study(out: Path, run: dict[str, Any]) -> Study:
     """The study of a transformer's run directory (study_text): its results/ folder read as plain result
     files, with the model, metric and title from run.json."""
-    res = out / "results"
-    present = tuple(f for f in RESULT_FILES if (res / f"{f}.json").is_file())
+    folder = RunLayout(out).folder
+    present = folder.present()
     if not present:
         raise UserError(f"{out} holds no results yet; run `respaths study` into it first.")
-    study = load_results_folder(res, only=present)
+    study = load_results_folder(folder.dir, only=present)
     study = dataclasses.replace(study, dir=str(out), title=f"{out.name} ({run['preset']['name']})",
                                 preset=run["preset"]["name"], preset_settings=run["preset"], kind="study",
                                 metric=dict(run["metric"]))
@@ -214,7 +218,6 @@ def load_text_study(out: Path, run: dict[str, Any]) -> Study:
 # A folder of plain result files (respaths lesion / reorder / paths --out DIR) read as a study
 
 CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
-RESULT_FILES = ("lesion-single", "lesion-random", "reorder", "paths")
 
 
 def num_classes(name: str) -> int | None:
@@ -260,11 +263,11 @@ def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
     return {"name": name, "label": METRIC_LABELS.get(name, name), "chance": meta.get("chance")}
 
 
-def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> Study:
+def load_results_folder(folder: str | Path, only: tuple[str, ...] = ResultFolder.NAMES) -> Study:
     """The study from the result files that `respaths lesion`, `reorder` and
     `paths` wrote into one --out folder: the claims they can test and their figures."""
     folder = Path(folder)
-    docs = {name: _doc(folder / f"{name}.json") for name in only}
+    docs = {name: _doc(ResultFolder(folder).file(name)) for name in only}
     docs = {k: v for k, v in docs.items() if v is not None}
     if not docs:
         raise UserError(f"{folder} holds neither run.json nor result files ({', '.join(f + '.json' for f in only)}); "

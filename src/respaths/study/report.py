@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from . import figures as F
 from .. import paths
 from ..io.atomic import write_text
+from ..io.layout import FIGURES, FIGURES_DIR, RunLayout
 from ..core import UserError
 from .claims import (FAILS, HOLDS, INCONCLUSIVE, MISSING, NOT_RUN, PARTLY, RULE_NOTES, RULES, Claim,
                      chance_error, claims, effective_left, metric_axis, numbers_of, path_summary, pct,
@@ -69,19 +70,19 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
 
     roles = [r for r in ("resnet", "vgg") if r in single]
     if roles:
-        out.append(("fig3-single-deletion", f"{axis.title} after deleting each block alone; downsampling blocks "
+        out.append((FIGURES["single"], f"{axis.title} after deleting each block alone; downsampling blocks "
                     "are marked, the dashed line is the whole net.",
                     F.single_deletion([panel(r) for r in roles], subtitle(study, roles), chance, axis=axis)))
     if "resnet" in rand:
         r = rand["resnet"]
-        out.append(("fig5a-random-deletion", f"Mean {noun} and its spread over random sets of k deleted blocks.",
+        out.append((FIGURES["random"], f"Mean {noun} and its spread over random sets of k deleted blocks.",
                     F.random_deletion([dict(label=m["resnet"]["label"], k=r["k"], mean=r["mean"], std=r["std"],
                                             n_samples=r.get("n_samples"),
                                             baseline=single.get("resnet", {}).get("baseline"))],
                                       subtitle(study, ["resnet"]), chance, axis=axis)))
     if "resnet" in study.reorder:
         r = study.reorder["resnet"]
-        out.append(("fig5b-reorder", "Each point is one shuffled order of the blocks (only blocks of equal shape "
+        out.append((FIGURES["reorder"], "Each point is one shuffled order of the blocks (only blocks of equal shape "
                     "swapped); the line is the mean per τ bin.",
                     F.reorder([dict(label=m["resnet"]["label"], tau=r["tau"], error=r["error"],
                                     baseline=r["baseline"])], subtitle(study, ["resnet"]), axis=axis)))
@@ -90,7 +91,7 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
         s = path_summary(p)
         n = p["n"]
         imgs = f"gradients on {p['n_images']:,} training images" if p.get("n_images") else None
-        out.append(("fig6-paths", "Path lengths, the gradient one path carries by length (log scale), and the "
+        out.append((FIGURES["paths"], "Path lengths, the gradient one path carries by length (log scale), and the "
                     "total per length with the effective range shaded.",
                     F.paths(n, p["lengths"], paths.path_fractions(n), p["mean"], p["low"],
                             p["high"], s["total"], s["effective"], s["held"], s["paths_share"],
@@ -101,14 +102,14 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
             measured = dict(label=m["resnet"]["label"], k=r["k"], mean=r["mean"],
                             effective_surviving=[effective_left(n, k, s) for k in r["k"]])
         ds = sorted({d for d in (1, 2, 5, 10, n // 2) if 1 <= d < n})
-        out.append(("fig7-surviving-paths", "Share of the paths of each length that survive d deletions, and the "
+        out.append((FIGURES["surviving"], "Share of the paths of each length that survive d deletions, and the "
                     "effective gradient left against the measured error.",
                     F.surviving_paths(n, ds, subtitle(study, ["resnet"]), s["effective"], measured, axis=axis)))
     sd_roles = [r for r in ("resnet", "stochastic", "fixed") if r in single]
     if "stochastic" in single and "resnet" in single:
         series = [dict(label=m[r]["label"], k=rand[r]["k"], mean=rand[r]["mean"], std=rand[r]["std"])
                   for r in sd_roles if r in rand]
-        out.append(("fig8-stochastic-depth", "Error increase from deleting each block for the same architecture "
+        out.append((FIGURES["stochastic"], "Error increase from deleting each block for the same architecture "
                     "trained normally, with stochastic depth and with fixed m; and k random deletions.",
                     F.stochastic_depth([panel(r) for r in sd_roles], sd_subtitle(study, sd_roles),
                                        random=series if len(series) > 1 else None)))
@@ -119,7 +120,7 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
 def layer_figures(run_dir: Path) -> list[tuple[str, str, Any]]:
     """Figures of `respaths layers` results saved in the run as results/layers-*.json (transformers)."""
     out = []
-    for path in sorted((run_dir / "results").glob("layers-*.json")):
+    for path in RunLayout(run_dir).layer_results():
         doc = json.loads(path.read_text())
         meta = doc.get("meta", {})
         if meta.get("command") == "layers":
@@ -255,7 +256,7 @@ def render_html(studies: list[Study], figures: list[dict[str, tuple[str, bytes]]
         for s, f in zip(studies, figures):
             if stem in f:
                 caption, png = f[stem]
-                link = f" <a href='figures/{stem}.svg'>SVG</a>" if one else ""
+                link = f" <a href='{FIGURES_DIR}/{stem}.svg'>SVG</a>" if one else ""
                 cells.append(f"<figure>{_img(png, stem + ' — ' + s.title)}<figcaption>"
                              f"{'' if one else _e(s.title) + ': '}{_e(caption)}{link}</figcaption></figure>")
             else:
@@ -287,7 +288,7 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     if out is not None and Path(out).is_dir():  # checked before anything is read, drawn or saved
         raise UserError(f"{out} is a directory; give --out the name of the HTML file to write, "
                         f"e.g. {Path(out) / 'report.html'}.")
-    studies = [load_study(Path(d)) if (Path(d) / "run.json").exists() or not Path(d).is_dir()
+    studies = [load_study(Path(d)) if RunLayout(d).run_json.exists() or not Path(d).is_dir()
                else load_results_folder(Path(d)) for d in dirs]
     if out is None and len(studies) > 1:
         raise UserError("several runs make one report: say where it goes with --out FILE.")
@@ -295,11 +296,11 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     for s in studies:
         drawn = {}
         for stem, caption, fig in make_figures(s):
-            png = (F.save(fig, Path(s.dir) / "figures" / stem)["png"] if len(studies) == 1
+            png = (F.save(fig, RunLayout(s.dir).figure(stem))["png"] if len(studies) == 1
                    else F.render(fig, "png"))
             drawn[stem] = (caption, png)
         figs.append(drawn)
-    out = Path(out) if out else Path(studies[0].dir) / "report.html"
+    out = Path(out) if out else RunLayout(studies[0].dir).report
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, render_html(studies, figs))
     return out

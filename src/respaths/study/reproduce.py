@@ -2,16 +2,9 @@
 
     respaths reproduce --preset quick --out runs/quick
 
-A run directory holds
-
-  run.json                 the preset, what was done and how long it took, versions, device, seeds
-  models/<role>/           one training run per model (checkpoint/, metrics.csv): resnet (pre-activation ResNet), vgg, stochastic
-                           (the ResNet trained with stochastic depth), fixed (trained with m blocks on)
-  results/<name>.json|csv  compare/ (respaths.experiments.compare: single and random-k deletion of the resnet,
-                           stochastic and fixed nets, their test errors compared image by image),
-                           single-vgg, reorder-resnet, paths-resnet, surviving-resnet
-  figures/*.png|svg        the paper's figures
-  report.html              the claims checked, the figures, the models and the run, in one file
+A run directory holds run.json, models/<role>/ (one training run per net: resnet, a pre-activation
+ResNet; vgg; stochastic, the ResNet trained with stochastic depth; fixed, trained with m blocks on),
+results/, figures/ and report.html; respaths.io.layout names each file.
 
 Every step is skipped when its output is already there, and the lesion and path steps resume from
 their journals, so running the same command again continues where it stopped. Presets:
@@ -35,12 +28,13 @@ from typing import Any, Callable
 import torch
 
 from ..adapters import view as make_view
-from ..io.checkpoint import load_checkpoint, read_meta
+from ..io.checkpoint import META, load_checkpoint, read_meta
 from ..core import UserError
 from ..data.sources import load_dataset
 from ..data.batches import normalize
 from ..models import blocks_of
 from .read import load_study, train_losses
+from ..io.layout import RunLayout
 from .run_record import RunRecord, default_device, settings_record
 from .run import Budget, Net, finish_run, run_experiments
 from ..training.train import train
@@ -142,7 +136,7 @@ def preset(name: str) -> Preset:
 def holds_other_settings(out: str | os.PathLike, p: Preset) -> bool:
     """Whether out/run.json records a run of other settings than p's (False without a readable record)."""
     try:
-        old = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))
+        old = json.loads(RunLayout(out).run_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(old, dict) and old.get("preset", {}) != settings_record(p)
@@ -171,12 +165,12 @@ def label(spec: dict[str, Any]) -> str:
     return s
 
 
-def trained(run_dir: Path, epochs: int) -> bool:
-    """Whether the trainer's checkpoint in run_dir has finished all epochs."""
-    if not (run_dir / "checkpoint" / "meta.json").exists():
+def trained(checkpoint: Path, epochs: int) -> bool:
+    """Whether the trainer's checkpoint has finished all epochs."""
+    if not (checkpoint / META).exists():
         return False
     try:
-        return int(read_meta(run_dir / "checkpoint").get("epoch", -1)) >= epochs
+        return int(read_meta(checkpoint).get("epoch", -1)) >= epochs
     except (UserError, ValueError, TypeError):
         return False
 
@@ -204,6 +198,7 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     """Run the study of `preset_name` into `out`; returns the report's path (or the run directory)."""
     p = preset(preset_name)
     out = Path(out)
+    layout = RunLayout(out)
     dev = torch.device(device) if device else default_device()
     # the test images before anything is written: a missing dataset leaves --out as it was
     test = load_dataset(p.dataset, data_dir, split="test", limit=p.test_limit)
@@ -216,8 +211,8 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
 
     # 1. the models
     for role in ROLES:
-        run_dir = out / "models" / role
-        step(f"train {role}", trained(run_dir, p.epochs),
+        run_dir = layout.model(role)
+        step(f"train {role}", trained(layout.checkpoint(role), p.epochs),
              lambda: train_role(p, role, run_dir, dev, data_dir, progress),
              f"training {role}: {label(specs[role])} for {p.epochs} epochs")
     train_set = load_dataset(p.dataset, data_dir, split="train", limit=p.train_limit)
@@ -225,14 +220,16 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     probe = normalize(test.images[:2], test.mean, test.std).to(dev)
     nets = {}
     for role in ROLES:
-        model, meta = load_checkpoint(out / "models" / role / "checkpoint", device=dev)
+        model, meta = load_checkpoint(layout.checkpoint(role), device=dev)
         view = make_view(model, probe)
         view.name = view.name or specs[role]["model"]
-        nets[role] = Net(role, label(specs[role]), view, model, test, {"source": {"checkpoint": str(out / "models" / role)}},
+        nets[role] = Net(role, label(specs[role]), view, model, test, {"source": {"checkpoint": str(layout.model(role))}},
                          {"epochs": meta.get("epoch"), "seconds": run.data["steps"].get(f"train {role}", {}).get("seconds"),
-                          "train_loss": train_losses(out / "models" / role)})
+                          "train_loss": train_losses(layout.train_metrics(role))})
     run.data["models"] = {role: {**{k: v for k, v in net.record().items() if k != "source"}, "name": specs[role]["model"],
-                                 "checkpoint": f"models/{role}/checkpoint"} for role, net in nets.items()}
+                                 # relative to the run directory
+                                 "checkpoint": RunLayout(Path()).checkpoint(role).as_posix()}
+                          for role, net in nets.items()}
     run.data["dataset"] = {"name": test.name, "num_classes": test.num_classes, "n_test": len(test),
                            "n_train": len(train_set), "source": getattr(test, "source", "")}
     run.save()

@@ -42,6 +42,7 @@ from ..opening import is_hf_dir, open_model
 from ..paths.experiment import run_path_gradients
 from .read import METRIC_LABELS, load_results_folder
 from .report import build, make_figures
+from ..io.layout import ResultFolder, RunLayout, json_of
 from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
 from .figures import save
@@ -149,34 +150,34 @@ def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, 
     """Every test-time experiment of the paper on nets["resnet"] (and the compared nets) into out/results."""
     main = nets["resnet"]
     n = len(main.view)
-    res = out / "results"
+    run = RunLayout(out)
     opts = dict(batch_size=b.eval_batch_size, device=device, progress=progress, engine=EngineOptions(fast=b.fast))
     deletable = len(main.view.deletable)
     random_k = [k for k in b.random_k if k < deletable] or [1]
     with_shortcuts = {r: net for r, net in nets.items() if residual(net)}
-    step("compare", (res / "compare" / "compare.json").exists(),
-         lambda: compare_views(with_shortcuts, out=res / "compare", reference="resnet", k=random_k,
+    step("compare", run.compare_json.exists(),
+         lambda: compare_views(with_shortcuts, out=run.compare, reference="resnet", k=random_k,
                                samples=b.random_samples, seed=b.seed, **opts),
          "single and random deletion" + (f" of {', '.join(with_shortcuts)}" if len(with_shortcuts) > 1 else ""))
     for role, net in nets.items():
         if role not in with_shortcuts:
-            step(f"single {role}", (res / f"single-{role}.json").exists(),
-                 lambda net=net: lesion.lesion_single(net.view, net.test, out=str(res / f"single-{net.role}"),
+            step(f"single {role}", json_of(run.single(role)).exists(),
+                 lambda net=net: lesion.lesion_single(net.view, net.test, out=str(run.single(net.role)),
                                                       seed=b.seed, meta=net.brought_meta, **opts),
                  f"single deletion, {role}")
     pairs = len(main.view.swappable_pairs())
     ks = [k for k in b.reorder_k if k <= pairs]
     if ks:
-        step("reorder resnet", (res / "reorder-resnet.json").exists(),
+        step("reorder resnet", json_of(run.reorder("resnet")).exists(),
              lambda: lesion.reorder(main.view, main.test, k=ks, samples=b.reorder_samples, seed=b.seed,
-                                    out=str(res / "reorder-resnet"), meta=main.brought_meta, **opts),
+                                    out=str(run.reorder("resnet")), meta=main.brought_meta, **opts),
              "reordering blocks")
-    step("paths resnet", (res / "paths-resnet.json").exists(),
-         lambda: path_gradients(main.view, train_set, res / "paths-resnet", b, device, progress,
+    step("paths resnet", json_of(run.paths("resnet")).exists(),
+         lambda: path_gradients(main.view, train_set, run.paths("resnet"), b, device, progress,
                                 meta=main.brought_meta),
          f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)")
-    step("surviving resnet", (res / "surviving-resnet.json").exists(),
-         lambda: surviving_check(n, res / "compare" / "resnet-lesion-random.json", res / "surviving-resnet"),
+    step("surviving resnet", json_of(run.surviving("resnet")).exists(),
+         lambda: surviving_check(n, json_of(run.compared("resnet", "random")), run.surviving("resnet")),
          "surviving paths checked against the lesions")
 
 
@@ -342,8 +343,9 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     out = Path(out)
     run = RunRecord(out, settings, force)
     run.data["kind"] = "study"
-    res = out / "results"
-    res.mkdir(parents=True, exist_ok=True)
+    layout = RunLayout(out)
+    res = layout.folder
+    res.dir.mkdir(parents=True, exist_ok=True)
     chance = lesion.chance_of(view, lesion.choose_metric(view, data, metric))
     run.data["metric"] = {"name": metric, "label": METRIC_LABELS.get(metric, metric), "chance": chance}
     run.data["models"] = {"resnet": {"name": view.name, "label": label, "blocks": n,
@@ -359,26 +361,27 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
             "fingerprint": d["fingerprint"]}
     opts = dict(device=device, progress=progress, meta=meta)
 
-    def step(name: str, file: str, fn: Callable[[], Any], what: str) -> None:
-        run.run_step(name, (res / f"{file}.json").exists(), fn, what, log)
+    def step(name: str, prefix: Path, fn: Callable[[], Any], what: str) -> None:
+        run.run_step(name, json_of(prefix).exists(), fn, what, log)
 
-    step("single", "lesion-single", lambda: lesion.lesion_single(view, data, out=str(res / "lesion-single"), **opts),
+    step("single", res.lesion("single"), lambda: lesion.lesion_single(view, data, out=str(res.lesion("single")),
+                                                                      **opts),
          "single deletion")
-    step("random", "lesion-random", lambda: lesion.lesion_random(view, data, k=random_k, samples=b.random_samples,
-                                                                 seed=seed, out=str(res / "lesion-random"), **opts),
+    step("random", res.lesion("random"), lambda: lesion.lesion_random(view, data, k=random_k, samples=b.random_samples,
+                                                                      seed=seed, out=str(res.lesion("random")), **opts),
          "random deletion")
     if reorder_k:
-        step("reorder", "reorder", lambda: lesion.reorder(view, data, k=reorder_k, samples=b.reorder_samples,
-                                                          seed=seed, out=str(res / "reorder"), **opts),
+        step("reorder", res.reorder, lambda: lesion.reorder(view, data, k=reorder_k, samples=b.reorder_samples,
+                                                            seed=seed, out=str(res.reorder), **opts),
              "reordering blocks")
     if metric != "cosine":  # an encoder's cosine has no gradient at the full model (paths.text_batches_for_paths)
-        step("paths", "paths", lambda: paths.text_paths(opened, out=str(res), samples=b.path_samples, lengths="all",
+        step("paths", res.paths, lambda: paths.text_paths(opened, out=str(res.dir), samples=b.path_samples, lengths="all",
                                                         batches=b.path_batches, seed=seed, share=0.9, chunk=None,
                                                         force=False, progress=progress,
                                                         device=torch.device(device)),
              f"path gradients of the {METRIC_LABELS.get(metric, metric)} ({b.path_samples} paths per length)")
-        step("surviving resnet", "surviving-resnet",
-             lambda: surviving_check(n, res / "lesion-random.json", res / "surviving-resnet"),
+        step("surviving resnet", layout.surviving("resnet"),
+             lambda: surviving_check(n, json_of(res.lesion("random")), layout.surviving("resnet")),
              "surviving paths checked against the lesions")
     else:
         log("[respaths] path gradients: skipped; an encoder's embedding cosine to the full model has no gradient "
@@ -386,20 +389,16 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     return finish_run(run, out, report)
 
 
-FIGURE_OF = {"lesion-single": "fig3-single-deletion", "lesion-random": "fig5a-random-deletion",
-             "reorder": "fig5b-reorder", "paths": "fig6-paths"}
-
-
 def save_result_figure(json_path: str | Path) -> Path | None:
     """Draw the figure of one result file of `respaths lesion`, `reorder` or `paths` beside it
     (PREFIX.png and PREFIX.svg); returns the PNG's path (None where the file has no figure)."""
     json_path = Path(json_path)
     name = json_path.stem
-    if name not in FIGURE_OF:
+    if name not in ResultFolder.FIGURE_OF:
         return None
     study = load_results_folder(json_path.parent, only=(name,))
     for stem, _, fig in make_figures(study):
-        if stem == FIGURE_OF[name]:
+        if stem == ResultFolder.FIGURE_OF[name]:
             save(fig, json_path.with_suffix(""))
             return json_path.with_suffix(".png")
     return None

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..io.atomic import write_text
+from ..io.layout import RunLayout
 from ..core import UserError
 from .. import __version__
 
@@ -36,7 +37,7 @@ class RunRecord:
     """run.json: which preset, when each step ran and for how long; refuses a different preset."""
 
     def __init__(self, out: Path, p: Any, force: bool):
-        self.path = out / "run.json"
+        self.path = RunLayout(out).run_json
         out.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not force:
             try:
@@ -53,7 +54,7 @@ class RunRecord:
             self.data = old
         else:
             if force:
-                for sub in ("models", "results", "figures"):
+                for sub in RunLayout.SUBDIRS:
                     shutil.rmtree(out / sub, ignore_errors=True)
             self.data = {"schema": "respaths.run/1", "preset": p.config(), "steps": {}, "models": {}}
         self.data["environment"] = environment()
