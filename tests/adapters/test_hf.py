@@ -2,6 +2,7 @@
 deleting a block equals the model with that layer removed, and the paper's tools run unchanged on
 transformer classifiers."""
 import copy
+import sys
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 import respaths  # noqa: E402
 from respaths.core import delete_blocks  # noqa: E402
 
+from tests.helpers import one_sentence  # noqa: E402
 from tests.tiny_transformers import LAYERS, edited, inputs_for, model_out, models, text_inputs, tiny  # noqa: E402,F401
 
 
@@ -134,3 +136,23 @@ def test_pretrained_minilm_if_installed():
     enc = tok(["a cat sat on the mat", "residual networks behave like ensembles"], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(respaths.view(model)(dict(enc)), model(**enc).last_hidden_state)
+
+
+def test_gguf_without_its_extra_or_not_gguf_is_one_sentence(tmp_path, monkeypatch):
+    from respaths.adapters.hf import load_gguf
+    from respaths.core import UserError
+    from respaths.opening import open_model
+
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a GGUF file")
+    with pytest.raises(UserError, match="no GGUF file") as missing:
+        open_model(str(tmp_path / "absent.gguf"), text=None, need_data=False)
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if the extra were not installed
+    with pytest.raises(UserError, match=r"pip install respaths\[gguf\]") as no_extra:
+        load_gguf(str(bad))
+    monkeypatch.undo()
+    pytest.importorskip("gguf")
+    with pytest.raises(UserError, match="not a readable GGUF file") as not_gguf:
+        load_gguf(str(bad))
+    for e in (missing, no_extra, not_gguf):
+        assert one_sentence(str(e.value)), str(e.value)

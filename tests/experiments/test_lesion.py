@@ -259,3 +259,33 @@ def test_module_factory_is_found_in_the_working_directory(tmp_path):
                           "--out", "runs", "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "runs" / "lesion-single.json").is_file()
+
+
+def test_random_sets_and_orders_are_distinct_and_all_used_when_few_exist(tmp_path, capsys):
+    """A mean with an interval over repeated draws of one configuration counts one sample twice: the
+    samples of one k differ, and where fewer exist than asked, every one is run and the meta says so."""
+    import itertools
+    import math
+
+    from respaths import cli
+    from respaths.experiments.lesion import distinct_orders, swapped_order
+    view = respaths.view(tiny("resnet20"), torch.randn(1, 3, 16, 16))
+    n, pool, pairs = len(view), view.deletable, view.swappable_pairs()
+    sets = random_plans(view, [1, 2, n - 1], samples=50, seed=3)
+    for k in (1, 2, n - 1):
+        got = [tuple(sp.record["deleted"]) for sp in sets if sp.record["k"] == k]
+        assert len(got) == len(set(got)) == min(50, math.comb(len(pool), k))
+    # the orders of k swaps, counted by brute force over every sequence of k distinct pairs
+    for k in (1, 2):
+        brute = {tuple(swapped_order(n, seq)) for seq in itertools.permutations(pairs, k)}
+        assert distinct_orders(n, pairs, k) == len(brute)
+        got = [tuple(sp.record["order"]) for sp in reorder_plans(view, [k], samples=500, seed=1)]
+        assert len(got) == len(set(got)) == len(brute) and set(got) == brute
+    # through the command line: the meta records asked / exist / drawn, and the output says all were run
+    out = tmp_path / "out"
+    assert cli.main(["lesion", "--model", "respaths:resnet8", "--dataset", "synthetic", "--limit", "16", "--mode",
+                     "random", "--k", "1,2", "--samples", "5", "--out", str(out), "--no-figure",
+                     "--no-progress"]) == 0
+    meta = json.loads((out / "lesion-random.json").read_text())["meta"]["params"]["configurations"]
+    assert meta == [{"k": 1, "asked": 5, "exist": 3, "drawn": 3}, {"k": 2, "asked": 5, "exist": 3, "drawn": 3}]
+    assert "only 3 distinct configurations exist" in capsys.readouterr().out

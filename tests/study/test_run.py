@@ -52,6 +52,10 @@ def test_study_of_a_checkpoint_equals_reproduce(tiny_run, tmp_path):
         assert "not run" in row and "--compare" in row
     run = json.loads((out / "run.json").read_text())
     assert run["kind"] == "study" and run["models"]["resnet"]["training"]["epochs"] is None
+    # the VGG that reproduce trained brings its training losses, for the convergence rule
+    from respaths.study.read import train_losses
+    vgg_losses = train_losses(tiny_run / "models" / "vgg")
+    assert vgg_losses and run["models"]["vgg"]["training"]["train_loss"] == vgg_losses
     # running again finds everything done
     before = {q: q.stat().st_mtime_ns for q in (out / "results").rglob("*")}
     study(str(tiny_run / "models" / "resnet" / "checkpoint"), out, budget_name=p.budget(),
@@ -169,3 +173,21 @@ def test_a_brought_nets_training_claims_read_inconclusive_with_the_reason():
     assert not ok and "no record of how theirs was trained" in why
     ok, _ = convergence({"label": "ours", "training": {"train_loss": [1.0, 0.999]}})
     assert ok  # a net respaths trained is judged by its losses as before
+
+
+def test_compared_checkpoint_keeps_its_own_normalisation(tiny_run, tmp_path):
+    """--normalize belongs to the net under study: a compared respaths checkpoint (the VGG trained here)
+    is tested with the statistics it was trained with, so its single deletions equal a lesion of it alone."""
+    from respaths.experiments.lesion import lesion_single
+    from respaths.opening import open_model
+    from respaths.study.run import study
+    p = PRESETS["tiny"]
+    vgg = tiny_run / "models" / "vgg" / "checkpoint"
+    out = tmp_path / "study"
+    study("respaths:preresnet20", out, budget_name=p.budget(), dataset="synthetic", normalize="imagenet",
+          model_kwargs={"width": 0.125}, compare=[f"vgg={vgg}"], progress=False, report=False, log=lambda s: None)
+    single = json.loads((out / "results" / "single-vgg.json").read_text())
+    assert single["meta"]["preprocessing"]["normalize"] != "imagenet"
+    alone = open_model(str(vgg), limit=p.budget().test_limit)
+    got = lesion_single(alone.view, alone.data, out=None, progress=False)
+    assert {r["key"]: r["errors"] for r in got} == {r["key"]: r["errors"] for r in single["records"]}

@@ -354,3 +354,55 @@ def load(path: str, attn_implementation: str = "eager") -> tuple[nn.Module, Any]
     except (OSError, ValueError, TypeError):
         tokenizer = None
     return model, tokenizer
+
+
+def load_gguf(path: str, attn_implementation: str = "eager") -> tuple[nn.Module, Any, dict[str, Any]]:
+    """A llama.cpp GGUF file as a plain transformers model (de-quantised, float32, eval mode), its
+    tokenizer, and what the file is: {"gguf": path, "sha256": digest of the file, "quantization": its
+    llama.cpp file type such as "Q4_1", "model_class": ...}.
+
+    transformers reads the file (gguf_file=) but marks the model as quantised with gguf, and then
+    refuses to save_pretrained it; the same class built from the config without that mark, holding
+    the same state dict, saves and reloads like any model (the pruned model must be saved)."""
+    import hashlib
+    import os
+
+    if not os.path.isfile(path):
+        raise UserError(f"there is no GGUF file {path}; give the path of a .gguf file.")
+    try:
+        import accelerate  # noqa: F401  (transformers needs it to load a GGUF file)
+        import gguf
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError:
+        raise UserError(f"reading the GGUF file {path} needs the packages transformers, gguf and accelerate; "
+                        f"install them with `pip install respaths[gguf]`.") from None
+    if not sys.stderr.isatty():  # as in load_dir
+        transformers.utils.logging.disable_progress_bar()
+    path = os.path.abspath(path)
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError) as e:  # the gguf package says what is wrong with the file
+        raise UserError(f"{path} is not a readable GGUF file ({e}); give a file written by llama.cpp's tools.") from None
+    field = reader.fields.get("general.file_type")
+    quantization = (gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name.removeprefix("MOSTLY_")
+                    if field is not None else None)
+    del reader  # a memory map of the whole file
+    folder, name = os.path.split(path)
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True,
+                                                      attn_implementation=attn_implementation)
+    except ValueError as e:  # transformers names the architecture it cannot read from GGUF
+        raise UserError(f"transformers cannot read {path} as a model: {e}") from None
+    config = loaded.config
+    del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())  # strict: every key of the de-quantised model is used
+    model = model.float().eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return model, tokenizer, {"gguf": path, "sha256": digest.hexdigest(), "quantization": quantization,
+                              "model_class": type(model).__name__}

@@ -37,11 +37,12 @@ there are no paired statistics (Wilson interval, bootstrap, McNemar).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from scipy import stats as scipy_stats
@@ -100,8 +101,32 @@ def single_plans(view: ResidualView) -> list[Spec]:
                  delete_blocks(n, [i], label=f"delete {i}")) for i in view.deletable]
 
 
+def distinct_draws(draw: Callable[[str], Any], samples: int, exist: int | None, key: Callable[[Any], Any]
+                   ) -> list[Any]:
+    """Up to `samples` configurations that differ by key(configuration), for one k.
+
+    Sample s is draw(f"{s}"): what (seed, k, s) alone gives, as before; only where that repeats an
+    earlier sample of the same k is it drawn again (draw(f"{s}/1"), ...). A mean with an interval over
+    repeated draws of one configuration would count one sample twice. Where fewer than `samples`
+    configurations exist (`exist`), all of them are drawn."""
+    want = samples if exist is None else min(samples, exist)
+    seen: set = set()
+    out = []
+    for s in range(want):
+        for attempt in range(100_000):
+            config = draw(f"{s}" if attempt == 0 else f"{s}/{attempt}")
+            if key(config) not in seen:
+                break
+        else:  # exist is None (too many to count) and still no new one: there are no more to find
+            break
+        seen.add(key(config))
+        out.append(config)
+    return out
+
+
 def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[Spec]:
-    """Each set depends only on (seed, k, sample): adding k values or samples keeps earlier ones."""
+    """Distinct random sets of k deleted blocks; set s depends only on (seed, k, s) unless that repeated
+    an earlier set of the same k, so adding k values or samples keeps earlier ones."""
     pool = view.deletable
     bad = [k for k in ks if not 1 <= k <= len(pool)]
     if bad:
@@ -109,15 +134,38 @@ def random_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int)
                         f"choose k between 1 and {len(pool)}.")
     out = []
     for k in ks:
-        for s in range(samples):
-            gone = sorted(random.Random(f"{seed}/delete/{k}/{s}").sample(pool, k))
+        sets = distinct_draws(lambda s: sorted(random.Random(f"{seed}/delete/{k}/{s}").sample(pool, k)), samples,
+                              math.comb(len(pool), k), tuple)
+        for s, gone in enumerate(sets):
             out.append(Spec({"key": f"random k={k} s={s}", "kind": "random", "k": k, "sample": s, "deleted": gone},
                             delete_blocks(len(view), gone, label=f"delete {gone}")))
     return out
 
 
+ORDERS_COUNTED = 200_000  # swap sequences enumerated to count the distinct orders of k swaps exactly
+
+
+def swapped_order(n: int, swaps: Sequence[tuple[int, int]]) -> list[int]:
+    """The block order after swapping each pair of blocks in turn (pairs name blocks, not positions)."""
+    order = list(range(n))
+    for a, b in swaps:
+        pa, pb = order.index(a), order.index(b)
+        order[pa], order[pb] = order[pb], order[pa]
+    return order
+
+
+def distinct_orders(n: int, pairs: Sequence[tuple[int, int]], k: int) -> int | None:
+    """How many different block orders k swaps of distinct pairs give (two swap sequences can give one
+    order); None where there are more than ORDERS_COUNTED sequences to try, i.e. far more than any
+    number of samples."""
+    if math.perm(len(pairs), k) > ORDERS_COUNTED:
+        return None
+    return len({tuple(swapped_order(n, seq)) for seq in itertools.permutations(pairs, k)})
+
+
 def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int) -> list[Spec]:
-    """Swap k distinct random pairs of compatible blocks (view.swappable_pairs: never across a shape change)."""
+    """Swap k distinct random pairs of compatible blocks (view.swappable_pairs: never across a shape
+    change); the samples of one k give distinct orders (see distinct_draws)."""
     pairs = view.swappable_pairs()
     bad = [k for k in ks if not 1 <= k <= len(pairs)]
     if bad:
@@ -126,17 +174,23 @@ def reorder_plans(view: ResidualView, ks: Sequence[int], samples: int, seed: int
     n = len(view)
     out = []
     for k in ks:
-        for s in range(samples):
-            swaps = random.Random(f"{seed}/reorder/{k}/{s}").sample(pairs, k)
-            order = list(range(n))
-            for a, b in swaps:
-                pa, pb = order.index(a), order.index(b)
-                order[pa], order[pb] = order[pb], order[pa]
+        drawn = distinct_draws(lambda s: random.Random(f"{seed}/reorder/{k}/{s}").sample(pairs, k), samples,
+                               distinct_orders(n, pairs, k), lambda swaps: tuple(swapped_order(n, swaps)))
+        for s, swaps in enumerate(drawn):
+            order = swapped_order(n, swaps)
             tau = float(scipy_stats.kendalltau(range(n), order).statistic)
             out.append(Spec({"key": f"reorder k={k} s={s}", "kind": "reorder", "k": k, "sample": s, "deleted": [],
                              "swaps": [list(p) for p in swaps], "order": order, "kendall_tau": tau},
                             reorder_blocks(order, label=f"swap {swaps}")))
     return out
+
+
+def configurations(specs: list[Spec], ks: Sequence[int], samples: int, exist: Callable[[int], int | None]
+                   ) -> list[dict[str, Any]]:
+    """What the result meta records per k: the configurations asked for, those that exist (None: too
+    many to count) and those drawn, so a reader sees where all of them were used."""
+    drawn = {k: sum(1 for sp in specs if sp.record["k"] == k) for k in ks}
+    return [{"k": k, "asked": samples, "exist": exist(k), "drawn": drawn[k]} for k in ks]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,8 +443,10 @@ def lesion_random(view: ResidualView, data: Any, k: Any = "1-20", samples: int =
     view = _probed(view, data, options.get("device"))
     ks = parse_k(k)
     specs = random_plans(view, ks, samples, seed)
+    drawn = configurations(specs, ks, samples, lambda k: math.comb(len(view.deletable), k))
     return run_experiment(view, data, "lesion-random", specs,
-                          {"mode": "random", "k": ks, "samples": samples, "seed": seed}, seed=seed, **options)
+                          {"mode": "random", "k": ks, "samples": samples, "seed": seed, "configurations": drawn},
+                          seed=seed, **options)
 
 
 def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, seed: int = 0,
@@ -399,8 +455,10 @@ def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, s
     view = _probed(view, data, options.get("device"))
     ks = parse_k(k)
     specs = reorder_plans(view, ks, samples, seed)
-    return run_experiment(view, data, "reorder", specs, {"k": ks, "samples": samples, "seed": seed},
-                          seed=seed, **options)
+    pairs = view.swappable_pairs()
+    drawn = configurations(specs, ks, samples, lambda k: distinct_orders(len(view), pairs, k))
+    return run_experiment(view, data, "reorder", specs,
+                          {"k": ks, "samples": samples, "seed": seed, "configurations": drawn}, seed=seed, **options)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -421,7 +421,8 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "text": {"path": str(Path(text).resolve()), "sha256": file_digest(text)},
             "seq_len": seq_len, "batch_size": batch_size, "limit": limit, "steps": steps, "seeds": seeds,
             "spans": list(spans) if spans else None, "variants": list(variants), "loops": loops, "token": token,
-            "dtype": "float32", "fingerprint": opened.description["fingerprint"]}
+            "dtype": "float32", "fingerprint": opened.description["fingerprint"],
+            "source": opened.description["source"]}  # a GGUF file's sha256 and quantisation type
     store = ResultStore(out or layers_prefix(method), meta, force=force)
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token,

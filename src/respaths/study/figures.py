@@ -310,7 +310,8 @@ def stochastic_depth(panels: Sequence[dict[str, Any]], subtitle: str,
 def render(fig: Figure, fmt: str, dpi: int = 100) -> bytes:
     """PNG or SVG bytes; SVG keeps text as text (smaller, searchable) and no date (reproducible)."""
     buf = io.BytesIO()
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
+    # a fixed salt: the SVG's clip-path ids stay the same from one build to the next (no diff noise)
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "respaths"}):
         fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
     return buf.getvalue()
 

@@ -139,6 +139,7 @@ h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:1.8em;border-bottom:1px sol
 table{border-collapse:collapse;margin:.8em 0;width:100%} th,td{border:1px solid #ccc;padding:.4em .6em;
      vertical-align:top;text-align:left} th{background:#f3f3f3}
 td.v{white-space:nowrap;font-weight:600;text-align:center} .rule{color:#666;font-size:.88em}
+td.v .beside{white-space:normal;font-weight:400;font-size:.85em;min-width:11em}
 .holds{background:#d9f2d9} .partly{background:#fff0c2} .fails{background:#f8d0d0} .missing{background:#eee;color:#777} .inconclusive{background:#e3e8f4}
 figure{margin:1em 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em} .runs{display:grid;gap:1em} .sub{color:#666} code{font-size:.92em}
@@ -169,8 +170,9 @@ def _claims_table(studies: list[Study], all_claims: list[list[Claim]]) -> str:
         cells = [f"<td>{_e(first.paper)}</td>"]
         for cl in (c[i] for c in all_claims):
             rule = f"<div class='rule'>{_e(cl.rule)}</div>" if cl.rule else ""
+            beside = f"<div class='beside'>{_e(cl.beside)}</div>" if cl.beside else ""
             cells.append(f"<td>{_e(cl.measured or 'not measured in this run')}{rule}</td>"
-                         f"<td class='v {VCLASS[cl.verdict]}'>{_e(cl.verdict)}</td>")
+                         f"<td class='v {VCLASS[cl.verdict]}'>{_e(cl.verdict)}{beside}</td>")
         rows.append(f"<tr id='claim-{first.key}'>" + "".join(cells) + "</tr>")
     return "<table class='claims'>" + head + "".join(rows) + "</table>"
 

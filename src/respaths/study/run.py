@@ -38,9 +38,9 @@ from ..core import UserError
 from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
-from ..opening import is_hf_dir, open_model
+from ..opening import is_transformers_source, open_model
 from ..paths.experiment import run_path_gradients
-from .read import METRIC_LABELS, load_results_folder
+from .read import METRIC_LABELS, load_results_folder, train_losses
 from .report import build, make_figures
 from ..io.layout import ResultFolder, RunLayout, json_of
 from ..io.results import ResultStore
@@ -227,6 +227,13 @@ def open_net(role: str, source: str | None, spec: str | None, weights: str | Non
         label = f"{label} ({Path(src['weights']).name})"
     net = Net(role, str(label), opened.view, opened.model, opened.data,
               {"source": src, "preprocessing": d["preprocessing"], "fingerprint": d["fingerprint"]})
+    # a net respaths trained (a `respaths train` directory) keeps its training losses, so that the report can
+    # tell whether it converged before judging the paper's claims on it
+    ckpt = Path(src["checkpoint"]) if src.get("checkpoint") else None
+    run_dir = ckpt.parent if ckpt is not None and ckpt.name == "checkpoint" else ckpt  # the run dir or its checkpoint/
+    losses = train_losses(run_dir) if run_dir is not None and run_dir.is_dir() else None
+    if losses:
+        net.training = {"epochs": len(losses), "train_loss": losses}
     return net, opened
 
 
@@ -253,7 +260,7 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
           **open_options: Any) -> Path:
     """`respaths study`: open the model (a directory or a spec) and the compared ones, run every
     test-time experiment, write the report; returns its path."""
-    if Path(model).is_dir() and is_hf_dir(model):
+    if is_transformers_source(model):
         return study_text(model, out, budget_name=budget_name, limit=limit, seed=seed, device=device, force=force,
                           progress=progress, report=report, log=log, compare=compare, weights=weights,
                           **open_options)
@@ -272,6 +279,9 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     nets = {"resnet": main}
     for role, (m, w) in parse_compare(compare).items():
         other = dict(options, dataset=options.get("dataset") or opened.data.name)
+        if Path(m).is_dir():  # a checkpoint brings its own model and normalisation: the main net's do not apply
+            other = {k: v for k, v in other.items() if k not in ("normalize", "mean", "std", "model_kwargs",
+                                                                 "num_classes")}
         nets[role], _ = open_net(role, m if Path(m).is_dir() else None, None if Path(m).is_dir() else m, w,
                                  other, device)
         if nets[role].test.name != main.test.name or len(nets[role].test) != len(main.test):
