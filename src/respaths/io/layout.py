@@ -49,6 +49,11 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", label).strip("-") or "net"
 
 
+def training_metrics(train_dir: str | os.PathLike) -> Path:
+    """The per-epoch losses and errors a training run keeps (`respaths train --out DIR`)."""
+    return Path(train_dir) / "metrics.csv"
+
+
 def prefix_lock(prefix: str | os.PathLike) -> Path:
     """The lock of a command that writes one prefix's files (`respaths layers`), not a whole directory."""
     prefix = Path(prefix)
@@ -138,7 +143,7 @@ class RunLayout:
         return self.model(role) / "checkpoint"
 
     def train_metrics(self, role: str) -> Path:
-        return self.model(role) / "metrics.csv"
+        return training_metrics(self.model(role))
 
     SUBDIRS = ("models", "results", FIGURES_DIR)  # what --force deletes
 

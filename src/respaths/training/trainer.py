@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from ..io.atomic import write_text
 from ..io.checkpoint import checkpoint_dir, load_checkpoint, load_train_state, load_weights, read_meta, recover, save_checkpoint
+from ..io.layout import training_metrics
 from ..core import UserError, eval_mode
 from ..data.sources import Dataset, load_dataset
 from ..data.batches import batches
@@ -306,7 +307,7 @@ class Trainer:
         cfg, out = self.cfg, self.out
         ckpt = recover(out / "checkpoint")
         if cfg.force:
-            for p in (ckpt, out / "checkpoint.old", out / "metrics.csv", out / "run.json"):
+            for p in (ckpt, out / "checkpoint.old", training_metrics(out), out / "run.json"):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         if not (ckpt / "meta.json").is_file():
             if cfg.resume:
@@ -345,7 +346,7 @@ class Trainer:
     def save(self) -> None:
         if self.rank == 0:
             save_checkpoint(self.out / "checkpoint", self.model, self.meta(), self.train_state())
-            write_metrics(self.out / "metrics.csv", self.history)
+            write_metrics(training_metrics(self.out), self.history)
 
     def restore(self, ckpt: Path) -> None:
         meta, state = read_meta(ckpt), load_train_state(ckpt)
