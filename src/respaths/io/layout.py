@@ -142,9 +142,6 @@ class RunLayout:
     def checkpoint(self, role: str) -> Path:
         return self.model(role) / "checkpoint"
 
-    def train_metrics(self, role: str) -> Path:
-        return training_metrics(self.model(role))
-
     SUBDIRS = ("models", "results", FIGURES_DIR)  # what --force deletes
 
     # the results of an image study

@@ -18,11 +18,12 @@ from typing import Any, Iterator
 
 from ..experiments.compare import _random_summary
 from ..core import UserError
-from ..io.layout import ResultFolder, RunLayout, json_of
+from ..io.layout import ResultFolder, RunLayout, json_of, training_metrics
 
 
-def train_losses(path: Path) -> list[float] | None:
+def train_losses(train_dir: Path) -> list[float] | None:
     """The training loss of each epoch, from a training run's metrics.csv (None if there is none)."""
+    path = training_metrics(train_dir)
     if not path.exists():
         return None
     try:
@@ -119,7 +120,7 @@ def load_study(out: str | os.PathLike) -> Study:
                       models=models, preset_settings=run["preset"])
         for role, m in study.models.items():  # runs of respaths < 0.3 did not copy the losses into run.json
             if not (m.get("training") or {}).get("train_loss"):
-                m["training"] = dict(m.get("training") or {}, train_loss=train_losses(layout.train_metrics(role)))
+                m["training"] = dict(m.get("training") or {}, train_loss=train_losses(layout.model(role)))
     # the residual nets: respaths.experiments.compare's summary of their lesion curves and paired test errors
     cmp = _read(layout.compare_json)
     if cmp:

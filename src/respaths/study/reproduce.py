@@ -225,7 +225,7 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
         view.name = view.name or specs[role]["model"]
         nets[role] = Net(role, label(specs[role]), view, model, test, {"source": {"checkpoint": str(layout.model(role))}},
                          {"epochs": meta.get("epoch"), "seconds": run.data["steps"].get(f"train {role}", {}).get("seconds"),
-                          "train_loss": train_losses(layout.train_metrics(role))})
+                          "train_loss": train_losses(layout.model(role))})
     run.data["models"] = {role: {**{k: v for k, v in net.record().items() if k != "source"}, "name": specs[role]["model"],
                                  # relative to the run directory
                                  "checkpoint": RunLayout(Path()).checkpoint(role).as_posix()}

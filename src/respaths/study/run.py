@@ -42,7 +42,7 @@ from ..opening import is_transformers_source, open_model
 from ..paths.experiment import run_path_gradients
 from .read import METRIC_LABELS, load_results_folder, train_losses
 from .report import build, make_figures
-from ..io.layout import ResultFolder, RunLayout, json_of, training_metrics
+from ..io.layout import ResultFolder, RunLayout, json_of
 from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
 from .figures import save
@@ -231,7 +231,7 @@ def open_net(role: str, source: str | None, spec: str | None, weights: str | Non
     # tell whether it converged before judging the paper's claims on it
     ckpt = Path(src["checkpoint"]) if src.get("checkpoint") else None
     run_dir = ckpt.parent if ckpt is not None and ckpt.name == "checkpoint" else ckpt  # the run dir or its checkpoint/
-    losses = train_losses(training_metrics(run_dir)) if run_dir is not None and run_dir.is_dir() else None
+    losses = train_losses(run_dir) if run_dir is not None and run_dir.is_dir() else None
     if losses:
         net.training = {"epochs": len(losses), "train_loss": losses}
     return net, opened
