@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from respaths import paths
-from respaths.experiments.compare import _random_summary
+from respaths.experiments.compare import random_summary
 from respaths.study.reproduce import PRESETS
 from respaths.io.results import ResultStore
 
@@ -54,7 +54,7 @@ def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, 
                   "deleted": list(range(k)), "error": base[role] + 0.03 * k * (0.8 if role == "stochastic" else 1)
                   + 0.004 * s} for k in (1, 2, 3, 4, 6) for s in range(3)]
         store(f"compare/{role}-lesion-random", rand, baseline={"error": base[role]})
-        nets[role] = {"test": {"n": 2000, "error": base[role]}, "random": _random_summary(rand),
+        nets[role] = {"test": {"n": 2000, "error": base[role]}, "random": random_summary(rand),
                       "single": {"baseline": base[role], "errors": single, "downsample": DOWN}}
     versus["fixed"] = {"error_delta": fixed_diff, "error_delta_ci": [fixed_diff - 0.005, fixed_diff + 0.005],
                        "mcnemar_p": 0.5}

@@ -7,7 +7,8 @@ import statistics
 import pytest
 
 from respaths.study import claims
-from respaths.study.reproduce import PRESETS, load_study
+from respaths.study.read import load_study
+from respaths.study.reproduce import PRESETS
 
 from tests.study.synthetic_run import DOWN, N, write_run
 

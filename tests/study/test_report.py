@@ -20,7 +20,8 @@ import torch
 
 from respaths.study import claims, report
 from respaths.cli import main
-from respaths.study.reproduce import PRESETS, load_study, reproduce
+from respaths.study.read import load_study
+from respaths.study.reproduce import PRESETS, reproduce
 from tests.study.synthetic_run import DOWN, N, write_run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -69,7 +69,7 @@ def _single_summary(view: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_increase": float(np.mean(done) - base) if done else None}
 
 
-def _random_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+def random_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     by_k: dict[int, list[float]] = {}
     for r in records:
         if r["kind"] == "random":
@@ -148,7 +148,7 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
                           "model": view.name, "blocks": len(view), "training": training_of(net.model),
                           "test": {"n": whole.n, "errors": whole.errors, "error": whole.error,
                                    "error_ci": list(stats.wilson_ci(whole.errors, whole.n))},
-                          "single": _single_summary(view, single), "random": _random_summary(random)}
+                          "single": _single_summary(view, single), "random": random_summary(random)}
     if reference is None:
         plain = [l for l, n in results.items() if not any(n["training"].values())]
         reference = plain[0] if plain else next(iter(results))

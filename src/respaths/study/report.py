@@ -2,8 +2,8 @@
 
 One self-contained HTML file (figures embedded as base64 PNG, no network needed to view it). The
 report is built from a *study*: the `Study` record (respaths.study.read, which lists its parts) that
-`load_study(DIR)` assembles from the result files a `respaths reproduce` run leaves in DIR (see
-respaths.study.reproduce for the layout), or `load_results_folder(DIR)` from plain result files.
+`load_study(DIR)` assembles from a run directory's result files (respaths.io.layout names them), or
+from a folder of plain result files.
 
 roles: "resnet" (the normally trained residual net), "vgg", "stochastic" (stochastic depth),
 "fixed" (fixed-m). Every part is optional; a claim whose numbers are missing says "not measured".
@@ -33,7 +33,7 @@ from ..core import UserError
 from .claims import (FAILS, HOLDS, INCONCLUSIVE, MISSING, NOT_RUN, PARTLY, RULE_NOTES, RULES, Claim,
                      chance_error, claims, effective_left, metric_axis, numbers_of, path_summary, pct,
                      preset_note)
-from .read import Study, load_results_folder, load_study
+from .read import Study, load_study
 from ..layers.figures import plot as layer_plot
 
 # ---------------------------------------------------------------------------------------------
@@ -290,8 +290,7 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     if out is not None and Path(out).is_dir():  # checked before anything is read, drawn or saved
         raise UserError(f"{out} is a directory; give --out the name of the HTML file to write, "
                         f"e.g. {Path(out) / 'report.html'}.")
-    studies = [load_study(Path(d)) if RunLayout(d).run_json.exists() or not Path(d).is_dir()
-               else load_results_folder(Path(d)) for d in dirs]
+    studies = [load_study(d) for d in dirs]
     if out is None and len(studies) > 1:
         raise UserError("several runs make one report: say where it goes with --out FILE.")
     figs = []

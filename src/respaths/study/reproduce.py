@@ -33,7 +33,7 @@ from ..core import UserError
 from ..data.sources import load_dataset
 from ..data.batches import normalize
 from ..models import blocks_of
-from .read import load_study, train_losses
+from .read import train_losses
 from ..io.layout import RunLayout
 from .run_record import RunRecord, default_device, settings_record
 from .run import Budget, Net, finish_run, run_experiments

@@ -40,7 +40,7 @@ from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
 from ..opening import is_transformers_source, open_model
 from ..paths.experiment import run_path_gradients
-from .read import METRIC_LABELS, load_results_folder, train_losses
+from .read import METRIC_LABELS, load_result, train_losses
 from .report import build, make_figures
 from ..io.layout import ResultFolder, RunLayout, json_of
 from ..io.results import ResultStore
@@ -406,7 +406,7 @@ def save_result_figure(json_path: str | Path) -> Path | None:
     name = json_path.stem
     if name not in ResultFolder.FIGURE_OF:
         return None
-    study = load_results_folder(json_path.parent, only=(name,))
+    study = load_result(json_path)
     for stem, _, fig in make_figures(study):
         if stem == ResultFolder.FIGURE_OF[name]:
             save(fig, json_path.with_suffix(""))
