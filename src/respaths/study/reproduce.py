@@ -36,7 +36,7 @@ from ..models import blocks_of
 from .read import train_losses
 from ..io.layout import RunLayout
 from .run_record import RunRecord, default_device, settings_record
-from .run import Budget, Net, finish_run, run_experiments
+from .run import Budget, StudiedNet, finish_run, run_experiments
 from ..training.train import train
 
 ROLES = ("resnet", "vgg", "stochastic", "fixed")
@@ -223,7 +223,7 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
         model, meta = load_checkpoint(layout.checkpoint(role), device=dev)
         view = make_view(model, probe)
         view.name = view.name or specs[role]["model"]
-        nets[role] = Net(role, label(specs[role]), view, model, test, {"source": {"checkpoint": str(layout.model(role))}},
+        nets[role] = StudiedNet(role, label(specs[role]), view, model, test, {"source": {"checkpoint": str(layout.model(role))}},
                          {"epochs": meta.get("epoch"), "seconds": run.data["steps"].get(f"train {role}", {}).get("seconds"),
                           "train_loss": train_losses(layout.model(role))})
     run.data["models"] = {role: {**{k: v for k, v in net.record().items() if k != "source"}, "name": specs[role]["model"],
