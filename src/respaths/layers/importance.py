@@ -43,7 +43,7 @@ from ..data.text import read_text, sentence_batches, token_batches
 from ..io.layout import layers_prefix
 from ..io.results import ResultStore
 from ..opening import open_model
-from ..study.figures import save
+from ..drawing import save
 from .figures import plot
 
 # ---------------------------------------------------------------------------------------------

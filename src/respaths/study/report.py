@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from . import figures as F
 from .. import paths
+from ..drawing import render, save
 from ..io.atomic import write_text
 from ..io.layout import FIGURES, FIGURES_DIR, RunLayout
 from ..core import UserError
@@ -297,8 +298,8 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     for s in studies:
         drawn = {}
         for stem, caption, fig in make_figures(s):
-            png = (F.save(fig, RunLayout(s.dir).figure(stem))["png"] if len(studies) == 1
-                   else F.render(fig, "png"))
+            png = (save(fig, RunLayout(s.dir).figure(stem))["png"] if len(studies) == 1
+                   else render(fig, "png"))
             drawn[stem] = (caption, png)
         figs.append(drawn)
     out = Path(out) if out else RunLayout(studies[0].dir).report

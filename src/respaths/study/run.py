@@ -36,6 +36,7 @@ from ..experiments import lesion
 from .. import paths
 from ..experiments.compare import compare_views
 from ..core import UserError
+from ..drawing import save
 from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
@@ -46,7 +47,6 @@ from .report import build, make_figures
 from ..io.layout import ResultFolder, RunLayout, json_of
 from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
-from .figures import save
 
 
 @dataclass(frozen=True)
