@@ -44,6 +44,9 @@ ROLES = ("resnet", "vgg", "stochastic", "fixed")
 
 @dataclass(frozen=True)
 class Preset:
+    """A whole study: the nets it trains and how (the fields here), and how much of each experiment
+    (budget, named as the preset; its train_limit, test_limit and seed also bound and seed the training)."""
+
     name: str
     description: str
     dataset: str
@@ -52,25 +55,18 @@ class Preset:
     vgg: str
     vgg_width: float
     epochs: int
-    train_limit: int | None      # training images (None: all)
-    test_limit: int | None       # test images every experiment is measured on (None: all)
-    random_k: tuple[int, ...]    # numbers of randomly deleted blocks
-    random_samples: int
-    reorder_k: tuple[int, ...]   # numbers of swapped pairs
-    reorder_samples: int
-    path_samples: int            # sampled paths per length (the paper: 1,000)
-    path_batches: int            # training batches the path gradients are averaged over
-    path_batch_size: int
+    budget: Budget
     stochastic_depth: float = 0.5  # p_L of the linear decay rule (Huang et al.)
     fixed_share: float = 23 / 54   # m = round(share x blocks): the paper's 23 of 54
     batch_size: int = 128
     lr: float = 0.1
     schedule: str = "step"
     augment: bool = True         # random crop + flip (a short run learns faster without)
-    eval_batch_size: int = 500
-    fast: bool = False           # the lesion engine's BN folding + channels_last (changes rounding only)
-    seed: int = 0
     hidden: bool = False         # a preset for tests, left out of --help
+
+    def __post_init__(self) -> None:
+        if self.budget.name != self.name:
+            raise ValueError(f"preset {self.name!r} has the budget of {self.budget.name!r}")
 
     def blocks(self) -> int:
         return blocks_of(self.model)
@@ -79,47 +75,53 @@ class Preset:
         return max(1, round(self.fixed_share * self.blocks()))
 
     def config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The preset as run.json records it: one flat record, its keys in the order run.json has always
+        had them (a rerun into a run directory is compared with it)."""
+        fields = {**dataclasses.asdict(self.budget),
+                  **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "budget"}}
+        return {k: fields[k] for k in CONFIG_KEYS}
 
-    def budget(self):
-        """The preset's experiment sizes, as respaths.study.run runs them."""
-        return Budget(self.name, self.test_limit, self.random_k, self.random_samples, self.reorder_k,
-                      self.reorder_samples, self.path_samples, self.path_batches, self.path_batch_size,
-                      self.eval_batch_size, self.fast, self.seed, self.train_limit)
 
+CONFIG_KEYS = ("name", "description", "dataset", "model", "width", "vgg", "vgg_width", "epochs", "train_limit",
+               "test_limit", "random_k", "random_samples", "reorder_k", "reorder_samples", "path_samples",
+               "path_batches", "path_batch_size", "stochastic_depth", "fixed_share", "batch_size", "lr", "schedule",
+               "augment", "eval_batch_size", "fast", "seed", "hidden")
 
 PRESETS = {p.name: p for p in [
     Preset("quick", "Fashion-MNIST, a 27-block pre-activation ResNet (preresnet56) at half width and an "
                     "eighth-width VGG-15, one epoch on 20,000 images; 1,000 test images (minutes on a 2-core CPU)",
            dataset="fashion-mnist", model="preresnet56", width=0.5, vgg="vgg15", vgg_width=0.125, epochs=1,
-           train_limit=20000, test_limit=1000, random_k=(1, 2, 4, 6, 8, 10, 12), random_samples=4,
-           reorder_k=(1, 2, 4, 6, 8, 10), reorder_samples=3, path_samples=24, path_batches=1,
-           path_batch_size=32, batch_size=64, lr=0.1, schedule="cosine", augment=False, fast=True),
+           budget=Budget("quick", train_limit=20000, test_limit=1000, random_k=(1, 2, 4, 6, 8, 10, 12),
+                         random_samples=4, reorder_k=(1, 2, 4, 6, 8, 10), reorder_samples=3, path_samples=24,
+                         path_batches=1, path_batch_size=32, fast=True),
+           batch_size=64, lr=0.1, schedule="cosine", augment=False),
     Preset("fashion-cpu", "Fashion-MNIST, the paper's depth (preresnet110, 54 blocks) at half width and a "
                           "quarter-width VGG-15, 3 epochs on 30,000 images; 2,000 test images (about an hour "
                           "and a half on a 2-core CPU)",
            dataset="fashion-mnist", model="preresnet110", width=0.5, vgg="vgg15", vgg_width=0.25, epochs=3,
-           train_limit=30000, test_limit=2000, random_k=(1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20),
-           random_samples=5, reorder_k=(1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20), reorder_samples=5,
-           path_samples=100, path_batches=1, path_batch_size=64, schedule="cosine", augment=False, fast=True),
+           budget=Budget("fashion-cpu", train_limit=30000, test_limit=2000,
+                         random_k=(1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20), random_samples=5,
+                         reorder_k=(1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20), reorder_samples=5, path_samples=100,
+                         path_batches=1, path_batch_size=64, fast=True),
+           schedule="cosine", augment=False),
     Preset("fashion", "Fashion-MNIST, the paper's depths: preresnet110 (54 blocks) and VGG-15 at full width, "
                       "40 epochs on all 60,000 images, all 10,000 test images (days on a 2-core CPU, "
                       "minutes on a GPU)",
            dataset="fashion-mnist", model="preresnet110", width=1.0, vgg="vgg15", vgg_width=1.0, epochs=40,
-           train_limit=None, test_limit=None, random_k=tuple(range(1, 21)), random_samples=20,
-           reorder_k=tuple(range(1, 21)), reorder_samples=20, path_samples=1000, path_batches=4,
-           path_batch_size=128),
+           budget=Budget("fashion", train_limit=None, test_limit=None, random_k=tuple(range(1, 21)),
+                         random_samples=20, reorder_k=tuple(range(1, 21)), reorder_samples=20, path_samples=1000,
+                         path_batches=4, path_batch_size=128)),
     Preset("cifar10-paper", "CIFAR-10, the paper's setup: preresnet110 and VGG-15, 164 epochs, batch 128, "
                             "lr 0.1 /10 at epochs 82 and 123 (a GPU job)",
            dataset="cifar10", model="preresnet110", width=1.0, vgg="vgg15", vgg_width=1.0, epochs=164,
-           train_limit=None, test_limit=None, random_k=tuple(range(1, 21)), random_samples=20,
-           reorder_k=tuple(range(1, 21)), reorder_samples=20, path_samples=1000, path_batches=4,
-           path_batch_size=128),
+           budget=Budget("cifar10-paper", train_limit=None, test_limit=None, random_k=tuple(range(1, 21)),
+                         random_samples=20, reorder_k=tuple(range(1, 21)), reorder_samples=20, path_samples=1000,
+                         path_batches=4, path_batch_size=128)),
     Preset("tiny", "for tests: synthetic data, 9-block nets at 1/8 width, one short epoch",
            dataset="synthetic", model="preresnet20", width=0.125, vgg="vgg15", vgg_width=0.0625, epochs=1,
-           train_limit=384, test_limit=128, random_k=(1, 2, 4), random_samples=2, reorder_k=(1, 2, 3),
-           reorder_samples=2, path_samples=4, path_batches=1, path_batch_size=8, batch_size=32,
-           schedule="cosine", hidden=True),
+           budget=Budget("tiny", train_limit=384, test_limit=128, random_k=(1, 2, 4), random_samples=2,
+                         reorder_k=(1, 2, 3), reorder_samples=2, path_samples=4, path_batches=1, path_batch_size=8),
+           batch_size=32, schedule="cosine", hidden=True),
 ]}
 
 
@@ -181,8 +183,8 @@ def train_role(p: Preset, role: str, run_dir: Path, device: torch.device, data_d
     spec = model_specs(p)[role]
     train(dict(model=spec["model"], dataset=p.dataset, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                schedule=p.schedule, width=spec["width"], stochastic_depth=spec.get("stochastic_depth"),
-               fixed_m=spec.get("fixed_m"), augment=p.augment, limit_train=p.train_limit, limit_test=p.test_limit,
-               seed=p.seed,
+               fixed_m=spec.get("fixed_m"), augment=p.augment, limit_train=p.budget.train_limit, limit_test=p.budget.test_limit,
+               seed=p.budget.seed,
                out=str(run_dir), data_dir=data_dir, device=str(device), eval_every=p.epochs, resume=True,
                progress=progress))
 
@@ -201,7 +203,7 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     layout = RunLayout(out)
     dev = torch.device(device) if device else default_device()
     # the test images before anything is written: a missing dataset leaves --out as it was
-    test = load_dataset(p.dataset, data_dir, split="test", limit=p.test_limit)
+    test = load_dataset(p.dataset, data_dir, split="test", limit=p.budget.test_limit)
     run = RunRecord(out, p, force)
     specs = model_specs(p)
     start_all = time.perf_counter()
@@ -215,7 +217,7 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
         step(f"train {role}", trained(layout.checkpoint(role), p.epochs),
              lambda: train_role(p, role, run_dir, dev, data_dir, progress),
              f"training {role}: {label(specs[role])} for {p.epochs} epochs")
-    train_set = load_dataset(p.dataset, data_dir, split="train", limit=p.train_limit)
+    train_set = load_dataset(p.dataset, data_dir, split="train", limit=p.budget.train_limit)
     # 2. the same study code as `respaths study`, on the nets just trained
     probe = normalize(test.images[:2], test.mean, test.std).to(dev)
     nets = {}
@@ -233,5 +235,5 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     run.data["dataset"] = {"name": test.name, "num_classes": test.num_classes, "n_test": len(test),
                            "n_train": len(train_set), "source": getattr(test, "source", "")}
     run.save()
-    run_experiments(out, nets, train_set, p.budget(), device=dev, step=step, progress=progress)
+    run_experiments(out, nets, train_set, p.budget, device=dev, step=step, progress=progress)
     return finish_run(run, out, report, start_all)
