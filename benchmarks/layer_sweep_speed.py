@@ -3,6 +3,8 @@
     python benchmarks/layer_sweep_speed.py                      # 40 layers, 8 greedy steps, 3 repetitions
     python benchmarks/layer_sweep_speed.py --layers 32          # Llama-2-7B's depth (bound 1.87x)
     python benchmarks/layer_sweep_speed.py --layers 16 --steps 15
+    python benchmarks/layer_sweep_speed.py --model SmolLM2-135M-Instruct.Q4_1.gguf --text wiki.test.raw \
+        --windows 4 --seq-len 128 --steps 2 --repeats 1   # a real model (a GGUF file or a HF directory)
 
 SLEB's protocol (Song et al. 2024): at each step remove the block whose removal raises the LM loss
 (next-token cross-entropy on fixed token windows) least, and repeat. The per-candidate way is what
@@ -18,7 +20,8 @@ layer of a pre-LN model is skipping it, so only run steps count (engine.trie_cos
 The engine cannot beat the bound by more than the stem and the per-plan bookkeeping it saves.
 
 Weights are random (from a LlamaConfig, torch.manual_seed(0)), float32, eval mode; the windows are
-random token ids. Both ways run in this process, interleaved step by step: each greedy step scores
+random token ids. With --model, a real decoder (opened as `respaths layers` opens it) on the first
+--windows windows of --text instead. Both ways run in this process, interleaved step by step: each greedy step scores
 its candidates both ways back to back (which goes first alternates), so that a shared CPU's
 changing load hits them alike; both must pick the same block with losses equal within 1e-5
 relative at every step, so the per-candidate way run alone would choose the same blocks.
@@ -43,6 +46,7 @@ import respaths
 from respaths.engine import trie_cost
 from respaths.layers.importance import engine_evaluator, greedy_pruning, per_candidate_evaluator, token_batches
 from respaths.metrics import LMLoss
+from respaths.opening import open_model
 
 
 def llama(layers: int, hidden: int, vocab: int) -> torch.nn.Module:
@@ -88,6 +92,8 @@ class BothWays:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", help="a real decoder: a Hugging Face directory or a GGUF file (then --text)")
+    p.add_argument("--text", help="with --model: the UTF-8 text whose first --windows windows are scored")
     p.add_argument("--layers", type=int, default=40)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--vocab", type=int, default=256)
@@ -100,18 +106,26 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.layers < 16:
-        raise SystemExit("--layers: at least 16 (the issue's size).")
-
-    model = llama(args.layers, args.hidden, args.vocab)
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, args.vocab, (args.windows * args.seq_len,), generator=g)
-    batches = token_batches(ids, args.seq_len, args.batch_size)
-    view = respaths.view(model)
+    if (args.model is None) != (args.text is None):
+        raise SystemExit("--model and --text go together.")
+    if args.model is not None:
+        opened = open_model(args.model, text=args.text, seq_len=args.seq_len, batch_size=args.batch_size,
+                            limit=args.windows)
+        view, batches = opened.view, opened.data
+        what = (f"{type(opened.model).__name__} from {args.model}, {len(view)} layers, hidden "
+                f"{opened.model.config.hidden_size}")
+    else:
+        if args.layers < 16:
+            raise SystemExit("--layers: at least 16 (the issue's size).")
+        model = llama(args.layers, args.hidden, args.vocab)
+        g = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, args.vocab, (args.windows * args.seq_len,), generator=g)
+        batches = token_batches(ids, args.seq_len, args.batch_size)
+        view = respaths.view(model)
+        what = f"Llama-style, {args.layers} layers, hidden {args.hidden}"
     metric = LMLoss()
-    print(f"Llama-style, {args.layers} layers, hidden {args.hidden}, {args.windows} windows of {args.seq_len} "
-          f"tokens in {len(batches)} batches, {args.steps} greedy steps, {torch.get_num_threads()} threads",
-          flush=True)
+    print(f"{what}, {args.windows} windows of {args.seq_len} tokens in {len(batches)} batches, {args.steps} greedy "
+          f"steps, {torch.get_num_threads()} threads", flush=True)
 
     per_rep = []
     chosen = None

@@ -8,6 +8,8 @@ import pytest
 from respaths import cli
 
 LESION = ["--model", "respaths:resnet20", "--dataset", "synthetic", "--limit", "8"]
+TRAIN = ["--model", "resnet8", "--dataset", "synthetic", "--epochs", "1", "--limit-train", "8", "--limit-test", "8"]
+TRAIN_RUN = [*TRAIN, "--out", "{tmp}/run"]  # a train run that is there (see files)
 
 
 class Evil:  # unpickling this would create the marker file
@@ -41,6 +43,8 @@ def files(tmp_path):
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "run.json").write_text("{not json")
     (tmp_path / "adir").mkdir()
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")  # a Hugging Face directory, as far as the options look
     # foreign run records: JSON, but not what reproduce writes
     for name, text in {"preset-list": '{"preset": [1, 2], "steps": {}}', "run-list": "[1, 2]",
                        "preset-number": '{"dataset": {"name": "synthetic"}, "preset": 3, "steps": {}}'}.items():
@@ -63,9 +67,30 @@ def files(tmp_path):
             "result-list": ("lesion-single.json", "[]"),
             "result-cut": ("lesion-single.json", '{"schema": "respaths.io.results/1", "me'),
             "result-binary": ("lesion-single.json", "\udcff\udcfe"),
+            "csv-of-the-user": ("lesion-single.csv", "name,score\nme,1\n"),
             "paths-result-string": ("paths.json", '"x"')}.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / file).write_bytes(text.encode("utf-8", "surrogateescape"))
+    # runs of each kind, as respaths writes them: a train run, a study run, a demo (reproduce quick) run
+    checkpoint(tmp_path / "run" / "checkpoint", meta={"dataset": {"name": "synthetic"}, "epoch": 1,
+                                                      "train": {"model": "resnet8", "dataset": "synthetic"}})
+    (tmp_path / "run" / "run.json").write_text('{"settings": {"model": "resnet8"}}\n')
+    (tmp_path / "run" / "metrics.csv").write_text("epoch,test_error\n1,0.5\n")
+    (tmp_path / "studyrun" / "results").mkdir(parents=True)
+    (tmp_path / "studyrun" / "figures").mkdir()
+    (tmp_path / "studyrun" / "run.json").write_text('{"schema": "respaths.run/1", "preset": {"name": "study-quick"}, '
+                                                    '"steps": {}, "models": {}, "kind": "study"}')
+    (tmp_path / "studyrun" / "results" / "lesion-single.json").write_text("{}")
+    (tmp_path / "studyrun" / "figures" / "fig3.png").write_bytes(b"png")
+    (tmp_path / "demorun").mkdir()
+    (tmp_path / "demorun" / "run.json").write_text('{"schema": "respaths.run/1", "preset": {"name": "quick"}, '
+                                                   '"steps": {}, "models": {}}')
+    # directories respaths did not write: a checkpoint that is a file, a run.json of someone else's
+    (tmp_path / "ckfile").mkdir()
+    (tmp_path / "ckfile" / "checkpoint").write_text("my notes")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "run.json").write_text('{"mine": true}')
+    (tmp_path / "foreign" / "results").mkdir()
     # an image folder with an empty class folder
     from PIL import Image
     for c in ("a", "b"):
@@ -173,6 +198,74 @@ CASES = {
     "lesion-nested-new-out": ["lesion", "{tmp}/ck1", "--dataset", "synthetic", "--out", "{tmp}/new/deeper/out"],
     "train-no-images": ["train", "--model", "resnet8", "--dataset", "imagefolder:{tmp}/adir", "--epochs", "1"],
     "lesion-empty-class-folder": ["lesion", "--model", "respaths:resnet20", "--dataset", "imagefolder:{tmp}/imgs"],
+    # issue 25, data loss: every option is checked before --force deletes anything
+    "train-force-p-l-2": ["train", *TRAIN_RUN, "--force", "--stochastic-depth", "2"],
+    "train-force-width-nan": ["train", *TRAIN_RUN, "--force", "--width", "nan"],
+    "train-force-momentum-neg": ["train", *TRAIN_RUN, "--force", "--momentum", "-1"],
+    "train-force-fixed-m-too-many": ["train", *TRAIN_RUN, "--force", "--fixed-m", "50"],  # refused by the model
+    "demo-over-study": ["demo", "--out", "{tmp}/studyrun"],
+    "demo-over-train": ["demo", "--out", "{tmp}/run"],
+    "demo-over-foreign": ["demo", "--out", "{tmp}/foreign"],
+    "reproduce-over-study": ["reproduce", "--preset", "tiny", "--device", "cpu", "--out", "{tmp}/studyrun"],
+    "reproduce-force-over-foreign": ["reproduce", "--preset", "tiny", "--force", "--out", "{tmp}/foreign"],
+    "study-over-demo": ["study", "respaths:resnet8", "--dataset", "synthetic", "--out", "{tmp}/demorun"],
+    "train-over-study": ["train", "--model", "resnet8", "--dataset", "synthetic", "--out", "{tmp}/studyrun"],
+    "train-checkpoint-is-a-file": ["train", "--model", "resnet8", "--dataset", "synthetic", "--out", "{tmp}/ckfile"],
+    "train-force-checkpoint-is-a-file": ["train", "--model", "resnet8", "--dataset", "synthetic", "--force",
+                                         "--out", "{tmp}/ckfile"],
+    "train-resume-force": ["train", *TRAIN_RUN, "--resume", "--force"],
+    "lesion-force-over-foreign-result": ["lesion", "{tmp}/ck3", "--force", "--out", "{tmp}/result-list"],
+    "lesion-over-a-users-csv": ["lesion", "{tmp}/ck3", "--out", "{tmp}/csv-of-the-user"],
+    "lesion-force-over-foreign-journal": ["lesion", "{tmp}/ck3", "--force", "--out", "{tmp}/journal-garbage"],
+    # numbers Python or torch cannot hold, or that can only give nonsense
+    "train-lr-huge": ["train", *TRAIN, "--lr", "1e300"],
+    "train-lr-inf": ["train", *TRAIN, "--lr", "inf"],
+    "train-lr-word": ["train", *TRAIN, "--lr", "abc"],
+    "train-width-inf": ["train", *TRAIN, "--width", "inf"],
+    "train-width-huge": ["train", *TRAIN, "--width", "1e6"],
+    "train-seed-huge": ["train", *TRAIN, "--seed", "99999999999999999999999"],
+    "train-threads-huge": ["train", *TRAIN, "--threads", "99999999999"],
+    "train-momentum-nan": ["train", *TRAIN, "--momentum", "nan"],
+    "train-momentum-5": ["train", *TRAIN, "--momentum", "5"],
+    "train-weight-decay-neg": ["train", *TRAIN, "--weight-decay", "-1"],
+    "train-weight-decay-nan": ["train", *TRAIN, "--weight-decay", "nan"],
+    "train-weight-decay-inf": ["train", *TRAIN, "--weight-decay", "inf"],
+    "lesion-seed-neg": ["lesion", *LESION, "--seed", "-5"],
+    "reorder-seed-neg": ["reorder", *LESION, "--seed", "-5"],
+    "paths-seed-neg": ["paths", "{tmp}/ck3", "--seed", "-5"],
+    "study-seed-neg": ["study", "respaths:resnet8", "--dataset", "synthetic", "--seed", "-5", "--out", "{tmp}/out"],
+    "lesion-model-kwargs-unknown": ["lesion", *LESION, "--model-kwargs", "foo=1"],
+    "lesion-model-kwargs-nan": ["lesion", *LESION, "--model-kwargs", "width=nan"],
+    "lesion-k-twice": ["lesion", *LESION, "--mode", "random", "--k", "3,3"],
+    "prune-blocks-empty": ["prune", "respaths:resnet8", "--blocks", "", "--out", "{tmp}/out"],
+    "evaluate-mean-nan": ["evaluate", "--model", "respaths:resnet8", "--dataset", "synthetic", "--limit", "4",
+                          "--mean", "nan,nan,nan", "--std", "1,1,1"],
+    "evaluate-std-zero": ["evaluate", "{tmp}/ck3", "--mean", "0.5", "--std", "0"],
+    "lesion-data-dir-missing": ["lesion", *LESION, "--data-dir", "{tmp}/no-such-dir"],
+    "lesion-data-dir-file": ["lesion", *LESION, "--data-dir", "{tmp}/afile"],
+    "train-out-empty": ["train", *TRAIN, "--out", ""],
+    "lesion-out-empty": ["lesion", *LESION, "--out", ""],
+    "layers-variants-comma": ["layers", "{tmp}/hf", "--method", "painters", "--variants", ","],
+    "layers-out-dir": ["layers", "{tmp}/hf", "--method", "influence", "--out", "{tmp}/adir/"],
+    "layers-missing-dir": ["layers", "{tmp}/nothing", "--method", "influence", "--text", "{tmp}/afile"],
+    "lesion-weights-dir": ["lesion", *LESION, "--weights", "{tmp}/adir"],
+    "paths-lengths-0": ["paths", "{tmp}/ck3", "--lengths", "0"],
+    "paths-lengths-one": ["paths", "{tmp}/ck3", "--lengths", "3"],
+    # options that do nothing for this model, mode or launch
+    "lesion-image-size-cifar": ["lesion", "--model", "respaths:resnet8", "--dataset", "cifar10", "--image-size", "32"],
+    "lesion-seq-len-image-model": ["lesion", *LESION, "--seq-len", "64"],
+    "lesion-k-single": ["lesion", *LESION, "--k", "3"],
+    "lesion-samples-single": ["lesion", *LESION, "--mode", "single", "--samples", "3"],
+    "layers-spans-influence": ["layers", "{tmp}/hf", "--method", "influence", "--spans", "1,2"],
+    "layers-token-greedy": ["layers", "{tmp}/hf", "--method", "greedy", "--token", "first"],
+    "train-sync-bn-one-process": ["train", *TRAIN, "--sync-bn"],
+    "prune-text-image-model": ["prune", "respaths:resnet8", "--blocks", "1", "--text", "{tmp}/afile", "--out", "{tmp}/out"],
+    # issue 27: the model once, no abbreviations, layers on an image model
+    "lesion-model-twice": ["lesion", "{tmp}/ck3", "--model", "respaths:resnet8"],
+    "lesion-abbreviated-option": ["lesion", "--mod", "respaths:resnet8", "--dataset", "synthetic"],
+    "study-model-kwargs-abbreviated": ["study", "--model-kw", "a=1", "respaths:resnet8", "--out", "{tmp}/out"],
+    "layers-image-model": ["layers", "{tmp}/ck3", "--method", "influence", "--text", "{tmp}/afile"],
+    "layers-image-spec": ["layers", "--model", "respaths:resnet8", "--method", "influence"],
 }
 
 
@@ -190,18 +283,18 @@ def test_bad_input(name, tmp_path, capsys, monkeypatch):
     if argv[0] in ("lesion", "reorder", "paths", "reproduce", "train") and "--out" not in argv:
         argv += ["--out", str(out)]
     before = snapshot(tmp_path)
+    rc_from_argparse = False
     try:
         rc = cli.main(argv)
     except SystemExit as e:  # argparse
-        rc = e.code
+        rc, rc_from_argparse = e.code, True
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2, err
     assert "Traceback" not in err
-    assert lines and "error:" in lines[-1], err
-    # argparse prints a usage block first; everything else is one line
-    if not lines[0].startswith("usage:"):
-        assert len(lines) == 1, err
+    assert len(lines) == 1 and "error:" in lines[0], err  # one line, argparse's errors too (no usage block)
+    if rc_from_argparse:
+        assert f"see respaths {argv[0]} --help" in lines[0], err
     assert not (tmp_path / "MARKER").exists()
     assert not out.exists()
     assert snapshot(tmp_path) == before  # every file and folder as it was, byte for byte
@@ -395,3 +488,183 @@ def test_every_command_with_a_device_defaults_to_auto():
             with_device.append(name)
             assert defaults["device"] == "auto", name
     assert {"train", "evaluate", "lesion", "reorder", "layers", "paths", "study", "reproduce"} <= set(with_device)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 25: the rest of each class, where a case needs more than a command line
+
+def test_force_deletes_only_after_every_check_and_only_its_own_files(tmp_path, capsys):
+    """--force starts a train run over only once the model builds, and deletes run files, nothing else."""
+    files(tmp_path)
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    argv = ["train", *[a.replace("{tmp}", str(tmp_path)) for a in TRAIN_RUN], "--force", "--no-augment"]
+    assert run_cli(argv, capsys)[0] == 0
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    import json
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["settings"]["augment"] is False
+
+
+def test_a_damaged_journal_is_refused_and_kept(tmp_path, capsys):
+    """A record without its fields used to be finished into result files (and the journal deleted)
+    before the summary failed with KeyError: 'kind'."""
+    import json
+    checkpoint(tmp_path / "ck3")
+    out = tmp_path / "out"
+    assert run_cli(lesion_argv(tmp_path, out) + ["--no-figure"], capsys)[0] == 0
+    doc = json.loads((out / "lesion-single.json").read_text())
+    records = doc["records"]
+    del records[1]["kind"]
+    journal = out / "lesion-single.partial.jsonl"
+    journal.write_text("\n".join(json.dumps(x) for x in [{"schema": doc["schema"], "meta": doc["meta"]}, *records]) + "\n")
+    for f in ("lesion-single.json", "lesion-single.csv"):
+        (out / f).unlink()
+    before = snapshot(tmp_path)
+    rc, err = run_cli(lesion_argv(tmp_path, out) + ["--no-figure"], capsys)
+    assert rc == 2 and len(err) == 1 and "is damaged (it lacks 'kind')" in err[0], err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("env", [{"RANK": "1", "WORLD_SIZE": "2"}, {"RANK": "1"}, {"WORLD_SIZE": "two"}])
+def test_rank_and_world_size_without_torchrun(env, tmp_path, capsys, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    checkpoint(tmp_path / "ck3")
+    before = snapshot(tmp_path)
+    rc, err = run_cli(lesion_argv(tmp_path, tmp_path / "out"), capsys)
+    assert rc == 2 and len(err) == 1 and "torchrun" in err[0], err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_full_disk_in_train_and_prune_names_the_path(tmp_path, capsys, monkeypatch):
+    import torch
+    from safetensors import SafetensorError
+    monkeypatch.delenv("RESPATHS_DEBUG", raising=False)
+
+    def torch_short_write(*a, **k):  # what torch.save raises when the disk takes less than it writes
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    monkeypatch.setattr(torch, "save", torch_short_write)
+    out = tmp_path / "run"
+    rc, err = run_cli(["train", *TRAIN, "--out", out], capsys)
+    assert rc == 2 and len(err) == 1 and "No space left on device" in err[0] and str(out / "checkpoint") in err[0], err
+    assert not (out / "checkpoint").exists() and not no_tmp(tmp_path)
+
+    def full(*a, **k):  # safetensors' own error on a full disk
+        raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28) at path "x"')
+    import safetensors.torch
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    pruned = tmp_path / "pruned"
+    rc, err = run_cli(["prune", "respaths:resnet8", "--blocks", "1", "--out", pruned], capsys)
+    assert rc == 2 and len(err) == 1 and "No space left on device" in err[0] and str(pruned) in err[0], err
+    assert not pruned.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".pruned")]
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory):
+    """Hugging Face directories of a tiny GPT-2 (32 positions): good, with a truncated safetensors file,
+    with an unknown model_type, and with a pytorch_model.bin that unpickling would run code from."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    import json
+    import shutil
+
+    import torch
+    from tokenizers import Tokenizer, models as tm, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    root = tmp_path_factory.mktemp("hf")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=32, n_embd=16, n_layer=2, n_head=2, n_positions=32,
+                                       bos_token_id=0, eos_token_id=0))
+    tok = Tokenizer(tm.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["a b c"], trainers.WordLevelTrainer(vocab_size=32, special_tokens=["[PAD]", "[UNK]"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(root / "good")
+    model.save_pretrained(root / "good")
+    for name in ("trunc", "type", "bin"):
+        shutil.copytree(root / "good", root / name)
+    weights = (root / "trunc" / "model.safetensors").read_bytes()
+    (root / "trunc" / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    config = json.loads((root / "type" / "config.json").read_text())
+    (root / "type" / "config.json").write_text(json.dumps(dict(config, model_type="nosuchmodel")))
+    (root / "bin" / "model.safetensors").unlink()
+    with open(root / "bin" / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"w": Evil(str(root / "MARKER"))}, f)
+    (root / "text.txt").write_text("a b c a b c a b c\n" * 20)
+    (root / "latin1.txt").write_bytes("caf\xe9 a b c\n".encode("latin-1") * 20)
+    return root
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("trunc", "could not be read"), ("type", "cannot read"), ("bin", "could not be read"),
+    ("seq-len", "longer than the 32 positions"), ("latin1", "is not UTF-8")])
+def test_hugging_face_directories_that_cannot_be_read(case, expect, hf_dirs, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RESPATHS_DEBUG", raising=False)
+    model = hf_dirs / ("good" if case in ("seq-len", "latin1") else case)
+    text = hf_dirs / ("latin1.txt" if case == "latin1" else "text.txt")
+    argv = ["lesion", model, "--text", text, "--out", tmp_path / "out"] + (["--seq-len", "64"] if case == "seq-len" else [])
+    before = snapshot(hf_dirs)
+    rc, err = run_cli(argv, capsys)
+    err = [ln for ln in err if not ln.startswith("[transformers]")]  # the tiny config's own notes
+    assert rc == 2 and len(err) == 1 and expect in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "out").exists() and not (hf_dirs / "MARKER").exists()
+    assert snapshot(hf_dirs) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 25: silent statistical errors
+
+def test_random_sets_and_reorderings_are_distinct(tmp_path, capsys):
+    """resnet20 has 9 blocks: one set of 9 exists, and 5 pairs to swap (swappable_pairs)."""
+    import json
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert cli.main(["lesion", *LESION, "--mode", "random", "--k", "8,9", "--samples", "5", "--out", str(out),
+                     "--no-figure"]) == 0
+    assert "k=9: only 1 distinct configurations exist" in capsys.readouterr().out
+    doc = json.loads((out / "lesion-random.json").read_text())
+    sets = {k: [tuple(r["deleted"]) for r in doc["records"] if r["k"] == k] for k in (8, 9)}
+    assert len(sets[9]) == 1 and len(sets[8]) == 5 and len(set(sets[8])) == 5
+    assert doc["meta"]["params"]["configurations"][1] == {"k": 9, "asked": 5, "exist": 1, "drawn": 1}
+    rc, _ = run_cli(["reorder", *LESION, "--k", "1", "--samples", "50", "--out", out, "--no-figure"], capsys)
+    assert rc == 0
+    doc = json.loads((out / "reorder.json").read_text())
+    orders = [tuple(r["order"]) for r in doc["records"] if r["kind"] == "reorder"]
+    assert len(orders) == len(set(orders)) == doc["meta"]["params"]["configurations"][0]["exist"] < 50
+
+
+def test_distinct_draws_keep_the_sets_drawn_without_repeats():
+    """A sample is what respaths always drew for (seed, k, sample) unless that repeats an earlier one;
+    so result files of experiments without repeats stay as they were."""
+    import random
+
+    import torch
+
+    from respaths.adapters import view
+    from respaths.experiments.lesion import random_plans, reorder_plans
+    from respaths.models import build_model
+    v = view(build_model("resnet20", width=0.25).eval(), torch.zeros(2, 3, 32, 32))
+    specs = random_plans(v, [2], 36, seed=7)  # C(9, 2) = 36: every pair once
+    drawn = [tuple(sp.record["deleted"]) for sp in specs]
+    assert len(set(drawn)) == 36
+    old = [tuple(sorted(random.Random(f"7/delete/2/{s}").sample(v.deletable, 2))) for s in range(36)]
+    first_repeat = next(i for i, d in enumerate(old) if d in old[:i])
+    assert drawn[:first_repeat] == old[:first_repeat] and first_repeat > 0
+    assert [sp.record for sp in random_plans(v, [2], 10, seed=7)] == [sp.record for sp in specs[:10]]
+    swaps = reorder_plans(v, [2], 3, seed=1)
+    assert [sp.record["swaps"] for sp in swaps] == [
+        [list(p) for p in random.Random(f"1/reorder/2/{s}").sample(v.swappable_pairs(), 2)] for s in range(3)]
+
+
+def test_a_statistic_of_constant_numbers_is_not_measured(tmp_path, recwarn):
+    from respaths.study import claims
+    from respaths.study.read import load_study
+    from tests.study.synthetic_run import write_run
+    study = load_study(write_run(tmp_path / "one"))
+    study.random["resnet"]["mean"] = [0.0] * len(study.random["resnet"]["mean"])  # one test image: 0 or 1 only
+    study.reorder["resnet"]["error"] = [1.0] * len(study.reorder["resnet"]["error"])
+    found = {c.key: c for c in claims.claims(study)}
+    for key in ("random", "reorder", "surviving"):
+        assert found[key].verdict == claims.MISSING and found[key].measured.startswith("not measured:"), key
+        assert "nan" not in found[key].measured and "undefined" in found[key].measured
+    assert not [w for w in recwarn if "constant" in str(w.message).lower()]

@@ -14,6 +14,19 @@ plans of a trie at once, and by `metric(view, batches, plan)` for one plan the p
   metric.results()                       one dict of numbers per plan given to start
   metric.cost(result)                    what pruning minimises
 
+Each metric also owns its vocabulary, which every table, figure, claim and command line reads from it
+(so a new metric is one subclass, found by its name through metric_named):
+
+  name           what result files record as "metric"
+  field          a record's main number: deltas are taken of it, the layers figures plot it
+  higher_is_better
+  label          the main number read larger = worse, as the study's figures and claims show it
+                 ("test error", "LM loss", "1 − cosine"); worse(record) computes it
+  chance(view)   `worse` for a model that knows nothing (None where unknown)
+  scale, value_format, chance_format, axis_label   how the study's figures write `worse`
+  text, change, gap                                how claims and tables write it, a difference, a gap
+  format, show, baseline_line, describe            the command lines' words
+
 A batch is a dict of tensors (input_ids, attention_mask, labels, ...); the view's stem gets
 `inputs_of(batch)`. Each plan gets exactly one add per batch, batches in order.
 """
@@ -26,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .core import Plan, ResidualView, full_plan
+from .core import Plan, ResidualView, UserError, full_plan
 
 Batch = dict[str, Any]
 
@@ -55,11 +68,70 @@ def inputs_of(batch: Batch) -> Any:
     return {k: v for k, v in batch.items() if k != "labels"}
 
 
+METRICS: dict[str, type["Metric"]] = {}  # name -> class, filled as each subclass is defined
+
+
 class Metric:
     """The interface, and the plain way to score one plan: run it alone on every batch (core.run_plan),
-    no trie. The engine's results are tested against this."""
+    no trie. The engine's results are tested against this. See the module docstring for the vocabulary."""
 
     name = ""
+    field = ""
+    higher_is_better = False
+    fields: tuple[str, ...] = ()  # the numbers results() gives per plan
+    label = ""
+    axis_label = ""  # the study figures' y axis
+    plot_label = ""  # the layers figures' y axis (of `field`)
+    summary_name = ""  # the command line's "mean <summary_name> over ..." of `field`
+    counts = "examples"  # what "n" counts
+    scale, value_format, chance_format = 1.0, "{:.4f}", "{:.2f}"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):  # a class naming itself; a subclass that only tweaks one inherits no entry
+            METRICS[cls.name] = cls
+
+    def worse(self, record: dict[str, Any]) -> float:
+        """The record's main number as figures and claims read it: larger = worse."""
+        return -record[self.field] if self.higher_is_better else record[self.field]
+
+    def chance(self, view: ResidualView) -> float | None:
+        return None
+
+    def text(self, x: float) -> str:
+        """A value of `worse` in a claim or table (in the metric's own units)."""
+        return f"{x:.5g}"
+
+    def change(self, x: float) -> str:
+        """A signed difference of `worse` values."""
+        return f"{x:+.3g}"
+
+    def gap(self, x: float) -> str:
+        """An unsigned difference of `worse` values."""
+        return f"{x:.3g}"
+
+    def format(self, x: float) -> str:
+        """A value of `field` on the command line."""
+        return f"{x:.4f}"
+
+    def show(self, r: dict[str, Any]) -> str:
+        """A record's numbers on the command line, briefly."""
+        return self.format(r[self.field])
+
+    def baseline_line(self, r: dict[str, Any]) -> str:
+        return f"baseline {self.summary_name} {self.show(r)} on {r['n']} {self.counts}"
+
+    def describe(self, r: dict[str, Any]) -> str:
+        """A result in words, as prune reports the metric before and after."""
+        return f"{self.summary_name} {self.show(r)}"
+
+    def cost(self, r: dict[str, float]) -> float:
+        """What pruning minimises: by default the main number read larger = worse."""
+        return self.worse(r)
+
+    def rule_note(self, chance: float | None) -> str:
+        """What stands for the error, and what chance is, where the report's rules read this metric."""
+        return f"{self.label} stands for the error"
 
     def start(self, plans: Sequence[Plan], n_blocks: int) -> list[Plan]:
         raise NotImplementedError
@@ -85,6 +157,36 @@ class LMLoss(Metric):
     """Next-token cross-entropy, averaged over every predicted token of every batch."""
 
     name = "lm"
+    field = "loss"
+    fields = ("n", "loss", "ppl")
+    label = "LM loss"
+    axis_label = "LM loss (next-token cross-entropy, nats)"
+    plot_label = "next-token loss (nats)"
+    summary_name = "LM loss"
+    counts = "tokens"
+    value_format, chance_format = "{:.3f}", "ln V = {:.2f}"
+
+    def chance(self, view: ResidualView) -> float | None:
+        """ln(vocabulary size): the loss of the uniform distribution over the model's outputs."""
+        if view.model is None:
+            return None
+        out = view.model.get_output_embeddings() if hasattr(view.model, "get_output_embeddings") else None
+        size = getattr(out, "out_features", None) or getattr(getattr(view.model, "config", None), "vocab_size", None)
+        return math.log(size) if size else None
+
+    def show(self, r: dict[str, Any]) -> str:
+        return f"{r['loss']:.4f} (ppl {r['ppl']:.4g})"
+
+    def baseline_line(self, r: dict[str, Any]) -> str:
+        return f"baseline LM loss {self.show(r)} on {r['n']} predicted tokens"
+
+    def describe(self, r: dict[str, Any]) -> str:
+        return f"LM loss {r['loss']:.4f} (perplexity {r['ppl']:.2f})"
+
+    def rule_note(self, chance: float | None) -> str:
+        return ("the LM loss (mean next-token cross-entropy in nats; lower is better) stands for the error, and "
+                "chance is the uniform distribution's loss, ln(vocabulary size)"
+                + (f" = {chance:.4f}" if chance is not None else ""))
 
     def start(self, plans: Sequence[Plan], n_blocks: int) -> list[Plan]:
         self.nll, self.n = [0.0] * len(plans), [0] * len(plans)
@@ -106,10 +208,6 @@ class LMLoss(Metric):
             loss = nll / n
             out.append({"n": n, "loss": loss, "ppl": math.exp(loss)})  # n: tokens predicted
         return out
-
-    @staticmethod
-    def cost(r: dict[str, float]) -> float:
-        return r["loss"]
 
 
 def next_token_loss(output: Tensor, batch: Batch) -> Tensor:
@@ -137,6 +235,30 @@ class EmbeddingCosine(Metric):
     batch arrives by add like any plan's; other plans' pooled outputs of that batch wait for it."""
 
     name = "cosine"
+    field = "cos"
+    higher_is_better = True
+    fields = ("n", "cos")
+    label = "1 − cosine"
+    axis_label = "1 − cosine to the full model's embedding"
+    plot_label = "cosine to the full model's embedding"
+    summary_name = "cosine to the full model"
+
+    def worse(self, record: dict[str, Any]) -> float:
+        return 1.0 - record["cos"]
+
+    def chance(self, view: ResidualView) -> float | None:
+        """1 - cosine = 1: an embedding orthogonal to the full model's."""
+        return 1.0
+
+    def baseline_line(self, r: dict[str, Any]) -> str:
+        return f"baseline embedding cosine {r['cos']:.4f} (the full model is the reference) on {r['n']} examples"
+
+    def describe(self, r: dict[str, Any]) -> str:
+        return f"cosine to the full model's embeddings {r['cos']:.4f}"
+
+    def rule_note(self, chance: float | None) -> str:
+        return ("1 − the cosine of each example's mean-pooled output to the full model's stands for the error "
+                "(0 for the full model), and chance is 1 (an embedding orthogonal to the full model's)")
 
     def start(self, plans: Sequence[Plan], n_blocks: int) -> list[Plan]:
         plans = list(plans)
@@ -172,10 +294,6 @@ class EmbeddingCosine(Metric):
     def results(self) -> list[dict[str, float]]:
         return [{"n": n, "cos": s / n} for s, n in zip(self.cos_sum[:self.n_plans], self.n[:self.n_plans])]
 
-    @staticmethod
-    def cost(r: dict[str, float]) -> float:
-        return 1.0 - r["cos"]
-
 
 class ClassifierError(Metric):
     """Top-1 error, accuracy and mean cross-entropy of a classifier on labelled batches.
@@ -183,6 +301,33 @@ class ClassifierError(Metric):
     Also the engine's default (metric=None), whose PlanResults read `correct`, `losses` and `logits`."""
 
     name = "classifier"
+    field = "error"
+    fields = ("n", "error", "accuracy", "loss")
+    label = "test error"
+    axis_label = "test error (%)"
+    plot_label = "error"
+    summary_name = "error"
+    scale, value_format, chance_format = 100.0, "{:.2f}%", "{:.0f}%"
+
+    @staticmethod
+    def guessing(num_classes: int | None) -> float | None:
+        """The error of guessing among num_classes classes (None where their number is unknown)."""
+        return 1.0 - 1.0 / num_classes if num_classes else None
+
+    def text(self, x: float) -> str:
+        return f"{100 * x:.2f}%"
+
+    def change(self, x: float) -> str:
+        return f"{100 * x:+.2f} pp"
+
+    def gap(self, x: float) -> str:
+        return f"{100 * x:.2f} pp"
+
+    def format(self, x: float) -> str:
+        return f"{100 * x:.2f}%"
+
+    def baseline_line(self, r: dict[str, Any]) -> str:
+        return f"baseline error {self.format(r['error'])} on {r['n']} images"
 
     def __init__(self, keep_logits: bool = False) -> None:
         self.keep_logits = keep_logits
@@ -218,12 +363,20 @@ class ClassifierError(Metric):
         return r["error"] + 1e-6 * r["loss"]  # error first; the loss breaks ties between equal errors
 
 
-def metric_for(view: ResidualView, batches: Sequence[Batch]) -> Metric:
+def metric_named(name: str) -> Metric:
+    """The metric of that name (as result files record it)."""
+    if name not in METRICS:
+        names = list(METRICS)
+        raise UserError(f"unknown metric {name!r}; use {', '.join(names[:-1])} or {names[-1]}.")
+    return METRICS[name]()
+
+
+def metric_for(view: ResidualView, batches: Sequence[Batch] | None) -> Metric:
     """The metric that fits the view's task and the data: LM loss for decoders, error for labelled
-    classifiers, embedding cosine otherwise."""
+    classifiers, embedding cosine otherwise (batches None: no labels known)."""
     task = getattr(view, "task", "")
     if task == "causal-lm":
         return LMLoss()
-    if task == "classifier" and all("labels" in b for b in batches):
+    if task == "classifier" and batches is not None and all("labels" in b for b in batches):
         return ClassifierError()
     return EmbeddingCosine()

@@ -220,10 +220,15 @@ def open_hf(path: str, *, text: str | None, seq_len: int, batch_size: int, limit
     else:
         model, tokenizer = load_hf(path)
         source = {"hf": str(Path(path).resolve()), "model_class": type(model).__name__}
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if text is not None and isinstance(positions, int) and seq_len > positions:
+        raise UserError(f"--seq-len {seq_len} is longer than the {positions} positions {Path(path).name} was made "
+                        f"for; give --seq-len {positions} or less.")
     model.to(device)
     v = make_view(model, split=split_blocks)
     batches = read_text(text, v, tokenizer, seq_len, batch_size, limit) if text is not None else None
-    metric = metric_for(v, batches).name if batches is not None else {"causal-lm": "lm"}.get(getattr(v, "task", ""), "cosine")
+    metric = metric_for(v, batches).name
     description = {"source": source, "text": str(Path(text).resolve()) if text else None, "seq_len": seq_len,
                    "metric": metric, "fingerprint": weights_fingerprint(model)}
     return OpenedModel(model, v, batches, metric, description, tokenizer)

@@ -270,10 +270,3 @@ def cosine_between(reference: Any, other: Any, batches: list) -> dict[str, float
         total, n = total + float(cos.double().sum()), n + len(cos)
     return {"n": n, "cos": total / n}
 
-
-def describe_metric(name: str, r: dict[str, float]) -> str:
-    if "error" in r:
-        return f"error {100 * r['error']:.2f}%"
-    if "ppl" in r:
-        return f"LM loss {r['loss']:.4f} (perplexity {r['ppl']:.2f})"
-    return f"cosine to the full model's embeddings {r['cos']:.4f}"

@@ -146,8 +146,9 @@ def test_cli_reorder_and_errors(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert cli.main(["reorder", *common, "--k", "1-50"]) == 2
     assert "choose k between 1 and" in capsys.readouterr().err
-    assert cli.main(["lesion", "somewhere", *common]) == 2
-    assert "either a respaths checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # the model positionally and as --model: given twice
+        cli.main(["lesion", "somewhere", *common])
+    assert e.value.code == 2 and "two models given" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # refused by argparse, before any work
         cli.main(["lesion", *common, "--mode", "random", "--k", "x"])
     assert e.value.code == 2 and "expected a rising range" in capsys.readouterr().err

@@ -102,9 +102,9 @@ def test_cli_layers_decoder_resumes_to_identical_files(models, tmp_path, capsys)
     d = tmp_path / "gpt2"
     save_with_tokenizer(models["gpt2"], d, TEXT)
     (tmp_path / "t.txt").write_text(TEXT)
-    args = ["layers", str(d), "--text", str(tmp_path / "t.txt"), "--seq-len", "16", "--seeds", "2"]
+    args = ["layers", str(d), "--text", str(tmp_path / "t.txt"), "--seq-len", "16"]
     out = tmp_path / "runs" / "greedy"
-    assert main(args + ["--method", "greedy", "--out", str(out), "--steps", "2"]) == 0
+    assert main(args + ["--method", "greedy", "--seeds", "2", "--out", str(out), "--steps", "2"]) == 0
     doc = json.loads((tmp_path / "runs" / "greedy.json").read_text())
     recs = {r["key"]: r for r in doc["records"]}
     assert doc["meta"]["metric"] == "lm" and doc["meta"]["blocks"] == 5
@@ -116,16 +116,18 @@ def test_cli_layers_decoder_resumes_to_identical_files(models, tmp_path, capsys)
     assert (tmp_path / "runs" / "greedy.png").stat().st_size > 0 and (tmp_path / "runs" / "greedy.svg").exists()
     first = (tmp_path / "runs" / "greedy.json").read_text()
     args.append("--no-figure")
-    assert main(args + ["--method", "greedy", "--out", str(out), "--steps", "2"]) == 0  # resumes: nothing new
+    assert main(args + ["--method", "greedy", "--seeds", "2", "--out", str(out), "--steps", "2"]) == 0  # resumes
     assert (tmp_path / "runs" / "greedy.json").read_text() == first
-    assert main(args + ["--method", "painters", "--out", str(tmp_path / "p"), "--spans", "1,3"]) == 0
+    assert main(args + ["--method", "painters", "--seeds", "2", "--out", str(tmp_path / "p"), "--spans", "1,3"]) == 0
     csv = (tmp_path / "p.csv").read_text().splitlines()
     assert csv[0].startswith("key,") and len(csv) == 1 + 1 + 2 * (len(li.PAINTERS) + 1)
     assert main(args + ["--method", "angular", "--out", str(tmp_path / "a")]) == 0
     capsys.readouterr()
-    assert main(args + ["--method", "painters", "--out", str(tmp_path / "q"), "--spans", "9"]) == 2
+    assert main(args + ["--method", "painters", "--seeds", "2", "--out", str(tmp_path / "q"), "--spans", "9"]) == 2
     assert "middle span" in capsys.readouterr().err and not list(tmp_path.glob("q*"))
-    assert main(["layers", str(tmp_path), "--method", "influence", "--text", "x"]) == 2
+    with pytest.raises(SystemExit) as e:  # argparse: no such text file
+        main(["layers", str(d), "--method", "influence", "--text", str(tmp_path / "x")])
+    assert e.value.code == 2
     assert not (tmp_path / "runs" / "layers-influence.json").exists()
 
 

@@ -219,6 +219,9 @@ def test_cli_layers_passes_cache_mb(monkeypatch, tmp_path):
         return tmp_path / "x.json"
 
     monkeypatch.setattr(li, "layers_main", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.json").write_text("{}")  # a Hugging Face directory, as far as the command line looks
+    (tmp_path / "t.txt").write_text("text\n")
     assert main(["layers", str(tmp_path), "--method", "greedy", "--text", "t.txt", "--cache-mb", "3"]) == 0
     assert seen["cache_bytes"] == 3 << 20
     assert main(["layers", str(tmp_path), "--method", "greedy", "--text", "t.txt"]) == 0

@@ -30,12 +30,15 @@ pixel_values), a LongTensor of input ids, or a float tensor of pixel values.
 from __future__ import annotations
 
 import inspect
+import pickle
 import sys
+import warnings
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from ..core import Block, ResidualView, UserError, identity
@@ -326,6 +329,11 @@ def adapt(model: nn.Module, split: str = "layer", example_input: Any = None, **_
     return v
 
 
+def _first_line(e: Exception, limit: int = 160) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def load(path: str, attn_implementation: str = "eager") -> tuple[nn.Module, Any]:
     """A model saved with save_pretrained (a directory with config.json), and its tokenizer if saved
     beside it (else None); never from the network. Eval mode, float32."""
@@ -340,14 +348,25 @@ def load(path: str, attn_implementation: str = "eager") -> tuple[nn.Module, Any]
     except ImportError:
         raise UserError(f"reading the Hugging Face model in {path} needs transformers; install it with "
                         f"`pip install respaths[hf]`.") from None
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:  # an unknown model_type, a damaged config.json
+        raise UserError(f"transformers cannot read {path}/config.json ({_first_line(e)}); give a directory written by "
+                        f"save_pretrained with this transformers ({transformers.__version__}).") from None
     arch = (getattr(config, "architectures", None) or ["AutoModel"])[0]
     cls = getattr(transformers, arch, None) or transformers.AutoModel
     import sys
     from transformers.utils import logging as hf_logging
     if not sys.stderr.isatty():  # a log or a pipe: its "Loading weights" bar would bury an error line
         hf_logging.disable_progress_bar()
-    model = cls.from_pretrained(path, local_files_only=True, attn_implementation=attn_implementation)
+    try:
+        with warnings.catch_warnings():  # torch's note on a .bin's pickle protocol, before its refusal or not
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            model = cls.from_pretrained(path, local_files_only=True, attn_implementation=attn_implementation)
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError, SafetensorError) as e:
+        # a truncated safetensors file, a pickled .bin that weights_only refuses, weights of another shape
+        raise UserError(f"the weights in {path} could not be read ({_first_line(e)}); give a directory written "
+                        f"by save_pretrained, with its weights as .safetensors.") from None
     model = model.float().eval()  # fp32: the view and the metrics compare numbers, not samples
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -59,7 +59,11 @@ def read_text(path: str | Path, view: ResidualView, tokenizer: Any, seq_len: int
     if tokenizer is None:
         raise UserError(f"the model has no tokenizer saved beside it; save one there (tokenizer.save_pretrained) "
                         f"to read {path}.")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:  # replacement characters would be measured as if they were the text
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start} cannot be decoded); convert it, e.g. with "
+                        f"iconv -t UTF-8, and try again.") from None
     if getattr(view, "task", "") == "causal-lm":
         ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
         batches = token_batches(ids if limit is None else ids[:limit * seq_len], seq_len, batch_size)

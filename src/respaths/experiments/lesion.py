@@ -55,12 +55,11 @@ from ..core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_bloc
 from ..engine.options import EngineOptions
 from ..engine.trie import evaluate_plans
 from ..engine.batching import batch_length, count_examples, first_examples, iterate_batches
-from ..metrics import ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, metric_for, to_device
+from ..metrics import Metric, inputs_of, metric_for, metric_named, to_device
 from ..prune import Skipped
 from ..io.results import ResultStore
 
 DEFAULT_CHUNK = 64
-MAIN_NUMBER = {"lm": "loss", "cosine": "cos", "classifier": "error"}  # what a metric's delta is taken of
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,10 +213,7 @@ def choose_metric(view: ResidualView, data: Any, metric: Metric | str | None) ->
     the view and the batches when data is a list of dict batches, or None (the classifier path, with
     per-example correctness and paired statistics)."""
     if isinstance(metric, str):
-        named = {"lm": LMLoss, "cosine": EmbeddingCosine, "classifier": ClassifierError}
-        if metric not in named:
-            raise UserError(f"unknown metric {metric!r}; use lm, cosine or classifier.")
-        return named[metric]()
+        return metric_named(metric)
     if metric is None and is_dict_batches(data):
         return metric_for(view, data)
     return metric
@@ -246,8 +242,8 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
         raise UserError("lesion and reorder with a metric (a Hugging Face model with --text) run in one process; "
                         "run them without torchrun.")
     full = experiment_meta(view, data, experiment, params, meta, metric)
-    store = distributed.on_main(lambda: ResultStore(out, full, force=force)) if out else None
     base_spec, specs, keys = with_baseline(view, specs)
+    store = distributed.on_main(lambda: checked(ResultStore(out, full, force=force), specs, metric)) if out else None
     if view.model is not None:  # one experiment: every rank evaluates the same weights
         distributed.check_same("model weights", view.model.state_dict().values())
     if metric is None:
@@ -297,6 +293,29 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
     return distributed.broadcast(distributed.on_main(finish))
 
 
+RECORD_FIELDS = ("kind", "k", "sample", "deleted", "plan", "n")
+
+
+def checked(store: ResultStore, specs: Sequence[Spec], metric: Metric | None) -> ResultStore:
+    """The store, once every record it reopened is one of these specs' (same key, same plan, every field):
+    a damaged journal or result file, or one whose samples an earlier respaths drew with repeats, is
+    refused before anything is computed or rewritten."""
+    fields = RECORD_FIELDS + (("errors", "error", "error_ci", "loss") if metric is None
+                              else (MAIN_NUMBER.get(metric.name, "loss"),))
+    plans = {sp.key: sp.plan.key() for sp in specs}
+    where = store.journal if store.journal.exists() else store.json_path
+    for r in store.records:
+        missing = [f for f in fields if f not in r]
+        if r["key"] not in plans or missing:
+            why = f"it lacks {missing[0]!r}" if r["key"] in plans else "this experiment has no such plan"
+            raise UserError(f"the record {r['key']!r} in {where} is damaged ({why}); pass --force to start over, "
+                            f"or delete the file.")
+        if r["plan"] != plans[r["key"]]:
+            raise UserError(f"the record {r['key']!r} in {where} measured another configuration than this respaths "
+                            f"draws (earlier versions could draw one twice); pass --force to measure again.")
+    return store
+
+
 def experiment_meta(view: ResidualView, data: Any, experiment: str, params: dict[str, Any],
                     meta: dict[str, Any] | None, metric: Metric | None) -> dict[str, Any]:
     """The result file's meta: what is evaluated (model, data, metric) and the experiment's parameters."""
@@ -318,7 +337,7 @@ def experiment_meta(view: ResidualView, data: Any, experiment: str, params: dict
     if n_examples == 0:
         raise UserError("the data has no examples; check --text and --limit.")
     return {"experiment": experiment, **describe(view, data, n_examples), "dataset": dataset, "metric": metric.name,
-            "chance": chance_of(view, metric), "params": params, **(meta or {})}
+            "chance": metric.chance(view), "params": params, **(meta or {})}
 
 
 def with_baseline(view: ResidualView, specs: list[Spec]) -> tuple[Spec, list[Spec], list[str]]:
@@ -370,7 +389,7 @@ class MetricRecords:
     against the baseline of every chunk and, when resuming, of the journal (stored)."""
 
     def __init__(self, metric: Metric, stored: dict[str, Any] | None):
-        self.main = MAIN_NUMBER.get(metric.name, "loss")
+        self.main = metric.field
         self.value = stored[self.main] if stored is not None else None
 
     def check_baseline(self, base: dict[str, Any]) -> None:
@@ -386,19 +405,6 @@ class MetricRecords:
     def summary(baseline: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in baseline.items()
                 if k not in ("key", "kind", "k", "sample", "deleted", "plan", "delta", "seconds")}
-
-
-def chance_of(view: ResidualView, metric: Metric) -> float | None:
-    """The metric's value for a model that knows nothing, as the report's figures and verdicts read it:
-    ln(vocabulary size) for an LM (the loss of the uniform distribution over its outputs); for the
-    embedding cosine, 1 - cosine = 1 (an embedding orthogonal to the full model's); None otherwise."""
-    if metric.name == "cosine":
-        return 1.0
-    if metric.name != "lm" or view.model is None:
-        return None
-    out = view.model.get_output_embeddings() if hasattr(view.model, "get_output_embeddings") else None
-    size = getattr(out, "out_features", None) or getattr(getattr(view.model, "config", None), "vocab_size", None)
-    return math.log(size) if size else None
 
 
 def make_metric_record(fields: dict[str, Any], plan: Plan, r: dict[str, Any], baseline_value: float,

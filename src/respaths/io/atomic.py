@@ -26,6 +26,19 @@ from ..core import UserError
 _TMP = re.compile(r".*\.tmp-(\d+)$")  # ours: .NAME.tmp-PID; older respaths wrote NAME.tmp-PID
 
 
+def os_error_of(e: Exception, path: str | os.PathLike) -> OSError | None:
+    """The OSError that a library's own error type stands for when a write fails, naming path, or None:
+    safetensors says "(os error 28)"; torch.save says "unexpected pos" when the disk took less than it
+    wrote (a full disk)."""
+    text = str(e)
+    code = re.search(r"\(os error (\d+)\)", text)
+    if code:
+        return OSError(int(code[1]), os.strerror(int(code[1])), str(path))
+    if "unexpected pos" in text:
+        return OSError(errno.ENOSPC, "No space left on device (torch.save wrote only part of the file)", str(path))
+    return None
+
+
 def tmp_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -22,6 +22,9 @@ A run directory (`respaths study` and `respaths reproduce --out DIR`):
   figures/<stem>.png|svg    the report's figures
   report.html
 
+A report of several runs written into a folder (`respaths report DIR... --out FOLDER`): report.html, and for
+runs of several depths figures/series-*.png|svg and series.json.
+
 `respaths layers --out PREFIX` names its result file itself (default runs/layers-<method>).
 """
 from __future__ import annotations
@@ -37,6 +40,12 @@ FIGURES = {"single": "fig3-single-deletion", "random": "fig5a-random-deletion", 
 
 FIGURES_DIR = "figures"
 LOCK = ".respaths.lock"  # held while a command writes into a directory (respaths.io.atomic.output_lock)
+
+# what respaths writes into each kind of run directory besides run.json (a same-named thing of the user's is
+# refused: respaths.validation)
+RUN_FILES = {"train": ("checkpoint", "checkpoint.old", "metrics.csv"),
+             "reproduce": ("models", "results", FIGURES_DIR, "report.html"),
+             "study": ("results", FIGURES_DIR, "report.html")}
 
 
 def json_of(prefix: str | os.PathLike) -> Path:
@@ -125,6 +134,11 @@ class RunLayout:
     @property
     def lock(self) -> Path:
         return self.root / LOCK
+
+    @property
+    def series_json(self) -> Path:
+        """The depth series' table, in the folder of a report of several runs (respaths.study.series)."""
+        return self.root / "series.json"
 
     @property
     def figures(self) -> Path:

@@ -91,7 +91,12 @@ def build(spec: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Modu
             raise UserError(f"timm has no model {name!r}{close(name, timm.list_models())}.")
         return timm.create_model(name, pretrained=False, **kwargs)
     if source == "respaths":
-        return build_model(name, **kwargs)
+        try:
+            return build_model(name, **kwargs)
+        except TypeError as e:  # a keyword build_model does not take (from --model-kwargs)
+            word = re.search(r"argument '(\w+)'", str(e))
+            raise UserError(f"{spec} takes no keyword {word[1] if word else ''!r}; see respaths.models.build_model "
+                            f"for the ones it takes ({e}).") from None
     if "" not in sys.path and str(Path.cwd()) not in sys.path:  # `module.path:factory` from where the user is
         sys.path.insert(0, str(Path.cwd()))
     try:
@@ -144,6 +149,9 @@ def file_format(path: Path) -> str:
 def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], list[str]]:
     """A state dict from a local file, never running code stored in it, and what was undone to get it."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"the weights file {path} is a directory; give the weights file itself (.safetensors, .pt, "
+                        f".pth, .th), or give a checkpoint directory as the model.")
     if not path.is_file():
         raise UserError(f"the weights file {path} does not exist.")
     kind = file_format(path)

@@ -41,6 +41,19 @@ def _canonical(obj: Any) -> Any:
     return json.loads(_dumps(obj))
 
 
+def written_by_respaths(path: Path) -> bool:
+    """Whether path is a result file respaths wrote: a journal or JSON document with our schema (the
+    first line of a journal, the head of a document), or a CSV whose first column is the record key."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    if path.suffix == ".csv":
+        return head.startswith(b"key,") or head.strip() == b"key"
+    return f'"schema":"{SCHEMA}"'.encode() in head.replace(b" ", b"")
+
+
 class ResultStore:
     """Append-as-you-go records with resume; see the module docstring.
 
@@ -55,6 +68,11 @@ class ResultStore:
         self.meta = _canonical(meta)
         self._records: dict[str, dict[str, Any]] = {}
         self._journal_open = False  # whether self.journal holds the header and every record so far
+        # only our own files are ever replaced: a file of the same name that respaths did not write stays
+        for p in (self.journal, self.json_path, self.csv_path) if force else (self.csv_path,):
+            if p.exists() and not written_by_respaths(p):
+                raise UserError(f"{p} was not written by respaths, and respaths never replaces such a file (not "
+                                f"even with --force); move it away or choose another --out.")
         if force:
             for p in (self.journal, self.json_path, self.csv_path):
                 p.unlink(missing_ok=True)

@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from ..core import UserError, delete_blocks
 from ..engine.batching import iterate_batches
-from ..metrics import metric_for
+from ..io.atomic import os_error_of
+from ..metrics import metric_for, metric_named
 from ..models import Net
 from ..opening import open_model
-from ..prune import FORMAT, PRUNE_META, blocks_from_result, describe_metric, metric_of, prune, resolve, save_pruned
+from ..prune import FORMAT, PRUNE_META, blocks_from_result, metric_of, prune, resolve, save_pruned
 
 
 def export(source: str | None, out: str | Path, *, spec: str | None = None, blocks: list[str] | None = None,
@@ -57,9 +59,10 @@ def export(source: str | None, out: str | Path, *, spec: str | None = None, bloc
                           "data": {k: opened.description.get(k) for k in ("preprocessing", "text", "seq_len")
                                    if opened.description.get(k) is not None},
                           "dataset": getattr(opened.data, "name", None)}
-        where = f"{before['n']} {'tokens' if opened.metric == 'lm' else 'examples'}"
-        lines.append(f"before: {describe_metric(opened.metric, before)}; after: {describe_metric(opened.metric, after)} "
-                     f"(the view's deletion plan: {describe_metric(opened.metric, planned)}) on {where}")
+        scored = metric_named(opened.metric)
+        where = f"{before['n']} {scored.counts}"
+        lines.append(f"before: {scored.describe(before)}; after: {scored.describe(after)} "
+                     f"(the view's deletion plan: {scored.describe(planned)}) on {where}")
     elif not has_data:
         lines.append("no data given (--dataset or --text), so no metric before and after")
     if v.adapter != "hf":
@@ -85,6 +88,11 @@ def export(source: str | None, out: str | Path, *, spec: str | None = None, bloc
         if out.exists():
             out.rmdir()
         tmp.rename(out)
+    except (RuntimeError, SafetensorError) as e:
+        error = os_error_of(e, out)  # a full disk, as torch or safetensors report it
+        if error is None:
+            raise
+        raise error from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

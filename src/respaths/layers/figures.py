@@ -15,11 +15,9 @@ from typing import Any
 
 from matplotlib.ticker import MaxNLocator
 
+from ..metrics import metric_named
 from ..drawing import new_figure
 
-# the number each metric is plotted by, and its axis label
-SHOWN = {"lm": ("loss", "next-token loss (nats)"), "cosine": ("cos", "cosine to the full model's embedding"),
-         "classifier": ("error", "error")}
 COLORS = {"greedy": "#d62728", "influence-order": "#1f77b4", "random-order": "#7f7f7f",
           "angular-prune": "#2ca02c", "skip": "#1f77b4", "repeat": "#d62728", "reverse": "#ff7f0e",
           "random": "#7f7f7f", "parallel": "#2ca02c", "looped": "#9467bd"}
@@ -38,7 +36,8 @@ def curve(records: list[dict], kind: str, field: str, by: str = "k") -> tuple[li
 
 def plot(doc: dict[str, Any]) -> Any:
     meta, records = doc["meta"], doc["records"]
-    field, ylabel = SHOWN[meta.get("metric", "lm")]
+    metric = metric_named(meta.get("metric", "lm"))
+    field, ylabel = metric.field, metric.plot_label
     base = doc.get("baseline", {}).get(field)
     method = meta["method"]
     name = "/".join(meta.get("model", "").rstrip("/").split("/")[-2:])  # e.g. package/model

@@ -19,6 +19,7 @@ from scipy import stats as sps
 
 from . import figures as F
 from .. import paths
+from ..metrics import ClassifierError, Metric
 from ..models import blocks_of
 from .read import Study
 
@@ -79,14 +80,14 @@ def preset_note(settings: dict[str, Any] | None) -> str | None:
             f"it are no fair test here; the fashion and cifar10-paper presets train to convergence.")
 
 
-# The metric whose numbers pct/pp write while a transformer study's claims and tables are made
-# (None: classifier errors, in percent).
-_METRIC: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("metric", default=None)
+# The metric whose numbers pct/pp write while a study's claims and tables are made (the classifier's
+# test error, in percent, outside numbers_of).
+_METRIC: contextvars.ContextVar[Metric] = contextvars.ContextVar("metric", default=ClassifierError())
 
 
 @contextlib.contextmanager
 def numbers_of(study: Study):
-    token = _METRIC.set(study.metric)
+    token = _METRIC.set(study.scored_by())
     try:
         yield
     finally:
@@ -94,41 +95,36 @@ def numbers_of(study: Study):
 
 
 def pct(x: float) -> str:
-    return f"{100 * x:.2f}%" if _METRIC.get() is None else f"{x:.5g}"
+    return _METRIC.get().text(x)
 
 
 def pp(x: float) -> str:
-    return f"{100 * x:+.2f} pp" if _METRIC.get() is None else f"{x:+.3g}"
+    return _METRIC.get().change(x)
 
 
 def gap(x: float) -> str:
     """An unsigned difference of errors (pp), or of the metric."""
-    return f"{100 * x:.2f} pp" if _METRIC.get() is None else f"{x:.3g}"
+    return _METRIC.get().gap(x)
 
 
 def on_metric(text: str, study: Study) -> str:
-    """A claim's text with "error" read as the study's metric (unchanged for classifiers)."""
-    metric = study.metric
-    return text if not metric else re.sub(r"\b(test )?error\b", metric["label"], text)
+    """A claim's text, written of the test error, with "error" read as the study's metric."""
+    metric = study.scored_by()
+    return text if isinstance(metric, ClassifierError) else re.sub(r"\b(test )?error\b", metric.label, text)
 
 
 def chance_error(study: Study) -> float | None:
-    """The error of guessing: 1 - 1/classes (None where the number of classes is unknown); with a
-    metric, the metric's chance (ln V for an LM)."""
+    """The study's metric for a model that knows nothing, as the run recorded it; for the classifier's
+    test error, the error of guessing (None where the number of classes is unknown)."""
     if study.metric:
         return study.metric.get("chance")
-    n = study.dataset.get("num_classes")
-    return 1.0 - 1.0 / n if n else None
+    return ClassifierError.guessing(study.dataset.get("num_classes"))
 
 
 def metric_axis(study: Study) -> "F.Axis":
-    """The y axis of fig. 3 and 5: test error, or the study's metric."""
-    metric = study.metric
-    if not metric:
-        return F.ERROR
-    if metric["name"] == "lm":
-        return F.Axis("LM loss", "LM loss (next-token cross-entropy, nats)", 1.0, "{:.3f}", "ln V = {:.2f}")
-    return F.Axis("1 − cosine", "1 − cosine to the full model's embedding", 1.0, "{:.4f}", "{:.2f}")
+    """The y axis of fig. 3 and 5: the study's metric, larger = worse (the test error for classifiers)."""
+    m = study.scored_by()
+    return F.Axis(m.label[:1].upper() + m.label[1:], m.axis_label, m.scale, m.value_format, m.chance_format)
 
 
 def path_summary(p: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +157,18 @@ class Claim:
     rule: str = ""
     numbers: dict[str, Any] = field(default_factory=dict)
     beside: str = ""  # the few numbers the report prints under the verdict
+
+
+def unmeasurable(c: Claim, study: Study, statistic: str, **series: Sequence[float]) -> bool:
+    """Whether `statistic` cannot be computed because one of the named series holds a single value (a
+    correlation or a fitted line needs two); if so the claim says so and stays "not measured"."""
+    for name, values in series.items():
+        if len(set(values)) < 2:
+            n = study.dataset.get("n_test") if isinstance(getattr(study, "dataset", None), dict) else None
+            c.measured = (f"not measured: {name} is the same ({values[0]:.4g}) everywhere, so {statistic} is "
+                          f"undefined" + (f" (only {n} test examples; give more with --limit)." if n else "."))
+            return True
+    return False
 
 
 def _label(study: Study, role: str) -> str:
@@ -234,6 +242,8 @@ def claim_random(study: Study) -> Claim:
     if not r or len(r["k"]) < 3:
         return c
     ks, mean = list(r["k"]), list(r["mean"])
+    if unmeasurable(c, study, "Spearman's ρ", **{"the mean error over k": mean}):
+        return c
     rho, p = sps.spearmanr(ks, mean)
     base = study.single.get("resnet", {}).get("baseline", study.models["resnet"].get("error"))
     curve = ([base] if base is not None else []) + mean
@@ -256,6 +266,8 @@ def claim_reorder(study: Study) -> Claim:
                          "original, measured by Kendall τ (fig. 5b).")
     r = study.reorder.get("resnet")
     if not r or len(r["tau"]) < 5:
+        return c
+    if unmeasurable(c, study, "Spearman's ρ", **{"Kendall τ": r["tau"], "the error": r["error"]}):
         return c
     rho, p = sps.spearmanr(r["tau"], r["error"])
     near = [e for t, e in zip(r["tau"], r["error"]) if t >= 0.9]
@@ -280,6 +292,8 @@ def claim_gradient(study: Study) -> Claim:
     if not p or len(p["lengths"]) < 3:
         return c
     ks, mean = list(p["lengths"]), list(p["mean"])
+    if unmeasurable(c, study, "Spearman's ρ", **{"the mean gradient": mean}):
+        return c
     rho, _ = sps.spearmanr(ks, mean)
     good = [(k, m) for k, m in zip(ks, mean) if m > 0]
     slope = sps.linregress([k for k, _ in good], [math.log10(m) for _, m in good]).slope
@@ -321,6 +335,9 @@ def claim_surviving(study: Study) -> Claim:
     s = path_summary(p)
     n = p["n"]
     lost = [1 - effective_left(n, k, s) for k in r["k"]]
+    if unmeasurable(c, study, "R² of a straight line", **{"the effective gradient lost": lost,
+                                                          "the mean error over k": r["mean"]}):
+        return c
     fit = sps.linregress(lost, r["mean"])
     one = effective_left(n, 1, s)
     c.numbers = dict(r2=fit.rvalue ** 2, effective_left_after_1=one, slope=fit.slope)

@@ -12,6 +12,9 @@ fig. 3 and 5 take an `axis` (Axis: what the y values are): test error by default
   paths              fig. 6   path-length distribution, gradient per length (log), total gradient
   surviving_paths    fig. 7   share of paths of each length left after d deletions
   stochastic_depth   fig. 8   single deletion with and without stochastic depth (and fixed-m)
+  depth_series       a claim's statistics against the number of blocks, with the fitted trend and its
+                     extrapolation (dashed) to the paper's 54 blocks (respaths.study.series)
+  random_k_series    the random-deletion curves of nets of several depths, error against k/n
 """
 from __future__ import annotations
 
@@ -286,4 +289,103 @@ def stochastic_depth(panels: Sequence[dict[str, Any]], subtitle: str,
         b.set_title("(b) k random blocks deleted", fontsize=10)
         b.grid(alpha=0.3)
         b.legend(fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Depth series
+
+SERIES_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#17becf"]
+
+
+def _depth_panel(ax, panel: dict[str, Any]) -> None:
+    """One panel: per statistic, its value per net with the interval, the fitted trend over the measured
+    depths (solid), its extrapolation (dashed) and the prediction with its interval at the target depth."""
+    scale = panel.get("scale", 1.0)
+    fitted = False
+    for j, s in enumerate(panel["lines"]):
+        color = s.get("color") or SERIES_COLORS[j % len(SERIES_COLORS)]
+        pts = [(n, v, lo, hi) for n, v, lo, hi in zip(s["n"], s["value"], s["low"], s["high"]) if v is not None]
+        xs = [p[0] for p in pts]
+        ys = [scale * p[1] for p in pts]
+        err = [[scale * (p[1] - p[2]) if p[2] is not None else 0 for p in pts],
+               [scale * (p[3] - p[1]) if p[3] is not None else 0 for p in pts]]
+        ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, ms=5, capsize=3, label=s["label"])
+        if s.get("fit_x"):
+            fitted = True
+            ax.plot(s["fit_x"], [scale * y for y in s["fit_y"]], "-", color=color, lw=1.2, alpha=0.8)
+            ax.plot(s["extra_x"], [scale * y for y in s["extra_y"]], "--", color=color, lw=1.2, alpha=0.8)
+        pred = s.get("prediction")
+        if pred and pred["value"] is not None:
+            at, v = pred["at"], scale * pred["value"]
+            lo = scale * pred["low"] if pred.get("low") is not None else None
+            hi = scale * pred["high"] if pred.get("high") is not None else None
+            yerr = [[v - lo], [hi - v]] if lo is not None and hi is not None else None
+            ax.errorbar([at], [v], yerr=yerr, fmt="D", mfc="white", color=color, ms=6, capsize=4, ls="none",
+                        label=(f"extrapolated to {at} blocks: {panel['fmt'].format(v)}"
+                               + (f" [{panel['fmt'].format(lo)}, {panel['fmt'].format(hi)}]" if yerr else "")))
+    if fitted:
+        models = ", ".join(dict.fromkeys(s["model"] for s in panel["lines"] if s.get("fit_x")))
+        ax.plot([], [], "-", color="gray", label=f"fitted trend, {models}")
+        ax.plot([], [], "--", color="gray", label="the same, extrapolated (not measured)")
+    for y, text in panel.get("hlines", []):
+        ax.axhline(scale * y, color="black", ls=":", lw=1, label=text)
+    if panel.get("half_n"):
+        top = max(max(s["n"]) for s in panel["lines"] if s["n"])
+        at = panel["lines"][0].get("prediction", {}).get("at", top)
+        xs = [min(min(s["n"]) for s in panel["lines"]), max(top, at)]
+        ax.plot(xs, [x / 2 for x in xs], ":", color="black", lw=1, label="n/2, the typical path length")
+    if panel.get("log"):
+        ax.set_yscale("log")
+    if panel.get("ylim"):
+        lo, hi = panel["ylim"]
+        cur_lo, cur_hi = ax.get_ylim()
+        ax.set_ylim(max(cur_lo, scale * lo) if lo is not None else cur_lo,
+                    min(cur_hi, scale * hi) if hi is not None else cur_hi)
+    ax.axvspan(max(max(s["n"]) for s in panel["lines"] if s["n"]), ax.get_xlim()[1], color="#eeeeee", lw=0, zorder=0)
+    ax.set_xscale("log")
+    ns = sorted({n for s in panel["lines"] for n in s["n"]} | {s["prediction"]["at"] for s in panel["lines"]
+                                                               if s.get("prediction")})
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.minorticks_off()
+    ax.set_xlabel("number of blocks n (log scale); shaded: beyond the measured depths")
+    ax.set_ylabel(panel["ylabel"])
+    ax.set_title(panel["title"], fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
+def depth_series(panels: Sequence[dict[str, Any]], title: str, subtitle: str) -> Figure:
+    """One figure of a claim against depth. Each panel: title, ylabel, scale (inputs -> axis), fmt (a value
+    on the axis), optional log, ylim, hlines [(y, label)], half_n; lines: per statistic label, interval
+    (what its interval resamples), n, value, low, high (per net), model, fit_x/fit_y (the trend over the
+    measured depths), extra_x/extra_y (its extrapolation) and prediction {at, value, low, high}."""
+    fig = new_figure(len(panels), title, subtitle, width=5.8, height=5.6)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        _depth_panel(ax, panel)
+    return fig
+
+
+def random_k_series(curves: Sequence[dict[str, Any]], panel: dict[str, Any], subtitle: str,
+                    chance: float | None = None) -> Figure:
+    """(a) the mean error against the share k/n of blocks deleted, one curve per net (label, x, mean, low,
+    high per point, from k = 0); (b) the curves' summary against depth (a depth_series panel)."""
+    fig = new_figure(2, "Random deletion against depth (Veit et al. fig. 5a, k/n)", subtitle, width=5.8, height=5.6)
+    a, b = fig.subplots(1, 2)
+    for j, c in enumerate(curves):
+        color = SERIES_COLORS[j % len(SERIES_COLORS)]
+        a.plot(c["x"], _pct(c["mean"]), "o-", color=color, ms=3, label=c["label"])
+        a.fill_between(c["x"], _pct(c["low"]), _pct(c["high"]), color=color, alpha=0.15,
+                       label=f"{c['label']}: 95% interval over the random sets")
+    if chance is not None:
+        a.axhline(100 * chance, color="black", ls=":", lw=1, label=f"chance ({100 * chance:.0f}%)")
+    if panel.get("at_x") is not None:
+        a.axvline(panel["at_x"], color="gray", ls="--", lw=1, label=f"k/n = {panel['at_x']:g} (right panel)")
+    a.set_xlabel("share of the blocks deleted, k/n")
+    a.set_ylabel("mean test error over the random sets (%)")
+    a.set_title("(a) mean error against k/n", fontsize=10)
+    a.grid(alpha=0.3)
+    a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    _depth_panel(b, panel)
     return fig

@@ -14,13 +14,15 @@ import csv
 import dataclasses
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..core import UserError
 from ..experiments.compare import random_summary
 from ..io.layout import ResultFolder, RunLayout, json_of, training_metrics
+from ..metrics import ClassifierError, Metric, metric_named
 
 
 @dataclasses.dataclass
@@ -56,6 +58,10 @@ class Study:
     # {"name": "lm" | "cosine", "label", "chance"}; None: a classifier's test errors
     metric: dict[str, Any] | None = None
 
+    def scored_by(self) -> Metric:
+        """The metric the "error" numbers are of: the classifier's test error where `metric` is None."""
+        return metric_named(self.metric["name"] if self.metric else "classifier")
+
 
 @dataclasses.dataclass(frozen=True)
 class Sources:
@@ -88,7 +94,6 @@ class Sources:
 DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
                   "synthetic": "synthetic data"}
 CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
-METRIC_LABELS = {"lm": "LM loss", "cosine": "1 − cosine"}
 
 
 def load_study(path: str | os.PathLike) -> Study:
@@ -156,22 +161,12 @@ def train_losses(train_dir: Path) -> list[float] | None:
                         f"run the same reproduce command again.") from None
 
 
-def value_of(record: dict[str, Any], metric: str | None) -> float:
-    """What the figures and claims read from a record, larger = worse: the test error (classifiers),
-    the LM loss (decoders) or 1 - the embedding cosine to the full model (encoders)."""
-    if metric == "lm":
-        return record["loss"]
-    if metric == "cosine":
-        return 1.0 - record["cos"]
-    return record["error"]
-
-
 def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
     """The study's "metric" entry for result files written with a metric (None for classifier files)."""
     name = meta.get("metric")
     if name in (None, "classifier"):
         return None
-    return {"name": name, "label": METRIC_LABELS.get(name, name), "chance": meta.get("chance")}
+    return {"name": name, "label": metric_named(name).label, "chance": meta.get("chance")}
 
 
 def num_classes(name: str) -> int | None:
@@ -278,7 +273,7 @@ def _folder_header(folder: ResultFolder, names: tuple[str, ...]) -> tuple[Study,
                            "downsample": [bool(b.get("downsample")) for b in blocks] or [False] * n,
                            "error": None, "training": {}}},
         meta={"directory": str(folder.dir)})
-    if metric:  # the "error" fields of the parts then hold the metric's value (value_of)
+    if metric:  # the "error" fields of the parts then hold the metric's value (Metric.worse)
         study.metric = metric
         study.dataset["label"] = Path(str(meta["text"])).name if meta.get("text") else "text"
     return study, metric["name"] if metric else None
@@ -310,6 +305,7 @@ def _how_it_was_run(out: Path, run: dict[str, Any]) -> dict[str, Any]:
 def _read_parts(study: Study, sources: Sources, metric: str | None) -> None:
     """Fill the study's parts from the result files there are; metric: what the records are scored by
     (None: a classifier's error)."""
+    worse = metric_named(metric or "classifier").worse  # the figures' and claims' number of a record
     cmp = _read(sources.compare) if sources.compare is not None else None
     if cmp:
         with _fields_of(sources.compare):
@@ -318,13 +314,13 @@ def _read_parts(study: Study, sources: Sources, metric: str | None) -> None:
         doc = _result(path)
         if doc and role in study.models:
             with _fields_of(path):
-                study.single[role] = _single(doc, study.models[role]["blocks"], metric)
+                study.single[role] = _single(doc, study.models[role]["blocks"], worse)
                 study.models[role]["error"] = study.single[role]["baseline"]
     for role, path in sources.random.items():
         doc = _result(path)
         if doc and role in study.models:
             with _fields_of(path):
-                recs = [dict(r, error=value_of(r, metric)) for r in doc["records"]] if metric else doc["records"]
+                recs = [dict(r, error=worse(r)) for r in doc["records"]] if metric else doc["records"]
                 study.random[role] = random_summary(recs)
                 study.models[role]["error"] = study.models[role]["error"] or recs[0]["error"]
     for role, path in sources.reorder.items():
@@ -332,9 +328,9 @@ def _read_parts(study: Study, sources: Sources, metric: str | None) -> None:
         if doc and role in study.models:
             with _fields_of(path):
                 recs = [r for r in doc["records"] if r["kind"] == "reorder"]
-                study.reorder[role] = {"baseline": value_of(doc["baseline"], metric),
+                study.reorder[role] = {"baseline": worse(doc["baseline"]),
                                        "tau": [r["kendall_tau"] for r in recs],
-                                       "error": [value_of(r, metric) for r in recs]}
+                                       "error": [worse(r) for r in recs]}
     doc = _result(sources.paths)
     if doc and doc["records"]:
         with _fields_of(sources.paths):
@@ -363,12 +359,12 @@ def _compared(study: Study, cmp: dict[str, Any]) -> None:
             "random_delta": v.get("random_delta")}
 
 
-def _single(doc: dict[str, Any], blocks: int, metric: str | None) -> dict[str, Any]:
+def _single(doc: dict[str, Any], blocks: int, worse: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
     errors: list[float | None] = [None] * blocks
     for r in doc["records"]:
         if r.get("kind") == "single":
-            errors[r["deleted"][0]] = value_of(r, metric)
-    return {"baseline": value_of(doc["baseline"], metric), "errors": errors}
+            errors[r["deleted"][0]] = worse(r)
+    return {"baseline": worse(doc["baseline"]), "errors": errors}
 
 
 def _paths(doc: dict[str, Any]) -> dict[str, Any]:
@@ -377,3 +373,62 @@ def _paths(doc: dict[str, Any]) -> dict[str, Any]:
             "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
             "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
             "samples": doc["meta"]["samples"], "n_images": doc["meta"].get("n_images")}
+
+
+# ---------------------------------------------------------------------------------------------
+# A study as one net of a depth series (respaths.study.series)
+
+def series_net(study: Study) -> "Net | None":
+    """The residual net of a classifier's study as plain numbers for the depth series, with the details
+    the series' intervals need from the result files (each deletion's changed images, each random set's
+    error); None for a study without single-deletion results or with a metric other than test error."""
+    from .series import Net
+
+    m, s = study.models.get("resnet"), study.single.get("resnet")
+    chance = ClassifierError.guessing(study.dataset.get("num_classes"))
+    if not isinstance(study.scored_by(), ClassifierError) or not m or not s or chance is None:
+        return None
+    run = RunLayout(study.dir)
+    single_file, random_file = ((json_of(run.compared("resnet", "single")), json_of(run.compared("resnet", "random")))
+                                if run.run_json.exists() else
+                                (ResultFolder(run.root).file("lesion-single"), ResultFolder(run.root).file("lesion-random")))
+    changes: list[tuple[int, int] | None] | None = None
+    n_images = int(study.dataset.get("n_test") or 0)
+    doc = _read(single_file)
+    if doc:
+        with _fields_of(single_file):
+            changes = [None] * m["blocks"]
+            for r in doc["records"]:
+                if r["kind"] == "single":
+                    changes[r["deleted"][0]] = (int(r["newly_wrong"]), int(r["newly_right"]))
+            n_images = int(doc["baseline"]["n"])
+    sets: dict[int, list[float]] = {}
+    doc = _read(random_file)
+    if doc:
+        with _fields_of(random_file):
+            for r in doc["records"]:
+                if r["kind"] == "random":
+                    sets.setdefault(int(r["k"]), []).append(float(r["error"]))
+    p = study.paths or {}
+    # the standard error of each length's mean, from its 95% interval (mean ± 1.96 se)
+    se = [(hi - lo) / (2 * 1.959964) for lo, hi in zip(p.get("low", []), p.get("high", []))]
+    r = study.reorder.get("resnet") or {}
+    settings = study.preset_settings or {}
+    source = m.get("source") or {}
+    pre = study.dataset.get("preprocessing") or {}
+    training = m.get("training") or {}
+    about = {
+        "dataset": str(study.dataset.get("label", study.dataset.get("name"))),
+        "test images": f"{n_images:,}",
+        "preprocessing": str(pre.get("normalize") or pre.get("mean") or "as trained") if pre else "as trained",
+        "family": re.sub(r"\d+", "", str(m.get("name", "?"))) or "?",
+        "training": (f"{training['epochs']} epochs in respaths" if training.get("epochs")
+                     else "published weights" + (f" ({Path(str(source['weights'])).parent.name})"
+                                                 if source.get("weights") else "") if source else "unknown"),
+        "budget": str((settings.get("budget") or {}).get("name") or settings.get("name") or "?"),
+    }
+    return Net(label=f"{m.get('name', 'resnet')} ({m['blocks']} blocks)", blocks=int(m["blocks"]),
+               downsample=list(m["downsample"]), chance=chance, baseline=float(s["baseline"]),
+               n_images=n_images, single=list(s["errors"]), single_changes=changes, random=sets,
+               tau=list(r.get("tau", [])), reorder_error=list(r.get("error", [])),
+               path_lengths=list(p.get("lengths", [])), path_mean=list(p.get("mean", [])), path_se=se, about=about)

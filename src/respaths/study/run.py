@@ -40,9 +40,10 @@ from ..drawing import save
 from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
+from ..metrics import metric_named
 from ..opening import is_transformers_source, open_model
 from ..paths.experiment import run_path_gradients
-from .read import METRIC_LABELS, load_result, train_losses
+from .read import load_result, train_losses
 from .report import build, make_figures
 from ..io.layout import ResultFolder, RunLayout, json_of
 from ..io.results import ResultStore
@@ -235,7 +236,7 @@ def text_experiments(run: RunLayout, net: StudiedNet, b: Budget, *, device: torc
          lambda: paths.text_paths(net.opened, out=str(res.dir), samples=b.path_samples, lengths="all",
                                   batches=b.path_batches, seed=b.seed, share=0.9, chunk=None, force=False,
                                   progress=progress, device=device),
-         f"path gradients of the {METRIC_LABELS.get(metric, metric)} ({b.path_samples} paths per length)")
+         f"path gradients of the {metric_named(metric).label} ({b.path_samples} paths per length)")
     step("surviving resnet", done(run.surviving("resnet")),
          lambda: surviving_check(n, json_of(res.lesion("random")), run.surviving("resnet")),
          "surviving paths checked against the lesions")
@@ -422,8 +423,8 @@ def open_text(model: str, *, weights: str | None, compare: list[str] | None, tex
     meta = {"source": d["source"], "text": d["text"], "seq_len": seq_len, "text_batch_size": batch_size,
             "fingerprint": d["fingerprint"]}
     net = StudiedNet("resnet", label, view, opened.model, data, meta, opened=opened)
-    chance = lesion.chance_of(view, lesion.choose_metric(view, data, metric))
-    record = {"metric": {"name": metric, "label": METRIC_LABELS.get(metric, metric), "chance": chance},
+    scored = metric_named(metric)
+    record = {"metric": {"name": metric, "label": scored.label, "chance": scored.chance(view)},
               "models": {"resnet": net.record()},
               "dataset": {"name": "text", "text": d["text"], "seq_len": seq_len, "batch_size": batch_size,
                           "n_test": sum(len(x["input_ids"]) for x in data), "batches": len(data)}}

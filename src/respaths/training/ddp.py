@@ -70,8 +70,11 @@ class DistributedTrainer(Trainer):
         if self.quiet_here:
             cfg = replace(cfg, quiet=True, progress=False)
         self.cfg = replace(cfg, device=self.cfg.device)
-        distributed.barrier()  # --force has finished deleting before anyone reads
         return resume_from
+
+    def start_over(self) -> None:
+        distributed.on_main(super().start_over)
+        distributed.barrier()  # --force has finished deleting before anyone writes
 
     def meta(self) -> dict[str, Any]:
         return dict(super().meta(), distributed={"ranks": self.world_size, "sync_bn": bool(self.cfg.sync_bn)})

@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..io.atomic import write_text
-from ..io.checkpoint import checkpoint_dir, load_checkpoint, load_train_state, load_weights, read_meta, recover, save_checkpoint
 from ..io.layout import training_metrics
+from ..io.checkpoint import checkpoint_dir, load_checkpoint, load_train_state, load_weights, read_meta, recover, save_checkpoint
 from ..core import UserError, eval_mode
 from ..data.sources import Dataset, load_dataset
 from ..data.batches import batches
@@ -217,15 +217,17 @@ def set_active(model: nn.Module, active: Tensor | None) -> None:
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500, device: torch.device | str | None = None,
              precision: str = "fp32", channels_last: bool = False,
-             forward: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
-    """Test error and mean cross-entropy of `model` (eval mode, every block active) on a dataset."""
+             forward: Callable[[Tensor], Tensor] | None = None, progress: bool = False) -> dict[str, float]:
+    """Test error and mean cross-entropy of `model` (eval mode, every block active) on a dataset
+    (progress: a bar over its batches)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     forward = model if forward is None else forward  # (a compiled module has no truth value)
     loss_sum = torch.zeros((), device=device)
     errors = torch.zeros((), device=device, dtype=torch.long)
     with eval_mode(model):
         set_active(model, None)
-        for x, y in batches(dataset, batch_size, device, channels_last=channels_last):
+        for x, y in tqdm(batches(dataset, batch_size, device, channels_last=channels_last), desc="evaluate",
+                         unit="batch", total=math.ceil(len(dataset) / batch_size), disable=not progress, leave=False):
             with autocast(device, precision):
                 logits = forward(x)
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -296,19 +298,25 @@ class Trainer:
         self.epoch = 0
         if self.resume_from is not None:
             self.restore(self.resume_from)
-        self.out.mkdir(parents=True, exist_ok=True)  # everything checked: the run may start writing
+        if cfg.force:  # everything checked: --force is the last step before the work
+            self.start_over()
+        self.out.mkdir(parents=True, exist_ok=True)  # the run may start writing
         write_text(self.out / "run.json", json.dumps({"settings": run_settings(cfg)}, indent=1) + "\n")
 
     # -- the output directory ------------------------------------------------------------------
     def claim_out_dir(self) -> Path | None:
         """Refuse to mix runs in one directory; return the checkpoint to resume from, if any.
 
-        Reads only (--force aside): run.json is written once the model is known to build."""
+        Reads only: --force deletes the old run in start_over, once every option has been checked and the
+        model built, and run.json is written then too."""
         cfg, out = self.cfg, self.out
-        ckpt = recover(out / "checkpoint")
+        for path in (out / "checkpoint", out / "checkpoint.old"):
+            if path.exists() and not (path.is_dir() and (path / "meta.json").is_file()):
+                raise UserError(f"{path} is not a respaths checkpoint, and this run would replace it; move it away "
+                                f"or choose another --out.")
         if cfg.force:
-            for p in (ckpt, out / "checkpoint.old", training_metrics(out), out / "run.json"):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            return None
+        ckpt = recover(out / "checkpoint")
         if not (ckpt / "meta.json").is_file():
             if cfg.resume:
                 self.log(f"nothing to resume in {out}; starting a new run")
@@ -328,6 +336,12 @@ class Trainer:
             self.log(f"continuing the run in {out} with its own settings "
                      f"({', '.join(f'{k}={saved[k]!r}' for k in diff)})")
         return ckpt
+
+    def start_over(self) -> None:
+        """--force: delete the run's own files in out (nothing else there)."""
+        out = self.out
+        for p in (out / "checkpoint", out / "checkpoint.old", training_metrics(out), out / "run.json"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -500,8 +514,16 @@ def check(cfg: TrainConfig) -> None:
     for k, v in positive.items():
         if v < 1:
             raise UserError(f"--{k.replace('_', '-')} must be at least 1, not {v}.")
-    if not cfg.lr > 0:
-        raise UserError(f"--lr must be positive, not {cfg.lr}.")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise UserError(f"--lr must be a finite positive number, not {cfg.lr}.")
+    if not 0 <= cfg.momentum < 1:
+        raise UserError(f"--momentum must be in [0, 1), not {cfg.momentum}.")
+    if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
+        raise UserError(f"--weight-decay must be a finite number of 0 or more, not {cfg.weight_decay}.")
+    if not (cfg.width > 0 and math.isfinite(cfg.width)):
+        raise UserError(f"--width must be a finite positive multiplier, not {cfg.width}.")
+    if cfg.stochastic_depth is not None and not 0 < cfg.stochastic_depth <= 1:
+        raise UserError(f"--stochastic-depth p_L must be in (0, 1], not {cfg.stochastic_depth}.")
     if cfg.warmup not in ("auto", "on", "off"):
         raise UserError(f"--warmup must be auto, on or off, not {cfg.warmup!r}.")
     if cfg.shortcut not in ("A", "B"):
