@@ -14,7 +14,6 @@ import csv
 import dataclasses
 import json
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterator
 from ..core import UserError
 from ..experiments.compare import random_summary
 from ..io.layout import ResultFolder, RunLayout, json_of, training_metrics
-from ..metrics import ClassifierError, Metric, metric_named
+from ..metrics import Metric, metric_named
 
 
 @dataclasses.dataclass
@@ -115,8 +114,8 @@ def load_result(path: str | os.PathLike) -> Study:
 # ---------------------------------------------------------------------------------------------
 # Reading files
 
-def _read(path: Path) -> dict[str, Any] | None:
-    """A JSON object respaths wrote (None where the file is not there)."""
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object respaths wrote (None where the file is not there); any other JSON is a UserError."""
     if not path.is_file():
         return None
     try:
@@ -131,14 +130,14 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def _result(path: Path | None) -> dict[str, Any] | None:
     """A result file (respaths.io.results: meta and records), or None where there is none."""
-    doc = _read(path) if path is not None else None
+    doc = read_json(path) if path is not None else None
     if doc is not None and not (isinstance(doc.get("meta"), dict) and isinstance(doc.get("records"), list)):
         raise UserError(f"{path} is not a respaths result file; remove it, or run the command that wrote it again.")
     return doc
 
 
 @contextmanager
-def _fields_of(path: Path) -> Iterator[None]:
+def fields_of(path: Path) -> Iterator[None]:
     """Reading the fields of a file respaths wrote: one missing or of the wrong type means that the file is
     damaged or foreign, which the user hears about as such (not as a TypeError)."""
     try:
@@ -184,11 +183,11 @@ def num_classes(name: str) -> int | None:
 
 def _run_study(run: RunLayout) -> Study:
     out = run.root
-    doc = _read(run.run_json)
+    doc = read_json(run.run_json)
     if doc is None:
         raise UserError(f"{out} is not a respaths run directory (no run.json); give a directory written by "
                         f"`respaths reproduce --out DIR`.")
-    with _fields_of(run.run_json):
+    with fields_of(run.run_json):
         if isinstance(doc.get("metric"), dict):  # a transformer's study: a result folder in results/
             study, metric = _text_run_header(run, doc)
             sources = Sources.of_folder(run.folder, surviving=json_of(run.surviving("resnet")))
@@ -196,7 +195,7 @@ def _run_study(run: RunLayout) -> Study:
             study, metric = _image_run_header(run, doc), None
             sources = Sources.of_images(run)
     _read_parts(study, sources, metric)
-    with _fields_of(run.run_json):
+    with fields_of(run.run_json):
         study.meta = _how_it_was_run(out, doc)
     return study
 
@@ -251,7 +250,7 @@ def _folder_header(folder: ResultFolder, names: tuple[str, ...]) -> tuple[Study,
                         f"reproduce, study, lesion, reorder or paths.")
     first = next(n for n in ResultFolder.NAMES if n in docs)  # a lesion file's meta, else the paths file's
     meta = docs[first]["meta"]
-    with _fields_of(folder.file(first)):
+    with fields_of(folder.file(first)):
         blocks = meta.get("blocks") if isinstance(meta.get("blocks"), list) else []
         n = len(blocks) or int(meta.get("blocks") or 0)
         ds = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else None
@@ -306,41 +305,41 @@ def _read_parts(study: Study, sources: Sources, metric: str | None) -> None:
     """Fill the study's parts from the result files there are; metric: what the records are scored by
     (None: a classifier's error)."""
     worse = metric_named(metric or "classifier").worse  # the figures' and claims' number of a record
-    cmp = _read(sources.compare) if sources.compare is not None else None
+    cmp = read_json(sources.compare) if sources.compare is not None else None
     if cmp:
-        with _fields_of(sources.compare):
+        with fields_of(sources.compare):
             _compared(study, cmp)
     for role, path in sources.single.items():
         doc = _result(path)
         if doc and role in study.models:
-            with _fields_of(path):
+            with fields_of(path):
                 study.single[role] = _single(doc, study.models[role]["blocks"], worse)
                 study.models[role]["error"] = study.single[role]["baseline"]
     for role, path in sources.random.items():
         doc = _result(path)
         if doc and role in study.models:
-            with _fields_of(path):
+            with fields_of(path):
                 recs = [dict(r, error=worse(r)) for r in doc["records"]] if metric else doc["records"]
                 study.random[role] = random_summary(recs)
                 study.models[role]["error"] = study.models[role]["error"] or recs[0]["error"]
     for role, path in sources.reorder.items():
         doc = _result(path)
         if doc and role in study.models:
-            with _fields_of(path):
+            with fields_of(path):
                 recs = [r for r in doc["records"] if r["kind"] == "reorder"]
                 study.reorder[role] = {"baseline": worse(doc["baseline"]),
                                        "tau": [r["kendall_tau"] for r in recs],
                                        "error": [worse(r) for r in recs]}
     doc = _result(sources.paths)
     if doc and doc["records"]:
-        with _fields_of(sources.paths):
+        with fields_of(sources.paths):
             study.paths = _paths(doc)
             m = study.models["resnet"]
             if not m["blocks"]:  # a folder of a paths file alone: the blocks are the paths file's
                 m.update(blocks=doc["meta"]["blocks"], downsample=[False] * doc["meta"]["blocks"])
     doc = _result(sources.surviving)
     if doc and study.paths is not None:
-        with _fields_of(sources.surviving):
+        with fields_of(sources.surviving):
             study.paths["surviving_checked"] = len(doc["records"])
             study.paths["surviving_match"] = sum(bool(r["match"]) for r in doc["records"])
 
@@ -373,62 +372,3 @@ def _paths(doc: dict[str, Any]) -> dict[str, Any]:
             "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
             "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
             "samples": doc["meta"]["samples"], "n_images": doc["meta"].get("n_images")}
-
-
-# ---------------------------------------------------------------------------------------------
-# A study as one net of a depth series (respaths.study.series)
-
-def series_net(study: Study) -> "Net | None":
-    """The residual net of a classifier's study as plain numbers for the depth series, with the details
-    the series' intervals need from the result files (each deletion's changed images, each random set's
-    error); None for a study without single-deletion results or with a metric other than test error."""
-    from .series import Net
-
-    m, s = study.models.get("resnet"), study.single.get("resnet")
-    chance = ClassifierError.guessing(study.dataset.get("num_classes"))
-    if not isinstance(study.scored_by(), ClassifierError) or not m or not s or chance is None:
-        return None
-    run = RunLayout(study.dir)
-    single_file, random_file = ((json_of(run.compared("resnet", "single")), json_of(run.compared("resnet", "random")))
-                                if run.run_json.exists() else
-                                (ResultFolder(run.root).file("lesion-single"), ResultFolder(run.root).file("lesion-random")))
-    changes: list[tuple[int, int] | None] | None = None
-    n_images = int(study.dataset.get("n_test") or 0)
-    doc = _read(single_file)
-    if doc:
-        with _fields_of(single_file):
-            changes = [None] * m["blocks"]
-            for r in doc["records"]:
-                if r["kind"] == "single":
-                    changes[r["deleted"][0]] = (int(r["newly_wrong"]), int(r["newly_right"]))
-            n_images = int(doc["baseline"]["n"])
-    sets: dict[int, list[float]] = {}
-    doc = _read(random_file)
-    if doc:
-        with _fields_of(random_file):
-            for r in doc["records"]:
-                if r["kind"] == "random":
-                    sets.setdefault(int(r["k"]), []).append(float(r["error"]))
-    p = study.paths or {}
-    # the standard error of each length's mean, from its 95% interval (mean ± 1.96 se)
-    se = [(hi - lo) / (2 * 1.959964) for lo, hi in zip(p.get("low", []), p.get("high", []))]
-    r = study.reorder.get("resnet") or {}
-    settings = study.preset_settings or {}
-    source = m.get("source") or {}
-    pre = study.dataset.get("preprocessing") or {}
-    training = m.get("training") or {}
-    about = {
-        "dataset": str(study.dataset.get("label", study.dataset.get("name"))),
-        "test images": f"{n_images:,}",
-        "preprocessing": str(pre.get("normalize") or pre.get("mean") or "as trained") if pre else "as trained",
-        "family": re.sub(r"\d+", "", str(m.get("name", "?"))) or "?",
-        "training": (f"{training['epochs']} epochs in respaths" if training.get("epochs")
-                     else "published weights" + (f" ({Path(str(source['weights'])).parent.name})"
-                                                 if source.get("weights") else "") if source else "unknown"),
-        "budget": str((settings.get("budget") or {}).get("name") or settings.get("name") or "?"),
-    }
-    return Net(label=f"{m.get('name', 'resnet')} ({m['blocks']} blocks)", blocks=int(m["blocks"]),
-               downsample=list(m["downsample"]), chance=chance, baseline=float(s["baseline"]),
-               n_images=n_images, single=list(s["errors"]), single_changes=changes, random=sets,
-               tau=list(r.get("tau", [])), reorder_error=list(r.get("error", [])),
-               path_lengths=list(p.get("lengths", [])), path_mean=list(p.get("mean", [])), path_se=se, about=about)

@@ -36,7 +36,7 @@ from .claims import (FAILS, HOLDS, INCONCLUSIVE, MISSING, NOT_RUN, PARTLY, RULE_
                      chance_error, claims, effective_left, metric_axis, numbers_of, path_summary, pct,
                      preset_note)
 from . import series as S
-from .read import Study, load_study, series_net
+from .read import Study, load_study
 from ..layers.figures import plot as layer_plot
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ SERIES_INTERVALS = {
 
 def series_of(studies: Sequence[Study]) -> tuple[list[Any], list[Any]] | None:
     """(nets, rows) where the studies hold residual classifiers of at least two depths; else None."""
-    nets = [n for n in (series_net(s) for s in studies) if n is not None]
+    nets = [n for n in (S.series_net(s) for s in studies) if n is not None]
     if len({n.blocks for n in nets}) < 2:
         return None
     nets = sorted(nets, key=lambda n: n.blocks)
