@@ -301,7 +301,7 @@ def checked(store: ResultStore, specs: Sequence[Spec], metric: Metric | None) ->
     a damaged journal or result file, or one whose samples an earlier respaths drew with repeats, is
     refused before anything is computed or rewritten."""
     fields = RECORD_FIELDS + (("errors", "error", "error_ci", "loss") if metric is None
-                              else (MAIN_NUMBER.get(metric.name, "loss"),))
+                              else (metric.field,))
     plans = {sp.key: sp.plan.key() for sp in specs}
     where = store.journal if store.journal.exists() else store.json_path
     for r in store.records:
