@@ -405,6 +405,9 @@ def layers_run(args: argparse.Namespace) -> int:
                        seeds=args.seeds or 3, spans=args.spans, variants=args.variants or PAINTERS,
                        loops=args.loops, token=args.token or "last", device=resolved_device(args), force=args.force,
                        figure=not args.no_figure, cache_bytes=args.cache_mb << 20, progress=_progress(args))
+    import json
+    from .layers.summary import summary_lines
+    print("\n".join(summary_lines(json.loads(path.read_text()))))
     print(f"wrote {path} and {path.with_suffix('.csv')}")
     return 0
 

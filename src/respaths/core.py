@@ -177,6 +177,25 @@ def reorder_blocks(order: Sequence[int], label: str = "") -> Plan:
 # The view
 
 
+@dataclass(frozen=True, eq=False)
+class StemContext:
+    """What one stem call's activations belong to, besides themselves: the leading dimensions every
+    activation of that input keeps (the batch, and a transformer's sequence length), and the
+    adapter's state for that input (a Hugging Face model's attention mask and positions; None for
+    views whose blocks need nothing but the activation). Made by ResidualView.stem_with_context."""
+
+    shape: tuple[int, ...]
+    state: Any = None
+
+    def check(self, x: Tensor) -> None:
+        """Raise unless x has this context's leading dimensions (an activation of another batch)."""
+        got = tuple(x.shape[:len(self.shape)])
+        if got != self.shape:
+            raise UserError(f"this activation has leading dimensions {got}, but its context comes from a stem call "
+                            f"on {self.shape}; pass the context that view.stem_with_context returned for the "
+                            f"batch this activation was computed from.")
+
+
 class ResidualView:
     """A model seen as stem -> blocks -> head.
 
@@ -207,6 +226,35 @@ class ResidualView:
     @property
     def deletable(self) -> list[int]:
         return [b.index for b in self.blocks if b.deletable]
+
+    def stem_with_context(self, inputs: Any) -> tuple[Tensor, StemContext]:
+        """The stem's activation and the context it belongs to, for run_from. Nothing is kept in the
+        view, so activations of several batches can be held and run on at once."""
+        x = self.stem(inputs)
+        return x, StemContext(tuple(x.shape[:1]))
+
+    @contextlib.contextmanager
+    def bound(self, context: StemContext) -> Iterator[None]:
+        """The blocks read `context` for the duration (a no-op here: these blocks need nothing but
+        the activation; adapters whose blocks read per-input state override it)."""
+        yield
+
+    def run_from(self, i: int, x: Tensor, context: StemContext, plan: Plan | None = None,
+                 to: int | None = None) -> Tensor:
+        """Run plan steps i.. (the full plan's: blocks i..) on the activation x entering step i, then
+        the head: the model's output from an intermediate activation. `context` is what
+        stem_with_context returned for the batch x was computed from; an activation of another batch
+        is refused. With `to`, stop before step `to` and return the activation there instead."""
+        steps = (plan or full_plan(len(self))).steps
+        end = len(steps) if to is None else to
+        if not 0 <= i <= end <= len(steps):
+            raise UserError(f"run_from({i}, to={to}) is outside the plan's {len(steps)} steps; give "
+                            f"0 <= i <= to <= {len(steps)}.")
+        context.check(x)
+        with self.bound(context):
+            for step in steps[i:end]:
+                x = apply_step(self, step, x)
+            return x if to is not None else self.head(x)
 
     @torch.no_grad()
     def probe(self, inputs: Any) -> "ResidualView":

@@ -474,6 +474,69 @@ def test_declaration_forms():
         respaths.declare(TokenNet(), stem="embed", blocks="layers.*", head="fc", post="act")
 
 
+class PreNormBlock(nn.Module):
+    def __init__(self, d, norm=True):
+        super().__init__()
+        self.norm = nn.LayerNorm(d) if norm else nn.Identity()
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        return x + self.mlp(self.norm(x))
+
+
+class PreNormNet(nn.Module):
+    """Blocks 0 and 1 have no norm, so a declaration that leaves the norm out is right for them and
+    wrong from block 2 on."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        self.embed = nn.Linear(8, d)
+        self.layers = nn.ModuleList(PreNormBlock(d, norm=i >= 2) for i in range(4))
+        self.fc = nn.Linear(d, 5)
+
+    def forward(self, x):
+        x = self.embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.fc(x.mean(1))
+
+
+def test_declaration_checks_itself_on_an_example():
+    torch.manual_seed(0)
+    m, x = PreNormNet().eval(), torch.randn(2, 6, 8)
+    keywords = dict(stem="embed", blocks="layers.*", head=[lambda h: h.mean(1), "fc"])
+    with pytest.raises(UserError) as e:  # the norm left out of branch=
+        respaths.declare(m, **keywords, branch=["mlp"], example_input=x)
+    msg = str(e.value)
+    assert one_sentence(msg), msg
+    assert "block 2 (layers.2) is the first that differs" in msg and "branch=" in msg
+    assert all(not mod.training for mod in m.modules())  # the check kept the modes it found
+    with pytest.raises(UserError, match="does not know how to see"):
+        respaths.view(m)  # the wrong declaration was not kept
+    v = respaths.declare(m, **keywords, branch=["norm", "mlp"], example_input=x)
+    assert torch.equal(v(x), m(x))
+    with pytest.raises(UserError, match="difference is in the head"):
+        respaths.declare(PreNormNet().eval(), **dict(keywords, head="fc"), branch=["norm", "mlp"],
+                         example_input=x[:, :5])  # the head leaves out the mean over tokens: shapes differ
+    with pytest.raises(UserError, match="stem's output"):
+        respaths.declare(PreNormNet().eval(), **dict(keywords, stem=lambda t: t @ torch.ones(8, 16)),
+                         branch=["norm", "mlp"], example_input=x)
+
+
+@needs_torchvision
+def test_view_of_any_model_checks_itself_on_an_example():
+    r = randomize_bn(torchvision.models.resnet18(weights=None, num_classes=10)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(respaths.view(r, x)(x), r(x))
+    block = r.layer2[1]
+    block.forward = lambda t: block.bn2(block.conv2(block.relu(block.bn1(block.conv1(t))))) + t  # no final ReLU
+    respaths.view(r)  # without an example nothing is run
+    with pytest.raises(UserError) as e:
+        respaths.view(r, x)
+    msg = str(e.value)
+    assert one_sentence(msg) and "block 3 (layer2.1) is the first that differs" in msg, msg
+
+
 @needs_torchvision
 def test_unknown_model_is_one_sentence():
     with pytest.raises(UserError) as e:

@@ -76,6 +76,32 @@ def test_blocks_are_triples(models):
             b(x[:2])
 
 
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
+@pytest.mark.parametrize("split", ["layer", "attn_mlp"])
+def test_run_from_an_activation_uses_its_own_batch(models, name, split):
+    """Activations of two batches held at once: the blocks read each one's mask and positions from the
+    context its stem call returned, not from the view's last stem call (issue 27)."""
+    m = models[name]
+    v = respaths.view(m, split=split)
+    a = text_inputs("right")
+    b = dict(a, attention_mask=a["attention_mask"].flip(0), input_ids=a["input_ids"].flip(0))  # same shape
+    i = 2
+    with torch.no_grad():
+        ha, ctx_a = v.stem_with_context(a)
+        hb, ctx_b = v.stem_with_context(b)
+        for blk in v.blocks[:i]:
+            ha = v.run_from(blk.index, ha, ctx_a, to=blk.index + 1)
+        v.stem(b)  # a later stem call on another batch of the same shape changes nothing below
+        assert torch.equal(v.run_from(i, ha, ctx_a), model_out(m, a))
+        assert torch.equal(v.run_from(0, hb, ctx_b), model_out(m, b))
+        deleted = respaths.delete_blocks(len(v), [i])
+        assert torch.equal(v.run_from(0, v.stem_with_context(a)[0], ctx_a, plan=deleted), v(a, deleted))
+        with pytest.raises(respaths.core.UserError, match="leading dimensions"):
+            v.run_from(i, ha[:2], ctx_a)  # an activation of a batch of 2 with the context of a batch of 3
+        with pytest.raises(respaths.core.UserError, match="steps"):
+            v.run_from(len(v) + 1, ha, ctx_a)
+
+
 @pytest.mark.parametrize("name", ["bert", "gpt2", "llama", "vit", "bertcls"])
 def test_deleting_blocks_equals_model_with_layers_removed(models, name):
     m, inp = models[name], inputs_for(name)

@@ -2,6 +2,7 @@
 and `respaths layers`, each against a naive computation on tiny transformers."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -129,6 +130,65 @@ def test_cli_layers_decoder_resumes_to_identical_files(models, tmp_path, capsys)
         main(["layers", str(d), "--method", "influence", "--text", str(tmp_path / "x")])
     assert e.value.code == 2
     assert not (tmp_path / "runs" / "layers-influence.json").exists()
+
+
+def test_layers_greedy_shows_a_bar_with_a_total_and_prints_its_result(models, tmp_path, capsys):
+    """The bar counts every plan the method asks for, so it has a total and an ETA; at the end the command
+    prints the order of removal, the metric after each step and Block Influence's ranking; a resumed run
+    says how much it kept (issue 27)."""
+    d = tmp_path / "gpt2"
+    save_with_tokenizer(models["gpt2"], d, TEXT)
+    (tmp_path / "t.txt").write_text(TEXT)
+    options = dict(text=str(tmp_path / "t.txt"), seq_len=16, seeds=2, steps=2, out=str(tmp_path / "g"), figure=False)
+    path = li.layers_main(str(d), "greedy", progress=True, **options)
+    total = 1 + 3 * 2 + (5 + 4) + 2  # baseline; influence and 2 random orders at k = 1, 2; the tries; the choices
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert "layers --method greedy: 100%" in err and f"{total}/{total} [" in err
+    assert re.search(rf"[\d.]+/{total} \[\d\d:\d\d<\d\d:\d\d", err), err  # part done, with an ETA
+    doc = json.loads(path.read_text())
+    assert li.planned_plans("greedy", respaths.view(models["gpt2"]), 2, seeds=2) + 1 == total
+    assert sum("plan" in r for r in doc["records"]) == total
+
+    li.layers_main(str(d), "greedy", progress=False, **options)  # everything there: kept, said how much
+    assert f"{total}/{total} plans already done" in capsys.readouterr().err
+
+    assert main(["layers", str(d), "--method", "greedy", "--text", options["text"], "--seq-len", "16", "--seeds", "2",
+                 "--steps", "2", "--out", options["out"], "--no-figure"]) == 0
+    out = capsys.readouterr().out
+    recs = {r["key"]: r for r in doc["records"]}
+    order = recs["greedy k=2"]["removed_order"]
+    assert f"order of removal: {order[0]}, {order[1]}" in out
+    for k in (1, 2):
+        row = next(ln for ln in out.splitlines() if ln.split()[:1] == [str(k)])
+        assert f"{order[k - 1]} (h.{order[k - 1]})" in row and f"{recs[f'greedy k={k}']['loss']:.4f}" in row
+        assert f"{recs[f'influence-order k={k}']['loss']:.4f}" in row
+    ranking = [r["block"] for r in sorted((r for r in doc["records"] if r["kind"] == "influence"),
+                                          key=lambda r: r["influence"])]
+    line = next(ln for ln in out.splitlines() if ln.startswith("Block Influence, least to most influential: "))
+    assert [int(part.split()[0]) for part in line.split(": ", 1)[1].split(", ")] == ranking
+
+
+def test_reading_a_long_text_does_not_warn_about_the_models_maximum_length(models, tmp_path):
+    """A decoder reads the file as one stream cut into windows, so transformers' warning that the stream is
+    longer than the model's maximum is expected here, and silenced (issue 27)."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from respaths.data.text import read_text
+    save_with_tokenizer(models["gpt2"], tmp_path, TEXT)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path, model_max_length=32)
+    (tmp_path / "t.txt").write_text(TEXT)
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        batches = read_text(tmp_path / "t.txt", respaths.view(models["gpt2"]), tokenizer, seq_len=16, batch_size=4)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert sum(b["input_ids"].numel() for b in batches) > 32  # the stream is longer than the maximum
+    assert not [m for m in seen if "longer than the specified maximum" in m], seen
 
 
 def test_cli_layers_encoder_influence(models, tmp_path):

@@ -216,7 +216,10 @@ def test_cli_layers_passes_cache_mb(monkeypatch, tmp_path):
 
     def fake(model, method, **kw):
         seen.update(kw)
-        return tmp_path / "x.json"
+        path = tmp_path / "x.json"  # the command prints its result from the file
+        path.write_text(json.dumps({"meta": {"method": method, "metric": "lm"}, "baseline": {"loss": 1.0, "ppl": 2.7},
+                                    "records": []}))
+        return path
 
     monkeypatch.setattr(li, "layers_main", fake)
     monkeypatch.chdir(tmp_path)

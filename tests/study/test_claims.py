@@ -118,3 +118,31 @@ def test_a_net_trained_here_that_did_not_converge_gets_no_test_time_verdict(tmp_
     # a respaths checkpoint brought into a study, with its training losses recorded, is held to the rule
     brought.models["resnet"]["training"] = {"train_loss": [1.0, 0.5, 0.4]}
     assert {c.key: c for c in claims.claims(brought)}["single"].verdict == claims.INCONCLUSIVE
+
+
+def test_the_random_claim_names_the_k_that_ran_and_a_flat_curve_is_no_rise(tmp_path):
+    study = load_study(write_run(tmp_path / "run"))  # k = 1, 2, 3, 4, 6
+    c = {c.key: c for c in claims.claims(study)}["random"]
+    assert "3 random sets per k for k = 1, 2, 3, 4, 6:" in c.measured, c.measured
+    assert claims.values([1, 2, 3, 4, 5]) == "1–5" and claims.values([1, 2, 4, 8]) == "1, 2, 4, 8"
+    r = study.random["resnet"]
+    base = study.single["resnet"]["baseline"]
+    r["mean"] = [base + 0.01, base + 0.02, base, base - 0.01, base - 0.01]  # no higher at k = 6 than whole
+    c = {c.key: c for c in claims.claims(study)}["random"]
+    assert "no rise" in c.measured and "inf" not in c.measured, c.measured
+
+
+def test_a_small_budget_says_what_it_cannot_resolve(tmp_path):
+    study = load_study(write_run(tmp_path / "run"))  # 2,000 test images, 3 sets per k, 20 paths per length
+    note = claims.budget_note(study)
+    assert note.startswith("A small budget (2,000 test images, 3 random sets per k, 20 paths per length;"), note
+    assert "known to about ±1.32 pp (95% Wilson interval at 10.00%)" in note  # Wilson at 200 of 2,000, by hand
+    assert "every one of the 4 steps between consecutive k exceeds twice the standard error" in note
+    assert "from 20 sampled paths" in note
+    # a curve that its noise hides: 4 sets per k, the second and third steps inside twice their standard error
+    study.random["resnet"].update(k=[1, 2, 3, 4], mean=[0.1, 0.3, 0.31, 0.32], std=[0.0, 0.0, 0.03, 0.03], n_samples=4)
+    note = claims.budget_note(study)
+    assert ("only 1 of the 3 steps between consecutive k exceed twice the standard error of their difference, so "
+            "ρ(k, mean error) and the largest step are not resolved") in note, note
+    study.dataset["n_test"], study.random["resnet"]["n_samples"], study.paths["samples"] = 10_000, 20, 1000
+    assert claims.budget_note(study) is None  # the paper's sizes

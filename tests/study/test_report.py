@@ -75,6 +75,30 @@ def test_figures_from_synthetic_records(tmp_path):
     assert dict((s, f) for s, _, f in figs)["fig6-paths"].axes[1].get_yscale() == "log"
 
 
+def test_fig3_draws_the_wilson_intervals_and_marks_undeletable_layers_off_the_data(tmp_path):
+    from matplotlib.collections import LineCollection
+    from matplotlib.patches import Rectangle
+    study = load_study(write_run(tmp_path / "run"))
+    errors = study.single["resnet"]["errors"]
+    study.single["resnet"]["ci"] = [[e - 0.01, e + 0.02] for e in errors]
+    fig3 = dict((s, f) for s, _, f in report.make_figures(study))["fig3-single-deletion"]
+    res_ax, vgg_ax = fig3.axes[:2]
+    bars = [c for c in res_ax.containers if c.get_label() == "95% Wilson interval"]
+    assert len(bars) == 1
+    (segments,) = [c for c in bars[0].lines[2] if isinstance(c, LineCollection)]
+    got = sorted(v for seg in segments.get_segments() for v in (seg[0][0], seg[0][1], seg[1][1]))
+    assert got == pytest.approx(sorted(v for i, e in enumerate(errors) for v in (i, 100 * (e - 0.01), 100 * (e + 0.02))))
+    undeletable = [i for i, e in enumerate(study.single["vgg"]["errors"]) if e is None]  # [0, 4, 8]
+    for line in vgg_ax.get_lines():  # no point drawn for a layer that has no error (reference lines aside)
+        if "no deletion" in line.get_label() or line.get_label().startswith("chance"):
+            continue
+        drawn = {round(float(x)) for x, y in zip(line.get_xdata(), line.get_ydata()) if not math.isnan(y)}
+        assert not drawn & set(undeletable), line.get_label()
+    centres = sorted(round(p.get_x() + p.get_width() / 2) for p in vgg_ax.patches if isinstance(p, Rectangle))
+    assert centres == undeletable
+    assert any(t.get_text() == "cannot be deleted (changes shape)" for t in vgg_ax.get_legend().get_texts())
+
+
 # ---------------------------------------------------------------------------------------------
 # A tiny real run
 

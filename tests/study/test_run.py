@@ -193,3 +193,40 @@ def test_compared_checkpoint_keeps_its_own_normalisation(tiny_run, tmp_path):
     alone = open_model(str(vgg), limit=p.budget.test_limit)
     got = lesion_single(alone.view, alone.data, out=None, progress=False)
     assert {r["key"]: r["errors"] for r in got} == {r["key"]: r["errors"] for r in single["records"]}
+
+
+def test_study_shows_a_bar_per_step_and_a_resumed_run_says_how_much_it_kept(tmp_path, capsys):
+    """--progress: each step's bar has its name, a total and an ETA; run again, each step says how much it
+    kept; an experiment cut short resumes with a bar that starts at what was kept, and says so (issue 27)."""
+    out = tmp_path / "s"
+    argv = ["study", "respaths:resnet14", "--dataset", "synthetic", "--limit", "16", "--out", str(out)]
+    assert cli.main(argv + ["--progress"]) == 0
+    err = capsys.readouterr().err.replace("\r", "\n")
+    single = json.loads((out / "results" / "compare" / "resnet-lesion-single.json").read_text())
+    n_single = len(single["records"])
+    n_random = len(json.loads((out / "results" / "compare" / "resnet-lesion-random.json").read_text())["records"])
+    n_reorder = len(json.loads((out / "results" / "reorder-resnet.json").read_text())["records"])
+    for name, total in (("single deletion, resnet", n_single), ("random deletion, resnet", n_random),
+                        ("reordering blocks", n_reorder), ("path gradients", 24 * 7)):
+        assert re.search(rf"^{name}: 100%.*\| {total}/{total} \[", err, re.M), (name, err)
+        assert re.search(rf"^{name}: .*/{total} \[\d\d:\d\d<(\d\d:\d\d|\?)", err, re.M), name
+    assert cli.main(argv + ["--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"single and random deletion ({n_single + n_random}/{n_single + n_random} plans): already done, kept" in err
+    assert f"reordering blocks ({n_reorder}/{n_reorder} plans): already done, kept" in err
+    assert "(7/7 lengths): already done, kept" in err and "|" not in err  # no bar without --progress
+
+    from respaths.experiments.lesion import lesion_single
+    from respaths.opening import open_model
+    opened = open_model(spec="respaths:resnet14", dataset="synthetic", limit=16)
+    prefix = tmp_path / "single"
+    lesion_single(opened.view, opened.data, out=str(prefix), progress=False)
+    done = json.loads((prefix.with_suffix(".json")).read_text())
+    header = json.dumps({"schema": "respaths.io.results/1", "meta": done["meta"]})
+    (tmp_path / "single.partial.jsonl").write_text("\n".join([header] + [json.dumps(r) for r in done["records"][:3]]) + "\n")
+    prefix.with_suffix(".json").unlink()
+    again = lesion_single(opened.view, opened.data, out=str(prefix), progress=True)
+    assert [r["key"] for r in again] == [r["key"] for r in done["records"]]
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert f"single deletion: 3/{n_single} plans already done in {prefix}, kept" in err
+    assert re.search(rf"^single deletion:\s+\d+%.*\| 3/{n_single} \[", err, re.M), err

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..core import ResidualView, UserError
+from .agreement import check_view
 
 # (module name, what it recognises) in the order they are tried.
 ADAPTERS: list[tuple[str, str]] = [
@@ -27,7 +28,9 @@ ADAPTERS: list[tuple[str, str]] = [
 
 
 def view(model: nn.Module, example_input: Any = None, **options: Any) -> ResidualView:
-    """The model seen as stem -> blocks -> head. With example_input, block shapes are probed."""
+    """The model seen as stem -> blocks -> head. With example_input, block shapes are probed and the
+    view's output is checked against the model's own (adapters.agreement: a mismatch is a UserError
+    naming the first block that differs)."""
     if isinstance(model, ResidualView):
         v = model
     else:
@@ -48,4 +51,6 @@ def view(model: nn.Module, example_input: Any = None, **options: Any) -> Residua
                 f"as shown in docs/study-your-own-model.md, 'Bring your own model'.")
     if example_input is not None:
         v.probe(example_input)
+        if not isinstance(model, ResidualView):  # a view built by hand may mean to differ from its model
+            check_view(v, example_input)
     return v

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 from torch import Tensor, nn
 
 from ..core import Block, ResidualView, UserError, identity
+from .agreement import check_view
 
 ATTR = "_respaths_declaration"
 README = "(docs/study-your-own-model.md, 'Bring your own model')"
@@ -162,12 +163,15 @@ def declare(model: nn.Module, *, stem: Any, blocks: Any, head: Any, branch: Any 
             shortcut: Any = Default("shortcut"), post: Any = Default("post"), name: str = "",
             example_input: Any = None) -> ResidualView:
     """Declare how `model` is stem -> blocks -> head (see the module docstring); returns its view and
-    keeps the declaration on the model for later respaths.view(model) calls."""
+    keeps the declaration on the model for later respaths.view(model) calls. With example_input the
+    view's output is compared with model(example_input), and a mismatch is a UserError naming the
+    first block that differs (respaths.adapters.agreement)."""
     decl = dict(stem=stem, blocks=blocks, head=head, branch=branch, shortcut=shortcut, post=post, name=name)
     view = build(model, **decl)
-    model.__dict__[ATTR] = decl  # a plain attribute, not a submodule or buffer: the state dict is unchanged
-    if example_input is not None:
+    if example_input is not None:  # checked before it is kept: a wrong declaration leaves the model as it was
         view.probe(example_input)
+        check_view(view, example_input)
+    model.__dict__[ATTR] = decl  # a plain attribute, not a submodule or buffer: the state dict is unchanged
     return view
 
 

@@ -6,7 +6,9 @@ arguments every layer gets (attention mask built from the padding mask, position
 cos/sin; no KV cache). So masks and positions are made by the model's code, never re-derived here.
 The arguments are kept in the view's `context` until the next stem call, and the blocks read them:
 run the stem on a batch before running blocks on that batch's activations (the blocks check that
-batch size and sequence length agree).
+batch size and sequence length agree). `view.stem_with_context(inputs)` instead returns them with
+the activation, keeping nothing, and `view.run_from(i, x, context)` runs the blocks on them: the
+stateless way to hold activations of several batches at once.
 
 Blocks. split="layer" (default): one block per layer, block(x) = layer(x), the model's own layer.
   Pre-LN (GPT-2, Llama, ViT): y = h + mlp(ln2(h)), h = x + attn(ln1(x)); as a triple,
@@ -29,11 +31,14 @@ pixel_values), a LongTensor of input ids, or a float tensor of pixel values.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import pickle
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -41,7 +46,7 @@ import torch
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
-from ..core import Block, ResidualView, UserError, identity
+from ..core import Block, ResidualView, StemContext, UserError, identity
 
 # Layer classes whose attention and MLP halves respaths computes itself (split="attn_mlp"), by
 # family; exact class names, as a subclass or a look-alike may compute something else.
@@ -61,21 +66,62 @@ class StemStop(Exception):
     """Raised by the hook on the first layer once it has seen its inputs."""
 
 
+@dataclass(frozen=True)
+class LayerArgs:
+    """What one stem call gave the first layer besides the activation: the keyword arguments every
+    layer gets, the batch's (size, length), and the model inputs they were made from."""
+
+    kwargs: dict[str, Any]
+    shape: tuple[int, int]
+    inputs: dict[str, Any]
+
+
+# The layer arguments bound by run_from for its call, per Context: a context variable, so that
+# threads and nested calls each see their own.
+BOUND: contextvars.ContextVar[dict["Context", LayerArgs]] = contextvars.ContextVar("respaths_hf_bound", default={})
+
+
 class Context:
-    """What the stem saw last: the keyword arguments of every layer, and the batch's shape."""
+    """The layer arguments the blocks read: those bound by run_from for its call, else the last stem
+    call's."""
 
     def __init__(self) -> None:
-        self.kwargs: dict[str, Any] = {}
-        self.shape: tuple[int, int] | None = None
-        self.inputs: dict[str, Any] = {}
+        self.last: LayerArgs | None = None
+
+    def current(self) -> LayerArgs | None:
+        return BOUND.get().get(self, self.last)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        args = self.current()
+        return args.kwargs if args is not None else {}
+
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        args = self.current()
+        return args.shape if args is not None else None
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        args = self.current()
+        return args.inputs if args is not None else {}
+
+    @contextlib.contextmanager
+    def binding(self, args: LayerArgs) -> Iterator[None]:
+        token = BOUND.set({**BOUND.get(), self: args})
+        try:
+            yield
+        finally:
+            BOUND.reset(token)
 
     def check(self, x: Tensor) -> dict[str, Any]:
-        if self.shape is None:
+        args = self.current()
+        if args is None:
             raise RuntimeError("a Hugging Face view's blocks ran before its stem: call view.stem(inputs) first.")
-        if tuple(x.shape[:2]) != self.shape:
+        if tuple(x.shape[:2]) != args.shape:
             raise RuntimeError(f"this activation has batch and length {tuple(x.shape[:2])}, but the last stem "
-                               f"call was for {self.shape}: run the stem on this batch again first.")
-        return self.kwargs
+                               f"call was for {args.shape}: run the stem on this batch again first.")
+        return args.kwargs
 
 
 class HFView(ResidualView):
@@ -85,6 +131,19 @@ class HFView(ResidualView):
     task: str  # causal-lm | masked-lm | classifier | hidden
     context: Context
     config: Any
+    enter: Any  # inputs -> (activation, LayerArgs), keeping nothing
+
+    def stem_with_context(self, inputs: Any) -> tuple[Tensor, StemContext]:
+        x, args = self.enter(inputs)
+        return x, StemContext(args.shape, args)
+
+    @contextlib.contextmanager
+    def bound(self, context: StemContext) -> Iterator[None]:
+        if not isinstance(context.state, LayerArgs):
+            raise UserError("this context holds no Hugging Face layer arguments; pass the context that this view's "
+                            "stem_with_context returned.")
+        with self.context.binding(context.state):
+            yield
 
 
 def family_of(base: nn.Module) -> str | None:
@@ -131,6 +190,13 @@ def as_inputs(inputs: Any) -> dict[str, Any]:
 
 
 def stem(base: nn.Module, layers: nn.ModuleList, ctx: Context, inputs: Any) -> Tensor:
+    """The activation entering layer 0; its layer arguments stay in ctx for the blocks."""
+    x, ctx.last = enter(base, layers, inputs)
+    return x
+
+
+def enter(base: nn.Module, layers: nn.ModuleList, inputs: Any) -> tuple[Tensor, LayerArgs]:
+    """The activation entering layer 0 and the layer arguments of this input, keeping nothing."""
     seen: dict[str, Any] = {}
 
     def hook(module, args, kwargs):
@@ -157,8 +223,7 @@ def stem(base: nn.Module, layers: nn.ModuleList, ctx: Context, inputs: Any) -> T
         named.update(value) if kind is inspect.Parameter.VAR_KEYWORD else named.__setitem__(name, value)
     first = next(iter(bound.signature.parameters))  # hidden_states
     x = named.pop(first)
-    ctx.kwargs, ctx.shape, ctx.inputs = named, tuple(x.shape[:2]), d
-    return x
+    return x, LayerArgs(named, tuple(x.shape[:2]), d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +391,7 @@ def adapt(model: nn.Module, split: str = "layer", example_input: Any = None, **_
     v = HFView(partial(stem, base, layers, ctx), blocks, head, model=model,
                name=getattr(config, "_name_or_path", "") or type(model).__name__, adapter="hf")
     v.family, v.task, v.context, v.config = family, task, ctx, config
+    v.enter = partial(enter, base, layers)
     return v
 
 

@@ -65,7 +65,8 @@ def read_text(path: str | Path, view: ResidualView, tokenizer: Any, seq_len: int
         raise UserError(f"{path} is not UTF-8 text (byte {e.start} cannot be decoded); convert it, e.g. with "
                         f"iconv -t UTF-8, and try again.") from None
     if getattr(view, "task", "") == "causal-lm":
-        ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+        # one stream, cut into windows below: its length over the model's maximum is expected, so not warned about
+        ids = torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.long)
         batches = token_batches(ids if limit is None else ids[:limit * seq_len], seq_len, batch_size)
     else:
         lines = [ln for ln in text.splitlines() if ln.strip()][:limit]

@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -174,9 +174,11 @@ class _Walk:
 def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metric: Metric | None = None,
                    batch_size: int = 256, device: str | torch.device | None = None,
                    engine: EngineOptions = EngineOptions(), keep_logits: bool = False,
-                   progress: bool = False, desc: str = "plans") -> list[PlanResult] | list[dict]:
+                   progress: bool = False, desc: str = "plans",
+                   advance: Callable[[float], None] | None = None) -> list[PlanResult] | list[dict]:
     """Evaluate every plan on every example of data; see the module docstring. engine: the speed
-    tricks and cache bound (EngineOptions; the defaults are exact).
+    tricks and cache bound (EngineOptions; the defaults are exact). advance, if given, is called after
+    each batch with the share of the data done by it (for a caller's bar over several calls).
 
     Without a metric: classifier error and loss, one PlanResult per plan. With one (respaths.metrics:
     LMLoss, EmbeddingCosine, ClassifierError): the metric's result dict per plan, plus "seconds"."""
@@ -212,6 +214,8 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metr
             with autocast:
                 walk.run(x)
             bar.update(batch_length(batch))
+            if advance is not None:  # by examples where their number is known, else by batches
+                advance(batch_length(batch) / total if total else 1 / max(len(data), 1) if hasattr(data, "__len__") else 0.0)
     bar.close()
     wall = time.perf_counter() - start
 

@@ -137,9 +137,11 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     for label, net in nets.items():
         view, data = net.view, net.test
         options = dict(lesion_options, device=device, progress=progress, force=force, meta=net.meta)
-        single = lesion_single(view, data, out=str(compared_lesion(out, label, "single")), seed=seed, **options)
+        single = lesion_single(view, data, out=str(compared_lesion(out, label, "single")), seed=seed,
+                               desc=f"single deletion, {label}", **options)
         random = lesion_random(view, data, k=k, samples=samples, seed=seed,
-                               out=str(compared_lesion(out, label, "random")), **options)
+                               out=str(compared_lesion(out, label, "random")), desc=f"random deletion, {label}",
+                               **options)
         (whole,) = evaluate_plans(view, data, [full_plan(len(view))], device=device,
                                   batch_size=lesion_options.get("batch_size", 256))
         correct[label] = whole.correct

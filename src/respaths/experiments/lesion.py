@@ -41,12 +41,14 @@ import itertools
 import math
 import random
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from scipy import stats as scipy_stats
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import distributed
 from .. import stats
@@ -223,8 +225,13 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
                    params: dict[str, Any], *, out: str | None = None, meta: dict[str, Any] | None = None,
                    force: bool = False, batch_size: int = 256, device: Any = None,
                    engine: EngineOptions = EngineOptions(), chunk: int = DEFAULT_CHUNK,
-                   progress: bool = False, seed: int = 0, metric: Metric | str | None = None) -> list[dict[str, Any]]:
+                   progress: bool = False, seed: int = 0, metric: Metric | str | None = None,
+                   desc: str | None = None) -> list[dict[str, Any]]:
     """Evaluate the baseline and the specs' plans; records in spec order (baseline first).
+
+    progress: one bar for the whole experiment, named desc (default: the experiment's name), over
+    all its plans, those an earlier run finished counted as done; a resumed run also says how many
+    of them it kept.
 
     The plans not done yet, sorted by their steps (plans sharing a prefix share a trie), are evaluated
     `chunk` at a time with the baseline beside each chunk, and each chunk's records are appended to
@@ -260,6 +267,11 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
     new_baseline = "baseline" in pending and distributed.is_main()  # rank 0 records it, in its first round
     position = {sp.key: i for i, sp in enumerate([base_spec] + todo)}
     where = f" on {ranks} ranks" if ranks > 1 else ""
+    name = (desc or DESCRIPTIONS.get(experiment, experiment)) + where
+    kept = len(keys) - len(pending)
+    if kept and distributed.is_main():
+        tqdm.write(f"[respaths] {name}: {kept}/{len(keys)} plans already done in {store.prefix}, kept", file=sys.stderr)
+    bar = plan_bar(len(keys), kept, name, progress and distributed.is_main())
     records: dict[str, dict[str, Any]] = {}
     for r in range(rounds):
         group = mine[r * chunk:(r + 1) * chunk]
@@ -268,10 +280,10 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
         def compute() -> list[dict[str, Any]]:
             if not group and not with_base:
                 return []
+            new = len(group) + len(with_base)  # the baseline beside a later chunk is no new plan
             results = evaluate_plans(view, data, [base_spec.plan] + [sp.plan for sp in group], metric=metric,
                                      batch_size=batch_size, device=device, engine=engine,
-                                     progress=progress and distributed.is_main(),
-                                     desc=f"plans, chunk {r + 1}/{rounds}{where}")
+                                     advance=lambda share: bar.update(share * new))
             base = results[0]
             scoring.check_baseline(base)
             pairs = list(zip(with_base, results[:1])) + list(zip(group, results[1:]))
@@ -283,6 +295,9 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
             records[rec["key"]] = rec
             if store is not None:  # rank 0
                 store.append(rec)
+        bar.n = kept + len(records)  # exact again after the chunk's shares (and the other ranks' plans)
+        bar.refresh()
+    bar.close()
     if not out:  # every rank holds every record
         return [records[k] for k in keys]
 
@@ -291,6 +306,16 @@ def run_experiment(view: ResidualView, data: Any, experiment: str, specs: list[S
         return store.sorted_records(keys)
 
     return distributed.broadcast(distributed.on_main(finish))
+
+
+# What a progress bar calls each experiment.
+DESCRIPTIONS = {"lesion-single": "single deletion", "lesion-random": "random deletion", "reorder": "reordering"}
+
+
+def plan_bar(total: int, done: int, desc: str, enabled: bool) -> Any:
+    """A bar over plans, advanced by shares of a plan while a chunk runs; counts shown whole."""
+    return tqdm(total=total, initial=done, desc=desc, unit="plan", dynamic_ncols=True, disable=not enabled,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
 
 RECORD_FIELDS = ("kind", "k", "sample", "deleted", "plan", "n")

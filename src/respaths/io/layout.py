@@ -176,6 +176,10 @@ class RunLayout:
         """A compared net's single (mode "single") or random deletion."""
         return compared_lesion(self.compare, role, mode)
 
+    def compared_results(self) -> list[Path]:
+        """The compared nets' lesion result files, in name order."""
+        return sorted(self.compare.glob("*-lesion-*.json"))
+
     def single(self, role: str) -> Path:
         """Single deletion of a net outside the comparison (one without shortcuts: the VGG)."""
         return self.results / f"single-{role}"

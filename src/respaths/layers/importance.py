@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -31,12 +32,11 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, delete_blocks, full_plan
 from ..engine.options import DEFAULT_CACHE_BYTES, EngineOptions
 from ..engine.trie import evaluate_plans
-from ..experiments.lesion import Spec
+from ..experiments.lesion import Spec, plan_bar
 # the metrics live in respaths.metrics; imported here too, where they used to be
 from ..metrics import Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, mean_pool, metric_for, model_device, to_device, valid_tokens
 from ..data.text import read_text, sentence_batches, token_batches
@@ -252,11 +252,14 @@ class Runner:
     the plans of one call that are new run together, as one trie (respaths.engine)."""
 
     def __init__(self, view: ResidualView, batches: Sequence[Batch], metric: Metric, store: Any,
-                 progress: bool = True, engine: EngineOptions = EngineOptions()):
+                 progress: bool = True, engine: EngineOptions = EngineOptions(), total: int | None = None,
+                 desc: str = "plans"):
         self.view, self.batches, self.metric, self.store = view, batches, metric, store
         self.engine = engine
         self.memo = {r["plan"]: r for r in store.records if "plan" in r}
-        self.bar = tqdm(desc="plans", unit="plan", disable=not progress, leave=False)
+        # total: the plans the method asks for (planned_plans); one already saved counts as done at once
+        self.bar = plan_bar(total, 0, desc, progress)
+        self.asked = 0
 
     def saved(self, key: str, plan: Plan) -> dict | None:
         return self.store.get(key) or self.memo.get(plan.key())
@@ -268,9 +271,12 @@ class Runner:
         fresh = {}
         if new:
             results = evaluate_plans(self.view, self.batches, list(new.values()), metric=self.metric,
-                                     device=model_device(self.view), engine=self.engine)
+                                     device=model_device(self.view), engine=self.engine,
+                                     advance=lambda share: self.bar.update(share * len(new)))
             fresh = {k: (r, r.pop("seconds")) for k, r in zip(new, results)}
-            self.bar.update(len(new))
+        self.asked += len(specs)
+        self.bar.n = self.asked  # exact again after the batches' shares, saved plans included
+        self.bar.refresh()
         out = []
         for sp in specs:
             old = self.saved(sp.key, sp.plan)
@@ -373,6 +379,19 @@ SWEEPS: dict[str, Callable[..., None]] = {"influence": sweep_influence, "angular
 METHODS = tuple(SWEEPS)
 
 
+def planned_plans(method: str, view: ResidualView, last: int, seeds: int = 3, spans: Sequence[int] | None = None,
+                  variants: Sequence[str] = PAINTERS) -> int:
+    """How many plans the method's sweep asks the Runner for (the baseline not counted): its bar's total."""
+    L = len(view)
+    if method in ("influence", "angular"):
+        return last
+    if method == "greedy":  # the pruning curves, each greedy step's candidates, and each step's choice again
+        candidates = len(view.deletable)
+        greedy = min(last, candidates)
+        return (1 + seeds) * last + sum(candidates - k for k in range(greedy)) + greedy
+    return sum(seeds if v == "random" else 1 for _ in (spans or range(1, L - 1)) for v in variants)
+
+
 def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store: Any, *, metric: Any = None,
                steps: int | None = None, seeds: int = 3, spans: Sequence[int] | None = None,
                variants: Sequence[str] = PAINTERS, loops: int | None = None, token: str = "last",
@@ -385,9 +404,14 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
     if method not in SWEEPS:
         raise UserError(f"unknown method {method!r}; use one of {', '.join(METHODS)}.")
     metric = metric or metric_for(view, batches)
-    run = Runner(view, batches, metric, store, progress, engine)
     L = len(view)
     last = L - 1 if steps is None else max(0, min(steps, L - 1))
+    total = 1 + planned_plans(method, view, last, seeds, spans, variants)
+    saved = sum("plan" in r for r in store.records)
+    if saved:
+        print(f"[respaths] layers --method {method}: {saved}/{total} plans already done in {store.prefix}, kept",
+              file=sys.stderr, flush=True)
+    run = Runner(view, batches, metric, store, progress, engine, total=total, desc=f"layers --method {method}")
     keys = ["baseline"]
     run.evaluate("baseline", "baseline", full_plan(L))
     SWEEPS[method](run, keys, last, seeds=seeds, spans=spans, variants=variants, loops=loops, token=token)

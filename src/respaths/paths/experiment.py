@@ -2,6 +2,7 @@
 for classifiers and, with --text, Hugging Face decoders."""
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -52,6 +53,9 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
     distributed.init()
     store = distributed.on_main(lambda: ResultStore(out, meta, force=force))
     done = distributed.broadcast([k for k in lengths if store.done(length_key(k))] if store is not None else None)
+    if done and distributed.is_main():
+        print(f"[respaths] path gradients: {len(set(done))}/{len(set(lengths))} lengths already done in {out}, kept",
+              file=sys.stderr, flush=True)
     for rec in measure_path_gradients(view, batches, lengths, samples=samples, seed=seed, chunk=chunk,
                                       confidence=confidence, skip=done, progress=progress, fast=fast):
         if store is not None:

@@ -296,7 +296,9 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
     i -> rank i % world, so each length's samples are split across the ranks."""
     from tqdm.auto import tqdm
 
+    lengths = list(lengths)
     n, todo = len(view.blocks), lengths_to_measure(view, lengths, skip, batches)
+    before = len(set(lengths)) - len(set(todo))  # lengths an earlier run measured, shown as done
     if view.model is not None:
         distributed.check_same("model weights", view.model.state_dict().values())
     world = distributed.world()
@@ -306,8 +308,8 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
     keep = len({b for round_units in units for _, b in distributed.shard(round_units)}) == 1
     kept: dict[int, PathGradients] = {}
     with frozen(view), fast_network(view, batches[0][0], fast), \
-            tqdm(total=samples * len(todo), disable=not (progress and distributed.is_main()), unit="path",
-                 desc="path gradients" + (f" on {world} ranks" if world > 1 else "")) as bar:
+            tqdm(total=samples * (len(todo) + before), initial=samples * before, disable=not (progress and distributed.is_main()),
+                 unit="path", desc="path gradients" + (f" on {world} ranks" if world > 1 else "")) as bar:
         for ks, round_units in zip(rounds, units):
 
             def compute() -> list[tuple[int, int, Tensor, float]]:

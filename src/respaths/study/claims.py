@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from scipy import stats as sps
 
 from . import figures as F
-from .. import paths
+from .. import paths, stats
 from ..metrics import ClassifierError, Metric
 from ..models import blocks_of
 from .read import Study
@@ -78,6 +78,60 @@ def preset_note(settings: dict[str, Any] | None) -> str | None:
             f"{blocks} blocks at width ×{p['width']:g}, so no net is trained to convergence. The stochastic-depth "
             f"and fixed-m nets learn more slowly per step than the normal net, so the claims comparing them with "
             f"it are no fair test here; the fashion and cifar10-paper presets train to convergence.")
+
+
+# The paper's protocol (Veit et al.: all 10,000 CIFAR-10 test images, 20 random sets per k, 1,000 paths
+# per length); an experiment run smaller gets a note saying what its numbers cannot resolve.
+PAPER_SIZES = {"test_images": 10_000, "random_samples": 20, "path_samples": 1000}
+
+
+def budget_note(study: Study) -> str | None:
+    """When the experiments ran smaller than the paper's protocol: say so, and what their numbers cannot
+    resolve (the interval of one error, which steps of the random-k curve stand out of their noise, how
+    well a length's path gradient is known), from the study's own numbers; None at the paper's sizes."""
+    with numbers_of(study):
+        return _budget_note(study)
+
+
+def _budget_note(study: Study) -> str | None:
+    r, p = study.random.get("resnet"), study.paths
+    n_test = study.dataset.get("n_test") or 0
+    small = []
+    if not study.metric and 0 < n_test < PAPER_SIZES["test_images"]:
+        small.append(f"{n_test:,} test images")
+    if r and 0 < (r.get("n_samples") or 0) < PAPER_SIZES["random_samples"]:
+        small.append(f"{r['n_samples']} random sets per k")
+    if p and 0 < (p.get("samples") or 0) < PAPER_SIZES["path_samples"]:
+        small.append(f"{p['samples']} paths per length")
+    if not small:
+        return None
+    said = []
+    single = study.single.get("resnet")
+    if single and not study.metric and n_test:
+        base = single["baseline"]
+        lo, hi = stats.wilson_ci(round(base * n_test), n_test)
+        said.append(f"one error on {n_test:,} images is known to about ±{gap((hi - lo) / 2)} (95% Wilson interval at "
+                    f"{pct(base)}), so single-deletion increases smaller than that are not resolved")
+    n = r.get("n_samples") or 0 if r else 0
+    if r and n > 1 and len(r["k"]) > 1:
+        # the standard error of a mean over n sets (std is over the sets, without Bessel's correction)
+        se = [sd * math.sqrt(n / (n - 1)) / math.sqrt(n) for sd in r["std"]]
+        pairs = list(zip(r["mean"], r["mean"][1:], se, se[1:]))
+        resolved = sum(abs(b - a) > 2 * math.hypot(sa, sb) for a, b, sa, sb in pairs)
+        said.append(f"each random-k mean over {n} sets has a standard error of up to {gap(max(se))}, and "
+                    + (f"every one of the {len(pairs)} steps between consecutive k exceeds twice the standard error "
+                       f"of its difference" if resolved == len(pairs) else
+                       f"only {resolved} of the {len(pairs)} steps between consecutive k exceed twice the standard "
+                       f"error of their difference, so ρ(k, mean error) and the largest step are not resolved"))
+    if p and p.get("samples"):
+        widths = [(h - l) / 2 / m for m, l, h in zip(p["mean"], p["low"], p["high"]) if m > 0 and h > l]
+        if widths:
+            said.append(f"a length's mean path gradient, from {p['samples']} sampled paths, is known to about "
+                        f"±{100 * statistics.median(widths):.0f}% (median 95% interval)")
+    bigger = ("respaths study --budget paper runs them" if study.kind == "study" else
+              "the fashion and cifar10-paper presets run them")
+    return (f"A small budget ({', '.join(small)}; the paper's protocol has all 10,000 test images, 20 random sets "
+            f"per k and 1,000 paths per length, and {bigger}): " + "; ".join(said) + ".")
 
 
 # The metric whose numbers pct/pp write while a study's claims and tables are made (the classifier's
@@ -143,6 +197,14 @@ def path_summary(p: dict[str, Any]) -> dict[str, Any]:
 def effective_left(n: int, d: int, s: dict[str, Any]) -> float:
     """Share of the effective range's gradient carried by paths that deleting d blocks leaves intact."""
     return paths.effective_surviving(n, d, s["totals"], s["effective"])
+
+
+def values(ks: Sequence[int]) -> str:
+    """The values of k that ran, each named: "1–20" for a full range, else "1, 2, 4, 6, 8, 10, 12"."""
+    ks = list(ks)
+    if len(ks) >= 3 and ks == list(range(ks[0], ks[-1] + 1)):
+        return f"{ks[0]}–{ks[-1]}"
+    return ", ".join(map(str, ks))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,9 +313,12 @@ def claim_random(study: Study) -> Claim:
     rise = curve[-1] - curve[0]
     big = max(steps) / rise if rise > 0 else math.inf
     c.numbers = dict(spearman_rho=rho, p=p, largest_step_share=big, k_max=ks[-1], error_at_k_max=mean[-1])
-    c.measured = (f"{_label(study, 'resnet')}, {r.get('n_samples', '?')} random sets per k for k = {ks[0]}–{ks[-1]}: "
+    largest = (f"the largest step between consecutive k is {100 * big:.0f}% of the whole rise" if rise > 0 else
+               "no rise: the mean error at the largest k is not above " + ("the whole net's" if base is not None
+                                                                           else f"that at k = {ks[0]}"))
+    c.measured = (f"{_label(study, 'resnet')}, {r.get('n_samples', '?')} random sets per k for k = {values(ks)}: "
                   f"mean error {pct(mean[0])} at k = {ks[0]} to {pct(mean[-1])} at k = {ks[-1]}; Spearman ρ(k, mean "
-                  f"error) = {rho:.3f}; the largest step between consecutive k is {100 * big:.0f}% of the whole rise.")
+                  f"error) = {rho:.3f}; {largest}.")
     c.rule = (f"holds if ρ ≥ {RULES['random_rho']} and no step exceeds {100 * RULES['random_max_step']:.0f}% "
               f"of the rise; partly if only ρ does.")
     ok_rho = rho >= RULES["random_rho"]
@@ -298,7 +363,7 @@ def claim_gradient(study: Study) -> Claim:
     good = [(k, m) for k, m in zip(ks, mean) if m > 0]
     slope = sps.linregress([k for k, _ in good], [math.log10(m) for _, m in good]).slope
     c.numbers = dict(spearman_rho=rho, factor_per_block=10 ** slope)
-    c.measured = (f"{p.get('samples', '?')} sampled paths per length, k = {ks[0]}–{ks[-1]}: the mean gradient norm "
+    c.measured = (f"{p.get('samples', '?')} sampled paths per length, k = {values(ks)}: the mean gradient norm "
                   f"goes from {mean[0]:.3g} to {mean[-1]:.3g}; a log-linear fit gives ×{10 ** slope:.3g} per extra "
                   f"block; Spearman ρ(k, gradient) = {rho:.3f}.")
     c.rule = f"holds if ρ ≤ {RULES['grad_rho']} and the fitted factor per block is below 1."
@@ -342,7 +407,7 @@ def claim_surviving(study: Study) -> Claim:
     one = effective_left(n, 1, s)
     c.numbers = dict(r2=fit.rvalue ** 2, effective_left_after_1=one, slope=fit.slope)
     c.measured = (f"Deleting 1 of {n} blocks leaves 50% of all paths but {100 * one:.1f}% of the effective "
-                  f"gradient; across k = {r['k'][0]}–{r['k'][-1]} the mean error is a straight line in the effective "
+                  f"gradient; across k = {values(r['k'])} the mean error is a straight line in the effective "
                   f"gradient lost with R² = {fit.rvalue ** 2:.3f} (slope {fit.slope:.2f} error per unit lost).")
     if p.get("surviving_checked"):
         c.measured += (f" Paths counted in each of the {p['surviving_checked']} random lesions that were run: "

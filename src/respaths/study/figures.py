@@ -78,7 +78,8 @@ def color_for(label: str) -> str:
 def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: float | None = None,
                     axis: Axis = ERROR) -> Figure:
     """One panel per model. Each panel: label, baseline (error of the whole net), errors (one per
-    block; None where the block cannot be deleted), downsample (one bool per block)."""
+    block; None where the block cannot be deleted), downsample (one bool per block); optional ci
+    (per block [low, high], the 95% Wilson interval of the error, or None), drawn as error bars."""
     fig = new_figure(len(panels), f"{axis.title} after deleting one block (Veit et al. fig. 3)", subtitle)
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, p in zip(axes, panels):
@@ -86,13 +87,20 @@ def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: flo
         err = _pct(p["errors"], axis.scale)
         idx = list(range(len(err)))
         ax.plot(idx, err, "o-", color=color, ms=4, lw=1.2, label=f"{p['label']}: one block deleted")
+        ci = p.get("ci") or []
+        bars = [(i, err[i], ci[i]) for i in idx if i < len(ci) and ci[i] is not None and not math.isnan(err[i])]
+        if bars:
+            ax.errorbar([i for i, _, _ in bars], [e for _, e, _ in bars],
+                        yerr=[[e - axis.scale * c[0] for _, e, c in bars], [axis.scale * c[1] - e for _, e, c in bars]],
+                        fmt="none", ecolor=color, elinewidth=1, capsize=2, alpha=0.7, label="95% Wilson interval")
         down = [i for i, d in enumerate(p["downsample"]) if d and not math.isnan(err[i])]
         if down:
             ax.plot(down, [err[i] for i in down], "^", color=DOWNSAMPLE_COLOR, ms=9, mfc="none", mew=1.8,
                     label="downsampling block")
         fixed = [i for i, e in enumerate(err) if math.isnan(e)]
-        if fixed:
-            ax.plot(fixed, [0.0] * len(fixed), "x", color="gray", ms=7, label="cannot be deleted (changes shape)")
+        for j, i in enumerate(fixed):  # a band over the whole height: no value, so no point on the error axis
+            ax.axvspan(i - 0.4, i + 0.4, color="gray", alpha=0.15, lw=0, hatch="//",
+                       label="cannot be deleted (changes shape)" if j == 0 else None)
         _reference_lines(ax, p.get("baseline"), chance, color, p["label"], axis)
         ax.set_xlabel("index of the deleted block (0 = first)")
         ax.set_ylabel(axis.label)

@@ -33,7 +33,7 @@ from ..io.atomic import write_text
 from ..io.layout import FIGURES, FIGURES_DIR, RunLayout
 from ..core import UserError
 from .claims import (FAILS, HOLDS, INCONCLUSIVE, MISSING, NOT_RUN, PARTLY, RULE_NOTES, RULES, Claim,
-                     chance_error, claims, effective_left, metric_axis, numbers_of, path_summary, pct,
+                     budget_note, chance_error, claims, effective_left, metric_axis, numbers_of, path_summary, pct,
                      preset_note)
 from . import series as S
 from .read import Study, load_study
@@ -69,7 +69,7 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
     def panel(role):
         s = single[role]
         return dict(label=m[role]["label"], baseline=s["baseline"], errors=s["errors"],
-                    downsample=m[role]["downsample"])
+                    downsample=m[role]["downsample"], ci=s.get("ci"))
 
     roles = [r for r in ("resnet", "vgg") if r in single]
     if roles:
@@ -240,7 +240,7 @@ def render_html(studies: list[Study], figures: list[dict[str, tuple[str, bytes]]
              "to this report; the rules for each verdict were fixed before the runs.</p>"]
     for s, cl in zip(studies, all_claims):
         count = {v: sum(c.verdict == v for c in cl) for v in VCLASS}
-        note = preset_note(s.preset_settings)
+        note = " ".join(n for n in (preset_note(s.preset_settings), budget_note(s)) if n)
         what = (f"{s.dataset['n_test']:,} examples, scored by {s.scored_by().label}" if s.metric
                 else f"{s.dataset['n_test']:,} test images")
         parts.append(f"<p><b>{_e(s.title)}</b>: {_e(s.dataset['label'])}, {what}; "

@@ -176,30 +176,39 @@ def image_experiments(run: RunLayout, nets: dict[str, StudiedNet], train_set: An
     deletable = len(main.view.deletable)
     random_k = [k for k in b.random_k if k < deletable] or [1]
     with_shortcuts = {r: net for r, net in nets.items() if residual(net)}
-    step("compare", run.compare_json.exists(),
+    done = run.compare_json.exists()
+    step("compare", done,
          lambda: compare_views(with_shortcuts, out=run.compare, reference="resnet", k=random_k,
                                samples=b.random_samples, seed=b.seed, **opts),
-         "single and random deletion" + (f" of {', '.join(with_shortcuts)}" if len(with_shortcuts) > 1 else ""))
+         "single and random deletion" + (f" of {', '.join(with_shortcuts)}" if len(with_shortcuts) > 1 else "")
+         + kept(done, run.compared_results(), "plans"))
     for role, net in nets.items():
         if role not in with_shortcuts:
-            step(f"single {role}", json_of(run.single(role)).exists(),
+            done = json_of(run.single(role)).exists()
+            step(f"single {role}", done,
                  lambda net=net: lesion.lesion_single(net.view, net.test, out=str(run.single(net.role)),
-                                                      seed=b.seed, meta=net.brought_meta, **opts),
-                 f"single deletion, {role}")
+                                                      seed=b.seed, meta=net.brought_meta,
+                                                      desc=f"single deletion, {net.role}", **opts),
+                 f"single deletion, {role}" + kept(done, [json_of(run.single(role))], "plans"))
     pairs = len(main.view.swappable_pairs())
     ks = [k for k in b.reorder_k if k <= pairs]
     if ks:
-        step("reorder resnet", json_of(run.reorder("resnet")).exists(),
+        done = json_of(run.reorder("resnet")).exists()
+        step("reorder resnet", done,
              lambda: lesion.reorder(main.view, main.test, k=ks, samples=b.reorder_samples, seed=b.seed,
-                                    out=str(run.reorder("resnet")), meta=main.brought_meta, **opts),
-             "reordering blocks")
-    step("paths resnet", json_of(run.paths("resnet")).exists(),
+                                    out=str(run.reorder("resnet")), meta=main.brought_meta,
+                                    desc="reordering blocks", **opts),
+             "reordering blocks" + kept(done, [json_of(run.reorder("resnet"))], "plans"))
+    done = json_of(run.paths("resnet")).exists()
+    step("paths resnet", done,
          lambda: path_gradients(main.view, train_set, run.paths("resnet"), b, device, progress,
                                 meta=main.brought_meta),
-         f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)")
-    step("surviving resnet", json_of(run.surviving("resnet")).exists(),
+         f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)"
+         + kept(done, [json_of(run.paths("resnet"))], "lengths"))
+    done = json_of(run.surviving("resnet")).exists()
+    step("surviving resnet", done,
          lambda: surviving_check(n, json_of(run.compared("resnet", "random")), run.surviving("resnet")),
-         "surviving paths checked against the lesions")
+         "surviving paths checked against the lesions" + kept(done, [json_of(run.surviving("resnet"))], "lesions"))
 
 
 def text_experiments(run: RunLayout, net: StudiedNet, b: Budget, *, device: torch.device,
@@ -216,31 +225,44 @@ def text_experiments(run: RunLayout, net: StudiedNet, b: Budget, *, device: torc
     reorder_k = [k for k in b.reorder_k if k <= pairs]
     opts = dict(device=str(device), progress=progress, meta=net.meta)
 
-    def done(prefix: Path) -> bool:
-        return json_of(prefix).exists()
+    def step_of(name: str, prefix: Path, fn: Callable[[], Any], what: str, unit: str = "plans") -> None:
+        done = json_of(prefix).exists()
+        step(name, done, fn, what + kept(done, [json_of(prefix)], unit))
 
-    step("single", done(res.lesion("single")),
-         lambda: lesion.lesion_single(view, data, out=str(res.lesion("single")), **opts), "single deletion")
-    step("random", done(res.lesion("random")),
-         lambda: lesion.lesion_random(view, data, k=random_k, samples=b.random_samples, seed=b.seed,
-                                      out=str(res.lesion("random")), **opts), "random deletion")
+    step_of("single", res.lesion("single"),
+            lambda: lesion.lesion_single(view, data, out=str(res.lesion("single")), **opts), "single deletion")
+    step_of("random", res.lesion("random"),
+            lambda: lesion.lesion_random(view, data, k=random_k, samples=b.random_samples, seed=b.seed,
+                                         out=str(res.lesion("random")), **opts), "random deletion")
     if reorder_k:
-        step("reorder", done(res.reorder),
-             lambda: lesion.reorder(view, data, k=reorder_k, samples=b.reorder_samples, seed=b.seed,
-                                    out=str(res.reorder), **opts), "reordering blocks")
+        step_of("reorder", res.reorder,
+                lambda: lesion.reorder(view, data, k=reorder_k, samples=b.reorder_samples, seed=b.seed,
+                                       out=str(res.reorder), **opts), "reordering blocks")
     if metric == "cosine":  # an encoder's cosine has no gradient at the full model (paths.text_batches_for_paths)
         log("[respaths] path gradients: skipped; an encoder's embedding cosine to the full model has no gradient "
             "at the full model (run the study on a decoder for them)")
         return
-    step("paths", done(res.paths),
-         lambda: paths.text_paths(net.opened, out=str(res.dir), samples=b.path_samples, lengths="all",
-                                  batches=b.path_batches, seed=b.seed, share=0.9, chunk=None, force=False,
-                                  progress=progress, device=device),
-         f"path gradients of the {metric_named(metric).label} ({b.path_samples} paths per length)")
-    step("surviving resnet", done(run.surviving("resnet")),
-         lambda: surviving_check(n, json_of(res.lesion("random")), run.surviving("resnet")),
-         "surviving paths checked against the lesions")
+    step_of("paths", res.paths,
+            lambda: paths.text_paths(net.opened, out=str(res.dir), samples=b.path_samples, lengths="all",
+                                     batches=b.path_batches, seed=b.seed, share=0.9, chunk=None, force=False,
+                                     progress=progress, device=device),
+            f"path gradients of the {metric_named(metric).label} ({b.path_samples} paths per length)", "lengths")
+    step_of("surviving resnet", run.surviving("resnet"),
+            lambda: surviving_check(n, json_of(res.lesion("random")), run.surviving("resnet")),
+            "surviving paths checked against the lesions", "lesions")
 
+
+def kept(done: bool, files: list[Path], unit: str) -> str:
+    """How much a finished step holds, for its "already done, kept" line: " (N/N plans)" ("" if not done)."""
+    if not done:
+        return ""
+    n = 0
+    for f in files:
+        try:
+            n += len(json.loads(f.read_text(encoding="utf-8"))["records"])
+        except (OSError, ValueError, KeyError, TypeError):  # damaged: the report's reader says so
+            pass
+    return f" ({n}/{n} {unit})"
 
 # ---------------------------------------------------------------------------------------------
 # respaths study
