@@ -44,7 +44,8 @@ import torch
 
 import respaths
 from respaths.engine import trie_cost
-from respaths.layers.importance import engine_evaluator, greedy_pruning, per_candidate_evaluator, token_batches
+from respaths.data.text import token_batches
+from respaths.layers.importance import engine_evaluator, greedy_pruning, per_candidate_evaluator
 from respaths.metrics import LMLoss
 from respaths.opening import open_model
 

@@ -86,7 +86,7 @@ from respaths.core import DELETE, PARALLEL, RUN, Plan, UserError, full_plan, run
 from respaths.data import batches, load_dataset
 from respaths.engine import build_trie, trie_cost
 from respaths.experiments.lesion import DEFAULT_CHUNK
-from respaths.io.loading import load_model
+from respaths.opening import load_model
 from respaths.opening import NORMALIZE
 from respaths.paths import PathGradients, frozen, length_generator, naive_path_gradient, sample_paths
 from respaths.study.run_record import cpu_time

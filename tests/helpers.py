@@ -54,3 +54,13 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def one_sentence(msg: str) -> bool:
     return msg.endswith(".") and len(re.findall(r"[.!?](\s|$)", msg)) == 1
+
+
+def evaluate_with_cli(path, capsys, *options) -> dict:
+    """`respaths evaluate PATH --json` on the CPU: the error and loss a user is shown."""
+    import json
+
+    from respaths import cli
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(path), "--device", "cpu", "--json", *map(str, options)]) == 0
+    return json.loads(capsys.readouterr().out)

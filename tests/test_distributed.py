@@ -183,10 +183,10 @@ def test_ranks_with_different_weights_are_refused(runs):
 
 
 def test_data_parallel_epoch_equals_one_process(runs):
-    from respaths.io.checkpoint import load_train_state, load_weights, read_meta
+    from respaths.io.checkpoint import load_train_state, read_weights, read_meta
 
     one, two = runs / "one" / "train-stopped" / "checkpoint", runs / "two" / "train-stopped" / "checkpoint"
-    w1, w2 = load_weights(one), load_weights(two)
+    w1, w2 = read_weights(one), read_weights(two)
     assert w1.keys() == w2.keys()
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-6, msg=k)
@@ -211,7 +211,7 @@ def test_train_under_torchrun_writes_one_checkpoint(runs):
 
 
 def test_two_rank_checkpoint_resumes_in_one_process(runs):
-    from respaths.io.checkpoint import load_weights, read_meta
+    from respaths.io.checkpoint import read_weights, read_meta
     from respaths.training.train import train
 
     threads = torch.get_num_threads()
@@ -223,7 +223,7 @@ def test_two_rank_checkpoint_resumes_in_one_process(runs):
         torch.set_num_threads(threads)
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     assert resumed.history[0]["ranks"] == 2 and "ranks" not in resumed.history[1]
-    w1, w2 = load_weights(reference.checkpoint), load_weights(resumed.checkpoint)
+    w1, w2 = read_weights(reference.checkpoint), read_weights(resumed.checkpoint)
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-6, msg=k)
     assert read_meta(resumed.checkpoint)["epoch"] == 2

@@ -71,3 +71,14 @@ def test_layers_and_study_depend_one_way():
     graph = import_graph()
     assert "layers.figures" in graph["study.report"]
     assert not {(m, t) for m, ts in graph.items() if m.startswith("layers.") for t in ts if t.startswith("study")}
+
+
+def test_io_is_a_bottom_layer():
+    # io/ reads and writes files; it may use core, the model registry and the version, nothing above
+    graph = import_graph()
+    below = {"core", "models", "version"}
+    for m, targets in graph.items():
+        if m.startswith("io"):
+            above = {t for t in targets if not t.startswith("io") and t not in below}
+            assert above == set(), (m, above)
+    assert "io.pruned" in graph and "io.atomic" in graph["io.pruned"]  # the pruned format writes through atomic_dir

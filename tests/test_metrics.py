@@ -9,6 +9,7 @@ transformers = pytest.importorskip("transformers")
 
 import respaths  # noqa: E402
 from respaths.layers import importance as li  # noqa: E402
+from respaths.metrics import ClassifierError, EmbeddingCosine, LMLoss  # noqa: E402
 from respaths.core import delete_blocks  # noqa: E402
 
 from tests.tiny_transformers import edited, inputs_for, model_out, models, text_inputs  # noqa: E402,F401
@@ -23,14 +24,14 @@ def test_lm_loss_equals_the_models_own_loss(models):
     labels = inp["input_ids"].masked_fill(inp["attention_mask"] == 0, -100)
     with torch.no_grad():
         ref = m(**inp, labels=labels, use_cache=False).loss.item()
-    r = li.LMLoss()(respaths.view(m), [inp])
+    r = LMLoss()(respaths.view(m), [inp])
     assert r["loss"] == pytest.approx(ref, rel=1e-6) and r["ppl"] == pytest.approx(math.exp(ref), rel=1e-6)
     assert r["n"] == int(inp["attention_mask"][:, 1:].sum())
 
 
 def test_embedding_cosine_and_classifier_error(models):
     m, inp = models["bert"], text_inputs()
-    metric = li.EmbeddingCosine()
+    metric = EmbeddingCosine()
     v = respaths.view(m)
     assert metric(v, [inp])["cos"] == pytest.approx(1.0)
     with torch.no_grad():
@@ -43,7 +44,7 @@ def test_embedding_cosine_and_classifier_error(models):
     vit = models["vit"]
     x = inputs_for("vit")
     y = torch.tensor([0, 1, 2])
-    r = li.ClassifierError()(respaths.view(vit), [{"pixel_values": x, "labels": y}], delete_blocks(4, [2]))
+    r = ClassifierError()(respaths.view(vit), [{"pixel_values": x, "labels": y}], delete_blocks(4, [2]))
     with torch.no_grad():
         logits = model_out(edited(vit, "vit", [0, 1, 3]), x)
     assert r["error"] == pytest.approx((logits.argmax(1) != y).float().mean().item())

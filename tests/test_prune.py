@@ -264,12 +264,11 @@ def test_published_layout_prunes_and_reloads_with_its_padding(tmp_path):
     model = randomise_bn(respaths.build_model("resnet20", in_channels=3, num_classes=10, width=0.5,
                                               zero_pad="both"))
     x = torch.randn(2, 3, 16, 16)
-    from respaths.prune import save_pruned
+    from respaths.io.pruned import save_weights, write_pruned
     pruned = respaths.prune(model, [2], x).eval()
     out = tmp_path / "p"
-    out.mkdir()
-    save_pruned(out, pruned, {"removed": [2], "input_shape": [3, 16, 16],
-                              "base": {"respaths_model": {"name": "resnet20", "config": model.config}}})
+    write_pruned(out, {"removed": [2], "input_shape": [3, 16, 16],
+                       "base": {"respaths_model": {"name": "resnet20", "config": model.config}}}, save_weights(pruned))
     again, _ = respaths.load_pruned(out)
     with torch.no_grad():
         assert torch.equal(again(x), respaths.view(model, x)(x, delete_blocks(9, [2])))
@@ -311,7 +310,8 @@ def test_cli_prune_from_layers_greedy_on_gpt2(tmp_path, capsys):
 
     from respaths import cli
     from respaths.adapters.hf import load
-    from respaths.layers.importance import LMLoss, read_text
+    from respaths.data.text import read_text
+    from respaths.metrics import LMLoss
     d = tmp_path / "gpt2"
     save_with_tokenizer(tiny("gpt2"), d, TEXT)
     (tmp_path / "t.txt").write_text(TEXT)
@@ -348,7 +348,7 @@ def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
     from respaths import cli
-    from respaths.layers.importance import read_text
+    from respaths.data.text import read_text
     from respaths.prune import cosine_between
     text = tmp_path / "s.txt"
     text.write_text("\n".join(["a cat sat on the mat", "residual networks behave like ensembles",

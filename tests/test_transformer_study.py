@@ -15,6 +15,7 @@ from transformers import AutoTokenizer, GPT2LMHeadModel  # noqa: E402
 
 import respaths  # noqa: E402
 from respaths.layers import importance as li  # noqa: E402
+from respaths.data.text import read_text  # noqa: E402
 from respaths.cli import main  # noqa: E402
 from respaths.core import delete_blocks, reorder_blocks  # noqa: E402
 from respaths.metrics import EmbeddingCosine, LMLoss  # noqa: E402
@@ -46,7 +47,7 @@ def plain_setup(model_dir, text):
     m.eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     v = respaths.view(m)
-    return m, v, li.read_text(text, v, tok, int(SEQ), 8)
+    return m, v, read_text(text, v, tok, int(SEQ), 8)
 
 
 def naive_lm_loss(model, batches):

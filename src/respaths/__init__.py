@@ -1,11 +1,10 @@
 """respaths: residual networks seen as ensembles of paths (Veit, Wilber & Belongie, NIPS 2016)."""
-__version__ = "0.2.0"  # first: the modules imported below record it
-
+from .version import __version__
 from .core import Block, Plan, ResidualView, delete_blocks, full_plan, reorder_blocks, run_plan
 from .adapters import view
 from .adapters.declared import declare
 from .models import build_model, list_models
-from .io.loading import load_pruned
+from .opening import load_pruned
 from .prune import prune
 
 

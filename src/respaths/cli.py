@@ -533,18 +533,21 @@ def _progress(args: argparse.Namespace) -> bool:
 def _open(args: argparse.Namespace, need_data: bool = True, split: str = "test"):
     """The model and data the command line names (respaths.opening.open_model); prints the preprocessing."""
     from .opening import open_model
-    from .validation import source_and_spec
-    source, spec = source_and_spec(args.model)
-    opened = open_model(source, spec=spec, weights=args.weights, num_classes=args.num_classes,
-                        model_kwargs=args.model_kwargs or {}, dataset=args.dataset, data_dir=args.data_dir,
-                        split=split, limit=getattr(args, "limit", None), normalize=args.normalize, mean=args.mean, std=args.std,
-                        image_size=args.image_size, device=args.device, need_data=need_data,
-                        text=getattr(args, "text", None), seq_len=getattr(args, "seq_len", 128),
-                        batch_size=getattr(args, "text_batch_size", 8))
+    opened = open_model(args.model, _open_options(args), split=split, need_data=need_data)
     pre = opened.description.get("preprocessing")
     if pre is not None:
         print(f"preprocessing: {pre['normalize']} mean {pre['mean']} std {pre['std']}")
     return opened
+
+
+def _open_options(args: argparse.Namespace):
+    """The OpenOptions the command line gives (respaths.opening)."""
+    from .opening import OpenOptions
+    return OpenOptions(weights=args.weights, num_classes=args.num_classes, model_kwargs=args.model_kwargs or {},
+                       dataset=args.dataset, data_dir=args.data_dir, limit=getattr(args, "limit", None),
+                       normalize=args.normalize, mean=args.mean, std=args.std, image_size=args.image_size,
+                       text=getattr(args, "text", None), seq_len=getattr(args, "seq_len", None) or 128,
+                       batch_size=getattr(args, "text_batch_size", None) or 8, device=getattr(args, "device", "cpu"))
 
 
 def _lesion_setup(args: argparse.Namespace):
@@ -845,17 +848,13 @@ def prune_args(p: argparse.ArgumentParser) -> None:
 
 def prune_run(args: argparse.Namespace) -> int:
     from .layers.export import export
-    from .validation import source_and_spec
     if args.result and args.remove is None:
         raise UserError("--from needs --remove N: how many of the result's least harmful blocks to remove.")
     if args.remove is not None and not args.result:
         raise UserError("--remove goes with --from RESULT.json; with --blocks, list the blocks themselves.")
-    source, spec = source_and_spec(args.model)
-    summary = export(source, args.out, spec=spec, blocks=args.blocks,
-                     result=args.result, remove=args.remove, weights=args.weights, num_classes=args.num_classes,
-                     model_kwargs=args.model_kwargs or {}, dataset=args.dataset, data_dir=args.data_dir,
-                     limit=args.limit, normalize=args.normalize, mean=args.mean, std=args.std,
-                     image_size=args.image_size, text=args.text, seq_len=args.seq_len, batch_size=args.text_batch_size)
+    blocks = args.blocks or None  # --blocks "" names none: as if not given
+    summary = export(args.model, args.out, blocks=blocks, result=args.result, remove=args.remove,
+                     options=_open_options(args))
     print(summary)
     return 0
 

@@ -155,33 +155,30 @@ def on_main(fn: Callable[[], T]) -> T | None:
     forever for a rank that has stopped."""
     if not active():
         return fn()
-    value, error, failure = None, None, None
-    if is_main():
-        try:
-            value = fn()
-        except Exception as e:
-            error, failure = _reason(e), e
-    error = broadcast(error)
-    if failure is not None:
-        raise failure
-    if error is not None:
-        raise UserError(f"rank 0 stopped: {error}")
-    return value
+    return _fail_together(fn, is_main(), lambda error: [(0, broadcast(error))])
 
 
 def all_ok(fn: Callable[[], T]) -> T:
     """fn() on every rank; if it raises on any rank, every rank raises (see on_main)."""
     if not active():
         return fn()
+    return _fail_together(fn, True, lambda error: enumerate(gather(error)))
+
+
+def _fail_together(fn: Callable[[], T], runs_here: bool,
+                   exchange: Callable[[str | None], Iterable[tuple[int, str | None]]]) -> T | None:
+    """fn() where runs_here; exchange shares this rank's error (or None) and returns (rank, error)
+    pairs: a rank whose fn raised raises the original, the others a UserError naming the first failure."""
     value, error, failure = None, None, None
-    try:
-        value = fn()
-    except Exception as e:
-        error, failure = _reason(e), e
-    errors = gather(error)
+    if runs_here:
+        try:
+            value = fn()
+        except Exception as e:
+            error, failure = _reason(e), e
+    reported = list(exchange(error))
     if failure is not None:
         raise failure
-    bad = next(((r, e) for r, e in enumerate(errors) if e is not None), None)
+    bad = next(((r, e) for r, e in reported if e is not None), None)
     if bad is not None:
         raise UserError(f"rank {bad[0]} stopped: {bad[1]}")
     return value

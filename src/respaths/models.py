@@ -243,12 +243,24 @@ def _init(net: nn.Module) -> None:
 # ---------------------------------------------------------------------------------------------
 # The registry
 
+NAME = re.compile(r"(resnet|preresnet|plain)(\d+)|vgg15(-nobn)?")
+
+
+def parse_name(name: str) -> tuple[str, int] | None:
+    """(family, depth) of a model name: ("resnet", 20), ("vgg15", 15), ("vgg15-nobn", 15); None when
+    the name is none of list_models()."""
+    m = NAME.fullmatch(name)
+    if not m:
+        return None
+    return (m.group(1), int(m.group(2))) if m.group(1) else (name, 15)
+
+
 def blocks_of(name: str) -> int:
     """The number of residual blocks of a resnet{6n+2} / preresnet{6n+2} / plain{6n+2} model: 3n."""
-    m = re.fullmatch(r"(resnet|preresnet|plain)(\d+)", name)
-    if not m:
+    parsed = parse_name(name)
+    if parsed is None or parsed[0].startswith("vgg"):
         raise UserError(f"{name!r} is not a resnet, preresnet or plain model of depth 6n+2.")
-    return 3 * _stages(int(m.group(2)))
+    return 3 * _stages(parsed[1])
 
 
 def list_models() -> list[str]:
@@ -261,15 +273,15 @@ def build_model(name: str, in_channels: int = 3, num_classes: int = 10, width: f
     """Build a model by name; the dataset decides in_channels and num_classes."""
     if width <= 0:
         raise UserError(f"width multiplier must be positive, not {width}.")
-    if name in ("vgg15", "vgg15-nobn"):
+    parsed = parse_name(name)
+    if parsed is None:
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}.")
+    family, depth = parsed
+    if family.startswith("vgg"):
         if stochastic_depth is not None or fixed_m is not None:
             raise UserError("stochastic depth and fixed-m training need a residual model, not a VGG.")
         net = vgg15(in_channels, num_classes, width, bn=(name == "vgg15"))
     else:
-        m = re.fullmatch(r"(resnet|preresnet|plain)(\d+)", name)
-        if not m:
-            raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}.")
-        family, depth = m.group(1), int(m.group(2))
         if family == "plain" and (stochastic_depth is not None or fixed_m is not None):
             raise UserError("stochastic depth and fixed-m training need shortcuts; plain nets have none.")
         net = cifar_resnet(depth, in_channels, num_classes, width, preact=(family == "preresnet"),
@@ -277,3 +289,13 @@ def build_model(name: str, in_channels: int = 3, num_classes: int = 10, width: f
                            stochastic_depth=stochastic_depth, fixed_m=fixed_m, zero_pad=zero_pad)
     net.config["name"] = name
     return net
+
+
+# the config keys that are build_model's options (the rest, depth and name, are in the name)
+BUILD_OPTIONS = ("in_channels", "num_classes", "width", "shortcut", "stochastic_depth", "fixed_m", "zero_pad")
+
+
+def build_from_config(config: dict[str, Any], name: str | None = None) -> Net:
+    """The model a Net's config describes (as checkpoints and pruned exports record it), freshly
+    initialised; name overrides config["name"]."""
+    return build_model(name or config["name"], **{k: config[k] for k in BUILD_OPTIONS if k in config})

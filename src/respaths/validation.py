@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .core import UserError
+from .distributed import launched
+from .opening import reads_text
 from .io.layout import RUN_FILES, RunLayout, training_metrics
 
 KIND_OF_COMMAND = {"train": "train", "reproduce": "reproduce", "demo": "reproduce", "study": "study"}
@@ -79,27 +81,15 @@ def check_out_dir(command: str, out: str | os.PathLike, force: bool) -> None:
                                 f"with --force).")
 
 
-def source_and_spec(model: str | None) -> tuple[str | None, str | None]:
-    """A MODEL argument as (directory, spec): an existing directory, a NAME:FACTORY spec, or (no colon)
-    a directory that the opening then reports missing."""
-    if model is None:
-        return None, None
-    from .opening import is_gguf
-    if Path(model).is_dir() or Path(model + ".old").is_dir() or is_gguf(model) or ":" not in model:
-        return model, None
-    return None, model
-
-
 def given(args: argparse.Namespace, name: str) -> bool:
     return getattr(args, name, None) is not None
 
 
 def check_applies(args: argparse.Namespace) -> None:
     """Refuse options that would do nothing for this model, mode or launch, naming where they apply."""
-    from .opening import is_transformers_source
     command = args.command
     model = getattr(args, "model", None) if command != "train" else None
-    hf = bool(model) and Path(model).exists() and is_transformers_source(model)
+    hf = bool(model) and Path(model).exists() and reads_text(model)
     if command == "lesion" and args.mode == "single":
         for name in ("k", "samples"):
             if given(args, name):
@@ -133,7 +123,6 @@ def check_applies(args: argparse.Namespace) -> None:
             raise UserError(f"--image-size applies to imagefolder:PATH datasets, whose images come in any size; "
                             f"{dataset} has one size.")
     if getattr(args, "sync_bn", False):
-        from .distributed import launched
         if not launched():
             raise UserError("--sync-bn applies to training under torchrun (several processes); one process "
                             "has one batch already.")

@@ -16,7 +16,7 @@ from respaths import cli
 from respaths.core import UserError
 from respaths.experiments.lesion import lesion_single, lesioned_model, random_plans, reorder, reorder_plans
 
-from tests.helpers import data, tiny
+from tests.helpers import data, evaluate_with_cli, tiny
 
 
 def naive_errors(model, plan, x, y, batch):
@@ -218,7 +218,6 @@ def test_imagefolder_with_a_torchvision_resnet50_from_a_weights_file(tmp_path):
 def test_train_then_lesion_and_reorder_the_run_directory(tmp_path, capsys):
     from respaths.io.checkpoint import load_checkpoint
     from respaths.data import load_dataset, normalize
-    from respaths.training.trainer import evaluate_checkpoint
     run = tmp_path / "run"
     assert cli.main(["train", "--model", "preresnet20", "--width", "0.5", "--dataset", "synthetic",
                      "--epochs", "3", "--schedule", "cosine", "--limit-train", "512", "--limit-test", "64", "--batch-size", "32",
@@ -232,7 +231,7 @@ def test_train_then_lesion_and_reorder_the_run_directory(tmp_path, capsys):
     model, meta = load_checkpoint(run / "checkpoint")
     # the baseline is the trained model's own test error, and each deletion equals the naive twin's
     assert single["baseline"]["error"] == pytest.approx(
-        evaluate_checkpoint(run, device="cpu", limit=64)["error"], abs=1e-9)
+        evaluate_with_cli(run, capsys, "--limit", 64)["error"], abs=1e-9)
     test = load_dataset("synthetic", split="test", limit=64)
     x = normalize(test.images, tuple(meta["dataset"]["mean"]), tuple(meta["dataset"]["std"]))
     records = [r for r in single["records"] if r["kind"] == "single"]

@@ -1,4 +1,4 @@
-"""A model from a spec and local weights (respaths.io.loading.load_model): weights round trips, bad
+"""A model from a spec and local weights (respaths.opening.load_model): weights round trips, bad
 specs, checkpoint directories."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 import respaths
 from respaths.core import UserError
-from respaths.io.loading import load_model
+from respaths.opening import load_model
 
 
 

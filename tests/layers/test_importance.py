@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 import respaths  # noqa: E402
 from respaths.layers import importance as li  # noqa: E402
+from respaths.metrics import LMLoss  # noqa: E402
 from respaths.cli import main  # noqa: E402
 from respaths.core import PARALLEL, RUN  # noqa: E402
 
@@ -53,7 +54,7 @@ def test_greedy_pruning_equals_brute_force(models):
     m = models["gpt2"]
     batch = {"input_ids": text_inputs()["input_ids"][:, :]}
     batch["input_ids"][:, :] = torch.randint(3, V, (3, 9), generator=torch.Generator().manual_seed(9))
-    got = li.greedy_pruning(respaths.view(m), [batch], li.LMLoss(), steps=3)
+    got = li.greedy_pruning(respaths.view(m), [batch], LMLoss(), steps=3)
 
     def loss_without(removed):  # the model with those layers really removed
         keep = [i for i in range(5) if i not in removed]

@@ -14,6 +14,7 @@ from transformers import (BertConfig, BertForSequenceClassification, BertModel, 
 
 import respaths  # noqa: E402
 from respaths.layers import importance as li  # noqa: E402
+from respaths.core import delete_blocks  # noqa: E402
 from respaths import metrics  # noqa: E402
 from respaths.core import DELETE, PARALLEL, RUN, Plan, delete_blocks, full_plan, reorder_blocks  # noqa: E402
 from respaths.engine import EngineOptions, evaluate_plans  # noqa: E402
@@ -239,7 +240,7 @@ def test_greedy_step_under_a_tight_cache_runs_no_block_twice(models):
     v = respaths.view(m)
     data = batches(padded=False)
     L = len(v)
-    plans = [li.prune_plan(L, [1, i], "") for i in range(L) if i != 1]  # step 2 after removing block 1
+    plans = [delete_blocks(L, [1, i]) for i in range(L) if i != 1]  # step 2 after removing block 1
     calls = []
     hooks = [layer.register_forward_hook(lambda *a: calls.append(1)) for layer in m.model.layers]
     try:

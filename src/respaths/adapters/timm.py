@@ -31,8 +31,7 @@ from torch import Tensor, nn
 
 from ..core import Block, ResidualView, UserError, identity
 from .declared import out_of_place
-
-DECLARE = "declare the model with respaths.declare (docs/study-your-own-model.md, 'Bring your own model')"
+from .resnet_stages import DECLARE, stage_blocks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,20 +70,10 @@ def resnet_stem(model: nn.Module, x: Tensor) -> Tensor:
 
 def adapt_resnet(model: nn.Module, tr) -> ResidualView:
     from timm.models import sknet
-    kinds = {tr.BasicBlock: (basic_branch, "act2"), tr.Bottleneck: (bottleneck_branch, "act3"),
-             sknet.SelectiveKernelBasic: (sk_branch, "act"), sknet.SelectiveKernelBottleneck: (sk_branch, "act")}
-    blocks = []
-    for s, layer_name in enumerate(["layer1", "layer2", "layer3", "layer4"]):
-        for j, b in enumerate(getattr(model, layer_name)):
-            kind = type(b)
-            if kind not in kinds:
-                raise UserError(f"{layer_name}.{j} of this timm ResNet is a {kind.__name__}, not timm's "
-                                f"BasicBlock, Bottleneck or SelectiveKernel block; {DECLARE}.")
-            branch, act = kinds[kind]
-            blocks.append(Block(branch=partial(branch, b),
-                                shortcut=b.downsample if b.downsample is not None else identity,
-                                post=out_of_place(getattr(b, act)), name=f"{layer_name}.{j}", stage=s,
-                                downsample=b.downsample is not None, module=b))
+    post = {name: (lambda b, act=name: out_of_place(getattr(b, act))) for name in ("act2", "act3", "act")}
+    kinds = {tr.BasicBlock: (basic_branch, post["act2"]), tr.Bottleneck: (bottleneck_branch, post["act3"]),
+             sknet.SelectiveKernelBasic: (sk_branch, post["act"]), sknet.SelectiveKernelBottleneck: (sk_branch, post["act"])}
+    blocks = stage_blocks(model, kinds, "timm ResNet", "timm's BasicBlock, Bottleneck or SelectiveKernel block")
     return ResidualView(partial(resnet_stem, model), blocks, model.forward_head, model=model,
                         name=getattr(model, "default_cfg", {}).get("architecture", "") or type(model).__name__,
                         adapter="timm")

@@ -14,7 +14,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from ..core import Block, ResidualView, UserError, identity
+from ..core import ResidualView, UserError
+from .resnet_stages import stage_blocks
 
 
 def basic_branch(block: nn.Module, x: Tensor) -> Tensor:
@@ -47,20 +48,9 @@ def adapt(model: nn.Module, **_) -> ResidualView | None:
         raise UserError(f"{cls.__name__} is a torchvision ResNet with its own forward (quantized or "
                         f"modified), which respaths cannot see exactly; declare it with respaths.declare "
                         f"(docs/study-your-own-model.md, 'Bring your own model').")
-    branches = {tv.BasicBlock: basic_branch, tv.Bottleneck: bottleneck_branch}
-    blocks = []
-    for s, layer_name in enumerate(["layer1", "layer2", "layer3", "layer4"]):
-        for j, b in enumerate(getattr(model, layer_name)):
-            kind = type(b)
-            if kind not in branches:
-                raise UserError(f"{layer_name}.{j} of this torchvision ResNet is a {kind.__name__}, not a "
-                                f"BasicBlock or Bottleneck; declare the model with respaths.declare "
-                                f"(docs/study-your-own-model.md, 'Bring your own model').")
-            # post is the block's final ReLU, applied out of place: deleting an identity block
-            # computes post(x), and an in-place ReLU would overwrite the caller's activation.
-            blocks.append(Block(branch=partial(branches[kind], b),
-                                shortcut=b.downsample if b.downsample is not None else identity,
-                                post=torch.relu, name=f"{layer_name}.{j}", stage=s,
-                                downsample=b.downsample is not None, module=b))
+    # post is the block's final ReLU, applied out of place: deleting an identity block
+    # computes post(x), and an in-place ReLU would overwrite the caller's activation.
+    kinds = {tv.BasicBlock: (basic_branch, lambda b: torch.relu), tv.Bottleneck: (bottleneck_branch, lambda b: torch.relu)}
+    blocks = stage_blocks(model, kinds, "torchvision ResNet", "a BasicBlock or Bottleneck")
     return ResidualView(partial(stem, model), blocks, partial(head, model), model=model,
                         name=cls.__name__, adapter="torchvision")

@@ -23,24 +23,19 @@ from torch import nn
 
 from .atomic import atomic_dir, old_path, os_error_of, recover_dir
 from ..core import UserError
-from ..models import build_model
-from .. import __version__
+from ..models import build_from_config
+from ..version import __version__
 
 WEIGHTS, META, TRAIN_STATE = "model.safetensors", "meta.json", "train_state.pt"
 FORMAT = "respaths-checkpoint/1"
 
 
-def recover(path: str | os.PathLike) -> Path:
-    """Finish a swap that a crash interrupted: if only `<dir>.old` is left, it is the checkpoint."""
-    return recover_dir(path)
-
-
 def checkpoint_dir(path: str | os.PathLike) -> Path:
     """The checkpoint a user means: the directory itself, or the `checkpoint/` inside the run directory
     that `respaths train --out DIR` wrote."""
-    path = recover(path)
+    path = recover_dir(path)
     if not (path / META).is_file() and ((path / "checkpoint").exists() or old_path(path / "checkpoint").is_dir()):
-        return recover(path / "checkpoint")
+        return recover_dir(path / "checkpoint")
     return path
 
 
@@ -91,7 +86,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_weights(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def read_weights(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     f = checkpoint_dir(path) / WEIGHTS
     try:
         return load_file(f, device=str(device))
@@ -111,11 +106,9 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
     except (KeyError, TypeError):
         raise UserError(f"{Path(path) / META} does not name a respaths model; "
                         f"load its weights yourself with safetensors.torch.load_file.") from None
-    options = {k: config[k] for k in ("in_channels", "num_classes", "width", "shortcut", "stochastic_depth",
-                                      "fixed_m", "zero_pad") if k in config}
-    model = build_model(name, **options)
+    model = build_from_config(config, name)
     try:
-        model.load_state_dict(load_weights(path, "cpu"))
+        model.load_state_dict(read_weights(path, "cpu"))
     except RuntimeError as e:
         saved_by = meta.get("respaths_version")
         hint = ("; it was saved by respaths 0.1, whose pre-activation ResNets had no BatchNorm after conv1: "
@@ -132,7 +125,7 @@ def _first_words(e: Exception, limit: int = 200) -> str:
 
 
 def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
-    f = recover(path) / TRAIN_STATE
+    f = recover_dir(path) / TRAIN_STATE
     if not f.is_file():
         raise UserError(f"{path} holds no training state ({TRAIN_STATE}), so training cannot resume from it; "
                         f"pass --force to start over.")

@@ -1,13 +1,6 @@
-"""Load a model from a spec, with weights from a local file; nothing is ever downloaded.
+"""Weights from a local file into a model (the model itself comes from respaths.opening's sources).
 
-    torchvision:resnet50        torchvision.models.get_model(name, weights=None)
-    timm:vit_tiny_patch16_224   timm.create_model(name, pretrained=False)
-    respaths:preresnet110       respaths.models.build_model(name)
-    some.module:factory         factory() (or factory(num_classes=N))
-    DIR                         a respaths checkpoint directory (checkpoint.load_checkpoint), or a
-                                pruned CNN written by respaths prune (load_pruned)
-
-Weights (weights=PATH) are read without running code from the file: .safetensors through
+Weights are read without running code from the file: .safetensors through
 safetensors, .pt/.pth/.bin/.ckpt through torch.load(weights_only=True), which refuses any pickled
 object other than tensors and plain containers. Common wrappings are undone: a state dict kept
 under "state_dict", "model_state_dict", "model" or "net", and the "module." prefix of DataParallel
@@ -15,9 +8,6 @@ or "_orig_mod." of torch.compile.
 """
 from __future__ import annotations
 
-import difflib
-import importlib
-import json
 import pickle
 import re
 import sys
@@ -28,107 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import UserError
-from ..models import Net, ZeroPadShortcut, build_model
-from ..prune import FORMAT, PRUNE_META, prune
-from .checkpoint import load_checkpoint
-
-FORMS = ("torchvision:NAME, timm:NAME, respaths:NAME, module.path:factory, or a respaths checkpoint "
-         "directory")
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
-
-
-def load_model(spec: str, weights: str | Path | None = None, num_classes: int | None = None,
-               device: str | torch.device = "cpu", **kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """The model named by spec, in eval mode on device, and its meta.
-
-    meta is the checkpoint's meta.json for a checkpoint directory, else {"model": {"spec", "num_classes"},
-    "weights": PATH or None}. kwargs go to the factory (e.g. img_size=64 for a timm ViT)."""
-    spec = str(spec)
-    if (Path(spec) / "respaths_prune.json").is_file() and not (Path(spec) / "config.json").is_file():
-        if weights is not None:
-            raise UserError(f"{spec} is a pruned model, which holds its own weights; drop the weights file.")
-        model, meta = load_pruned(spec)
-        return model.to(device).eval(), meta
-    if Path(spec).is_dir() or Path(spec + ".old").is_dir():  # .old: a save that a crash interrupted
-        model, meta = from_checkpoint(Path(spec), weights, num_classes)
-    else:
-        model = build(spec, num_classes, kwargs)
-        if weights is not None:
-            load_weights(model, weights)
-        meta = {"model": {"spec": spec, "num_classes": num_classes, **kwargs},
-                "weights": str(weights) if weights is not None else None}
-    return model.to(device).eval(), meta
-
-
-def from_checkpoint(path: Path, weights: Any, num_classes: int | None) -> tuple[nn.Module, dict[str, Any]]:
-    if weights is not None:
-        raise UserError(f"{path} is a respaths checkpoint, which holds its own weights; drop the weights "
-                        f"file or give a model spec such as torchvision:resnet50 with it.")
-    model, meta = load_checkpoint(path)
-    have = getattr(model, "config", {}).get("num_classes") if isinstance(getattr(model, "config", None), dict) else None
-    if num_classes is not None and have is not None and have != num_classes:
-        raise UserError(f"the checkpoint {path} classifies {have} classes, not {num_classes}; drop "
-                        f"num_classes or use a checkpoint trained for that dataset.")
-    return model, meta
-
-
-def build(spec: str, num_classes: int | None, kwargs: dict[str, Any]) -> nn.Module:
-    source, sep, name = spec.partition(":")
-    if not sep or not source or not name:
-        hint = " (a weights file goes in --weights, with a model spec)" if Path(spec).is_file() else ""
-        raise UserError(f"{spec!r} is neither a checkpoint directory nor a model spec{hint}; give one of {FORMS}.")
-    if num_classes is not None:
-        kwargs = {**kwargs, "num_classes": num_classes}
-    if source == "torchvision":
-        tv = optional("torchvision", spec, "vision")
-        known = tv.models.list_models()
-        if name not in known:
-            raise UserError(f"torchvision has no model {name!r}{close(name, known)}.")
-        return tv.models.get_model(name, weights=None, **kwargs)
-    if source == "timm":
-        timm = optional("timm", spec, "timm")
-        if not timm.is_model(name):
-            raise UserError(f"timm has no model {name!r}{close(name, timm.list_models())}.")
-        return timm.create_model(name, pretrained=False, **kwargs)
-    if source == "respaths":
-        try:
-            return build_model(name, **kwargs)
-        except TypeError as e:  # a keyword build_model does not take (from --model-kwargs)
-            word = re.search(r"argument '(\w+)'", str(e))
-            raise UserError(f"{spec} takes no keyword {word[1] if word else ''!r}; see respaths.models.build_model "
-                            f"for the ones it takes ({e}).") from None
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:  # `module.path:factory` from where the user is
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        module = importlib.import_module(source)
-    except ImportError as e:
-        raise UserError(f"cannot import {source!r} for the model spec {spec!r} ({e}); give one of {FORMS}.") from None
-    factory = getattr(module, name, None)
-    if not callable(factory):
-        raise UserError(f"the module {source} has no function {name!r} to build the model from.")
-    try:
-        model = factory(**kwargs)
-    except TypeError as e:
-        raise UserError(f"{spec}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: {e}.") from None
-    if not isinstance(model, nn.Module):
-        raise UserError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module.")
-    return model
-
-
-def optional(package: str, spec: str, extra: str):
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise UserError(f"{spec} needs {package}, which is not installed; pip install 'respaths[{extra}]'.") from None
-
-
-def close(name: str, known: list[str]) -> str:
-    near = difflib.get_close_matches(name, known, n=3)
-    return f" (did you mean {', '.join(near)}?)" if near else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Weights
+from ..models import Net, ZeroPadShortcut
 
 SAFETENSORS_HINT = b"{"  # a safetensors file: 8-byte little-endian header length, then a JSON header
 CONTAINERS = ("state_dict", "model_state_dict", "model", "net", "model_ema", "state_dict_ema", "ema")
@@ -253,34 +143,3 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     if done:
         print(f"weights {path}: {'; '.join(done)}", file=sys.stderr)
     return model
-
-
-def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A pruned CNN saved by `respaths prune`: the base model rebuilt, the same blocks removed, and
-    the saved weights loaded strictly. Returns (model in eval mode, its meta)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    try:
-        info = json.loads((path / PRUNE_META).read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{path} holds no readable {PRUNE_META}; give a directory written by respaths prune.") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise UserError(f"{path / PRUNE_META} is not a respaths pruned-model description; give a directory "
-                        f"written by respaths prune.")
-    base = info["base"]
-    if "respaths_model" in base:
-        config = base["respaths_model"]["config"]
-        options = {k: config[k] for k in ("in_channels", "num_classes", "width", "shortcut", "zero_pad") if k in config}
-        model = build_model(base["respaths_model"]["name"], **options)
-    else:
-        model = build(base["spec"], base.get("num_classes"), dict(base.get("model_kwargs") or {}))
-    example = torch.zeros(1, *info["input_shape"]) if info.get("input_shape") else None
-    with torch.no_grad():
-        model = prune(model.eval(), info["removed"], example)
-    state = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise UserError(f"the weights in {path} do not fit the model {PRUNE_META} describes "
-                        f"({len(missing)} missing, {len(unexpected)} unexpected); write it again with respaths prune.")
-    return model.to(device).eval(), info

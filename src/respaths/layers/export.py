@@ -1,37 +1,36 @@
-"""`respaths prune`: open a model, choose the blocks (given, or from a result file), prune it
-(respaths.prune), measure the metric before and after where data is given, and write the pruned model
-into a new directory, whole or not at all (respaths.io.loading.load_pruned reads a pruned CNN back).
+"""`respaths prune`: open a model, choose the blocks (given, or from a result file: layers.choose),
+prune it (respaths.prune), measure the metric before and after where data is given, and write the
+pruned model into a new directory, whole or not at all (respaths.io.pruned; respaths.load_pruned
+reads a pruned CNN back).
 """
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 
 from ..core import UserError, delete_blocks
 from ..engine.batching import iterate_batches
-from ..io.atomic import os_error_of
 from ..metrics import metric_for, metric_named
 from ..models import Net
-from ..opening import open_model
-from ..prune import FORMAT, PRUNE_META, blocks_from_result, metric_of, prune, resolve, save_pruned
+from ..io.pruned import save_weights, write_pruned
+from ..opening import OpenOptions, open_model
+from ..prune import metric_of, prune, resolve
+from .choose import blocks_from_result
 
 
-def export(source: str | None, out: str | Path, *, spec: str | None = None, blocks: list[str] | None = None,
-           result: str | None = None, remove: int | None = None, device: str = "cpu", **open_options: Any) -> str:
+def export(model_name: str, out: str | Path, *, blocks: list[str] | None = None, result: str | None = None,
+           remove: int | None = None, options: OpenOptions = OpenOptions()) -> str:
     """`respaths prune`: open the model, choose the blocks (given, or from a result file), prune, measure
     the metric before and after where data is given, and write the model into the new directory out,
     whole or not at all. Returns a one-paragraph summary."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists and is not an empty directory; give a new directory to --out.")
-    has_data = bool(open_options.get("dataset") or open_options.get("text"))
-    opened = open_model(source, spec=spec, device=device, need_data=False, **open_options)
+    has_data = bool(options.dataset or options.text)
+    device = options.device
+    opened = open_model(model_name, options, need_data=False)
     model, v = opened.model, opened.view
     example = None
     if opened.data is not None and not isinstance(opened.data, list):
@@ -69,32 +68,19 @@ def export(source: str | None, out: str | Path, *, spec: str | None = None, bloc
         info["input_shape"] = list(example.shape[1:]) if example is not None else None
         if isinstance(model, Net):
             info["base"] = {"respaths_model": {"name": model.config.get("name"), "config": dict(model.config)}}
-        elif spec is not None:
-            info["base"] = {"spec": spec, "num_classes": open_options.get("num_classes"),
-                            "model_kwargs": open_options.get("model_kwargs") or {}}
+        elif "model" in opened.description["source"]:  # given by spec
+            info["base"] = {"spec": model_name, "num_classes": options.num_classes,
+                            "model_kwargs": options.model_kwargs or {}}
         else:
             raise UserError(f"respaths cannot record how to rebuild {type(model).__name__}; give it as a spec.")
         info["trained_on"] = opened.description.get("trained_on")  # a checkpoint's dataset and normalisation
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # renamed into place when complete
-    try:
-        if v.adapter == "hf":
+    if v.adapter == "hf":
+        def write_model(tmp: Path) -> None:
             pruned.save_pretrained(tmp)
             if opened.tokenizer is not None:
                 opened.tokenizer.save_pretrained(tmp)
-            (tmp / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
-        else:
-            save_pruned(tmp, pruned, info)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except (RuntimeError, SafetensorError) as e:
-        error = os_error_of(e, out)  # a full disk, as torch or safetensors report it
-        if error is None:
-            raise
-        raise error from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    else:
+        write_model = save_weights(pruned)
+    write_pruned(out, info, write_model)
     lines.append(f"wrote {out}" + ("" if v.adapter == "hf" else f" (reload it with respaths.load_pruned({str(out)!r}))"))
     return "\n".join(lines)

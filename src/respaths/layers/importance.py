@@ -1,7 +1,7 @@
 """Which layers of a transformer matter: the lesion question, asked the way the 2024 papers ask it.
 
 Metrics of a plan (a model with blocks deleted, repeated, reordered or run in parallel) live in
-respaths.metrics (LMLoss, EmbeddingCosine, ClassifierError; imported here too). Every sweep below
+respaths.metrics (LMLoss, EmbeddingCosine, ClassifierError). Every sweep below
 scores its plans through the lesion engine (respaths.engine.evaluate_plans with the metric), all
 plans of a sweep in one trie, so that plans that start alike share those blocks' computation.
 
@@ -27,7 +27,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +37,7 @@ from ..core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, delete_
 from ..engine.options import DEFAULT_CACHE_BYTES, EngineOptions
 from ..engine.trie import evaluate_plans
 from ..experiments.lesion import Spec, plan_bar
-# the metrics live in respaths.metrics; imported here too, where they used to be
-from ..metrics import Batch, ClassifierError, EmbeddingCosine, LMLoss, Metric, inputs_of, mean_pool, metric_for, model_device, to_device, valid_tokens
-from ..data.text import read_text, sentence_batches, token_batches
+from ..metrics import Batch, Metric, inputs_of, metric_for, model_device, to_device, valid_tokens
 from ..io.layout import layers_prefix
 from ..io.results import ResultStore
 from ..opening import open_model
@@ -115,10 +113,6 @@ def best_span(distances: Tensor, n: int) -> int:
 # Pruning orders
 
 
-def prune_plan(n_blocks: int, removed: Iterable[int], label: str) -> Plan:
-    return delete_blocks(n_blocks, removed, label=label)
-
-
 def engine_evaluator(view: ResidualView, batches: Sequence[Batch], metric: Metric,
                      engine: EngineOptions = EngineOptions()) -> Callable[[Sequence[Plan]], list[dict]]:
     """evaluate(plans) -> one result per plan: all of them in one trie over the batches (respaths.engine),
@@ -155,7 +149,7 @@ def greedy_pruning(view: ResidualView, batches: Sequence[Batch], metric: Metric,
     out = []
     for k in range(1, steps + 1):
         tried = [i for i in candidates if i not in removed]
-        results = evaluate([prune_plan(L, removed + [i], f"greedy {k}: try {i}") for i in tried])
+        results = evaluate([delete_blocks(L, removed + [i], f"greedy {k}: try {i}") for i in tried])
         cost, i, r = min(((metric.cost(r), i, r) for i, r in zip(tried, results)), key=lambda t: (t[0], t[1]))
         removed.append(i)
         out.append({"k": k, "removed": list(removed), "block": i, "result": r})
@@ -314,7 +308,7 @@ def _pruning_curves(run: Runner, keys: list[str], last: int, random_orders: int 
         for k in range(1, last + 1):
             keys.append(f"{kind} k={k}{suffix}")
             curves.append(Spec({"key": keys[-1], "kind": kind, "k": k, "sample": s},
-                               prune_plan(L, seq[:k], f"{kind} {k}{suffix}")))
+                               delete_blocks(L, seq[:k], f"{kind} {k}{suffix}")))
     run.evaluate_all(curves)
 
 
@@ -338,7 +332,7 @@ def sweep_greedy(run: Runner, keys: list[str], last: int, *, seeds: int, **optio
 
     for step in greedy_pruning(run.view, run.batches, run.metric, last, evaluate):
         keys.append(f"greedy k={step['k']}")
-        run.evaluate(keys[-1], "greedy", prune_plan(L, step["removed"], f"greedy {step['k']}"), k=step["k"],
+        run.evaluate(keys[-1], "greedy", delete_blocks(L, step["removed"], f"greedy {step['k']}"), k=step["k"],
                      removed_order=step["removed"])
 
 
@@ -354,7 +348,7 @@ def sweep_angular(run: Runner, keys: list[str], last: int, *, token: str, **opti
         l = best_span(d, n)
         keys.append(f"angular-prune n={n}")
         prunes.append(Spec({"key": keys[-1], "kind": "angular-prune", "k": n, "l": l, "distance": float(d[l, l + n])},
-                           prune_plan(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}")))
+                           delete_blocks(L, range(l, l + n), f"angular: delete {l}..{l + n - 1}")))
     run.evaluate_all(prunes)
 
 

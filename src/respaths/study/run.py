@@ -41,7 +41,7 @@ from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
 from ..metrics import metric_named
-from ..opening import is_transformers_source, open_model
+from ..opening import open_model, source_of
 from ..paths.experiment import run_path_gradients
 from .read import load_result, train_losses
 from .report import build, make_figures
@@ -298,9 +298,9 @@ class StudySettings:
         return dataclasses.asdict(self)
 
 
-def open_net(role: str, source: str | None, spec: str | None, weights: str | None, options: dict[str, Any],
+def open_net(role: str, model: str, weights: str | None, options: dict[str, Any],
              device: str) -> tuple[StudiedNet, Any]:
-    opened = open_model(source, spec=spec, weights=weights, device=device, **options)
+    opened = open_model(model, weights=weights, device=device, **options)
     if isinstance(opened.data, list) or opened.metric != "classifier":
         raise UserError("respaths study runs on image classifiers for now; for a transformer use respaths layers.")
     d = opened.description
@@ -350,7 +350,7 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     embedding cosine); run.json records the metric and its chance (ln V for a decoder), which the
     report's figures and verdicts read. --limit counts test images, or text examples (windows of
     --seq-len tokens for decoders, lines for encoders)."""
-    if is_transformers_source(model):
+    if source_of(model).reads == "text":
         b = budget(budget_name, seed=seed)  # a transformer's lesions run exact: --fast does not apply
         subject = open_text(model, weights=weights, compare=compare, text=text, seq_len=seq_len,
                             batch_size=batch_size, limit=limit, device=device, image_options=open_options)
@@ -397,19 +397,17 @@ def open_images(model: str, b: Budget, *, weights: str | None, compare: list[str
                 data_dir: str | None, open_options: dict[str, Any]) -> Subject:
     """An image classifier and its --compare nets, tested on the same images; the training images."""
     options = dict(open_options, data_dir=data_dir, limit=b.test_limit)
-    is_dir = Path(model).is_dir()
-    main, opened = open_net("resnet", model if is_dir else None, None if is_dir else model, weights, options, device)
+    main, opened = open_net("resnet", model, weights, options, device)
     if not residual(main):
         raise UserError(f"{model} has no residual blocks, so there are no paths to study; give a residual net "
                         f"(compare a plain one with --compare vgg=MODEL).")
     nets = {"resnet": main}
     for role, (m, w) in parse_compare(compare).items():
         other = dict(options, dataset=options.get("dataset") or opened.data.name)
-        if Path(m).is_dir():  # a checkpoint brings its own model and normalisation: the main net's do not apply
+        if source_of(m).holds_weights:  # a checkpoint brings its own model and normalisation: the main net's do not apply
             other = {k: v for k, v in other.items() if k not in ("normalize", "mean", "std", "model_kwargs",
                                                                  "num_classes")}
-        nets[role], _ = open_net(role, m if Path(m).is_dir() else None, None if Path(m).is_dir() else m, w,
-                                 other, device)
+        nets[role], _ = open_net(role, m, w, other, device)
         if nets[role].test.name != main.test.name or len(nets[role].test) != len(main.test):
             raise UserError(f"--compare {role} is tested on {nets[role].test.name}, not {main.test.name}; "
                             f"compare models of one dataset.")

@@ -20,7 +20,7 @@ import torch
 from ..io.atomic import write_text
 from ..io.layout import RunLayout
 from ..core import UserError
-from .. import __version__
+from ..version import __version__
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..io.atomic import write_text
+from ..io.atomic import recover_dir, write_text
 from ..io.layout import training_metrics
-from ..io.checkpoint import checkpoint_dir, load_checkpoint, load_train_state, load_weights, read_meta, recover, save_checkpoint
+from ..io.checkpoint import load_train_state, read_meta, read_weights, save_checkpoint
 from ..core import UserError, eval_mode
 from ..data.sources import Dataset, load_dataset
 from ..data.batches import batches
@@ -316,7 +316,7 @@ class Trainer:
                                 f"or choose another --out.")
         if cfg.force:
             return None
-        ckpt = recover(out / "checkpoint")
+        ckpt = recover_dir(out / "checkpoint")
         if not (ckpt / "meta.json").is_file():
             if cfg.resume:
                 self.log(f"nothing to resume in {out}; starting a new run")
@@ -365,7 +365,7 @@ class Trainer:
     def restore(self, ckpt: Path) -> None:
         meta, state = read_meta(ckpt), load_train_state(ckpt)
         try:
-            self.model.load_state_dict(load_weights(ckpt, self.device))
+            self.model.load_state_dict(read_weights(ckpt, self.device))
         except RuntimeError as e:
             raise UserError(f"the checkpoint in {ckpt} does not fit {self.cfg.model} "
                             f"({str(e).splitlines()[0]}); pass --force to start over.") from None
@@ -563,23 +563,3 @@ def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     for row in history:
         w.writerow({k: row.get(k, "") for k in METRICS})
     write_text(path, buf.getvalue())
-
-
-def evaluate_checkpoint(path: str | Path, *, data_dir: str | None = None, split: str = "test",
-                        limit: int | None = None, batch_size: int = 500, device: str = "auto",
-                        precision: str = "fp32") -> dict[str, Any]:
-    """Error and loss of a saved model on the dataset (and normalisation) it was trained with.
-
-    `path` is a checkpoint directory or a run directory holding one."""
-    path = checkpoint_dir(path)
-    dev = pick_device(device)
-    model, meta = load_checkpoint(path, dev)
-    info = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else {"name": meta.get("dataset")}
-    if not isinstance(info.get("name"), str):
-        raise UserError(f"{path / 'meta.json'} does not say which dataset the model was trained on.")
-    dataset = load_dataset(info["name"], data_dir, split, limit)
-    dataset = replace(dataset, mean=tuple(info.get("mean", dataset.mean)), std=tuple(info.get("std", dataset.std)))
-    result = evaluate(model, dataset.to(dev), batch_size=batch_size, device=dev,
-                      precision=resolve_precision(precision, dev), channels_last=dev.type != "mps")
-    return dict(result, model=meta["model"]["name"], dataset=info["name"], split=split, epoch=meta.get("epoch"),
-                checkpoint=str(path))
