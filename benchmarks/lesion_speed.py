@@ -123,7 +123,7 @@ def main() -> None:
             results = evaluate_plans(view, (xs, ys), plans, batch_size=args.batch_size, engine=VARIANTS[v])
             sec[v] += time.perf_counter() - t
             for i, r in enumerate(results):
-                wrong[v][i] += r.errors
+                wrong[v][i] += int((~r.examples["correct"]).sum())
         print(f"  images {s}..{s + len(xs)}: naive {naive_sec:.0f} s so far (x{len(plans) / len(picked):.1f} "
               f"scaled), " + ", ".join(f"{v} {sec[v]:.0f} s" for v in variants), flush=True)
 

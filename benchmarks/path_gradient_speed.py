@@ -27,6 +27,7 @@ import time
 import torch
 
 import respaths
+from respaths.engine import EngineOptions
 from respaths.paths import PathGradients, fast_network, frozen, naive_path_gradient, sample_paths
 
 def naive_full_backward(view, x, y, chosen):
@@ -64,7 +65,7 @@ print(f"{args.model}: {n} blocks, batch {args.batch_size}, {len(chosen)} paths "
 
 def batched(fast: bool) -> tuple[PathGradients, torch.Tensor, float, float]:
     """The batched way, as `respaths paths` runs it: exact, or --fast (BN folded, channels_last)."""
-    with fast_network(view, x, fast):
+    with fast_network(view, x, EngineOptions(fast=fast)):
         PathGradients(view, x, y, channels_last=fast).norms(chosen[:4])  # warm-up at this shape, untimed
         w, c = time.perf_counter(), time.process_time()
         pg = PathGradients(view, x, y, channels_last=fast)

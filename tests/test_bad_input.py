@@ -524,6 +524,26 @@ def test_a_damaged_journal_is_refused_and_kept(tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
+def test_a_damaged_paths_journal_is_refused_and_kept(tmp_path, capsys):
+    import json
+    checkpoint(tmp_path / "ck3")
+    out = tmp_path / "out"
+    argv = ["paths", tmp_path / "ck3", "--samples", "2", "--batches", "1", "--batch-size", "4", "--lengths", "0-2",
+            "--device", "cpu", "--out", out, "--no-figure"]
+    assert run_cli(argv, capsys)[0] == 0
+    doc = json.loads((out / "paths.json").read_text())
+    records = doc["records"]
+    del records[1]["mean"]
+    (out / "paths.partial.jsonl").write_text(
+        "\n".join(json.dumps(x) for x in [{"schema": doc["schema"], "meta": doc["meta"]}, *records]) + "\n")
+    for f in ("paths.json", "paths.csv"):
+        (out / f).unlink()
+    before = snapshot(tmp_path)
+    rc, err = run_cli(argv, capsys)
+    assert rc == 2 and len(err) == 1 and "line 3 is not a result record" in err[0], err
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("env", [{"RANK": "1", "WORLD_SIZE": "2"}, {"RANK": "1"}, {"WORLD_SIZE": "two"}])
 def test_rank_and_world_size_without_torchrun(env, tmp_path, capsys, monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):

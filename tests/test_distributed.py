@@ -245,7 +245,8 @@ def test_sync_bn_on_cpu_is_refused_in_one_sentence(tmp_path, monkeypatch):
 def test_commands_that_do_not_split_their_work_refuse_torchrun(monkeypatch, capsys):
     from respaths.cli import main
 
-    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; no process group is joined
+    for name, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)  # as torchrun sets them; no process group is joined
     assert main(["evaluate", "no-such-checkpoint"]) == 2
     assert "does not split its work across ranks; run it without torchrun" in capsys.readouterr().err
 

@@ -370,3 +370,25 @@ def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
     cos = cosine_between(vfull, respaths.view(small), batches)["cos"]  # against the full model's embeddings
     assert cos == pytest.approx(greedy["cos"], rel=1e-5) and cos < 0.9999
     assert info["metric"]["after"]["cos"] == pytest.approx(cos, rel=1e-6)
+
+
+def test_cli_prune_from_a_decoders_lesion_single_ranks_by_its_metric(tmp_path):
+    """A lesion single result scored by the LM loss (no error field) ranks blocks by that loss."""
+    import json
+
+    from tests.tiny_transformers import TEXT, save_with_tokenizer, tiny
+
+    from respaths import cli
+    d = tmp_path / "gpt2"
+    save_with_tokenizer(tiny("gpt2"), d, TEXT)
+    (tmp_path / "t.txt").write_text(TEXT)
+    text = ["--text", str(tmp_path / "t.txt"), "--seq-len", "16"]
+    assert cli.main(["lesion", str(d), *text, "--out", str(tmp_path / "runs"), "--no-figure", "--no-progress"]) == 0
+    single = [r for r in json.loads((tmp_path / "runs" / "lesion-single.json").read_text())["records"]
+              if r["kind"] == "single"]
+    least = [r["deleted"][0] for r in sorted(single, key=lambda r: (r["loss"], r["deleted"][0]))[:2]]
+    assert cli.main(["prune", str(d), "--from", str(tmp_path / "runs" / "lesion-single.json"), "--remove", "2",
+                     *text, "--out", str(tmp_path / "small")]) == 0
+    info = json.loads((tmp_path / "small" / "respaths_prune.json").read_text())
+    assert info["removed"] == sorted(least) and "LM loss" in info["reason"]["rule"]
+    assert info["reason"]["loss"] == {str(i): r["loss"] for r in single for i in r["deleted"] if i in least}

@@ -679,12 +679,14 @@ def paths_args(p: argparse.ArgumentParser) -> None:
 
 
 def paths_run(args: argparse.Namespace) -> int:
+    from .engine.options import EngineOptions
     from .paths.experiment import paths_main
     args.device = resolved_device(args, per_rank=True)
     opened = _open(args, split="train")
     doc = paths_main(opened, out=args.out, samples=args.samples, lengths=args.lengths,
                      batch_size=args.batch_size, batches=args.batches, seed=args.seed, share=args.share,
-                     chunk=args.chunk, force=args.force, progress=_progress(args), fast=args.fast)
+                     chunk=args.chunk, force=args.force, progress=_progress(args),
+                     engine=EngineOptions(fast=args.fast))
     from .distributed import is_main
     if not is_main():  # under torchrun, rank 0 speaks for all
         return 0

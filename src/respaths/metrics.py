@@ -12,6 +12,8 @@ plans of a trie at once, and by `metric(view, batches, plan)` for one plan the p
   metric.add(pids, output, batch)        the head's output for one batch, shared by plans pids
                                          (indices into start's list); batch: the dict of tensors
   metric.results()                       one dict of numbers per plan given to start
+  metric.kept(pid)                       what it keeps per example of plan pid, for paired statistics
+                                         (the classifier's "correct"; {} for the others)
   metric.cost(result)                    what pruning minimises
 
 Each metric also owns its vocabulary, which every table, figure, claim and command line reads from it
@@ -29,16 +31,22 @@ Each metric also owns its vocabulary, which every table, figure, claim and comma
 
 A batch is a dict of tensors (input_ids, attention_mask, labels, ...); the view's stem gets
 `inputs_of(batch)`. Each plan gets exactly one add per batch, batches in order.
+
+Whatever the metric, evaluating a plan gives one PlanResult: the plan, the metric's numbers (r["loss"]
+reads them), the seconds it took and what the metric kept per example.
 """
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import stats
 from .core import Plan, ResidualView, UserError, full_plan
 
 Batch = dict[str, Any]
@@ -66,6 +74,27 @@ def inputs_of(batch: Batch) -> Any:
     if set(batch) <= {"pixel_values", "labels"}:
         return batch["pixel_values"]
     return {k: v for k, v in batch.items() if k != "labels"}
+
+
+@dataclass
+class PlanResult:
+    """One plan evaluated, whatever the metric (respaths.engine.evaluate_plans, Metric.__call__)."""
+
+    plan: Plan
+    numbers: dict[str, float]  # the metric's numbers (its `fields`): what a record holds
+    seconds: float = 0.0  # in the engine: the plan's share of the wall time
+    examples: dict[str, Tensor] = field(default_factory=dict)  # Metric.kept: per-example outputs
+
+    def __getitem__(self, name: str) -> float:
+        return self.numbers[name]
+
+
+def classify(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(per-example correctness, summed cross-entropy) of one batch: how respaths counts a classifier's
+    error everywhere (the trainer's test error, prune's before and after, ClassifierError in the engine).
+    Extra rows past the labels (a compiled run pads the last batch) are ignored."""
+    logits = logits[:len(labels)].float()
+    return logits.argmax(-1) == labels, F.cross_entropy(logits, labels, reduction="sum")
 
 
 METRICS: dict[str, type["Metric"]] = {}  # name -> class, filled as each subclass is defined
@@ -142,15 +171,19 @@ class Metric:
     def results(self) -> list[dict[str, float]]:
         raise NotImplementedError
 
+    def kept(self, pid: int) -> dict[str, Tensor]:
+        return {}
+
     @torch.inference_mode()  # as in the engine, so that timings compare the trie alone
-    def __call__(self, view: ResidualView, batches: Sequence[Batch], plan: Plan | None = None) -> dict[str, float]:
+    def __call__(self, view: ResidualView, batches: Sequence[Batch], plan: Plan | None = None) -> PlanResult:
         device = model_device(view)
+        start = time.perf_counter()
         plans = self.start([plan or full_plan(len(view))], len(view))
         for b in batches:
             b = to_device(b, device)
             for pid, p in enumerate(plans):
                 self.add([pid], view(inputs_of(b), p), b)
-        return self.results()[0]
+        return PlanResult(plans[0], self.results()[0], time.perf_counter() - start, self.kept(0))
 
 
 class LMLoss(Metric):
@@ -298,7 +331,8 @@ class EmbeddingCosine(Metric):
 class ClassifierError(Metric):
     """Top-1 error, accuracy and mean cross-entropy of a classifier on labelled batches.
 
-    Also the engine's default (metric=None), whose PlanResults read `correct`, `losses` and `logits`."""
+    Also the engine's default (metric=None). It keeps each example's correctness ("correct", and with
+    keep_logits the logits), from which paired() makes the lesion study's paired statistics."""
 
     name = "classifier"
     field = "error"
@@ -340,14 +374,13 @@ class ClassifierError(Metric):
 
     def add(self, pids: Sequence[int], output: Tensor, batch: Batch) -> None:
         y = batch["labels"]
-        logits = output[:len(y)].float()  # a compiled run pads the last batch
-        ok = logits.argmax(-1) == y
-        loss = float(F.cross_entropy(logits, y, reduction="sum"))
+        ok, loss = classify(output, y)
+        loss = float(loss)
         for pid in pids:
             self.correct[pid].append(ok.cpu())
             self.losses[pid] += loss
             if self.keep_logits:
-                self.logits[pid].append(logits.cpu())
+                self.logits[pid].append(output[:len(y)].float().cpu())
 
     def results(self) -> list[dict[str, float]]:
         out = []
@@ -358,9 +391,30 @@ class ClassifierError(Metric):
             out.append({"n": n, "error": error, "accuracy": 1.0 - error, "loss": loss / n if n else float("nan")})
         return out
 
+    def kept(self, pid: int) -> dict[str, Tensor]:
+        correct = self.correct[pid]
+        out = {"correct": torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)}
+        if self.keep_logits:
+            out["logits"] = torch.cat(self.logits[pid])
+        return out
+
     @staticmethod
     def cost(r: dict[str, float]) -> float:
         return r["error"] + 1e-6 * r["loss"]  # error first; the loss breaks ties between equal errors
+
+    @staticmethod
+    def test_numbers(r: PlanResult) -> dict[str, Any]:
+        """n, errors, error and its 95% Wilson interval, from the examples' correctness."""
+        n, errors = len(r.examples["correct"]), int((~r.examples["correct"]).sum())
+        return {"n": n, "errors": errors, "error": r["error"], "error_ci": list(stats.wilson_ci(errors, n))}
+
+    @classmethod
+    def paired(cls, r: PlanResult, base: PlanResult, seed: int) -> dict[str, Any]:
+        """The numbers of a lesion record of the paper's study: test_numbers and the mean loss, then
+        paired statistics against the baseline image by image (delta with its bootstrap interval,
+        McNemar's p, the discordant images; respaths.stats.compare)."""
+        return {**cls.test_numbers(r), "loss": r["loss"],
+                **stats.compare(base.examples["correct"], r.examples["correct"], seed=seed)}
 
 
 def metric_named(name: str) -> Metric:

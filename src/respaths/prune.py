@@ -24,7 +24,7 @@ from .adapters.hf import find_layers
 from .core import UserError
 from .data.batches import batches
 from .engine.trie import evaluate_plans
-from .metrics import inputs_of, mean_pool, model_device, to_device, valid_tokens
+from .metrics import classify, inputs_of, mean_pool, model_device, to_device, valid_tokens
 
 
 def modules_used(fn: Any) -> list[nn.Module]:
@@ -145,9 +145,9 @@ def classifier_error(model: nn.Module, data: Any, batch_size: int = 256, device:
     wrong, loss, n = 0, 0.0, 0
     model.eval()
     for x, y in batches(data, batch_size, device):
-        logits = model(x).float()
-        wrong += int((logits.argmax(-1) != y).sum())
-        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+        ok, batch_loss = classify(model(x), y)
+        wrong += int((~ok).sum())
+        loss += float(batch_loss)
         n += len(y)
     return {"n": n, "error": wrong / n, "loss": loss / n}
 
@@ -158,10 +158,10 @@ def metric_of(opened: Any, model: nn.Module, plan: Any = None, text_metric: Any 
         if plan is None:
             return classifier_error(model, opened.data, device=str(next(model.parameters()).device))
         r = evaluate_plans(opened.view, opened.data, [plan])[0]
-        return {"n": r.n, "error": r.error, "loss": r.loss / r.n}
+        return {k: r[k] for k in ("n", "error", "loss")}  # as classifier_error gives them
     if plan is None and model is not opened.model and text_metric.name == "cosine":
         return cosine_between(opened.view, make_view(model), opened.data)  # against the original's embeddings
-    return text_metric(opened.view if plan is not None else make_view(model), opened.data, plan)
+    return text_metric(opened.view if plan is not None else make_view(model), opened.data, plan).numbers
 
 
 @torch.inference_mode()

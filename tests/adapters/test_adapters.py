@@ -414,12 +414,12 @@ def test_timm_resnetv2_blocks_and_lesions():
         y = torch.tensor([1, 2])
         plans = [respaths.full_plan(5), delete_blocks(5, [2])]
         results = evaluate_plans(v, (x, y), plans, batch_size=2, keep_logits=True)
-        assert torch.equal(results[0].logits, model(x))
+        assert torch.equal(results[0].examples["logits"], model(x))
         twin = copy.deepcopy(model)
         block = twin.stages[1].blocks[1]
         block.forward = (lambda x: block.act3(x)) if key.endswith("hybrid") else (lambda x: x)
         naive = twin(x)
-        assert torch.equal(results[1].logits, naive) and not torch.equal(naive, results[0].logits)
+        assert torch.equal(results[1].examples["logits"], naive) and not torch.equal(naive, results[0].examples["logits"])
         assert torch.equal(lesioned_model(model, plans[1], x).eval()(x), naive)
 
 

@@ -5,6 +5,7 @@ import torch
 import respaths
 from respaths.core import PARALLEL, Plan, delete_blocks, full_plan
 from respaths.engine import EngineOptions, build_trie, evaluate_plans, trie_cost
+from respaths.metrics import ClassifierError
 from respaths.experiments.lesion import lesioned_model, random_plans, reorder_plans, single_plans
 
 from tests.helpers import data, tiny
@@ -35,10 +36,10 @@ def test_engine_equals_naive_exactly_at_fp32(name):
     distinct = set()
     for plan, r in zip(plans, results):
         ref = naive_logits(model, plan, x)
-        assert torch.equal(r.logits, ref), plan.key()
-        assert r.errors == int((ref.argmax(1) != y).sum())
-        assert torch.equal(r.correct, ref.argmax(1) == y)
-        assert r.loss == pytest.approx(float(torch.nn.functional.cross_entropy(ref, y, reduction="sum")), rel=1e-6)
+        assert torch.equal(r.examples["logits"], ref), plan.key()
+        assert ClassifierError.test_numbers(r)["errors"] == int((ref.argmax(1) != y).sum())
+        assert torch.equal(r.examples["correct"], ref.argmax(1) == y)
+        assert r["loss"] * r["n"] == pytest.approx(float(torch.nn.functional.cross_entropy(ref, y, reduction="sum")), rel=1e-6)
         distinct.add(tuple(ref[0].tolist()))
     assert len(distinct) > len(plans) // 2  # the plans really differ, so equality is not vacuous
 
@@ -51,7 +52,7 @@ def test_branch_cache_bound_only_changes_time():
     big = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True)
     none = evaluate_plans(view, (x, y), plans, batch_size=BATCH, keep_logits=True, engine=EngineOptions(cache_bytes=0))
     for a, b in zip(big, none):
-        assert torch.equal(a.logits, b.logits)
+        assert torch.equal(a.examples["logits"], b.examples["logits"])
 
 
 def test_trie_shares_prefixes():
@@ -75,8 +76,8 @@ def test_parallel_steps_and_duplicates():
     res = evaluate_plans(view, (x, y), plans, batch_size=8, keep_logits=True)
     with torch.inference_mode():
         ref = torch.cat([respaths.run_plan(view, x[s:s + 8], par) for s in range(0, 20, 8)])
-    assert torch.equal(res[1].logits, ref) and torch.equal(res[2].logits, ref)
-    assert not torch.equal(res[0].logits, ref)
+    assert torch.equal(res[1].examples["logits"], ref) and torch.equal(res[2].examples["logits"], ref)
+    assert not torch.equal(res[0].examples["logits"], ref)
 
 
 def test_timing_and_model_state_are_kept():
@@ -86,7 +87,7 @@ def test_timing_and_model_state_are_kept():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     plans = [full_plan(len(view)), delete_blocks(len(view), [3])]
     res = evaluate_plans(view, (x, y), plans, batch_size=BATCH, engine=EngineOptions(fast=True))
-    assert all(r.seconds > 0 for r in res) and res[1].n == 32
+    assert all(r.seconds > 0 for r in res) and res[1]["n"] == 32
     assert model.training and all(m.training for m in model.modules())  # eval only while evaluating
     after = model.state_dict()
     assert state.keys() == after.keys() and all(torch.equal(state[k], after[k]) for k in state)

@@ -171,10 +171,10 @@ def test_torchvision_resnets_lesion_exactly(name, blocks):
     plans += [sp.plan for sp in reorder_plans(view, [2], 1, seed=3)]
     results = evaluate_plans(view, (x, y), plans, batch_size=2, keep_logits=True)
     with torch.inference_mode():
-        assert torch.equal(results[0].logits, model(x))  # the view is the model
+        assert torch.equal(results[0].examples["logits"], model(x))  # the view is the model
         for plan, r in zip(plans[1:], results[1:]):
-            assert torch.equal(r.logits, lesioned_model(model, plan, x).eval()(x)), plan.key()
-            assert not torch.equal(r.logits, results[0].logits)
+            assert torch.equal(r.examples["logits"], lesioned_model(model, plan, x).eval()(x)), plan.key()
+            assert not torch.equal(r.examples["logits"], results[0].examples["logits"])
 
 
 def test_imagefolder_with_a_torchvision_resnet50_from_a_weights_file(tmp_path):

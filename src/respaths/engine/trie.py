@@ -19,21 +19,18 @@ With the defaults (EngineOptions()) every plan's logits are bit-identical to run
 the blocks really removed at the same batch size (tests/engine/test_trie.py checks it). The model is
 put in eval mode and run under torch.inference_mode; its state is restored afterwards.
 
-evaluate_plans -> one PlanResult per plan: errors, loss (sum of cross-entropy), per-example
-correctness (for paired statistics, respaths.stats) and seconds (the plan's share of the wall time:
-each node's time split evenly between the plans below it).
-
-evaluate_plans(..., metric=M) -> M's result dict per plan (respaths.metrics: LM loss and perplexity,
-embedding cosine to the full model, classifier error), plus "seconds". The metric accumulates its
-per-example statistics at each plan's leaf, so any head output can be scored, not only (N, C)
-logits; data may then be a list of dict batches (input_ids, attention_mask, labels, ...), used as
-given. The trie is the same, and so is the sharing.
+evaluate_plans(..., metric=M) -> one respaths.metrics.PlanResult per plan: M's numbers (LM loss and
+perplexity, embedding cosine to the full model, classifier error; ClassifierError when M is None),
+what M keeps per example (the classifier's correctness, for paired statistics) and seconds (the
+plan's share of the wall time: each node's time split evenly between the plans below it). The
+metric accumulates its per-example statistics at each plan's leaf, so any head output can be
+scored, not only (N, C) logits; data may then be a list of dict batches (input_ids,
+attention_mask, labels, ...), used as given. The trie is the same, and so is the sharing.
 """
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -42,24 +39,9 @@ from torch.utils._pytree import tree_leaves
 from tqdm.auto import tqdm
 
 from ..core import PARALLEL, RUN, Plan, ResidualView, UserError, apply_step, eval_mode
-from ..metrics import ClassifierError, Metric
+from ..metrics import ClassifierError, Metric, PlanResult
 from .batching import batch_length, count_examples, first_examples, iterate_data
 from .options import EngineOptions
-
-
-@dataclass
-class PlanResult:
-    plan: Plan
-    n: int = 0
-    errors: int = 0
-    loss: float = 0.0  # sum over examples of the cross-entropy
-    correct: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
-    seconds: float = 0.0
-    logits: Tensor | None = None  # only with keep_logits=True
-
-    @property
-    def error(self) -> float:
-        return self.errors / self.n if self.n else float("nan")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,13 +157,11 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metr
                    batch_size: int = 256, device: str | torch.device | None = None,
                    engine: EngineOptions = EngineOptions(), keep_logits: bool = False,
                    progress: bool = False, desc: str = "plans",
-                   advance: Callable[[float], None] | None = None) -> list[PlanResult] | list[dict]:
+                   advance: Callable[[float], None] | None = None) -> list[PlanResult]:
     """Evaluate every plan on every example of data; see the module docstring. engine: the speed
-    tricks and cache bound (EngineOptions; the defaults are exact). advance, if given, is called after
-    each batch with the share of the data done by it (for a caller's bar over several calls).
-
-    Without a metric: classifier error and loss, one PlanResult per plan. With one (respaths.metrics:
-    LMLoss, EmbeddingCosine, ClassifierError): the metric's result dict per plan, plus "seconds"."""
+    tricks and cache bound (EngineOptions; the defaults are exact). Without a metric: ClassifierError
+    (keep_logits: it keeps each plan's logits too). advance, if given, is called after each batch with
+    the share of the data done by it (for a caller's bar over several calls)."""
     plans = list(plans)
     if not plans:
         return []
@@ -229,22 +209,8 @@ def evaluate_plans(view: ResidualView, data: Any, plans: Sequence[Plan], *, metr
         for c in node.children.values():
             stack.append((c, share + c.seconds / c.weight))
     overhead = (wall - sum(shares)) / len(walked)  # data loading, bookkeeping
-    if metric is not None:
-        out = scorer.results()
-        for pid, r in enumerate(out):
-            r["seconds"] = shares[pid] + overhead
-        return out
-    results = [PlanResult(plan) for plan in plans]
-    for pid, r in enumerate(results):
-        correct = scorer.correct[pid]
-        r.correct = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
-        r.n = len(r.correct)
-        r.errors = int((~r.correct).sum())
-        r.loss = scorer.losses[pid]
-        r.seconds = shares[pid] + overhead
-        if keep_logits:
-            r.logits = torch.cat(scorer.logits[pid])
-    return results
+    numbers = scorer.results()
+    return [PlanResult(plan, numbers[pid], shares[pid] + overhead, scorer.kept(pid)) for pid, plan in enumerate(plans)]
 
 
 def check_inputs_untouched(view: ResidualView, probe: Any) -> None:

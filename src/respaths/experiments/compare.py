@@ -39,6 +39,7 @@ from ..data.sources import load_dataset
 from ..engine.trie import evaluate_plans
 from ..engine.batching import iterate_batches
 from .lesion import lesion_random, lesion_single
+from ..metrics import ClassifierError
 
 
 def training_of(model: Any) -> dict[str, Any]:
@@ -144,12 +145,11 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
                                **options)
         (whole,) = evaluate_plans(view, data, [full_plan(len(view))], device=device,
                                   batch_size=lesion_options.get("batch_size", 256))
-        correct[label] = whole.correct
+        correct[label] = whole.examples["correct"]
         source = net.meta.get("source") or {}
         results[label] = {"checkpoint": source.get("checkpoint"), **({} if "checkpoint" in source else {"source": source}),
                           "model": view.name, "blocks": len(view), "training": training_of(net.model),
-                          "test": {"n": whole.n, "errors": whole.errors, "error": whole.error,
-                                   "error_ci": list(stats.wilson_ci(whole.errors, whole.n))},
+                          "test": ClassifierError.test_numbers(whole),
                           "single": _single_summary(view, single), "random": random_summary(random)}
     if reference is None:
         plain = [l for l, n in results.items() if not any(n["training"].values())]

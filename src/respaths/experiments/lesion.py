@@ -51,13 +51,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import distributed
-from .. import stats
 from ..adapters import view as make_view
 from ..core import PARALLEL, RUN, Op, Plan, ResidualView, UserError, delete_blocks, full_plan, reorder_blocks
 from ..engine.options import EngineOptions
 from ..engine.trie import evaluate_plans
 from ..engine.batching import batch_length, count_examples, first_examples, iterate_batches
-from ..metrics import Metric, inputs_of, metric_for, metric_named, to_device
+from ..metrics import ClassifierError, Metric, PlanResult, inputs_of, metric_for, metric_named, to_device
 from ..prune import Skipped
 from ..io.results import ResultStore
 
@@ -390,19 +389,20 @@ def plan_costs(baseline: Plan, todo: list[Spec]) -> list[float]:
 
 class PairedRecords:
     """The classifier's records: error and loss, with paired statistics against the baseline's
-    answers image by image (make_record)."""
+    answers image by image (ClassifierError.paired)."""
 
     def __init__(self, seed: int):
         self.seed, self.correct = seed, None
 
-    def check_baseline(self, base: Any) -> None:
-        if self.correct is not None and not torch.equal(base.correct, self.correct):
+    def check_baseline(self, base: PlanResult) -> None:
+        if self.correct is not None and not torch.equal(base.examples["correct"], self.correct):
             raise RuntimeError("the baseline gave different answers in two chunks; the model or data is not "
                                "deterministic, so paired statistics would be wrong.")
-        self.correct = base.correct
+        self.correct = base.examples["correct"]
 
-    def record(self, fields: dict[str, Any], plan: Plan, r: Any, base: Any) -> dict[str, Any]:
-        return make_record(fields, r, base, self.seed)
+    def record(self, fields: dict[str, Any], plan: Plan, r: PlanResult, base: PlanResult) -> dict[str, Any]:
+        return {**fields, "plan": plan.key(), **ClassifierError.paired(r, base, self.seed),
+                "seconds": round(r.seconds, 6)}
 
     @staticmethod
     def summary(baseline: dict[str, Any]) -> dict[str, Any]:
@@ -417,38 +417,20 @@ class MetricRecords:
         self.main = metric.field
         self.value = stored[self.main] if stored is not None else None
 
-    def check_baseline(self, base: dict[str, Any]) -> None:
+    def check_baseline(self, base: PlanResult) -> None:
         if self.value is not None and not math.isclose(base[self.main], self.value, rel_tol=1e-9, abs_tol=1e-12):
             raise RuntimeError("the baseline gave different numbers in two chunks; the model or data is not "
                                "deterministic, so the deltas would be wrong.")
         self.value = base[self.main]
 
-    def record(self, fields: dict[str, Any], plan: Plan, r: dict[str, Any], base: Any) -> dict[str, Any]:
-        return make_metric_record(fields, plan, r, self.value, self.main)
+    def record(self, fields: dict[str, Any], plan: Plan, r: PlanResult, base: PlanResult) -> dict[str, Any]:
+        return {**fields, "plan": plan.key(), **r.numbers, "delta": r[self.main] - self.value,
+                "seconds": round(r.seconds, 6)}
 
     @staticmethod
     def summary(baseline: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in baseline.items()
                 if k not in ("key", "kind", "k", "sample", "deleted", "plan", "delta", "seconds")}
-
-
-def make_metric_record(fields: dict[str, Any], plan: Plan, r: dict[str, Any], baseline_value: float,
-                       main: str) -> dict[str, Any]:
-    rec = dict(fields)
-    rec["plan"] = plan.key()
-    rec.update({k: v for k, v in r.items() if k != "seconds"})
-    rec["delta"] = r[main] - baseline_value
-    rec["seconds"] = round(r["seconds"], 6)
-    return rec
-
-
-def make_record(fields: dict[str, Any], r: Any, base: Any, seed: int) -> dict[str, Any]:
-    rec = dict(fields)
-    rec.update(plan=r.plan.key(), n=r.n, errors=r.errors, error=r.error,
-               error_ci=list(stats.wilson_ci(r.errors, r.n)), loss=r.loss / max(r.n, 1))
-    rec.update(stats.compare(base.correct, r.correct, seed=seed))
-    rec["seconds"] = round(r.seconds, 6)
-    return rec
 
 
 def probed(view: ResidualView, data: Any, device: Any) -> ResidualView:

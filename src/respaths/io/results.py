@@ -60,8 +60,11 @@ class ResultStore:
     Opening reads only: the directory and the journal appear with the first record (or at finish()),
     so a command that fails before it has a result leaves its --out as it found it."""
 
-    def __init__(self, out_prefix: str | os.PathLike, meta: dict[str, Any], force: bool = False):
+    def __init__(self, out_prefix: str | os.PathLike, meta: dict[str, Any], force: bool = False,
+                 required: Sequence[str] = ()):
+        """required: fields every record of this experiment has; a reopened record without one is damaged."""
         self.prefix = Path(out_prefix)
+        self.required = tuple(required)
         self.journal = self.prefix.with_name(self.prefix.name + ".partial.jsonl")
         self.json_path = self.prefix.with_name(self.prefix.name + ".json")
         self.csv_path = self.prefix.with_name(self.prefix.name + ".csv")
@@ -111,7 +114,7 @@ class ResultStore:
                 if obj.get("meta") != self.meta:
                     raise self._mismatch(self.journal, obj.get("meta"))
                 head = obj
-            elif isinstance(obj, dict) and isinstance(obj.get("key"), str):
+            elif self._is_record(obj):
                 self._records.setdefault(obj["key"], obj)
             else:
                 raise self._foreign(self.journal, f"line {n + 1} is not a result record")
@@ -133,11 +136,13 @@ class ResultStore:
         if done.get("meta") != self.meta:
             raise self._mismatch(self.json_path, done.get("meta"))
         records = done.get("records")
-        if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("key"), str)
-                                                    for r in records):
+        if not isinstance(records, list) or not all(self._is_record(r) for r in records):
             raise self._foreign(self.json_path, "its records are not a list of result records")
         for r in records:
             self._records.setdefault(r["key"], r)
+
+    def _is_record(self, obj: Any) -> bool:
+        return isinstance(obj, dict) and isinstance(obj.get("key"), str) and all(f in obj for f in self.required)
 
     def _start_journal(self) -> None:
         """The header and every record so far, written at once: a journal is never header-only."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import UserError
+from ..metrics import ClassifierError, metric_named
 
 
 def blocks_from_result(path: str | Path, remove: int, view: Any, fingerprint: str | None = None) -> tuple[list[int], dict]:
@@ -15,8 +16,9 @@ def blocks_from_result(path: str | Path, remove: int, view: Any, fingerprint: st
       layers greedy     the first N blocks greedy pruning removed, in its order;
       layers influence  the N blocks of lowest Block Influence (ShortGPT's order);
       layers angular    the N consecutive blocks at the best start (Gromov et al.);
-      lesion single     the N blocks whose deletion alone raised the error least (ties: lower loss,
-                        then lower index); removing them together may cost more than each alone.
+      lesion single     the N blocks whose deletion alone raised the error (or the file's metric) least
+                        (ties: lower loss, then lower index); removing them together may cost more
+                        than each alone.
     The file must describe this model: its weights fingerprint, or where it has none, its blocks."""
     path = Path(path)
     try:
@@ -57,13 +59,16 @@ def blocks_from_result(path: str | Path, remove: int, view: Any, fingerprint: st
                             f"influence or angular result, or a lesion single result.")
         reason.update(method=f"layers {method}", rule=rule)
     elif meta.get("experiment") == "lesion-single":
+        metric = metric_named(meta.get("metric", "classifier"))
         single = [r for r in records if r.get("kind") == "single"]
-        ranked = sorted(single, key=lambda r: (r["error"], r.get("loss", 0.0), r["deleted"][0]))
+        ranked = sorted(single, key=lambda r: (metric.worse(r), r.get("loss", 0.0), r["deleted"][0]))
         if len(ranked) < remove:
             raise UserError(f"{path} has {len(ranked)} single deletions, fewer than --remove {remove}.")
         blocks = [r["deleted"][0] for r in ranked[:remove]]
-        reason.update(method="lesion single", rule="the N blocks whose deletion alone raised the error least",
-                      errors={str(r["deleted"][0]): r["error"] for r in ranked[:remove]})
+        named = "error" if isinstance(metric, ClassifierError) else metric.label
+        reason.update({"method": "lesion single", "rule": f"the N blocks whose deletion alone raised the {named} least",
+                       "errors" if isinstance(metric, ClassifierError) else metric.field:
+                           {str(r["deleted"][0]): r[metric.field] for r in ranked[:remove]}})
     else:
         raise UserError(f"{path} is neither a layers greedy/influence/angular result nor a lesion single result; "
                         f"run one of those first.")

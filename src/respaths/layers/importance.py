@@ -37,7 +37,7 @@ from ..core import DELETE, PARALLEL, RUN, Plan, ResidualView, UserError, delete_
 from ..engine.options import DEFAULT_CACHE_BYTES, EngineOptions
 from ..engine.trie import evaluate_plans
 from ..experiments.lesion import Spec, plan_bar
-from ..metrics import Batch, Metric, inputs_of, metric_for, model_device, to_device, valid_tokens
+from ..metrics import Batch, Metric, PlanResult, inputs_of, metric_for, model_device, to_device, valid_tokens
 from ..io.layout import layers_prefix
 from ..io.results import ResultStore
 from ..opening import open_model
@@ -114,22 +114,22 @@ def best_span(distances: Tensor, n: int) -> int:
 
 
 def engine_evaluator(view: ResidualView, batches: Sequence[Batch], metric: Metric,
-                     engine: EngineOptions = EngineOptions()) -> Callable[[Sequence[Plan]], list[dict]]:
+                     engine: EngineOptions = EngineOptions()) -> Callable[[Sequence[Plan]], list[PlanResult]]:
     """evaluate(plans) -> one result per plan: all of them in one trie over the batches (respaths.engine),
-    each result with the plan's share of the time under "seconds"."""
+    each result with the plan's share of the time."""
     return lambda plans: evaluate_plans(view, batches, plans, metric=metric, device=model_device(view),
                                         engine=engine)
 
 
 def per_candidate_evaluator(view: ResidualView, batches: Sequence[Batch],
-                            metric: Metric) -> Callable[[Sequence[Plan]], list[dict]]:
+                            metric: Metric) -> Callable[[Sequence[Plan]], list[PlanResult]]:
     """evaluate(plans) -> one result per plan: each plan run on its own over all the batches,
     metric(view, batches, plan), the way SLEB, BlockPruner and FinerCut score their candidates."""
     return lambda plans: [metric(view, batches, p) for p in plans]
 
 
 def greedy_pruning(view: ResidualView, batches: Sequence[Batch], metric: Metric, steps: int | None = None,
-                   evaluate: Callable[[Sequence[Plan]], list[dict]] | None = None) -> list[dict[str, Any]]:
+                   evaluate: Callable[[Sequence[Plan]], list[PlanResult]] | None = None) -> list[dict[str, Any]]:
     """Remove one block at a time, each time the one whose removal gives the lowest metric cost
     (SLEB's protocol, with the metric's cost in place of perplexity).
 
@@ -224,9 +224,6 @@ PAINTERS = tuple(PAINTER_STEPS)
 #   angular-prune n=N               the N consecutive blocks at the best l deleted
 #   painters VARIANT k=K [s=S]      VARIANT applied to the K middle blocks (field span)
 
-METRIC_FIELDS = ("n", "loss", "ppl", "cos", "error", "accuracy")
-
-
 def plan_record(spec: Spec, result: dict[str, Any], seconds: float) -> dict:
     """The record of a spec (its record's key and kind, k and sample, 0 if not given, then its other
     fields) with the plan, its result and its time."""
@@ -258,7 +255,7 @@ class Runner:
     def saved(self, key: str, plan: Plan) -> dict | None:
         return self.store.get(key) or self.memo.get(plan.key())
 
-    def evaluate_all(self, specs: Sequence[Spec]) -> list[dict]:
+    def evaluate_all(self, specs: Sequence[Spec]) -> list[PlanResult]:
         """Each spec (its record: key, kind and fields): the metric's result for its plan, appended to
         the store under its key (in the specs' order) unless already there."""
         new = {sp.plan.key(): sp.plan for sp in specs if self.saved(sp.key, sp.plan) is None}
@@ -267,7 +264,7 @@ class Runner:
             results = evaluate_plans(self.view, self.batches, list(new.values()), metric=self.metric,
                                      device=model_device(self.view), engine=self.engine,
                                      advance=lambda share: self.bar.update(share * len(new)))
-            fresh = {k: (r, r.pop("seconds")) for k, r in zip(new, results)}
+            fresh = dict(zip(new, results))
         self.asked += len(specs)
         self.bar.n = self.asked  # exact again after the batches' shares, saved plans included
         self.bar.refresh()
@@ -275,16 +272,16 @@ class Runner:
         for sp in specs:
             old = self.saved(sp.key, sp.plan)
             if old is not None:
-                result, seconds = {f: old[f] for f in METRIC_FIELDS if f in old}, old["seconds"]
+                result = PlanResult(sp.plan, {f: old[f] for f in self.metric.fields if f in old}, old["seconds"])
             else:
-                result, seconds = fresh[sp.plan.key()]
+                result = fresh[sp.plan.key()]
             if not self.store.done(sp.key):
-                self.store.append(plan_record(sp, result, seconds))
+                self.store.append(plan_record(sp, result.numbers, result.seconds))
                 self.memo.setdefault(sp.plan.key(), self.store.get(sp.key))
             out.append(result)
         return out
 
-    def evaluate(self, key: str, kind: str, plan: Plan, **fields: Any) -> dict:
+    def evaluate(self, key: str, kind: str, plan: Plan, **fields: Any) -> PlanResult:
         return self.evaluate_all([Spec({"key": key, "kind": kind, **fields}, plan)])[0]
 
     def note(self, key: str, kind: str, **fields: Any) -> None:
@@ -322,7 +319,7 @@ def sweep_greedy(run: Runner, keys: list[str], last: int, *, seeds: int, **optio
     L = len(run.view)
     _pruning_curves(run, keys, last, random_orders=seeds)
 
-    def evaluate(plans: Sequence[Plan]) -> list[dict]:
+    def evaluate(plans: Sequence[Plan]) -> list[PlanResult]:
         items = []
         for plan in plans:
             removed = [i for op, i in plan.steps if op == DELETE]
@@ -411,7 +408,7 @@ def run_layers(view: ResidualView, batches: Sequence[Batch], method: str, store:
     SWEEPS[method](run, keys, last, seeds=seeds, spans=spans, variants=variants, loops=loops, token=token)
     run.bar.close()
     base = store.get("baseline")
-    return store.finish(keys, metric=metric.name, baseline={f: base[f] for f in METRIC_FIELDS if f in base})
+    return store.finish(keys, metric=metric.name, baseline={f: base[f] for f in metric.fields if f in base})
 
 
 def layers_main(model_path: str, method: str, *, text: str | None, out: str | None = None, split: str = "layer",
@@ -441,7 +438,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "spans": list(spans) if spans else None, "variants": list(variants), "loops": loops, "token": token,
             "dtype": "float32", "fingerprint": opened.description["fingerprint"],
             "source": opened.description["source"]}  # a GGUF file's sha256 and quantisation type
-    store = ResultStore(out or layers_prefix(method), meta, force=force)
+    store = ResultStore(out or layers_prefix(method), meta, force=force, required=("kind",))
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token,
                       engine=EngineOptions(cache_bytes=cache_bytes), progress=progress)

@@ -11,7 +11,7 @@ Veit et al. (2016), section 5. Unrolled, n residual blocks y = post(shortcut(x) 
                       decoder with --text, of the LM loss: path_loss, text_paths). `PathGradients` does one forward per
                       batch, keeping each block's vjp (torch.func), then backpropagates many sampled
                       paths through them, once per distinct suffix of choices; no weight gradients.
-                      fast=True (`respaths paths --fast`, fast_network): the same on the lesion
+                      EngineOptions(fast=True) (`respaths paths --fast`, fast_network): the same on the lesion
                       engine's rewrite, BN folded into convolutions and channels_last (norms within ~1.5e-3 relative).
   3. Effective paths  total gradient per length = C(n, k) x mean norm; the shortest range of
                       lengths holding 90% of it (the paper: 5-17 of 54 blocks, 0.45% of paths).

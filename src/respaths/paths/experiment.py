@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .. import distributed
 from ..core import ResidualView, UserError
+from ..engine.options import EngineOptions
 from ..data.batches import batches as data_batches
 from ..experiments.lesion import parse_k
 from ..metrics import inputs_of, to_device
@@ -31,8 +32,9 @@ def effective_summary(n: int, records: Sequence[dict[str, Any]], share: float = 
 def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], out: str, meta: dict[str, Any],
                        lengths: Iterable[int], *, samples: int = 1000, seed: int = 0, share: float = 0.9,
                        chunk: int | None = None, confidence: float = 0.95, force: bool = False,
-                       progress: bool = False, fast: bool = False) -> dict[str, Any]:
-    """measure_path_gradients into out.json / out.csv, skipping the lengths a previous run finished.
+                       progress: bool = False, engine: EngineOptions = EngineOptions()) -> dict[str, Any]:
+    """measure_path_gradients into out.json / out.csv, skipping the lengths a previous run finished
+    (engine: its fast rewrite, see fast_network).
 
     The finished file holds one record per length measured so far and, at the top level, `blocks`
     and `effective` (effective_summary of those records). Returns that document's fields."""
@@ -46,18 +48,18 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
                         if bad else "no path lengths to measure; give some with --lengths, e.g. 1-10.")
     meta = {"experiment": "path-gradients", "blocks": n, "samples": samples, "seed": seed,
             "confidence": confidence, **meta}
-    if fast:  # recorded only when on, so that exact result files of earlier versions still resume
+    if engine.fast:  # recorded only when on, so that exact result files of earlier versions still resume
         meta["fast"] = True
 
     # under torchrun (see respaths.distributed) rank 0 alone opens and writes the file
     distributed.init()
-    store = distributed.on_main(lambda: ResultStore(out, meta, force=force))
+    store = distributed.on_main(lambda: ResultStore(out, meta, force=force, required=("length", "mean", "paths")))
     done = distributed.broadcast([k for k in lengths if store.done(length_key(k))] if store is not None else None)
     if done and distributed.is_main():
         print(f"[respaths] path gradients: {len(set(done))}/{len(set(lengths))} lengths already done in {out}, kept",
               file=sys.stderr, flush=True)
     for rec in measure_path_gradients(view, batches, lengths, samples=samples, seed=seed, chunk=chunk,
-                                      confidence=confidence, skip=done, progress=progress, fast=fast):
+                                      confidence=confidence, skip=done, progress=progress, engine=engine):
         if store is not None:
             store.append(rec)
 
@@ -73,7 +75,7 @@ def run_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]]
 def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: str = "all",
                batch_size: int = 128, batches: int = 10, seed: int = 0, share: float = 0.9,
                chunk: int | None = None, force: bool = False, progress: bool = True,
-               fast: bool = False) -> dict[str, Any]:
+               engine: EngineOptions = EngineOptions()) -> dict[str, Any]:
     """`respaths paths`: path gradients of an opened model (respaths.opening.open_model, split="train")
     on its training set, into OUT/paths.json and .csv.
 
@@ -95,7 +97,7 @@ def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: 
     if "checkpoint" not in source:  # a brought model: how it was preprocessed, and which weights
         run_meta.update(preprocessing=opened.description["preprocessing"], fingerprint=opened.description["fingerprint"])
     return run_path_gradients(v, chosen, str(ResultFolder(out).paths), run_meta, ks, samples=samples, seed=seed,
-                              share=share, chunk=chunk, force=force, progress=progress, fast=fast)
+                              share=share, chunk=chunk, force=force, progress=progress, engine=engine)
 
 
 def text_batches_for_paths(opened: Any, batches: int, device: torch.device) -> list[tuple[Any, Any]]:

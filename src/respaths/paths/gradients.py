@@ -239,13 +239,13 @@ def frozen(view: ResidualView) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def fast_network(view: ResidualView, probe: Any, fast: bool = True) -> Iterator[None]:
-    """With fast: the lesion engine's rewrite (EngineOptions(fast=True).prepare: eval BatchNorm folded
+def fast_network(view: ResidualView, probe: Any, engine: EngineOptions = EngineOptions(fast=True)) -> Iterator[None]:
+    """With engine.fast: the lesion engine's rewrite (EngineOptions.prepare: eval BatchNorm folded
     into the preceding convolution, weights channels_last), undone on exit. Give PathGradients
     channels_last=True with it. The backward passes then skip those BatchNorms' scaling and run
     oneDNN's NHWC kernels. Of the engine's options only fast applies here (dtype, compile and
     cache_bytes are the trie walk's)."""
-    with EngineOptions(fast=fast).prepare(view, probe):
+    with EngineOptions(fast=engine.fast).prepare(view, probe):
         yield
 
 
@@ -279,14 +279,14 @@ def lengths_to_measure(view: ResidualView, lengths: Iterable[int], skip: Iterabl
 def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tensor]], lengths: Iterable[int],
                            samples: int = 1000, seed: int = 0, chunk: int | None = None,
                            confidence: float = 0.95, skip: Iterable[int] = (),
-                           progress: bool = False, fast: bool = False) -> Iterator[dict[str, Any]]:
+                           progress: bool = False, engine: EngineOptions = EngineOptions()) -> Iterator[dict[str, Any]]:
     """The paper's protocol: for each length k, `samples` random paths; path j uses batch j % len(batches).
 
     batches: (inputs, targets) from the training set, already on the device and normalised.
     Yields one record per length as it finishes (lengths in `skip` are left out, for resuming);
     each length's paths come from its own seeded stream, so a record does not depend on the others.
-    Runs on the fixed network (eval mode, no parameter gradients; see PathGradients); fast=True runs it
-    as fast_network does (norms within ~1.5e-3 relative of the exact ones on a 54-block net).
+    Runs on the fixed network (eval mode, no parameter gradients; see PathGradients); engine.fast runs
+    it as fast_network does (norms within ~1.5e-3 relative of the exact ones on a 54-block net).
 
     Under torchrun (respaths.distributed; a no-op in one process) every rank yields the same records.
     The unit of work is one (length, batch): that batch's share of the length's drawn paths (the
@@ -307,7 +307,7 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
     # a rank that only ever sees one batch keeps its forward pass for every length
     keep = len({b for round_units in units for _, b in distributed.shard(round_units)}) == 1
     kept: dict[int, PathGradients] = {}
-    with frozen(view), fast_network(view, batches[0][0], fast), \
+    with frozen(view), fast_network(view, batches[0][0], engine), \
             tqdm(total=samples * (len(todo) + before), initial=samples * before, disable=not (progress and distributed.is_main()),
                  unit="path", desc="path gradients" + (f" on {world} ranks" if world > 1 else "")) as bar:
         for ks, round_units in zip(rounds, units):
@@ -318,7 +318,7 @@ def measure_path_gradients(view: ResidualView, batches: Sequence[tuple[Any, Tens
                     start = time.perf_counter()
                     chosen = sample_paths(n, k, samples, length_generator(seed, k))
                     mine = torch.arange(b, samples, len(batches))
-                    pg = kept.get(b) or PathGradients(view, *batches[b], channels_last=fast)
+                    pg = kept.get(b) or PathGradients(view, *batches[b], channels_last=engine.fast)
                     if keep:
                         kept[b] = pg
                     done.append((k, b, pg.norms(chosen[mine], chunk or pg.auto_chunk()), time.perf_counter() - start))

@@ -45,6 +45,7 @@ from ..io.checkpoint import load_train_state, read_meta, read_weights, save_chec
 from ..core import UserError, eval_mode
 from ..data.sources import Dataset, load_dataset
 from ..data.batches import batches
+from ..metrics import classify
 from ..models import build_model
 
 
@@ -230,8 +231,9 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 500, devic
                          unit="batch", total=math.ceil(len(dataset) / batch_size), disable=not progress, leave=False):
             with autocast(device, precision):
                 logits = forward(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            errors += (logits.argmax(1) != y).sum()
+            ok, loss = classify(logits, y)  # summed on the device: no sync per batch
+            loss_sum += loss
+            errors += (~ok).sum()
     n = len(dataset)
     return {"error": errors.item() / n, "loss": loss_sum.item() / n, "n": n}
 
