@@ -89,7 +89,8 @@ def check_applies(args: argparse.Namespace) -> None:
     """Refuse options that would do nothing for this model, mode or launch, naming where they apply."""
     command = args.command
     model = getattr(args, "model", None) if command != "train" else None
-    hf = bool(model) and Path(model).exists() and reads_text(model)
+    # no existence check: a missing .gguf is still a text model, whose loader says it is missing
+    hf = bool(model) and reads_text(model)
     if command == "lesion" and args.mode == "single":
         for name in ("k", "samples"):
             if given(args, name):

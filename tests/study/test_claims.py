@@ -142,7 +142,7 @@ def test_a_small_budget_says_what_it_cannot_resolve(tmp_path):
     # a curve that its noise hides: 4 sets per k, the second and third steps inside twice their standard error
     study.random["resnet"].update(k=[1, 2, 3, 4], mean=[0.1, 0.3, 0.31, 0.32], std=[0.0, 0.0, 0.03, 0.03], n_samples=4)
     note = claims.budget_note(study)
-    assert ("only 1 of the 3 steps between consecutive k exceed twice the standard error of their difference, so "
+    assert ("only 1 of the 3 steps between consecutive k exceeds twice the standard error of its difference, so "
             "ρ(k, mean error) and the largest step are not resolved") in note, note
     study.dataset["n_test"], study.random["resnet"]["n_samples"], study.paths["samples"] = 10_000, 20, 1000
     assert claims.budget_note(study) is None  # the paper's sizes

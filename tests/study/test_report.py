@@ -122,6 +122,17 @@ def tiny_run(tmp_path_factory):
     return out, path
 
 
+def test_fig3_of_a_run_draws_the_wilson_intervals_its_result_files_hold(tiny_run):
+    out, _ = tiny_run
+    study = load_study(out)
+    for role, path in (("resnet", out / "results" / "compare" / "resnet-lesion-single.json"),
+                       ("vgg", out / "results" / "single-vgg.json")):
+        want = {r["deleted"][0]: r["error_ci"] for r in json.loads(path.read_text())["records"] if r["kind"] == "single"}
+        assert want and {i: c for i, c in enumerate(study.single[role]["ci"]) if c is not None} == want, role
+    fig3 = dict((s, f) for s, _, f in report.make_figures(study))["fig3-single-deletion"]
+    assert [len([c for c in ax.containers if c.get_label() == "95% Wilson interval"]) for ax in fig3.axes[:2]] == [1, 1]
+
+
 def test_tiny_run_writes_everything_and_resumes(tiny_run, tmp_path):
     out, path = tiny_run
     assert path == out / "report.html"

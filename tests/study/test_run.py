@@ -218,7 +218,7 @@ def test_study_shows_a_bar_per_step_and_a_resumed_run_says_how_much_it_kept(tmp_
 
     from respaths.experiments.lesion import lesion_single
     from respaths.opening import open_model
-    opened = open_model(spec="respaths:resnet14", dataset="synthetic", limit=16)
+    opened = open_model("respaths:resnet14", dataset="synthetic", limit=16)
     prefix = tmp_path / "single"
     lesion_single(opened.view, opened.data, out=str(prefix), progress=False)
     done = json.loads((prefix.with_suffix(".json")).read_text())

@@ -42,7 +42,8 @@ FIGURES_DIR = "figures"
 LOCK = ".respaths.lock"  # held while a command writes into a directory (respaths.io.atomic.output_lock)
 
 # what respaths writes into each kind of run directory besides run.json (a same-named thing of the user's is
-# refused: respaths.validation)
+# refused: respaths.validation; within them --force deletes only respaths' own files:
+# study.run_record.delete_own_files)
 RUN_FILES = {"train": ("checkpoint", "checkpoint.old", "metrics.csv"),
              "reproduce": ("models", "results", FIGURES_DIR, "report.html"),
              "study": ("results", FIGURES_DIR, "report.html")}

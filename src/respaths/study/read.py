@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 from ..core import UserError
 from ..experiments.compare import random_summary
-from ..io.layout import ResultFolder, RunLayout, json_of, training_metrics
+from ..io.layout import ResultFolder, RunLayout, compared_lesion, json_of, training_metrics
 from ..metrics import Metric, metric_named
 
 
@@ -145,6 +145,16 @@ def fields_of(path: Path) -> Iterator[None]:
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
         raise UserError(f"{path} is damaged or not written by respaths ({type(e).__name__}: {e}); delete it "
                         f"and run the same command again.") from None
+
+
+def wilson_intervals(records: list[dict[str, Any]], blocks: int) -> list[list[float] | None] | None:
+    """Per block the 95% Wilson interval of its single-deletion error, as the lesion records hold it
+    (None where there is none: a block that cannot be deleted; None for all: records scored by a metric)."""
+    ci: list[list[float] | None] = [None] * blocks
+    for r in records:
+        if r.get("kind") == "single" and r.get("error_ci"):
+            ci[r["deleted"][0]] = list(r["error_ci"])
+    return ci if any(c is not None for c in ci) else None
 
 
 def train_losses(train_dir: Path) -> list[float] | None:
@@ -309,6 +319,12 @@ def _read_parts(study: Study, sources: Sources, metric: str | None) -> None:
     if cmp:
         with fields_of(sources.compare):
             _compared(study, cmp)
+        for role in cmp["nets"]:  # their Wilson intervals, from each one's single-deletion records
+            path = json_of(compared_lesion(sources.compare.parent, role, "single"))
+            doc = read_json(path)
+            if doc and role in study.single:
+                with fields_of(path):
+                    study.single[role]["ci"] = wilson_intervals(doc["records"], len(study.single[role]["errors"]))
     for role, path in sources.single.items():
         doc = _result(path)
         if doc and role in study.models:
@@ -363,7 +379,7 @@ def _single(doc: dict[str, Any], blocks: int, worse: Callable[[dict[str, Any]], 
     for r in doc["records"]:
         if r.get("kind") == "single":
             errors[r["deleted"][0]] = worse(r)
-    return {"baseline": worse(doc["baseline"]), "errors": errors}
+    return {"baseline": worse(doc["baseline"]), "errors": errors, "ci": wilson_intervals(doc["records"], blocks)}
 
 
 def _paths(doc: dict[str, Any]) -> dict[str, Any]:
