@@ -692,7 +692,7 @@ def test_a_statistic_of_constant_numbers_is_not_measured(tmp_path, recwarn):
 
 def test_a_claim_with_too_few_points_says_why_it_is_not_measured(tmp_path):
     from respaths.study import claims
-    from respaths.study.reproduce import load_study
+    from respaths.study.read import load_study
     from tests.study.synthetic_run import write_run
     study = load_study(write_run(tmp_path / "few"))
     r = study.random["resnet"]
