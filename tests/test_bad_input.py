@@ -259,6 +259,10 @@ CASES = {
     "layers-spans-influence": ["layers", "{tmp}/hf", "--method", "influence", "--spans", "1,2"],
     "layers-token-greedy": ["layers", "{tmp}/hf", "--method", "greedy", "--token", "first"],
     "train-sync-bn-one-process": ["train", *TRAIN, "--sync-bn"],
+    "lesion-image-size-checkpoint": ["lesion", "{tmp}/ck3", "--limit", "8", "--image-size", "40,32"],  # synthetic's
+    "prune-image-size-checkpoint": ["prune", "{tmp}/ck3", "--blocks", "1", "--image-size", "40,32", "--out", "{tmp}/out"],
+    "prune-image-size-no-images": ["prune", "respaths:resnet8", "--blocks", "1", "--image-size", "40,32",
+                                   "--out", "{tmp}/out"],
     "prune-text-image-model": ["prune", "respaths:resnet8", "--blocks", "1", "--text", "{tmp}/afile", "--out", "{tmp}/out"],
     # issue 27: the model once, no abbreviations, layers on an image model
     "lesion-model-twice": ["lesion", "{tmp}/ck3", "--model", "respaths:resnet8"],
@@ -745,3 +749,10 @@ def test_reproduce_force_deletes_only_its_own_files(tmp_path, capsys, monkeypatc
     assert [p for p in ours if p.exists()] == [] and not (out / "models" / "resnet" / "checkpoint").exists()
     assert not (out / "results" / "compare").exists()  # emptied, so removed
     assert {p: p.read_text() for p in users} == users
+
+
+def test_image_size_on_a_checkpoints_own_dataset_names_where_it_applies(tmp_path, capsys):
+    checkpoint(tmp_path / "ck")
+    rc, err = run_cli(["evaluate", tmp_path / "ck", "--limit", "8", "--image-size", "40,32"], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert "imagefolder:PATH" in err[0] and f"synthetic, the dataset {tmp_path / 'ck'} names" in err[0], err

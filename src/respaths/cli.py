@@ -846,6 +846,7 @@ def prune_args(p: argparse.ArgumentParser) -> None:
                                                         "model's positions where fewer)")
     g.add_argument("--text-batch-size", type=positive_int, help="windows or lines of --text per batch (default 8)")
     _threads_arg(p)
+    _progress_arg(p)
 
 
 def prune_run(args: argparse.Namespace) -> int:
@@ -856,7 +857,7 @@ def prune_run(args: argparse.Namespace) -> int:
         raise UserError("--remove goes with --from RESULT.json; with --blocks, list the blocks themselves.")
     blocks = args.blocks or None  # --blocks "" names none: as if not given
     summary = export(args.model, args.out, blocks=blocks, result=args.result, remove=args.remove,
-                     options=_open_options(args))
+                     options=_open_options(args), progress=_progress(args))
     print(summary)
     return 0
 

@@ -491,6 +491,11 @@ def open_images(source: ModelSource, model: str, o: OpenOptions) -> OpenedModel:
     if dataset is None and o.need_data:
         raise UserError("say which images to use with --dataset (fashion-mnist, cifar10, cifar100, "
                         "imagefolder:PATH or synthetic).")
+    if o.image_size is not None and not (isinstance(dataset, str) and dataset.startswith("imagefolder:")):
+        # validation refuses it beside --dataset; here the dataset may be a checkpoint's own, or none
+        which = ("no images are read" if dataset is None else
+                 f"{dataset} has one size" if o.dataset else f"{dataset}, the dataset {model} names, has one size")
+        raise UserError(f"--image-size applies to imagefolder:PATH datasets, whose images come in any size; {which}.")
     data, chosen = None, None
     if dataset is not None:
         data = load_dataset(dataset, o.data_dir, split=o.split, limit=o.limit, image_size=o.image_size)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ..core import UserError, delete_blocks
 from ..engine.batching import iterate_batches
@@ -22,10 +23,10 @@ from .choose import blocks_from_result
 
 
 def export(model_name: str, out: str | Path, *, blocks: list[str] | None = None, result: str | None = None,
-           remove: int | None = None, options: OpenOptions = OpenOptions()) -> str:
+           remove: int | None = None, options: OpenOptions = OpenOptions(), progress: bool = False) -> str:
     """`respaths prune`: open the model, choose the blocks (given, or from a result file), prune, measure
-    the metric before and after where data is given, and write the model into the new directory out,
-    whole or not at all. Returns a one-paragraph summary."""
+    the metric before and after where data is given (progress: a bar over those evaluations), and write
+    the model into the new directory out, whole or not at all. Returns a one-paragraph summary."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists and is not an empty directory; give a new directory to --out.")
@@ -51,9 +52,14 @@ def export(model_name: str, out: str | Path, *, blocks: list[str] | None = None,
         if isinstance(opened.data, list):
             text_metric = metric_for(v, opened.data)  # its cosine reference is the full model's, set first
         plan = delete_blocks(len(v), gone, label="pruned")
-        before = metric_of(opened, model, text_metric=text_metric)
-        after = metric_of(opened, pruned, text_metric=text_metric)
-        planned = metric_of(opened, model, plan, text_metric)
+        evaluations = {"before": (model, None), "after": (pruned, None), "the view's plan": (model, plan)}
+        scores = {}
+        with tqdm(evaluations.items(), desc=f"{opened.metric}: before and after pruning", unit="evaluation",
+                  disable=not progress, leave=False) as bar:
+            for name, (net, net_plan) in bar:
+                bar.set_postfix_str(name)
+                scores[name] = metric_of(opened, net, net_plan, text_metric)
+        before, after, planned = scores.values()
         info["metric"] = {"name": opened.metric, "before": before, "after": after, "plan": planned,
                           "data": {k: opened.description.get(k) for k in ("preprocessing", "text", "seq_len")
                                    if opened.description.get(k) is not None},

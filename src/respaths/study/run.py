@@ -238,7 +238,7 @@ def text_experiments(run: RunLayout, net: StudiedNet, b: Budget, *, device: torc
         step_of("reorder", res.reorder,
                 lambda: lesion.reorder(view, data, k=reorder_k, samples=b.reorder_samples, seed=b.seed,
                                        out=str(res.reorder), **opts), "reordering blocks")
-    if metric == "cosine":  # an encoder's cosine has no gradient at the full model (paths.text_batches_for_paths)
+    if not metric_named(metric).path_loss:  # an encoder's cosine has none (paths.text_batches_for_paths)
         log("[respaths] path gradients: skipped; an encoder's embedding cosine to the full model has no gradient "
             "at the full model (run the study on a decoder for them)")
         return
