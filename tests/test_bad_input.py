@@ -259,6 +259,10 @@ CASES = {
     "layers-spans-influence": ["layers", "{tmp}/hf", "--method", "influence", "--spans", "1,2"],
     "layers-token-greedy": ["layers", "{tmp}/hf", "--method", "greedy", "--token", "first"],
     "train-sync-bn-one-process": ["train", *TRAIN, "--sync-bn"],
+    "lesion-image-size-checkpoint": ["lesion", "{tmp}/ck3", "--limit", "8", "--image-size", "40,32"],  # synthetic's
+    "prune-image-size-checkpoint": ["prune", "{tmp}/ck3", "--blocks", "1", "--image-size", "40,32", "--out", "{tmp}/out"],
+    "prune-image-size-no-images": ["prune", "respaths:resnet8", "--blocks", "1", "--image-size", "40,32",
+                                   "--out", "{tmp}/out"],
     "prune-text-image-model": ["prune", "respaths:resnet8", "--blocks", "1", "--text", "{tmp}/afile", "--out", "{tmp}/out"],
     # issue 27: the model once, no abbreviations, layers on an image model
     "lesion-model-twice": ["lesion", "{tmp}/ck3", "--model", "respaths:resnet8"],
@@ -678,7 +682,7 @@ def test_distinct_draws_keep_the_sets_drawn_without_repeats():
 
 def test_a_statistic_of_constant_numbers_is_not_measured(tmp_path, recwarn):
     from respaths.study import claims
-    from respaths.study.reproduce import load_study
+    from respaths.study.read import load_study
     from tests.study.synthetic_run import write_run
     study = load_study(write_run(tmp_path / "one"))
     study.random["resnet"]["mean"] = [0.0] * len(study.random["resnet"]["mean"])  # one test image: 0 or 1 only
@@ -688,3 +692,67 @@ def test_a_statistic_of_constant_numbers_is_not_measured(tmp_path, recwarn):
         assert found[key].verdict == claims.MISSING and found[key].measured.startswith("not measured:"), key
         assert "nan" not in found[key].measured and "undefined" in found[key].measured
     assert not [w for w in recwarn if "constant" in str(w.message).lower()]
+
+
+def test_a_claim_with_too_few_points_says_why_it_is_not_measured(tmp_path):
+    from respaths.study import claims
+    from respaths.study.read import load_study
+    from tests.study.synthetic_run import write_run
+    study = load_study(write_run(tmp_path / "few"))
+    r = study.random["resnet"]
+    study.random["resnet"] = dict(r, k=r["k"][:2], mean=r["mean"][:2])  # a 3-block net has k = 1, 2 only
+    found = {c.key: c for c in claims.claims(study)}
+    assert found["random"].verdict == claims.MISSING
+    assert found["random"].measured == ("not measured: only 2 values of k were measured, and the rule needs at "
+                                        "least 3.")
+
+
+def test_reproduce_force_deletes_only_its_own_files(tmp_path, capsys, monkeypatch):
+    """reproduce --force starts over by deleting the models, results and figures respaths wrote; a
+    user's files inside models/, results/ and figures/ stay as they were."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from respaths.study import reproduce
+    out = tmp_path / "run"
+    ours = [out / "models" / "resnet" / "metrics.csv", out / "models" / "resnet" / "run.json",
+            out / "results" / "lesion-single.json", out / "results" / "lesion-single.csv",
+            out / "results" / "compare" / "resnet-lesion-single.json", out / "figures" / "fig3.png"]
+    checkpoint(out / "models" / "resnet" / "checkpoint")
+    for p, text in zip(ours[:5], ["epoch,test_error\n1,0.5\n", '{"settings": {}}',
+                                  '{"schema": "respaths.io.results/1", "meta": {}}', "key,error\nx,1\n",
+                                  '{"schema": "respaths.io.results/1", "meta": {}}']):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    png = io.BytesIO()
+    plt.figure().savefig(png, format="png")
+    ours[5].parent.mkdir()
+    ours[5].write_bytes(png.getvalue())
+    users = {out / "models" / "notes.txt": "mine", out / "models" / "resnet" / "notes.txt": "mine too",
+             out / "results" / "mine.json": '{"a": 1}', out / "results" / "mine.csv": "name,score\nme,1\n",
+             out / "figures" / "photo.png": "\x89PNG not a plot"}
+    for p, text in users.items():
+        p.write_text(text)
+    (out / "run.json").write_text('{"schema": "respaths.run/1", "preset": {"name": "tiny"}, "steps": {}, "models": {}}')
+
+    class Stop(Exception):  # the work itself is not what this test is about: stop once --force has acted
+        pass
+
+    def stop(p):
+        raise Stop
+    monkeypatch.setattr(reproduce, "model_specs", stop)
+    with pytest.raises(Stop):
+        cli.main(["reproduce", "--preset", "tiny", "--device", "cpu", "--force", "--no-progress", "--out", str(out)])
+    assert [p for p in ours if p.exists()] == [] and not (out / "models" / "resnet" / "checkpoint").exists()
+    assert not (out / "results" / "compare").exists()  # emptied, so removed
+    assert {p: p.read_text() for p in users} == users
+
+
+def test_image_size_on_a_checkpoints_own_dataset_names_where_it_applies(tmp_path, capsys):
+    checkpoint(tmp_path / "ck")
+    rc, err = run_cli(["evaluate", tmp_path / "ck", "--limit", "8", "--image-size", "40,32"], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert "imagefolder:PATH" in err[0] and f"synthetic, the dataset {tmp_path / 'ck'} names" in err[0], err

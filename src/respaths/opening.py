@@ -44,7 +44,7 @@ from .io.loading import load_weights
 from .io.pruned import PRUNE_META, read_pruned
 from .metrics import metric_for
 from .models import build_from_config, build_model
-from .prune import prune
+from .prune import build_recipe, prune
 
 
 @dataclass(frozen=True)
@@ -491,6 +491,11 @@ def open_images(source: ModelSource, model: str, o: OpenOptions) -> OpenedModel:
     if dataset is None and o.need_data:
         raise UserError("say which images to use with --dataset (fashion-mnist, cifar10, cifar100, "
                         "imagefolder:PATH or synthetic).")
+    if o.image_size is not None and not (isinstance(dataset, str) and dataset.startswith("imagefolder:")):
+        # validation refuses it beside --dataset; here the dataset may be a checkpoint's own, or none
+        which = ("no images are read" if dataset is None else
+                 f"{dataset} has one size" if o.dataset else f"{dataset}, the dataset {model} names, has one size")
+        raise UserError(f"--image-size applies to imagefolder:PATH datasets, whose images come in any size; {which}.")
     data, chosen = None, None
     if dataset is not None:
         data = load_dataset(dataset, o.data_dir, split=o.split, limit=o.limit, image_size=o.image_size)
@@ -548,18 +553,25 @@ def open_text(source: ModelSource, model: str, o: OpenOptions) -> OpenedModel:
 
 
 def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A pruned CNN saved by `respaths prune`: the base model rebuilt, the same blocks removed, and
-    the saved weights loaded strictly. Returns (model in eval mode, its meta)."""
+    """A pruned image model saved by `respaths prune` or respaths.save_pruned, its weights loaded
+    strictly: its base rebuilt and the same blocks removed, or where no base is recorded, the
+    library's own call ("rebuild"). Returns (model in eval mode, its meta)."""
     path = Path(path)
     info, state = read_pruned(path)
-    base = info["base"]
-    if "respaths_model" in base:
-        model = build_from_config(base["respaths_model"]["config"], base["respaths_model"]["name"])
+    base = info.get("base")
+    if base is None and "rebuild" in info:
+        model = build_recipe(info["rebuild"])
+    elif base is not None:
+        if "respaths_model" in base:
+            model = build_from_config(base["respaths_model"]["config"], base["respaths_model"]["name"])
+        else:
+            model = load_model(base["spec"], num_classes=base.get("num_classes"), **(base.get("model_kwargs") or {}))[0]
+        example = torch.zeros(1, *info["input_shape"]) if info.get("input_shape") else None
+        with torch.no_grad():
+            model = prune(model.eval(), info["removed"], example, renumber=info["format"] != "respaths.pruned/1")
     else:
-        model = load_model(base["spec"], num_classes=base.get("num_classes"), **(base.get("model_kwargs") or {}))[0]
-    example = torch.zeros(1, *info["input_shape"]) if info.get("input_shape") else None
-    with torch.no_grad():
-        model = prune(model.eval(), info["removed"], example)
+        raise UserError(f"{path / PRUNE_META} says neither the model before pruning nor how to rebuild it; "
+                        f"write it again with respaths prune.")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UserError(f"the weights in {path} do not fit the model {PRUNE_META} describes "

@@ -1,11 +1,20 @@
 """prune(model, blocks): a self-contained copy of model with the given blocks really removed.
 
-CNNs (any view whose blocks sit in module slots): each removed block's slot holds a Skipped module
-computing what the view's deletion computes, post(shortcut(x)); the modules it still uses stay
-registered, so parameters(), state_dict(), .to() and .double() see them.
+CNNs and ViTs (any view whose blocks sit in module slots): a removed block whose deletion is the
+identity (an identity shortcut, and a post that is the identity or a ReLU of an already rectified
+input) leaves its Sequential/ModuleList, which is renumbered, so that the pruned model is the
+library's own class with fewer blocks (timm's ViT: len(model.blocks) shrinks). Any other removed
+block (one that downsamples: its projection still computes) becomes a Skipped module computing what
+the view's deletion computes, post(shortcut(x)); the modules it still uses stay registered, so
+parameters(), state_dict(), .to() and .double() see them.
 Hugging Face transformers (split="layer"): the layer ModuleList shrinks, config.num_hidden_layers
 and per-layer lists (layer_types) follow, and each remaining attention's layer_idx is renumbered so
 the KV cache indexes the right slot; save_pretrained / from_pretrained then give the same model.
+
+The pruned model carries `respaths_pruned` (what was removed, of how many; the base model's blocks'
+names), which respaths.save_pruned writes beside the weights. `rebuild_recipe` says how the model's
+own library builds the pruned architecture (timm.create_model(..., depth=N), torchvision's ResNet with
+shorter layers).
 
 The `respaths prune` command is respaths.layers.export (which blocks to remove from a result file:
 respaths.layers.choose); the files are respaths.io.pruned's, read back by respaths.opening.load_pruned.
@@ -13,17 +22,23 @@ respaths.layers.choose); the files are respaths.io.pruned's, read back by respat
 from __future__ import annotations
 
 import copy
+import shutil
+import sys
 from functools import partial
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from .adapters import view as make_view
+from .adapters.declared import is_identity
 from .adapters.hf import find_layers
 from .core import UserError
 from .data.batches import batches
 from .engine.trie import evaluate_plans
+from .io.pruned import save_weights, write_pruned
+from .models import Net
 from .metrics import classify, inputs_of, mean_pool, model_device, to_device, valid_tokens
 
 
@@ -89,15 +104,31 @@ def resolve(view: Any, model: nn.Module, blocks: Iterable[int | str]) -> list[in
     return gone
 
 
-def prune(model: nn.Module, blocks: Iterable[int | str], example_input: Any = None, **view_options: Any) -> nn.Module:
-    """A deep copy of model with the given blocks removed (see the module docstring)."""
+def prune(model: nn.Module, blocks: Iterable[int | str], example_input: Any = None, *, renumber: bool = True,
+          **view_options: Any) -> nn.Module:
+    """A deep copy of model with the given blocks removed (see the module docstring). renumber=False
+    keeps every slot (a Skipped module in each removed block's place), as respaths 0.2's first
+    exports were written."""
     if view_options.get("split", "layer") != "layer":
         raise UserError("prune removes whole layers; call it without split='attn_mlp'.")
     twin = copy.deepcopy(model)
     v = make_view(twin, example_input, **view_options)
     gone = resolve(v, twin, [blocks] if isinstance(blocks, (int, str)) else list(blocks))
+    before = getattr(model, "respaths_pruned", None)  # pruned before: count in the first model's blocks
+    names = before["names_before"] if before else [b.name for b in v.blocks]
+    kept_before = [j for j in range(len(names)) if j not in set(before["removed"])] if before else list(range(len(v)))
+    removed = sorted(set(before["removed"] if before else []) | {kept_before[i] for i in gone})
     if v.adapter == "hf":
-        return prune_hf(twin, v, gone)
+        twin = prune_hf(twin, v, gone)
+    else:
+        remove_cnn_blocks(twin, v, gone, renumber)
+    twin.respaths_pruned = {"removed": removed, "names_before": names,
+                            "input_shape": list(example_input.shape[1:]) if torch.is_tensor(example_input) else
+                            (before or {}).get("input_shape")}
+    return twin
+
+
+def remove_cnn_blocks(twin: nn.Module, v: Any, gone: list[int], renumber: bool) -> None:
     for i in gone:
         b = v.blocks[i]
         if not b.residual and (b.in_shape is None or b.in_shape != b.out_shape):
@@ -105,14 +136,38 @@ def prune(model: nn.Module, blocks: Iterable[int | str], example_input: Any = No
             raise UserError(f"block {i} ({b.name}) is a plain layer that {known}, so it cannot be removed; "
                             f"choose another block.")
     slots = {id(child): (parent, name) for parent in twin.modules() for name, child in parent.named_children()}
+    emptied: dict[int, nn.Module] = {}
     for i in gone:
         b = v.blocks[i]
         if b.module is None or id(b.module) not in slots:
             raise UserError(f"block {i} ({b.name}) is not a module of its own in this model, so it cannot be "
                             f"removed faithfully; remove it in the model's code instead.")
         parent, name = slots[id(b.module)]
-        parent._modules[name] = Skipped(b.shortcut, b.post)
-    return twin
+        if renumber and isinstance(parent, (nn.Sequential, nn.ModuleList)) and removal_is_identity(v, i):
+            del parent._modules[name]
+            emptied[id(parent)] = parent
+        else:
+            parent._modules[name] = Skipped(b.shortcut, b.post)
+    for parent in emptied.values():  # renumbered 0..n-1, as the library numbers a list it built
+        parent._modules = type(parent._modules)((str(j), m) for j, m in enumerate(parent._modules.values()))
+
+
+def is_relu(fn: Any) -> bool:
+    return fn in (torch.relu, nn.functional.relu) or type(fn) is nn.ReLU
+
+
+def removal_is_identity(v: Any, i: int) -> bool:
+    """Whether deleting block i, post(shortcut(x)), is x for every input it can get: an identity
+    shortcut (or a plain layer), and a post that is the identity or a ReLU whose input another ReLU
+    made (the block before ends in one, whether it stays or goes)."""
+    b = v.blocks[i]
+    if not b.residual:  # a plain layer of unchanged shape: deleting it leaves x
+        return True
+    if not is_identity(b.shortcut):
+        return False
+    if is_identity(b.post):
+        return True
+    return is_relu(b.post) and i > 0 and is_relu(v.blocks[i - 1].post)
 
 
 def prune_hf(model: nn.Module, v: Any, gone: list[int]) -> nn.Module:
@@ -134,6 +189,138 @@ def prune_hf(model: nn.Module, v: Any, gone: list[int]) -> nn.Module:
     if getattr(model, "generation_config", None) is not None and hasattr(model.generation_config, "num_hidden_layers"):
         model.generation_config.num_hidden_layers = len(keep)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# How the model's own library builds the pruned architecture, and the pruned model on disk
+
+
+def rebuild_recipe(model: nn.Module, kwargs: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The call of the model's own library that builds this (pruned) architecture, with random
+    weights that the saved state dict then replaces: {"library", "call", "args", "kwargs", "python"}.
+    None where no plain call does: a Skipped block remains, or the model is no timm ViT/ResNet or
+    torchvision ResNet. kwargs: what the model was created with (a spec's --model-kwargs)."""
+    if any(isinstance(m, Skipped) for m in model.modules()):
+        return None
+    kw = dict(kwargs or {})
+    if sys.modules.get("timm") is not None:
+        from timm.models.resnet import ResNet as TimmResNet
+        from timm.models.vision_transformer import VisionTransformer
+        arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+        if arch and type(model) in (VisionTransformer, TimmResNet):
+            kw["num_classes"] = model.num_classes
+            if type(model) is VisionTransformer:
+                kw["depth"] = len(model.blocks)
+                kw.setdefault("img_size", list(model.patch_embed.img_size))
+            else:
+                kw["layers"] = [len(getattr(model, f"layer{s}")) for s in range(1, 5)]
+            return {"library": "timm", "call": "timm.create_model", "args": [arch], "kwargs": kw,
+                    "python": f"timm.create_model({arch!r}, pretrained=False, {arguments(kw)})"}
+    if sys.modules.get("torchvision") is not None:
+        from torchvision.models import resnet
+        if type(model) is resnet.ResNet:
+            block = type(model.layer1[0]).__name__
+            layers = [len(getattr(model, f"layer{s}")) for s in range(1, 5)]
+            kw = {"num_classes": model.fc.out_features, "groups": model.groups, "width_per_group": model.base_width}
+            return {"library": "torchvision", "call": "torchvision.models.resnet.ResNet", "args": [block, layers],
+                    "kwargs": kw, "python": f"torchvision.models.resnet.ResNet(torchvision.models.resnet.{block}, "
+                                            f"{layers}, {arguments(kw)})"}
+    return None
+
+
+def arguments(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+def build_recipe(recipe: dict[str, Any]) -> nn.Module:
+    """The model rebuild_recipe describes, freshly initialised, in eval mode."""
+    if recipe["library"] == "timm":
+        import timm
+        return timm.create_model(recipe["args"][0], pretrained=False, **recipe["kwargs"]).eval()
+    if recipe["library"] == "torchvision":
+        from torchvision.models import resnet
+        block, layers = recipe["args"]
+        return resnet.ResNet(getattr(resnet, block), layers, **recipe["kwargs"]).eval()
+    raise UserError(f"a rebuild recipe of the library {recipe['library']!r} is not one respaths writes; "
+                    f"write the model again with respaths prune.")
+
+
+def recipe_rebuilds(recipe: dict[str, Any], model: nn.Module, example_input: Any = None) -> bool:
+    """Whether the recipe's model takes model's weights strictly and, given an example, computes the same."""
+    try:
+        twin = build_recipe(recipe)
+        twin.load_state_dict(model.state_dict(), strict=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    if example_input is None:
+        return True
+    with torch.no_grad():
+        return torch.allclose(twin(example_input), model.eval()(example_input), rtol=1e-5, atol=1e-6)
+
+
+# files the export of a Hugging Face model writes itself or must not copy from its source folder: the
+# original weights (any format) would be the unpruned model's
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot",
+                   ".tflite", ".index.json")
+
+
+def copy_extras(source: Path, out: Path) -> list[str]:
+    """Copy into out what the source folder holds that out does not (sentence-transformers' modules.json,
+    1_Pooling/, ...), but no weights and no hidden files; returns the copied paths."""
+    copied = []
+    for f in sorted(source.rglob("*")):
+        rel = f.relative_to(source)
+        if not f.is_file() or any(part.startswith(".") for part in rel.parts) or f.name.endswith(WEIGHT_SUFFIXES):
+            continue
+        if not (out / rel).exists():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, out / rel)
+            copied.append(str(rel))
+    return copied
+
+
+def save_pruned(model: nn.Module, out: str | Path, *, tokenizer: Any = None, copy_from: str | Path | None = None,
+                base: dict[str, Any] | None = None, model_kwargs: dict[str, Any] | None = None,
+                example_input: Any = None, info: dict[str, Any] | None = None) -> Path:
+    """Write a model that respaths.prune returned into the directory out (replaced whole, or left as it
+    was on failure), and return out. A Hugging Face model: save_pretrained (and the tokenizer), plus
+    what its source folder copy_from held that this does not rewrite (sentence-transformers' files);
+    another: model.safetensors. Both with respaths_prune.json: what was removed and how to rebuild the
+    model ("rebuild": the library's own call, checked to take the weights; "base": the model before
+    pruning, where known: a respaths model's config, or the spec the command line was given).
+    info: more for respaths_prune.json (the command line's reason and metrics)."""
+    record = getattr(model, "respaths_pruned", None)
+    if record is None:
+        raise UserError(f"this {type(model).__name__} was not returned by respaths.prune; prune it first, "
+                        f"e.g. respaths.save_pruned(respaths.prune(model, [3]), DIR).")
+    names = record["names_before"]
+    meta: dict[str, Any] = {"removed": record["removed"], "removed_names": [names[i] for i in record["removed"]],
+                            "blocks_before": len(names), "blocks_after": len(names) - len(record["removed"])}
+    meta.update(info or {})
+    transformers = sys.modules.get("transformers")
+    if transformers is not None and isinstance(model, transformers.PreTrainedModel):
+        def write_model(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            if copy_from is not None:
+                meta["copied_from_source"] = copy_extras(Path(copy_from), tmp)  # before write_pruned writes meta
+        return write_pruned(out, meta, write_model)
+    meta["input_shape"] = record.get("input_shape")
+    if base is None and isinstance(model, Net):
+        base = {"respaths_model": {"name": model.config.get("name"), "config": dict(model.config)}}
+    recipe = rebuild_recipe(model, model_kwargs)
+    if recipe is not None and not recipe_rebuilds(recipe, model, example_input):
+        recipe = None
+    if base is None and recipe is None:
+        raise UserError(f"respaths cannot record how to rebuild {type(model).__name__}: it is no respaths model, "
+                        f"and its library has no call that builds it as pruned; prune it with respaths prune "
+                        f"--model SPEC, which records the spec.")
+    if base is not None:
+        meta["base"] = base
+    if recipe is not None:
+        meta["rebuild"] = recipe
+    return write_pruned(out, meta, save_weights(model))
 
 
 # ---------------------------------------------------------------------------------------------

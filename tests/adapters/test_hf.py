@@ -182,3 +182,18 @@ def test_gguf_without_its_extra_or_not_gguf_is_one_sentence(tmp_path, monkeypatc
         load_gguf(str(bad))
     for e in (missing, no_extra, not_gguf):
         assert one_sentence(str(e.value)), str(e.value)
+
+
+@pytest.mark.parametrize("command", [["prune", "--blocks", "1", "--out", "OUT"], ["layers", "--method", "greedy"],
+                                     ["lesion"], ["study", "--out", "OUT"]])
+def test_commands_take_a_gguf_file_as_a_model_source(command, tmp_path, capsys):
+    """A .gguf path reaches the GGUF loader (not the spec or checkpoint readers) in every command."""
+    from respaths import cli
+
+    text = tmp_path / "t.txt"
+    text.write_text("some text to read\n")
+    args = [command[0], str(tmp_path / "absent.gguf"), *[str(tmp_path / "out") if a == "OUT" else a for a in command[1:]],
+            "--text", str(text)]
+    assert cli.main(args) == 2
+    assert "there is no GGUF file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,8 @@ import statistics
 import pytest
 
 from respaths.study import claims
-from respaths.study.reproduce import PRESETS, load_study
+from respaths.study.read import load_study
+from respaths.study.reproduce import PRESETS
 
 from tests.study.synthetic_run import DOWN, N, write_run
 
@@ -56,7 +57,7 @@ def test_preset_notes_follow_the_presets():
     from respaths.study.claims import preset_note
     quick = PRESETS["quick"]
     record = {name: json.loads(json.dumps(p.config())) for name, p in PRESETS.items()}  # as run.json keeps it
-    assert f"{quick.train_limit:,} images and {quick.blocks()} blocks" in preset_note(record["quick"])
+    assert f"{quick.budget.train_limit:,} images and {quick.blocks()} blocks" in preset_note(record["quick"])
     assert "3 epochs on 30,000 images and 54 blocks" in preset_note(record["fashion-cpu"])
     assert preset_note(record["fashion"]) is None and preset_note(record["cifar10-paper"]) is None
     assert "barely trained" in preset_note(record["tiny"]) and preset_note(None) is None
@@ -141,7 +142,7 @@ def test_a_small_budget_says_what_it_cannot_resolve(tmp_path):
     # a curve that its noise hides: 4 sets per k, the second and third steps inside twice their standard error
     study.random["resnet"].update(k=[1, 2, 3, 4], mean=[0.1, 0.3, 0.31, 0.32], std=[0.0, 0.0, 0.03, 0.03], n_samples=4)
     note = claims.budget_note(study)
-    assert ("only 1 of the 3 steps between consecutive k exceed twice the standard error of their difference, so "
+    assert ("only 1 of the 3 steps between consecutive k exceeds twice the standard error of its difference, so "
             "ρ(k, mean error) and the largest step are not resolved") in note, note
     study.dataset["n_test"], study.random["resnet"]["n_samples"], study.paths["samples"] = 10_000, 20, 1000
     assert claims.budget_note(study) is None  # the paper's sizes

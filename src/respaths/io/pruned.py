@@ -22,7 +22,8 @@ from ..core import UserError
 from .atomic import atomic_dir, os_error_of
 
 PRUNE_META = "respaths_prune.json"
-FORMAT = "respaths.pruned/1"
+FORMAT = "respaths.pruned/2"  # /1: removed blocks kept their slots (a Skipped module each); read too
+FORMATS = ("respaths.pruned/1", FORMAT)
 WEIGHTS = "model.safetensors"
 
 
@@ -55,7 +56,7 @@ def read_pruned(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         info = json.loads((path / PRUNE_META).read_text())
     except (OSError, ValueError):
         raise UserError(f"{path} holds no readable {PRUNE_META}; give a directory written by respaths prune.") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
+    if not isinstance(info, dict) or info.get("format") not in FORMATS:
         raise UserError(f"{path / PRUNE_META} is not a respaths pruned-model description; give a directory "
                         f"written by respaths prune.")
     try:

@@ -13,7 +13,8 @@ from ..core import ResidualView, UserError
 from ..engine.options import EngineOptions
 from ..data.batches import batches as data_batches
 from ..experiments.lesion import parse_k
-from ..metrics import inputs_of, to_device
+from ..metrics import inputs_of, metric_named, to_device
+from ..io.layout import ResultFolder
 from ..io.results import ResultStore
 from .counting import effective_range, total_gradient
 from .gradients import length_key, measure_path_gradients
@@ -80,8 +81,6 @@ def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: 
 
     The batches are the first `batches` of a seeded shuffle of the training images (no augmentation),
     preprocessed as the model expects."""
-    from pathlib import Path
-
     v, data = opened.view, opened.data
     dev = next(v.model.parameters()).device if v.model is not None else torch.device("cpu")
     if isinstance(data, list):
@@ -97,7 +96,7 @@ def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: 
                 "bn": "eval (running statistics)", "dtype": str(chosen[0][0].dtype).replace("torch.", "")}
     if "checkpoint" not in source:  # a brought model: how it was preprocessed, and which weights
         run_meta.update(preprocessing=opened.description["preprocessing"], fingerprint=opened.description["fingerprint"])
-    return run_path_gradients(v, chosen, str(Path(out) / "paths"), run_meta, ks, samples=samples, seed=seed,
+    return run_path_gradients(v, chosen, str(ResultFolder(out).paths), run_meta, ks, samples=samples, seed=seed,
                               share=share, chunk=chunk, force=force, progress=progress, engine=engine)
 
 
@@ -106,14 +105,13 @@ def text_batches_for_paths(opened: Any, batches: int, device: torch.device) -> l
     targets are the batch itself (path_loss takes its next-token loss), for a classifier its labels.
     An encoder scored by embedding cosine has no loss to differentiate: the cosine to the full model
     is at its optimum, with gradient 0, on the full model's own output, so it is refused."""
-    if opened.metric == "cosine":
-        raise UserError("path gradients need a loss, and an encoder's embedding cosine to the full model has "
-                        "gradient 0 at the full model; run respaths paths on a decoder (LM loss) or a classifier "
-                        "with labelled lines ('LABEL<TAB>TEXT').")
+    metric = metric_named(opened.metric)
+    if not metric.path_loss:
+        raise UserError(metric.no_path_loss())
     out = []
     for b in opened.data[:batches]:
         b = to_device(b, device)
-        out.append((inputs_of(b), b if opened.metric == "lm" else b["labels"]))
+        out.append((inputs_of(b), metric.targets(b)))
     return out
 
 
@@ -121,8 +119,6 @@ def text_paths(opened: Any, *, out: str, samples: int, lengths: str, batches: in
                chunk: int | None, force: bool, progress: bool, device: torch.device) -> dict[str, Any]:
     """paths_main for a Hugging Face model and --text: the gradients of the LM loss (decoders) or of the
     classifier's cross-entropy at the first block's input, on the first `batches` text batches."""
-    from pathlib import Path
-
     v = opened.view
     chosen = text_batches_for_paths(opened, batches, device)
     n = len(v)
@@ -130,8 +126,8 @@ def text_paths(opened: Any, *, out: str, samples: int, lengths: str, batches: in
     d = opened.description
     run_meta = {"source": d["source"], "model": v.name, "dataset": "text", "text": d["text"],
                 "seq_len": d["seq_len"], "metric": opened.metric,
-                "loss": "next-token cross-entropy" if opened.metric == "lm" else "cross-entropy",
+                "loss": metric_named(opened.metric).path_loss,
                 "batches": len(chosen), "n_examples": sum(len(x["input_ids"]) for x, _ in chosen),
                 "fingerprint": d["fingerprint"]}
-    return run_path_gradients(v, chosen, str(Path(out) / "paths"), run_meta, ks, samples=samples, seed=seed,
+    return run_path_gradients(v, chosen, str(ResultFolder(out).paths), run_meta, ks, samples=samples, seed=seed,
                               share=share, chunk=chunk, force=force, progress=progress)

@@ -121,8 +121,9 @@ def _budget_note(study: Study) -> str | None:
         said.append(f"each random-k mean over {n} sets has a standard error of up to {gap(max(se))}, and "
                     + (f"every one of the {len(pairs)} steps between consecutive k exceeds twice the standard error "
                        f"of its difference" if resolved == len(pairs) else
-                       f"only {resolved} of the {len(pairs)} steps between consecutive k exceed twice the standard "
-                       f"error of their difference, so ρ(k, mean error) and the largest step are not resolved"))
+                       f"only {resolved} of the {len(pairs)} steps between consecutive k "
+                       f"{'exceeds' if resolved == 1 else 'exceed'} twice the standard error of its difference, so "
+                       f"ρ(k, mean error) and the largest step are not resolved"))
     if p and p.get("samples"):
         widths = [(h - l) / 2 / m for m, l, h in zip(p["mean"], p["low"], p["high"]) if m > 0 and h > l]
         if widths:
@@ -233,6 +234,13 @@ def unmeasurable(c: Claim, study: Study, statistic: str, **series: Sequence[floa
     return False
 
 
+def too_few(c: Claim, result: dict[str, Any] | None, key: str, what: str, least: int) -> Claim:
+    """The claim, "not measured" because its result has fewer than `least` points (said, where it ran)."""
+    if result:
+        c.measured = f"not measured: only {len(result[key])} {what} were measured, and the rule needs at least {least}."
+    return c
+
+
 def _label(study: Study, role: str) -> str:
     return study.models.get(role, {}).get("label", role)
 
@@ -302,7 +310,7 @@ def claim_random(study: Study) -> Claim:
                         "collapse (fig. 5a).")
     r = study.random.get("resnet")
     if not r or len(r["k"]) < 3:
-        return c
+        return too_few(c, r, "k", "values of k", 3)
     ks, mean = list(r["k"]), list(r["mean"])
     if unmeasurable(c, study, "Spearman's ρ", **{"the mean error over k": mean}):
         return c
@@ -331,7 +339,7 @@ def claim_reorder(study: Study) -> Claim:
                          "original, measured by Kendall τ (fig. 5b).")
     r = study.reorder.get("resnet")
     if not r or len(r["tau"]) < 5:
-        return c
+        return too_few(c, r, "tau", "reorderings", 5)
     if unmeasurable(c, study, "Spearman's ρ", **{"Kendall τ": r["tau"], "the error": r["error"]}):
         return c
     rho, p = sps.spearmanr(r["tau"], r["error"])
@@ -355,7 +363,7 @@ def claim_gradient(study: Study) -> Claim:
                           "length (fig. 6b).")
     p = study.paths
     if not p or len(p["lengths"]) < 3:
-        return c
+        return too_few(c, p, "lengths", "path lengths", 3)
     ks, mean = list(p["lengths"]), list(p["mean"])
     if unmeasurable(c, study, "Spearman's ρ", **{"the mean gradient": mean}):
         return c
@@ -396,7 +404,7 @@ def claim_surviving(study: Study) -> Claim:
                            "effective paths (fig. 7).")
     p, r = study.paths, study.random.get("resnet")
     if not p or not r or len(r["k"]) < 3:
-        return c
+        return too_few(c, r if p else None, "k", "values of k", 3)
     s = path_summary(p)
     n = p["n"]
     lost = [1 - effective_left(n, k, s) for k in r["k"]]

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 
 from ..io.atomic import write_text
+from ..io.layout import RunLayout, training_metrics
+from ..io.results import written_by_respaths
 from ..core import UserError
 from ..version import __version__
 
@@ -36,7 +38,7 @@ class RunRecord:
     """run.json: which preset, when each step ran and for how long; refuses a different preset."""
 
     def __init__(self, out: Path, p: Any, force: bool):
-        self.path = out / "run.json"
+        self.path = RunLayout(out).run_json
         out.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not force:
             try:
@@ -53,8 +55,7 @@ class RunRecord:
             self.data = old
         else:
             if force:
-                for sub in ("models", "results", "figures"):
-                    shutil.rmtree(out / sub, ignore_errors=True)
+                delete_own_files(out)
             self.data = {"schema": "respaths.run/1", "preset": p.config(), "steps": {}, "models": {}}
         self.data["environment"] = environment()
         self.save()
@@ -80,6 +81,43 @@ class RunRecord:
                                     "cpu_seconds": round(prev.get("cpu_seconds", 0.0) + cpu_seconds, 2),
                                     "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         self.save()
+
+
+def delete_own_files(out: Path) -> None:
+    """--force: delete what respaths wrote under out's models/, results/ and figures/, and keep everything
+    else there (a user's notes, data or plots); folders left empty go too.
+
+    Ours are: in models/ each training run's checkpoint (a folder with meta.json), checkpoint.old,
+    metrics.csv and run.json, beside such a checkpoint; in results/ and figures/ result files with
+    respaths' schema (io.results.written_by_respaths) and the figures, which respaths draws only with
+    matplotlib (a PNG or SVG whose head names it)."""
+    def checkpoint(p: Path) -> bool:
+        return p.is_dir() and (p / "meta.json").is_file()
+
+    for run in sorted((out / "models").glob("*")) if (out / "models").is_dir() else []:
+        if run.is_dir() and (checkpoint(run / "checkpoint") or checkpoint(run / "checkpoint.old")):
+            for p in (run / "checkpoint", run / "checkpoint.old"):
+                if checkpoint(p):
+                    shutil.rmtree(p)
+            for p in (training_metrics(run), run / "run.json"):
+                p.unlink(missing_ok=True)
+    for sub in ("results", "figures"):
+        for p in sorted((out / sub).rglob("*")) if (out / sub).is_dir() else []:
+            if p.is_file() and (written_by_respaths(p) or drawn_by_matplotlib(p)):
+                p.unlink()
+    for sub in RunLayout.SUBDIRS:
+        folders = sorted((p for p in (out / sub).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+        for p in [*folders, out / sub] if (out / sub).is_dir() else []:
+            if not any(p.iterdir()):
+                p.rmdir()
+
+
+def drawn_by_matplotlib(path: Path) -> bool:
+    """A .png or .svg that matplotlib wrote (its PNG Software chunk, its SVG metadata name it)."""
+    if path.suffix not in (".png", ".svg"):
+        return False
+    with open(path, "rb") as f:
+        return b"Matplotlib" in f.read(4096)
 
 
 def cpu_time() -> float:
