@@ -682,7 +682,7 @@ def test_distinct_draws_keep_the_sets_drawn_without_repeats():
 
 def test_a_statistic_of_constant_numbers_is_not_measured(tmp_path, recwarn):
     from respaths.study import claims
-    from respaths.study.reproduce import load_study
+    from respaths.study.read import load_study
     from tests.study.synthetic_run import write_run
     study = load_study(write_run(tmp_path / "one"))
     study.random["resnet"]["mean"] = [0.0] * len(study.random["resnet"]["mean"])  # one test image: 0 or 1 only
@@ -696,7 +696,7 @@ def test_a_statistic_of_constant_numbers_is_not_measured(tmp_path, recwarn):
 
 def test_a_claim_with_too_few_points_says_why_it_is_not_measured(tmp_path):
     from respaths.study import claims
-    from respaths.study.reproduce import load_study
+    from respaths.study.read import load_study
     from tests.study.synthetic_run import write_run
     study = load_study(write_run(tmp_path / "few"))
     r = study.random["resnet"]

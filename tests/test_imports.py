@@ -66,6 +66,13 @@ def test_own_modules_are_imported_at_the_top_but_in_the_cli():
     assert function_local_imports() == set(), function_local_imports()
 
 
+def test_layers_and_study_depend_one_way():
+    # the report draws layer sweeps (study -> layers); layers draw with respaths.drawing, never through study
+    graph = import_graph()
+    assert "layers.figures" in graph["study.report"]
+    assert not {(m, t) for m, ts in graph.items() if m.startswith("layers.") for t in ts if t.startswith("study")}
+
+
 def test_io_is_a_bottom_layer():
     # io/ reads and writes files; it may use core, the model registry and the version, nothing above
     graph = import_graph()

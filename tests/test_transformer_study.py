@@ -151,7 +151,7 @@ def test_cli_study_on_gpt2_writes_report_on_lm_loss_axis(gpt2, tmp_path):
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "report.html").read_text()
     assert "LM loss" in html and "test error (%)" not in html and "ln(vocabulary size)" in html
-    from respaths.study.reproduce import load_study
+    from respaths.study.read import load_study
     study = load_study(out)
     assert study.metric["name"] == "lm" and math.isclose(study.metric["chance"], math.log(V))
     single = json.loads((out / "results" / "lesion-single.json").read_text())

@@ -622,11 +622,10 @@ def lesion_args(p: argparse.ArgumentParser) -> None:
 
 
 def lesion_run(args: argparse.Namespace) -> int:
-    import os
-
     from .experiments.lesion import lesion_random, lesion_single
+    from .io.layout import ResultFolder
     view, data, options = _lesion_setup(args)
-    out = os.path.join(args.out, f"lesion-{args.mode}")
+    out = str(ResultFolder(args.out).lesion(args.mode))
     if args.mode == "single":
         records = lesion_single(view, data, out=out, seed=args.seed, **options)
     else:
@@ -645,11 +644,10 @@ def reorder_args(p: argparse.ArgumentParser) -> None:
 
 
 def reorder_run(args: argparse.Namespace) -> int:
-    import os
-
     from .experiments.lesion import reorder
+    from .io.layout import ResultFolder
     view, data, options = _lesion_setup(args)
-    out = os.path.join(args.out, "reorder")
+    out = str(ResultFolder(args.out).reorder)
     records = reorder(view, data, k=args.k, samples=args.samples, seed=args.seed, out=out, **options)
     _print_summary(records, out, args.metric, args.warnings, not args.no_figure)
     _print_fewer(out)
@@ -699,8 +697,10 @@ def paths_run(args: argparse.Namespace) -> int:
           f"{100 * e['path_share']:.3g}% of all paths")
     for note in opened.warnings:
         print(f"warning: {note}.", file=sys.stderr)
-    figure = _figure(os.path.join(args.out, "paths"), not args.no_figure)
-    print(f"wrote {os.path.join(args.out, 'paths')}.json and .csv" + (f" and the figure {figure}" if figure else ""))
+    from .io.layout import ResultFolder
+    prefix = ResultFolder(args.out).paths
+    figure = _figure(str(prefix), not args.no_figure)
+    print(f"wrote {prefix}.json and .csv" + (f" and the figure {figure}" if figure else ""))
     return 0
 
 
@@ -722,7 +722,8 @@ def reproduce_args(p: argparse.ArgumentParser) -> None:
 
 def reproduce_run(args: argparse.Namespace) -> int:
     from .study.reproduce import reproduce
-    path = reproduce(args.preset, args.out or f"runs/{args.preset}", force=args.force,
+    from .io.layout import RunLayout
+    path = reproduce(args.preset, args.out or RunLayout.default(args.preset), force=args.force,
                      device=resolved_device(args), data_dir=args.data_dir, progress=_progress(args))
     print(f"report: {path}")
     return 0
@@ -887,21 +888,22 @@ COMMANDS = {
 def _output(args: argparse.Namespace) -> tuple[str, Path, Path] | None:
     """(what --out names, the directory the command writes into, its lock file), or None for commands
     that write no run output (evaluate, report) or handle their own (prune writes a new directory)."""
+    from .io.layout import LOCK, RunLayout, layers_prefix, prefix_lock
     if args.command in ("lesion", "reorder", "paths", "demo", "study"):
         out = args.out
     elif args.command == "reproduce":
-        out = args.out or f"runs/{args.preset}"
+        out = args.out or str(RunLayout.default(args.preset))
     elif args.command == "train":
         if not (args.model or args.out):
             return None  # refused by train_run
         from .training.trainer import default_out
         out = args.out or default_out(argparse.Namespace(model=args.model, dataset=args.dataset, seed=args.seed))
     elif args.command == "layers":  # --out is a prefix: lock that prefix, not the whole directory
-        prefix = Path(args.out or f"runs/layers-{args.method}")
-        return str(prefix), prefix.parent, prefix.parent / f".{prefix.name}.respaths.lock"
+        prefix = Path(args.out or layers_prefix(args.method))
+        return str(prefix), prefix.parent, prefix_lock(prefix)
     else:
         return None
-    return out, Path(out), Path(out) / ".respaths.lock"
+    return out, Path(out), Path(out) / LOCK
 
 
 def _missing(directory: Path) -> list[Path]:

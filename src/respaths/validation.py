@@ -16,14 +16,8 @@ from typing import Any
 from .core import UserError
 from .distributed import launched
 from .opening import reads_text
+from .io.layout import RUN_FILES, RunLayout, training_metrics
 
-# What each kind of run directory holds that respaths wrote (besides run.json); --force deletes these
-# and nothing else.
-RUN_FILES = {
-    "train": ("checkpoint", "checkpoint.old", "metrics.csv"),
-    "reproduce": ("models", "results", "figures", "report.html"),  # within them: study.run_record.delete_own_files
-    "study": ("results", "figures", "report.html"),
-}
 KIND_OF_COMMAND = {"train": "train", "reproduce": "reproduce", "demo": "reproduce", "study": "study"}
 IMAGE_COMMANDS = "respaths evaluate, lesion, reorder, paths, study or prune"
 
@@ -42,7 +36,7 @@ def run_kind(record: Any) -> str | None:
 def read_run_record(out: Path) -> tuple[str | None, Any]:
     """(kind, the record) of out/run.json; kind None when it is not a respaths record."""
     try:
-        record = json.loads((out / "run.json").read_text(encoding="utf-8"))
+        record = json.loads(RunLayout(out).run_json.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         return None, None
     return run_kind(record), record
@@ -58,10 +52,10 @@ def check_out_dir(command: str, out: str | os.PathLike, force: bool) -> None:
         return
     if not out.is_dir():
         raise UserError(f"{out} is a file, not a run directory; give a new or run directory to --out.")
-    if (out / "run.json").exists():
+    if RunLayout(out).run_json.exists():
         found, record = read_run_record(out)
         if found is None:
-            raise UserError(f"{out / 'run.json'} was not written by respaths; move it away or choose another --out "
+            raise UserError(f"{RunLayout(out).run_json} was not written by respaths; move it away or choose another --out "
                             f"(respaths never overwrites files it did not write, even with --force).")
         if found != kind:
             what = "a demo or reproduce" if found == "reproduce" else f"a {found}"
@@ -70,8 +64,8 @@ def check_out_dir(command: str, out: str | os.PathLike, force: bool) -> None:
         if command == "demo" and record["preset"].get("name") != "quick":
             raise UserError(f"{out} holds a reproduce run of the {record['preset'].get('name')!r} preset, not a demo; "
                             f"choose another --out.")
-    elif command == "train" and (out / "metrics.csv").exists() and not (out / "checkpoint").exists():
-        raise UserError(f"{out / 'metrics.csv'} was not written by respaths train (there is no checkpoint beside it); "
+    elif command == "train" and training_metrics(out).exists() and not (out / "checkpoint").exists():
+        raise UserError(f"{training_metrics(out)} was not written by respaths train (there is no checkpoint beside it); "
                         f"move it away or choose another --out.")
     elif command != "train":
         taken = [name for name in RUN_FILES[kind] if (out / name).exists()]

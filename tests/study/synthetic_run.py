@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from respaths import paths
-from respaths.experiments.compare import _random_summary
+from respaths.experiments.compare import random_summary
 from respaths.study.reproduce import PRESETS
 from respaths.io.results import ResultStore
 
@@ -54,7 +54,7 @@ def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, 
                   "deleted": list(range(k)), "error": base[role] + 0.03 * k * (0.8 if role == "stochastic" else 1)
                   + 0.004 * s} for k in (1, 2, 3, 4, 6) for s in range(3)]
         store(f"compare/{role}-lesion-random", rand, baseline={"error": base[role]})
-        nets[role] = {"test": {"n": 2000, "error": base[role]}, "random": _random_summary(rand),
+        nets[role] = {"test": {"n": 2000, "error": base[role]}, "random": random_summary(rand),
                       "single": {"baseline": base[role], "errors": single, "downsample": DOWN}}
     versus["fixed"] = {"error_delta": fixed_diff, "error_delta_ci": [fixed_diff - 0.005, fixed_diff + 0.005],
                        "mcnemar_p": 0.5}
@@ -135,7 +135,7 @@ def write_depth_run(out: Path, n: int, *, images: int = 1000, dataset: str = "ci
               "error": base + 0.8 * (1 - 2.0 ** -k) + 0.01 * s} for k in range(1, n) for s in range(3)]
     store("compare/resnet-lesion-random", rand, baseline={"error": base})
     errors = [r["error"] for r in single]
-    nets = {"resnet": {"test": {"n": images, "error": base}, "random": _random_summary(rand),
+    nets = {"resnet": {"test": {"n": images, "error": base}, "random": random_summary(rand),
                        "single": {"baseline": base, "errors": errors, "downsample": down}}}
     (res / "compare" / "compare.json").write_text(json.dumps({"schema": "respaths.compare/1", "reference": "resnet",
                                                               "nets": nets, "versus": {}}))

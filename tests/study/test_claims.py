@@ -7,7 +7,8 @@ import statistics
 import pytest
 
 from respaths.study import claims
-from respaths.study.reproduce import PRESETS, load_study
+from respaths.study.read import load_study
+from respaths.study.reproduce import PRESETS
 
 from tests.study.synthetic_run import DOWN, N, write_run
 
@@ -56,7 +57,7 @@ def test_preset_notes_follow_the_presets():
     from respaths.study.claims import preset_note
     quick = PRESETS["quick"]
     record = {name: json.loads(json.dumps(p.config())) for name, p in PRESETS.items()}  # as run.json keeps it
-    assert f"{quick.train_limit:,} images and {quick.blocks()} blocks" in preset_note(record["quick"])
+    assert f"{quick.budget.train_limit:,} images and {quick.blocks()} blocks" in preset_note(record["quick"])
     assert "3 epochs on 30,000 images and 54 blocks" in preset_note(record["fashion-cpu"])
     assert preset_note(record["fashion"]) is None and preset_note(record["cifar10-paper"]) is None
     assert "barely trained" in preset_note(record["tiny"]) and preset_note(None) is None

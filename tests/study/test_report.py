@@ -20,7 +20,8 @@ import torch
 
 from respaths.study import claims, report
 from respaths.cli import main
-from respaths.study.reproduce import PRESETS, load_study, reproduce
+from respaths.study.read import load_study
+from respaths.study.reproduce import PRESETS, reproduce
 from tests.study.synthetic_run import DOWN, N, write_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,7 +149,7 @@ def test_tiny_run_writes_everything_and_resumes(tiny_run, tmp_path):
     # the models' test errors equal a plain forward of each model over the test images
     from respaths.io.checkpoint import load_checkpoint
     from respaths.data import batches, load_dataset
-    test = load_dataset("synthetic", split="test", limit=PRESETS["tiny"].test_limit)
+    test = load_dataset("synthetic", split="test", limit=PRESETS["tiny"].budget.test_limit)
     cmp = json.loads((out / "results" / "compare" / "compare.json").read_text())
     vgg = json.loads((out / "results" / "single-vgg.json").read_text())["baseline"]
     counted = {"resnet": cmp["nets"]["resnet"]["test"]["errors"], "vgg": vgg["errors"]}

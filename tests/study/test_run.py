@@ -38,7 +38,7 @@ def test_study_of_a_checkpoint_equals_reproduce(tiny_run, tmp_path):
     from respaths.study.run import study
     p = PRESETS["tiny"]
     out = tmp_path / "study"
-    path = study(str(tiny_run / "models" / "resnet" / "checkpoint"), out, budget_name=p.budget(),
+    path = study(str(tiny_run / "models" / "resnet" / "checkpoint"), out, budget_name=p.budget,
                  compare=[f"vgg={tiny_run / 'models' / 'vgg' / 'checkpoint'}"], progress=False, log=lambda s: None)
     assert path == out / "report.html"
     for name in ("compare/resnet-lesion-single", "compare/resnet-lesion-random", "reorder-resnet",
@@ -58,7 +58,7 @@ def test_study_of_a_checkpoint_equals_reproduce(tiny_run, tmp_path):
     assert vgg_losses and run["models"]["vgg"]["training"]["train_loss"] == vgg_losses
     # running again finds everything done
     before = {q: q.stat().st_mtime_ns for q in (out / "results").rglob("*")}
-    study(str(tiny_run / "models" / "resnet" / "checkpoint"), out, budget_name=p.budget(),
+    study(str(tiny_run / "models" / "resnet" / "checkpoint"), out, budget_name=p.budget,
           compare=[f"vgg={tiny_run / 'models' / 'vgg' / 'checkpoint'}"], progress=False, log=lambda s: None)
     assert before == {q: q.stat().st_mtime_ns for q in (out / "results").rglob("*")}
 
@@ -186,11 +186,11 @@ def test_compared_checkpoint_keeps_its_own_normalisation(tiny_run, tmp_path):
     p = PRESETS["tiny"]
     vgg = tiny_run / "models" / "vgg" / "checkpoint"
     out = tmp_path / "study"
-    study("respaths:preresnet20", out, budget_name=p.budget(), dataset="synthetic", normalize="imagenet",
+    study("respaths:preresnet20", out, budget_name=p.budget, dataset="synthetic", normalize="imagenet",
           model_kwargs={"width": 0.125}, compare=[f"vgg={vgg}"], progress=False, report=False, log=lambda s: None)
     single = json.loads((out / "results" / "single-vgg.json").read_text())
     assert single["meta"]["preprocessing"]["normalize"] != "imagenet"
-    alone = open_model(str(vgg), limit=p.budget().test_limit)
+    alone = open_model(str(vgg), limit=p.budget.test_limit)
     got = lesion_single(alone.view, alone.data, out=None, progress=False)
     assert {r["key"]: r["errors"] for r in got} == {r["key"]: r["errors"] for r in single["records"]}
 

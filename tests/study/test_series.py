@@ -14,7 +14,8 @@ from scipy import stats as sps
 from respaths import cli
 from respaths.core import UserError
 from respaths.study import series as S
-from respaths.study.read import load_study, series_net
+from respaths.study.read import load_study
+from respaths.study.series import series_net
 
 from tests.study.synthetic_run import depth_costs, depth_downsample, write_depth_run
 

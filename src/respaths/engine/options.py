@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..core import ResidualView, UserError
-from .speed import _compile_settings, compiled_block_runner, optimise
+from .speed import compile_settings, compiled_block_runner, optimise
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -71,7 +71,7 @@ class EngineOptions:
             if self.fast:
                 stack.enter_context(optimise(view, probe, fold=not self.compile))
             if self.compile:
-                stack.enter_context(_compile_settings(len(view)))
+                stack.enter_context(compile_settings(len(view)))
             yield
 
     def adapt(self, x: Any, batch_size: int) -> Any:

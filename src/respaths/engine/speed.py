@@ -42,7 +42,7 @@ def _run_block(block: Any, x: Tensor) -> Tensor:
     return block(x)
 
 
-def _compile_settings(n_blocks: int):
+def compile_settings(n_blocks: int):
     """Freezing on, and room for one graph per block (dynamo's default allows 8 per function)."""
     import torch._dynamo.config as dc
     import torch._inductor.config as ic

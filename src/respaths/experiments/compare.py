@@ -22,7 +22,6 @@ to compare it image by image with the reference net, and writes DIR/compare.json
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,6 +33,7 @@ from .. import stats
 from ..adapters import view as make_view
 from ..io.atomic import write_text
 from ..io.checkpoint import load_checkpoint
+from ..io.layout import compare_file, compared_lesion
 from ..core import UserError, full_plan
 from ..data.sources import load_dataset
 from ..engine.trie import evaluate_plans
@@ -70,7 +70,7 @@ def _single_summary(view: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_increase": float(np.mean(done) - base) if done else None}
 
 
-def _random_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+def random_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     by_k: dict[int, list[float]] = {}
     for r in records:
         if r["kind"] == "random":
@@ -96,10 +96,6 @@ def versus(ref: dict[str, Any], net: dict[str, Any], correct_ref: Any, correct_n
     out["random_delta"] = {"k": common, "mean_error_delta": [rb["mean"][rb["k"].index(k)] - ra["mean"][ra["k"].index(k)]
                                                              for k in common]}
     return out
-
-
-def _slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "-", label).strip("-") or "net"
 
 
 def compare_nets(checkpoints: Mapping[str, str | Path], *, out: str | Path, reference: str | None = None,
@@ -142,10 +138,11 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     for label, net in nets.items():
         view, data = net.view, net.test
         options = dict(lesion_options, device=device, progress=progress, force=force, meta=net.meta)
-        single = lesion_single(view, data, out=str(out / f"{_slug(label)}-lesion-single"), seed=seed,
+        single = lesion_single(view, data, out=str(compared_lesion(out, label, "single")), seed=seed,
                                desc=f"single deletion, {label}", **options)
         random = lesion_random(view, data, k=k, samples=samples, seed=seed,
-                               out=str(out / f"{_slug(label)}-lesion-random"), desc=f"random deletion, {label}", **options)
+                               out=str(compared_lesion(out, label, "random")), desc=f"random deletion, {label}",
+                               **options)
         (whole,) = evaluate_plans(view, data, [full_plan(len(view))], device=device,
                                   batch_size=lesion_options.get("batch_size", 256))
         correct[label] = whole.examples["correct"]
@@ -153,7 +150,7 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
         results[label] = {"checkpoint": source.get("checkpoint"), **({} if "checkpoint" in source else {"source": source}),
                           "model": view.name, "blocks": len(view), "training": training_of(net.model),
                           "test": ClassifierError.test_numbers(whole),
-                          "single": _single_summary(view, single), "random": _random_summary(random)}
+                          "single": _single_summary(view, single), "random": random_summary(random)}
     if reference is None:
         plain = [l for l, n in results.items() if not any(n["training"].values())]
         reference = plain[0] if plain else next(iter(results))
@@ -162,5 +159,5 @@ def compare_views(nets: Mapping[str, Any], *, out: str | Path, reference: str | 
     doc = {"schema": "respaths.experiments.compare/1", "dataset": names.pop(), "reference": reference, "nets": results,
            "versus": {l: versus(results[reference], results[l], correct[reference], correct[l], seed)
                       for l in results if l != reference}}
-    write_text(out / "compare.json", json.dumps(doc, indent=1) + "\n")
+    write_text(compare_file(out), json.dumps(doc, indent=1) + "\n")
     return doc

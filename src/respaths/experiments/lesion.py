@@ -433,7 +433,8 @@ class MetricRecords:
                 if k not in ("key", "kind", "k", "sample", "deleted", "plan", "delta", "seconds")}
 
 
-def _probed(view: ResidualView, data: Any, device: Any) -> ResidualView:
+def probed(view: ResidualView, data: Any, device: Any) -> ResidualView:
+    """The view, its blocks' input shapes found by running two examples through it where not known yet."""
     if any(b.in_shape is None for b in view.blocks):
         if is_dict_batches(data):
             x = first_examples(inputs_of(to_device(data[0], torch.device(device or "cpu"))), 2)
@@ -446,14 +447,14 @@ def _probed(view: ResidualView, data: Any, device: Any) -> ResidualView:
 
 def lesion_single(view: ResidualView, data: Any, **options: Any) -> list[dict[str, Any]]:
     """The baseline and each deletable block deleted alone. options: see run_experiment."""
-    view = _probed(view, data, options.get("device"))
+    view = probed(view, data, options.get("device"))
     return run_experiment(view, data, "lesion-single", single_plans(view), {"mode": "single"}, **options)
 
 
 def lesion_random(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, seed: int = 0,
                   **options: Any) -> list[dict[str, Any]]:
     """samples random sets of k deleted blocks for each k."""
-    view = _probed(view, data, options.get("device"))
+    view = probed(view, data, options.get("device"))
     ks = parse_k(k)
     specs = random_plans(view, ks, samples, seed)
     drawn = configurations(specs, ks, samples, lambda k: math.comb(len(view.deletable), k))
@@ -465,7 +466,7 @@ def lesion_random(view: ResidualView, data: Any, k: Any = "1-20", samples: int =
 def reorder(view: ResidualView, data: Any, k: Any = "1-20", samples: int = 10, seed: int = 0,
             **options: Any) -> list[dict[str, Any]]:
     """samples random reorderings by k swaps of compatible blocks for each k."""
-    view = _probed(view, data, options.get("device"))
+    view = probed(view, data, options.get("device"))
     ks = parse_k(k)
     specs = reorder_plans(view, ks, samples, seed)
     pairs = view.swappable_pairs()

@@ -5,7 +5,7 @@
     greedy     metric vs k deleted: greedy, Block-Influence order, random order (mean and range)
     angular    angular distance d(l, l+n) as a heat map | metric after deleting the best n blocks
     painters   metric vs k middle blocks for each variant (random: mean over seeds)
-  save(fig, prefix) (respaths.study.figures) writes prefix.png and prefix.svg atomically.
+  save(fig, prefix) (respaths.drawing) writes prefix.png and prefix.svg atomically.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 from matplotlib.ticker import MaxNLocator
 
 from ..metrics import metric_named
-from ..study.figures import _figure
+from ..drawing import new_figure
 
 COLORS = {"greedy": "#d62728", "influence-order": "#1f77b4", "random-order": "#7f7f7f",
           "angular-prune": "#2ca02c", "skip": "#1f77b4", "repeat": "#d62728", "reverse": "#ff7f0e",
@@ -43,7 +43,7 @@ def plot(doc: dict[str, Any]) -> Any:
     name = "/".join(meta.get("model", "").rstrip("/").split("/")[-2:])  # e.g. package/model
     subtitle = f"{name} ({meta.get('model_class', '')}, {meta['blocks']} blocks, split={meta.get('split')})"
     two = method in ("influence", "angular")
-    fig = _figure(2 if two else 1, f"respaths layers --method {method}", subtitle, width=5.6 if two else 6.4)
+    fig = new_figure(2 if two else 1, f"respaths layers --method {method}", subtitle, width=5.6 if two else 6.4)
     axes = fig.subplots(1, 2) if two else [fig.subplots()]
     ax = axes[-1]
     if method == "influence":

@@ -38,9 +38,10 @@ from ..engine.options import DEFAULT_CACHE_BYTES, EngineOptions
 from ..engine.trie import evaluate_plans
 from ..experiments.lesion import Spec, plan_bar
 from ..metrics import Batch, Metric, PlanResult, inputs_of, metric_for, model_device, to_device, valid_tokens
+from ..io.layout import layers_prefix
 from ..io.results import ResultStore
 from ..opening import open_model
-from ..study.figures import save
+from ..drawing import save
 from .figures import plot
 
 # ---------------------------------------------------------------------------------------------
@@ -437,7 +438,7 @@ def layers_main(model_path: str, method: str, *, text: str | None, out: str | No
             "spans": list(spans) if spans else None, "variants": list(variants), "loops": loops, "token": token,
             "dtype": "float32", "fingerprint": opened.description["fingerprint"],
             "source": opened.description["source"]}  # a GGUF file's sha256 and quantisation type
-    store = ResultStore(out or f"runs/layers-{method}", meta, force=force, required=("kind",))
+    store = ResultStore(out or layers_prefix(method), meta, force=force, required=("kind",))
     path = run_layers(v, batches, method, store, metric=metric, steps=steps, seeds=seeds, spans=spans,
                       variants=variants, loops=loops, token=token,
                       engine=EngineOptions(cache_bytes=cache_bytes), progress=progress)

@@ -14,6 +14,7 @@ from ..engine.options import EngineOptions
 from ..data.batches import batches as data_batches
 from ..experiments.lesion import parse_k
 from ..metrics import inputs_of, metric_named, to_device
+from ..io.layout import ResultFolder
 from ..io.results import ResultStore
 from .counting import effective_range, total_gradient
 from .gradients import length_key, measure_path_gradients
@@ -80,8 +81,6 @@ def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: 
 
     The batches are the first `batches` of a seeded shuffle of the training images (no augmentation),
     preprocessed as the model expects."""
-    from pathlib import Path
-
     v, data = opened.view, opened.data
     dev = next(v.model.parameters()).device if v.model is not None else torch.device("cpu")
     if isinstance(data, list):
@@ -97,7 +96,7 @@ def paths_main(opened: Any, *, out: str = "runs", samples: int = 1000, lengths: 
                 "bn": "eval (running statistics)", "dtype": str(chosen[0][0].dtype).replace("torch.", "")}
     if "checkpoint" not in source:  # a brought model: how it was preprocessed, and which weights
         run_meta.update(preprocessing=opened.description["preprocessing"], fingerprint=opened.description["fingerprint"])
-    return run_path_gradients(v, chosen, str(Path(out) / "paths"), run_meta, ks, samples=samples, seed=seed,
+    return run_path_gradients(v, chosen, str(ResultFolder(out).paths), run_meta, ks, samples=samples, seed=seed,
                               share=share, chunk=chunk, force=force, progress=progress, engine=engine)
 
 
@@ -120,8 +119,6 @@ def text_paths(opened: Any, *, out: str, samples: int, lengths: str, batches: in
                chunk: int | None, force: bool, progress: bool, device: torch.device) -> dict[str, Any]:
     """paths_main for a Hugging Face model and --text: the gradients of the LM loss (decoders) or of the
     classifier's cross-entropy at the first block's input, on the first `batches` text batches."""
-    from pathlib import Path
-
     v = opened.view
     chosen = text_batches_for_paths(opened, batches, device)
     n = len(v)
@@ -132,5 +129,5 @@ def text_paths(opened: Any, *, out: str, samples: int, lengths: str, batches: in
                 "loss": metric_named(opened.metric).path_loss,
                 "batches": len(chosen), "n_examples": sum(len(x["input_ids"]) for x, _ in chosen),
                 "fingerprint": d["fingerprint"]}
-    return run_path_gradients(v, chosen, str(Path(out) / "paths"), run_meta, ks, samples=samples, seed=seed,
+    return run_path_gradients(v, chosen, str(ResultFolder(out).paths), run_meta, ks, samples=samples, seed=seed,
                               share=share, chunk=chunk, force=force, progress=progress)

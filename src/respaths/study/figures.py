@@ -1,8 +1,8 @@
 """The paper's figures, drawn from plain numbers (never from models): matplotlib, Agg, PNG + SVG.
 
 Each function takes what its figure shows as lists of numbers plus a `subtitle` naming the model,
-the dataset and the number of images, and returns a matplotlib Figure; `save(fig, prefix)` writes
-prefix.png and prefix.svg atomically. Errors are fractions in the inputs and percent on the axes.
+the dataset and the number of images, and returns a matplotlib Figure; respaths.drawing.save(fig, prefix)
+writes prefix.png and prefix.svg atomically. Errors are fractions in the inputs and percent on the axes.
 fig. 3 and 5 take an `axis` (Axis: what the y values are): test error by default, LM loss or
 1 - embedding cosine for transformers (respaths.study.claims.metric_axis), plotted as given.
 
@@ -18,32 +18,17 @@ fig. 3 and 5 take an `axis` (Axis: what the y values are): test error by default
 """
 from __future__ import annotations
 
-import io
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window; must precede any pyplot import anywhere
-from matplotlib.figure import Figure  # noqa: E402  (no pyplot: no global state between figures)
-
-from ..io.atomic import write_bytes
+from ..drawing import new_figure
+from matplotlib.figure import Figure  # noqa: E402  (after drawing, which makes matplotlib draw to files only)
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 PALETTE = {"residual": "#1f77b4", "vgg": "#d62728", "stochastic": "#2ca02c", "fixed": "#9467bd",
            "other": "#7f7f7f"}
 DOWNSAMPLE_COLOR = "#ff7f0e"
-
-
-def _figure(ncols: int, title: str, subtitle: str, width: float = 5.2, height: float = 4.0) -> Figure:
-    import textwrap
-    fig = Figure(figsize=(width * ncols, height), dpi=100, layout="constrained")
-    # a long subtitle (a brought model's name and weights) wraps instead of running off the figure
-    lines = textwrap.wrap(subtitle, width=int(12 * width * ncols)) or [""]  # ~12 characters per inch at 11 pt
-    fig.suptitle("\n".join([title, *lines]), fontsize=11)
-    return fig
 
 
 @dataclass(frozen=True)
@@ -96,7 +81,7 @@ def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: flo
     """One panel per model. Each panel: label, baseline (error of the whole net), errors (one per
     block; None where the block cannot be deleted), downsample (one bool per block); optional ci
     (per block [low, high], the 95% Wilson interval of the error, or None), drawn as error bars."""
-    fig = _figure(len(panels), f"{axis.title} after deleting one block (Veit et al. fig. 3)", subtitle)
+    fig = new_figure(len(panels), f"{axis.title} after deleting one block (Veit et al. fig. 3)", subtitle)
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, p in zip(axes, panels):
         color = p.get("color") or color_for(p["label"])
@@ -132,7 +117,7 @@ def single_deletion(panels: Sequence[dict[str, Any]], subtitle: str, chance: flo
 def random_deletion(series: Sequence[dict[str, Any]], subtitle: str, chance: float | None = None,
                     axis: Axis = ERROR) -> Figure:
     """Each series: label, k (list), mean, std (per k, fractions), baseline; optional n_samples."""
-    fig = _figure(1, f"{axis.title} vs number of deleted blocks (Veit et al. fig. 5a)", subtitle, width=6.4)
+    fig = new_figure(1, f"{axis.title} vs number of deleted blocks (Veit et al. fig. 5a)", subtitle, width=6.4)
     ax = fig.subplots()
     for s in series:
         color = s.get("color") or color_for(s["label"])
@@ -156,7 +141,7 @@ def random_deletion(series: Sequence[dict[str, Any]], subtitle: str, chance: flo
 def reorder(series: Sequence[dict[str, Any]], subtitle: str, bins: int = 10, axis: Axis = ERROR) -> Figure:
     """Each series: label, tau (per shuffled order), error (per order), baseline. Points are the
     orders; the line is the mean error in equal-width bins of tau."""
-    fig = _figure(1, f"{axis.title} vs Kendall τ after reordering blocks (Veit et al. fig. 5b)", subtitle, width=6.4)
+    fig = new_figure(1, f"{axis.title} vs Kendall τ after reordering blocks (Veit et al. fig. 5b)", subtitle, width=6.4)
     ax = fig.subplots()
     for s in series:
         color = s.get("color") or color_for(s["label"])
@@ -196,7 +181,7 @@ def paths(n: int, lengths: Sequence[int], share_of_paths: Sequence[float], grad_
     """(a) share of the 2^n paths with each length; (b) mean gradient norm reaching the input from
     one sampled path of each length, with its CI, log scale; (c) total = C(n, k) x mean per length,
     with the effective range (the shortest range holding `effective_share` of the total) shaded."""
-    fig = _figure(3, f"Paths through {n} blocks (Veit et al. fig. 6)", subtitle, width=4.6)
+    fig = new_figure(3, f"Paths through {n} blocks (Veit et al. fig. 6)", subtitle, width=4.6)
     a, b, c = fig.subplots(1, 3)
     all_k = list(range(n + 1))
     a.bar(all_k, [100 * s for s in share_of_paths], color=PALETTE["residual"], width=0.8,
@@ -238,7 +223,7 @@ def surviving_paths(n: int, deletions: Sequence[int], subtitle: str,
     (b) with `measured` (label, k, mean error, effective_surviving per k): the share of the gradient
     of effective paths that survives vs the measured error after deleting k random blocks."""
     ncols = 2 if measured else 1
-    fig = _figure(ncols, "Paths left intact after deleting d blocks (Veit et al. fig. 7)", subtitle, width=5.6)
+    fig = new_figure(ncols, "Paths left intact after deleting d blocks (Veit et al. fig. 7)", subtitle, width=5.6)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     a = axes[0]
     for d in deletions:
@@ -282,7 +267,7 @@ def stochastic_depth(panels: Sequence[dict[str, Any]], subtitle: str,
     """(a) single deletion of each block for several residual nets of the same shape (panels as in
     single_deletion, on one axis); (b) optional random-k curves (series as in random_deletion)."""
     ncols = 2 if random else 1
-    fig = _figure(ncols, "Resilience with and without stochastic depth (Veit et al. fig. 8)", subtitle, width=5.8)
+    fig = new_figure(ncols, "Resilience with and without stochastic depth (Veit et al. fig. 8)", subtitle, width=5.8)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     a = axes[0]
     for p in panels:
@@ -326,7 +311,8 @@ def _depth_panel(ax, panel: dict[str, Any]) -> None:
     """One panel: per statistic, its value per net with the interval, the fitted trend over the measured
     depths (solid), its extrapolation (dashed) and the prediction with its interval at the target depth."""
     scale = panel.get("scale", 1.0)
-    fitted = False
+    fitted, predicted = False, None
+    notes = []  # (x, y, text, color) of each prediction, written beside it once the axes are final
     for j, s in enumerate(panel["lines"]):
         color = s.get("color") or SERIES_COLORS[j % len(SERIES_COLORS)]
         pts = [(n, v, lo, hi) for n, v, lo, hi in zip(s["n"], s["value"], s["low"], s["high"]) if v is not None]
@@ -345,9 +331,13 @@ def _depth_panel(ax, panel: dict[str, Any]) -> None:
             lo = scale * pred["low"] if pred.get("low") is not None else None
             hi = scale * pred["high"] if pred.get("high") is not None else None
             yerr = [[v - lo], [hi - v]] if lo is not None and hi is not None else None
-            ax.errorbar([at], [v], yerr=yerr, fmt="D", mfc="white", color=color, ms=6, capsize=4, ls="none",
-                        label=(f"extrapolated to {at} blocks: {panel['fmt'].format(v)}"
-                               + (f" [{panel['fmt'].format(lo)}, {panel['fmt'].format(hi)}]" if yerr else "")))
+            ax.errorbar([at], [v], yerr=yerr, fmt="D", mfc="white", color=color, ms=6, capsize=4, ls="none")
+            notes.append((at, v, panel["fmt"].format(v) + (
+                f"\n[{panel['fmt'].format(lo)}, {panel['fmt'].format(hi)}]" if yerr else ""), color))
+            predicted = at
+    if predicted:
+        ax.errorbar([], [], yerr=[[], []], fmt="D", mfc="white", color="gray", ms=6, capsize=4, ls="none",
+                    label=f"extrapolated to {predicted} blocks, with its 95% prediction interval")
     if fitted:
         models = ", ".join(dict.fromkeys(s["model"] for s in panel["lines"] if s.get("fit_x")))
         ax.plot([], [], "-", color="gray", label=f"fitted trend, {models}")
@@ -361,22 +351,37 @@ def _depth_panel(ax, panel: dict[str, Any]) -> None:
         ax.plot(xs, [x / 2 for x in xs], ":", color="black", lw=1, label="n/2, the typical path length")
     if panel.get("log"):
         ax.set_yscale("log")
+        # a wide prediction interval would stretch the axis over decades: keep it near the measured values
+        measured = [scale * v for s in panel["lines"] for v in s["value"] + s["low"] if v is not None and v > 0]
+        if measured and ax.get_ylim()[0] < min(measured) / 10:
+            ax.set_ylim(bottom=min(measured) / 10)
     if panel.get("ylim"):
         lo, hi = panel["ylim"]
         cur_lo, cur_hi = ax.get_ylim()
         ax.set_ylim(max(cur_lo, scale * lo) if lo is not None else cur_lo,
                     min(cur_hi, scale * hi) if hi is not None else cur_hi)
-    ax.axvspan(max(max(s["n"]) for s in panel["lines"] if s["n"]), ax.get_xlim()[1], color="#eeeeee", lw=0, zorder=0)
     ax.set_xscale("log")
+    if predicted:  # room for the prediction's numbers right of it
+        ax.set_xlim(right=predicted * 1.45)
+    ax.axvspan(max(max(s["n"]) for s in panel["lines"] if s["n"]), ax.get_xlim()[1], color="#eeeeee", lw=0, zorder=0)
     ns = sorted({n for s in panel["lines"] for n in s["n"]} | {s["prediction"]["at"] for s in panel["lines"]
                                                                if s.get("prediction")})
     ax.set_xticks(ns, [str(n) for n in ns])
-    ax.minorticks_off()
+    # the predictions' numbers, moved apart vertically where they would overlap (28 pixels a note of two lines)
+    placed: list[float] = []
+    for x, y, text, color in sorted(notes, key=lambda t: t[1]):
+        at_y = ax.transData.transform((x, y))[1]
+        shift = max(0.0, placed[-1] + 28 - at_y) if placed else 0.0
+        placed.append(at_y + shift)
+        ax.annotate(text, (x, y), xytext=(7, shift), textcoords="offset pixels", fontsize=6.5, color=color,
+                    va="center")
+    ax.xaxis.set_minor_locator(NullLocator())  # only the depths as ticks; the y axis keeps its own
     ax.set_xlabel("number of blocks n (log scale); shaded: beyond the measured depths")
     ax.set_ylabel(panel["ylabel"])
     ax.set_title(panel["title"], fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=panel.get("legend_columns", 2),
+              frameon=False)
 
 
 def depth_series(panels: Sequence[dict[str, Any]], title: str, subtitle: str) -> Figure:
@@ -384,10 +389,11 @@ def depth_series(panels: Sequence[dict[str, Any]], title: str, subtitle: str) ->
     on the axis), optional log, ylim, hlines [(y, label)], half_n; lines: per statistic label, interval
     (what its interval resamples), n, value, low, high (per net), model, fit_x/fit_y (the trend over the
     measured depths), extra_x/extra_y (its extrapolation) and prediction {at, value, low, high}."""
-    fig = _figure(len(panels), title, subtitle, width=5.8, height=5.6)
+    one = len(panels) == 1
+    fig = new_figure(len(panels), title, subtitle, width=7.0 if one else 5.8, height=5.6)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
-        _depth_panel(ax, panel)
+        _depth_panel(ax, dict(panel, legend_columns=1) if one else panel)
     return fig
 
 
@@ -395,13 +401,13 @@ def random_k_series(curves: Sequence[dict[str, Any]], panel: dict[str, Any], sub
                     chance: float | None = None) -> Figure:
     """(a) the mean error against the share k/n of blocks deleted, one curve per net (label, x, mean, low,
     high per point, from k = 0); (b) the curves' summary against depth (a depth_series panel)."""
-    fig = _figure(2, "Random deletion against depth (Veit et al. fig. 5a, k/n)", subtitle, width=5.8, height=5.6)
+    fig = new_figure(2, "Random deletion against depth (Veit et al. fig. 5a, k/n)", subtitle, width=5.8, height=5.6)
     a, b = fig.subplots(1, 2)
     for j, c in enumerate(curves):
         color = SERIES_COLORS[j % len(SERIES_COLORS)]
         a.plot(c["x"], _pct(c["mean"]), "o-", color=color, ms=3, label=c["label"])
-        a.fill_between(c["x"], _pct(c["low"]), _pct(c["high"]), color=color, alpha=0.15,
-                       label=f"{c['label']}: 95% interval over the random sets")
+        a.fill_between(c["x"], _pct(c["low"]), _pct(c["high"]), color=color, alpha=0.15)
+    a.fill_between([], [], [], color="gray", alpha=0.15, label="95% interval over the random sets")
     if chance is not None:
         a.axhline(100 * chance, color="black", ls=":", lw=1, label=f"chance ({100 * chance:.0f}%)")
     if panel.get("at_x") is not None:
@@ -410,30 +416,6 @@ def random_k_series(curves: Sequence[dict[str, Any]], panel: dict[str, Any], sub
     a.set_ylabel("mean test error over the random sets (%)")
     a.set_title("(a) mean error against k/n", fontsize=10)
     a.grid(alpha=0.3)
-    a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
-    _depth_panel(b, panel)
+    a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    _depth_panel(b, dict(panel, legend_columns=1))
     return fig
-
-
-# ---------------------------------------------------------------------------------------------
-
-def render(fig: Figure, fmt: str, dpi: int = 100) -> bytes:
-    """PNG or SVG bytes; SVG keeps text as text (smaller, searchable) and no date (reproducible)."""
-    buf = io.BytesIO()
-    # a fixed salt: the SVG's clip-path ids stay the same from one build to the next (no diff noise)
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "respaths"}):
-        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
-    return buf.getvalue()
-
-
-def save(fig: Figure, prefix: str | os.PathLike) -> dict[str, bytes]:
-    """Write prefix.png and prefix.svg (each to a temporary name, then renamed); returns both bytes."""
-    prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for fmt in ("png", "svg"):
-        data = render(fig, fmt)
-        path = prefix.with_name(f"{prefix.name}.{fmt}")
-        write_bytes(path, data)
-        out[fmt] = data
-    return out

@@ -1,10 +1,12 @@
-"""Reading results back: the Study that the report and the figures are made from.
+"""Reading results back: one run, whatever wrote it, as the `Study` the claims, figures and report read.
 
-  load_study(DIR)             a run directory of `respaths reproduce` or `respaths study` (run.json, results/)
-  load_results_folder(DIR)    a folder of plain result files (`respaths lesion / reorder / paths --out DIR`)
+  load_study(DIR)    a run directory of `respaths reproduce` or `respaths study` (run.json, results/), or a
+                     folder of plain result files (`respaths lesion / reorder / paths --out DIR`)
+  load_result(FILE)  one of those result files alone (what its own figure is drawn from)
 
-A file that is missing is a part not measured; a file that is damaged or foreign is a UserError that
-says which file and what to do.
+Where each part is read from is respaths.io.layout's; a run's header (title, dataset, models, metric)
+comes from run.json, a folder's from its result files. A file that is missing is a part not
+measured; a file that is damaged or foreign is a UserError that says which file and what to do.
 """
 from __future__ import annotations
 
@@ -12,61 +14,14 @@ import csv
 import dataclasses
 import json
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from ..experiments.compare import _random_summary, _slug
 from ..core import UserError
-from ..metrics import ClassifierError, Metric, metric_named
-
-
-def train_losses(run_dir: Path) -> list[float] | None:
-    """The training loss of each epoch, from a training run's metrics.csv (None if there is none)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        return None
-    try:
-        with path.open(newline="") as f:
-            return [float(row["train_loss"]) for row in csv.DictReader(f) if row.get("train_loss")]
-    except (KeyError, ValueError):
-        raise UserError(f"{path} is damaged (no train_loss column of numbers); delete the run's models and "
-                        f"run the same reproduce command again.") from None
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise UserError(f"{path} is not valid JSON; delete it and run the same reproduce command again.") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path} holds a JSON {type(doc).__name__}, not the object respaths writes; delete it and "
-                        f"run the same reproduce command again.")
-    return doc
-
-
-def wilson_intervals(records: list[dict[str, Any]], blocks: int) -> list[list[float] | None] | None:
-    """Per block the 95% Wilson interval of its single-deletion error, as the lesion records hold it
-    (None where there is none: a block that cannot be deleted; None for all: records scored by a metric)."""
-    ci: list[list[float] | None] = [None] * blocks
-    for r in records:
-        if r.get("kind") == "single" and r.get("error_ci"):
-            ci[r["deleted"][0]] = list(r["error_ci"])
-    return ci if any(c is not None for c in ci) else None
-
-
-@contextmanager
-def _fields_of(path: Path) -> Iterator[None]:
-    """Reading the fields of a file respaths wrote: one missing or of the wrong type means that the file is
-    damaged or foreign, which the user hears about as such (not as a TypeError)."""
-    try:
-        yield
-    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
-        raise UserError(f"{path} is damaged or not written by respaths ({type(e).__name__}: {e}); delete it "
-                        f"and run the same reproduce command again.") from None
+from ..experiments.compare import random_summary
+from ..io.layout import ResultFolder, RunLayout, compared_lesion, json_of, training_metrics
+from ..metrics import Metric, metric_named
 
 
 @dataclasses.dataclass
@@ -107,135 +62,120 @@ class Study:
         return metric_named(self.metric["name"] if self.metric else "classifier")
 
 
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    """The result file each part of a study is read from (a file that is not there: a part not measured)."""
+
+    single: dict[str, Path] = dataclasses.field(default_factory=dict)   # role -> single deletion
+    random: dict[str, Path] = dataclasses.field(default_factory=dict)   # role -> random deletion
+    reorder: dict[str, Path] = dataclasses.field(default_factory=dict)  # role -> reordering
+    paths: Path | None = None      # the path gradients of the net under study
+    surviving: Path | None = None  # the surviving-paths check against its lesions
+    compare: Path | None = None    # compare.json: the compared residual nets' lesions and paired test errors
+
+    @classmethod
+    def of_folder(cls, folder: ResultFolder, names: tuple[str, ...] = ResultFolder.NAMES,
+                  surviving: Path | None = None) -> "Sources":
+        """The result files `names` of a folder, all of the one model (role "resnet")."""
+        def role(name: str) -> dict[str, Path]:
+            return {"resnet": folder.file(name)} if name in names else {}
+        return cls(single=role("lesion-single"), random=role("lesion-random"), reorder=role("reorder"),
+                   paths=folder.file("paths") if "paths" in names else None, surviving=surviving)
+
+    @classmethod
+    def of_images(cls, run: RunLayout) -> "Sources":
+        """An image study's files: the compared nets in compare/, a VGG's single deletion beside them."""
+        return cls(single={"vgg": json_of(run.single("vgg"))}, reorder={"resnet": json_of(run.reorder("resnet"))},
+                   paths=json_of(run.paths("resnet")), surviving=json_of(run.surviving("resnet")),
+                   compare=run.compare_json)
+
+
 DATASET_LABELS = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100",
                   "synthetic": "synthetic data"}
+CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
 
 
-def load_study(out: str | os.PathLike) -> Study:
-    """The study from a run directory's run.json and result files."""
-    out = Path(out)
-    run = _read(out / "run.json")
-    if run is None:
-        raise UserError(f"{out} is not a respaths run directory (no run.json); give a directory written by "
-                        f"`respaths reproduce --out DIR`.")
-    res = out / "results"
-    if isinstance(run.get("metric"), dict):  # a transformer's study: plain result files in results/
-        with _fields_of(out / "run.json"):
-            return _study_meta(out, run, load_text_study(out, run))
-    with _fields_of(out / "run.json"):
-        ds = dict(run.get("dataset", {}))
-        if not ds:
-            raise UserError(f"{out} holds no trained models yet; run `respaths reproduce` into it first.")
-        name = ds["name"]
-        ds["label"] = DATASET_LABELS.get(name, name) + (" (JPEG q75)" if name == "cifar10" and "jpeg" in
-                                                         str(ds.get("source", "")).lower() else "")
-        title, preset = f"{out.name} ({run['preset']['name']})", run["preset"]["name"]
-        models = {role: dict(m, error=None) for role, m in run.get("models", {}).items()}
-        study = Study(dir=str(out), title=title, preset=preset, kind=run.get("kind", "reproduce"), dataset=ds,
-                      models=models, preset_settings=run["preset"])
-        for role, m in study.models.items():  # runs of respaths < 0.3 did not copy the losses into run.json
-            if not (m.get("training") or {}).get("train_loss"):
-                m["training"] = dict(m.get("training") or {}, train_loss=train_losses(out / "models" / role))
-    # the residual nets: respaths.experiments.compare's summary of their lesion curves and paired test errors
-    cmp = _read(res / "compare" / "compare.json")
-    if cmp:
-        with _fields_of(res / "compare" / "compare.json"):
-            for role, net in cmp["nets"].items():
-                if role in study.models:
-                    study.models[role]["error"] = net["test"]["error"]
-                    study.single[role] = {"baseline": net["single"]["baseline"], "errors": net["single"]["errors"]}
-                    study.random[role] = dict(net["random"])
-                    lesions = _read(res / "compare" / f"{_slug(role)}-lesion-single.json")  # their Wilson intervals
-                    if lesions:
-                        with _fields_of(res / "compare" / f"{_slug(role)}-lesion-single.json"):
-                            study.single[role]["ci"] = wilson_intervals(lesions["records"], len(net["single"]["errors"]))
-            for role, v in cmp.get("versus", {}).items():
-                study.paired[f"{role}-vs-{cmp['reference']}"] = {
-                    "diff": v["error_delta"], "ci": v["error_delta_ci"], "n": cmp["nets"][role]["test"]["n"],
-                    "mcnemar_p": v.get("mcnemar_p"), "resilience": v.get("resilience"),
-                    "random_delta": v.get("random_delta")}
-    # the VGG
-    doc = _read(res / "single-vgg.json")
-    if doc and "vgg" in study.models:
-        with _fields_of(res / "single-vgg.json"):
-            errs: list[float | None] = [None] * study.models["vgg"]["blocks"]
-            for r in doc["records"]:
-                if r["kind"] == "single":
-                    errs[r["deleted"][0]] = r["error"]
-            study.single["vgg"] = {"baseline": doc["baseline"]["error"], "errors": errs,
-                                   "ci": wilson_intervals(doc["records"], len(errs))}
-            study.models["vgg"]["error"] = doc["baseline"]["error"]
-    doc = _read(res / "reorder-resnet.json")
-    if doc:
-        with _fields_of(res / "reorder-resnet.json"):
-            recs = [r for r in doc["records"] if r["kind"] == "reorder"]
-            study.reorder["resnet"] = {"baseline": doc["baseline"]["error"],
-                                       "tau": [r["kendall_tau"] for r in recs], "error": [r["error"] for r in recs]}
-    doc = _read(res / "paths-resnet.json")
-    if doc:
-        with _fields_of(res / "paths-resnet.json"):
-            if doc["records"]:
-                recs = sorted(doc["records"], key=lambda r: r["length"])
-                study.paths = {"n": doc["meta"]["blocks"], "lengths": [r["length"] for r in recs],
-                               "mean": [r["mean"] for r in recs],
-                               "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
-                               "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
-                               "samples": doc["meta"]["samples"], "n_images": doc["meta"]["n_images"]}
-    return _study_meta(out, run, study)
+def load_study(path: str | os.PathLike) -> Study:
+    """The study of a run directory (one with run.json, or a path that is no directory) or of a folder
+    of result files."""
+    path = Path(path)
+    run = RunLayout(path)
+    if path.is_dir() and not run.run_json.exists():
+        return _folder_study(ResultFolder(path))
+    return _run_study(run)
 
 
-def _study_meta(out: Path, run: dict[str, Any], study: Study) -> Study:
-    """The surviving-paths check and how the run was made, added to a loaded study."""
-    res = out / "results"
-    doc = _read(res / "surviving-resnet.json")
-    if doc and study.paths is not None:
-        with _fields_of(res / "surviving-resnet.json"):
-            study.paths["surviving_checked"] = len(doc["records"])
-            study.paths["surviving_match"] = sum(bool(r["match"]) for r in doc["records"])
-    with _fields_of(out / "run.json"):
-        env, p = run.get("environment", {}), run["preset"]
-        steps = run.get("steps", {})
-        study.meta = {
-            "preset": f"{p['name']}: {p['description']}",
-            "versions": {k: env[k] for k in ("respaths", "python", "torch", "numpy", "scipy", "matplotlib")
-                         if k in env},
-            "device": env.get("device", "?"), "host": env.get("host", "?"),
-            "seeds": {"training": p["seed"], "random deletion": p["seed"], "reordering": p["seed"],
-                      "path sampling": p["seed"]},
-            "durations (wall clock)": {k: v["seconds"] for k, v in steps.items()},
-            "CPU time (all threads)": {k: v.get("cpu_seconds", "?") for k, v in steps.items()},
-            "total time of the steps": (f"{sum(v['seconds'] for v in steps.values()):.0f} s wall clock, "
-                                        f"{sum(v.get('cpu_seconds', 0) for v in steps.values()):.0f} s CPU"),
-            "finished": run.get("finished", "not yet"),
-            "directory": str(out),  # as given: a committed report names no machine's paths
-        }
-    return study
-
-
-def load_text_study(out: Path, run: dict[str, Any]) -> Study:
-    """The study of a transformer's run directory (study_text): its results/ folder read as plain result
-    files, with the model, metric and title from run.json."""
-    res = out / "results"
-    present = tuple(f for f in RESULT_FILES if (res / f"{f}.json").is_file())
-    if not present:
-        raise UserError(f"{out} holds no results yet; run `respaths study` into it first.")
-    study = load_results_folder(res, only=present)
-    study = dataclasses.replace(study, dir=str(out), title=f"{out.name} ({run['preset']['name']})",
-                                preset=run["preset"]["name"], preset_settings=run["preset"], kind="study",
-                                metric=dict(run["metric"]))
-    model = dict(run["models"]["resnet"])
-    model["error"] = study.models["resnet"].get("error")
-    study.models = {"resnet": model}
-    study.dataset.update(label=Path(str(run["dataset"]["text"])).name, num_classes=0,
-                         n_test=run["dataset"]["n_test"])
-    return study
+def load_result(path: str | os.PathLike) -> Study:
+    """The study of one result file of a folder (PREFIX.json, PREFIX one of ResultFolder.NAMES)."""
+    path = Path(path)
+    return _folder_study(ResultFolder(path.parent), (path.stem,))
 
 
 # ---------------------------------------------------------------------------------------------
-# A folder of plain result files (respaths lesion / reorder / paths --out DIR) read as a study
+# Reading files
 
-CLASSES = {"fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "synthetic": 10}
-RESULT_FILES = ("lesion-single", "lesion-random", "reorder", "paths")
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object respaths wrote (None where the file is not there); any other JSON is a UserError."""
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{path} is not valid JSON; delete it and run the command that wrote it again.") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} holds a JSON {type(doc).__name__}, not the object respaths writes; delete it and "
+                        f"run the command that wrote it again.")
+    return doc
+
+
+def _result(path: Path | None) -> dict[str, Any] | None:
+    """A result file (respaths.io.results: meta and records), or None where there is none."""
+    doc = read_json(path) if path is not None else None
+    if doc is not None and not (isinstance(doc.get("meta"), dict) and isinstance(doc.get("records"), list)):
+        raise UserError(f"{path} is not a respaths result file; remove it, or run the command that wrote it again.")
+    return doc
+
+
+@contextmanager
+def fields_of(path: Path) -> Iterator[None]:
+    """Reading the fields of a file respaths wrote: one missing or of the wrong type means that the file is
+    damaged or foreign, which the user hears about as such (not as a TypeError)."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        raise UserError(f"{path} is damaged or not written by respaths ({type(e).__name__}: {e}); delete it "
+                        f"and run the same command again.") from None
+
+
+def wilson_intervals(records: list[dict[str, Any]], blocks: int) -> list[list[float] | None] | None:
+    """Per block the 95% Wilson interval of its single-deletion error, as the lesion records hold it
+    (None where there is none: a block that cannot be deleted; None for all: records scored by a metric)."""
+    ci: list[list[float] | None] = [None] * blocks
+    for r in records:
+        if r.get("kind") == "single" and r.get("error_ci"):
+            ci[r["deleted"][0]] = list(r["error_ci"])
+    return ci if any(c is not None for c in ci) else None
+
+
+def train_losses(train_dir: Path) -> list[float] | None:
+    """The training loss of each epoch, from a training run's metrics.csv (None if there is none)."""
+    path = training_metrics(train_dir)
+    if not path.exists():
+        return None
+    try:
+        with path.open(newline="") as f:
+            return [float(row["train_loss"]) for row in csv.DictReader(f) if row.get("train_loss")]
+    except (KeyError, ValueError):
+        raise UserError(f"{path} is damaged (no train_loss column of numbers); delete the run's models and "
+                        f"run the same reproduce command again.") from None
+
+
+def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The study's "metric" entry for result files written with a metric (None for classifier files)."""
+    name = meta.get("metric")
+    if name in (None, "classifier"):
+        return None
+    return {"name": name, "label": metric_named(name).label, "chance": meta.get("chance")}
 
 
 def num_classes(name: str) -> int | None:
@@ -248,152 +188,203 @@ def num_classes(name: str) -> int | None:
     return None
 
 
-def _doc(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError:
-        raise UserError(f"{path} is not valid JSON; delete it and run the command that wrote it again.") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("meta"), dict) or not isinstance(doc.get("records"), list):
-        raise UserError(f"{path} is not a respaths result file; remove it from the folder.")
-    return doc
+# ---------------------------------------------------------------------------------------------
+# The header: what was studied (from run.json, or from a folder's result files)
+
+def _run_study(run: RunLayout) -> Study:
+    out = run.root
+    doc = read_json(run.run_json)
+    if doc is None:
+        raise UserError(f"{out} is not a respaths run directory (no run.json); give a directory written by "
+                        f"`respaths reproduce --out DIR`.")
+    with fields_of(run.run_json):
+        if isinstance(doc.get("metric"), dict):  # a transformer's study: a result folder in results/
+            study, metric = _text_run_header(run, doc)
+            sources = Sources.of_folder(run.folder, surviving=json_of(run.surviving("resnet")))
+        else:
+            study, metric = _image_run_header(run, doc), None
+            sources = Sources.of_images(run)
+    _read_parts(study, sources, metric)
+    with fields_of(run.run_json):
+        study.meta = _how_it_was_run(out, doc)
+    return study
 
 
-def metric_info(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The study's "metric" entry for result files written with a metric (None for classifier files)."""
-    name = meta.get("metric")
-    if name in (None, "classifier"):
-        return None
-    return {"name": name, "label": metric_named(name).label, "chance": meta.get("chance")}
+def _image_run_header(run: RunLayout, doc: dict[str, Any]) -> Study:
+    out = run.root
+    ds = dict(doc.get("dataset", {}))
+    if not ds:
+        raise UserError(f"{out} holds no trained models yet; run `respaths reproduce` into it first.")
+    name = ds["name"]
+    ds["label"] = DATASET_LABELS.get(name, name) + (" (JPEG q75)" if name == "cifar10" and "jpeg" in
+                                                     str(ds.get("source", "")).lower() else "")
+    models = {role: dict(m, error=None) for role, m in doc.get("models", {}).items()}
+    study = Study(dir=str(out), title=f"{out.name} ({doc['preset']['name']})", preset=doc["preset"]["name"],
+                  kind=doc.get("kind", "reproduce"), dataset=ds, models=models, preset_settings=doc["preset"])
+    for role, m in study.models.items():  # runs of respaths < 0.3 did not copy the losses into run.json
+        if not (m.get("training") or {}).get("train_loss"):
+            m["training"] = dict(m.get("training") or {}, train_loss=train_losses(run.model(role)))
+    return study
 
 
-def load_results_folder(folder: str | Path, only: tuple[str, ...] = RESULT_FILES) -> Study:
-    """The study from the result files that `respaths lesion`, `reorder` and
-    `paths` wrote into one --out folder: the claims they can test and their figures."""
-    folder = Path(folder)
-    docs = {name: _doc(folder / f"{name}.json") for name in only}
+def _text_run_header(run: RunLayout, doc: dict[str, Any]) -> tuple[Study, str | None]:
+    """A transformer's study: its result folder's header, with the model, metric and title from run.json;
+    and the metric its result files were scored by."""
+    present = run.folder.present()
+    if not present:
+        raise UserError(f"{run.root} holds no results yet; run `respaths study` into it first.")
+    study, metric = _folder_header(run.folder, present)
+    model = dict(doc["models"]["resnet"], error=None)
+    study = dataclasses.replace(study, dir=str(run.root), title=f"{run.root.name} ({doc['preset']['name']})",
+                                preset=doc["preset"]["name"], preset_settings=doc["preset"], kind="study",
+                                metric=dict(doc["metric"]), models={"resnet": model})
+    study.dataset.update(label=Path(str(doc["dataset"]["text"])).name, num_classes=0,
+                         n_test=doc["dataset"]["n_test"])
+    return study, metric
+
+
+def _folder_study(folder: ResultFolder, names: tuple[str, ...] = ResultFolder.NAMES) -> Study:
+    study, metric = _folder_header(folder, names)
+    _read_parts(study, Sources.of_folder(folder, names), metric)
+    return study
+
+
+def _folder_header(folder: ResultFolder, names: tuple[str, ...]) -> tuple[Study, str | None]:
+    """What a folder's result files say of the model and data (the first lesion file's meta, else the
+    paths file's); and the metric its records are scored by (None: a classifier's error)."""
+    docs = {name: _result(folder.file(name)) for name in names}
     docs = {k: v for k, v in docs.items() if v is not None}
     if not docs:
-        raise UserError(f"{folder} holds neither run.json nor result files ({', '.join(f + '.json' for f in only)}); "
-                        f"give a directory written by respaths reproduce, study, lesion, reorder or paths.")
-    lesion = docs.get("lesion-single") or docs.get("lesion-random") or docs.get("reorder")
-    meta = (lesion or docs["paths"])["meta"]
-    blocks = meta.get("blocks") if isinstance(meta.get("blocks"), list) else []
-    n = len(blocks) or int(meta.get("blocks") or 0)
-    name = (meta.get("dataset") or {}).get("name") if isinstance(meta.get("dataset"), dict) else meta.get("dataset")
-    n_test = ((meta.get("dataset") or {}).get("n_images") or (meta.get("dataset") or {}).get("n_examples")
-              if isinstance(meta.get("dataset"), dict) else None)
-    metric = metric_info(meta)
-    value_of = metric_named(metric["name"] if metric else "classifier").worse  # the figures' and claims' number
-    model = meta.get("model") if isinstance(meta.get("model"), dict) else {"name": meta.get("model")}
-    source = meta.get("source") or {}
-    label = source.get("checkpoint") or source.get("model") or model.get("name") or "model"
-    if source.get("hf"):  # a Hugging Face directory: its name and model class
-        label = f"{Path(source['hf']).name} ({source.get('model_class', 'transformers')})"
-    if source.get("weights"):
-        label = f"{label} ({Path(source['weights']).name})"
+        raise UserError(f"{folder.dir} holds neither run.json nor result files "
+                        f"({', '.join(f + '.json' for f in names)}); give a directory written by respaths "
+                        f"reproduce, study, lesion, reorder or paths.")
+    first = next(n for n in ResultFolder.NAMES if n in docs)  # a lesion file's meta, else the paths file's
+    meta = docs[first]["meta"]
+    with fields_of(folder.file(first)):
+        blocks = meta.get("blocks") if isinstance(meta.get("blocks"), list) else []
+        n = len(blocks) or int(meta.get("blocks") or 0)
+        ds = meta.get("dataset") if isinstance(meta.get("dataset"), dict) else None
+        name = ds.get("name") if ds is not None else meta.get("dataset")
+        n_test = (ds.get("n_images") or ds.get("n_examples")) if ds is not None else None
+        metric = metric_info(meta)
+        model = meta.get("model") if isinstance(meta.get("model"), dict) else {"name": meta.get("model")}
+        source = meta.get("source") or {}
+        label = source.get("checkpoint") or source.get("model") or model.get("name") or "model"
+        if source.get("hf"):  # a Hugging Face directory: its name and model class
+            label = f"{Path(source['hf']).name} ({source.get('model_class', 'transformers')})"
+        if source.get("weights"):
+            label = f"{label} ({Path(source['weights']).name})"
     study = Study(
-        dir=str(folder), title=folder.name, preset="results", kind="results",
-        dataset={"name": name, "label": DATASET_LABELS.get(name, name), "num_classes": num_classes(str(name)),
+        dir=str(folder.dir), title=folder.dir.name, preset="results", kind="results",
+        dataset={"name": name, "label": DATASET_LABELS.get(name, name), "num_classes": num_classes(str(name)) or 0,
                  "n_test": n_test or 0},
         models={"resnet": {"name": model.get("name"), "label": str(label), "blocks": n,
                            "downsample": [bool(b.get("downsample")) for b in blocks] or [False] * n,
                            "error": None, "training": {}}},
-        meta={"directory": str(folder)})
-    if metric:  # the "error" fields below then hold the metric's value (value_of)
+        meta={"directory": str(folder.dir)})
+    if metric:  # the "error" fields of the parts then hold the metric's value (Metric.worse)
         study.metric = metric
         study.dataset["label"] = Path(str(meta["text"])).name if meta.get("text") else "text"
-    if "lesion-single" in docs:
-        d = docs["lesion-single"]
-        errs: list[float | None] = [None] * n
-        for r in d["records"]:
-            if r.get("kind") == "single":
-                errs[r["deleted"][0]] = value_of(r)
-        study.single["resnet"] = {"baseline": value_of(d["baseline"]), "errors": errs,
-                                  "ci": wilson_intervals(d["records"], n)}
-        study.models["resnet"]["error"] = value_of(d["baseline"])
-    if "lesion-random" in docs:
-        recs = docs["lesion-random"]["records"]
-        if metric:
-            recs = [dict(r, error=value_of(r)) for r in recs]
-        study.random["resnet"] = _random_summary(recs)
-        study.models["resnet"]["error"] = study.models["resnet"]["error"] or recs[0]["error"]
-    if "reorder" in docs:
-        d = docs["reorder"]
-        recs = [r for r in d["records"] if r["kind"] == "reorder"]
-        study.reorder["resnet"] = {"baseline": value_of(d["baseline"]),
-                                   "tau": [r["kendall_tau"] for r in recs],
-                                   "error": [value_of(r) for r in recs]}
-    if "paths" in docs and docs["paths"]["records"]:
-        d = docs["paths"]
-        recs = sorted(d["records"], key=lambda r: r["length"])
-        study.paths = {"n": d["meta"]["blocks"], "lengths": [r["length"] for r in recs],
-                       "mean": [r["mean"] for r in recs],
-                       "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
-                       "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
-                       "samples": d["meta"]["samples"], "n_images": d["meta"].get("n_images")}
-        if not n:
-            study.models["resnet"].update(blocks=d["meta"]["blocks"], downsample=[False] * d["meta"]["blocks"])
-    if study.dataset["num_classes"] is None:
-        study.dataset["num_classes"] = 0
-    return study
+    return study, metric["name"] if metric else None
+
+
+def _how_it_was_run(out: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """run.json's record of the run, as the report's last table shows it."""
+    env, p = run.get("environment", {}), run["preset"]
+    steps = run.get("steps", {})
+    return {
+        "preset": f"{p['name']}: {p['description']}",
+        "versions": {k: env[k] for k in ("respaths", "python", "torch", "numpy", "scipy", "matplotlib")
+                     if k in env},
+        "device": env.get("device", "?"), "host": env.get("host", "?"),
+        "seeds": {"training": p["seed"], "random deletion": p["seed"], "reordering": p["seed"],
+                  "path sampling": p["seed"]},
+        "durations (wall clock)": {k: v["seconds"] for k, v in steps.items()},
+        "CPU time (all threads)": {k: v.get("cpu_seconds", "?") for k, v in steps.items()},
+        "total time of the steps": (f"{sum(v['seconds'] for v in steps.values()):.0f} s wall clock, "
+                                    f"{sum(v.get('cpu_seconds', 0) for v in steps.values()):.0f} s CPU"),
+        "finished": run.get("finished", "not yet"),
+        "directory": str(out),  # as given: a committed report names no machine's paths
+    }
 
 
 # ---------------------------------------------------------------------------------------------
-# A study as one net of a depth series (respaths.study.series)
+# The parts: the same reading for every run, from the files `sources` names
 
-def series_net(study: Study) -> "Net | None":
-    """The residual net of a classifier's study as plain numbers for the depth series, with the details
-    the series' intervals need from the result files (each deletion's changed images, each random set's
-    error); None for a study without single-deletion results or with a metric other than test error."""
-    from .series import Net
+def _read_parts(study: Study, sources: Sources, metric: str | None) -> None:
+    """Fill the study's parts from the result files there are; metric: what the records are scored by
+    (None: a classifier's error)."""
+    worse = metric_named(metric or "classifier").worse  # the figures' and claims' number of a record
+    cmp = read_json(sources.compare) if sources.compare is not None else None
+    if cmp:
+        with fields_of(sources.compare):
+            _compared(study, cmp)
+        for role in cmp["nets"]:  # their Wilson intervals, from each one's single-deletion records
+            path = json_of(compared_lesion(sources.compare.parent, role, "single"))
+            doc = read_json(path)
+            if doc and role in study.single:
+                with fields_of(path):
+                    study.single[role]["ci"] = wilson_intervals(doc["records"], len(study.single[role]["errors"]))
+    for role, path in sources.single.items():
+        doc = _result(path)
+        if doc and role in study.models:
+            with fields_of(path):
+                study.single[role] = _single(doc, study.models[role]["blocks"], worse)
+                study.models[role]["error"] = study.single[role]["baseline"]
+    for role, path in sources.random.items():
+        doc = _result(path)
+        if doc and role in study.models:
+            with fields_of(path):
+                recs = [dict(r, error=worse(r)) for r in doc["records"]] if metric else doc["records"]
+                study.random[role] = random_summary(recs)
+                study.models[role]["error"] = study.models[role]["error"] or recs[0]["error"]
+    for role, path in sources.reorder.items():
+        doc = _result(path)
+        if doc and role in study.models:
+            with fields_of(path):
+                recs = [r for r in doc["records"] if r["kind"] == "reorder"]
+                study.reorder[role] = {"baseline": worse(doc["baseline"]),
+                                       "tau": [r["kendall_tau"] for r in recs],
+                                       "error": [worse(r) for r in recs]}
+    doc = _result(sources.paths)
+    if doc and doc["records"]:
+        with fields_of(sources.paths):
+            study.paths = _paths(doc)
+            m = study.models["resnet"]
+            if not m["blocks"]:  # a folder of a paths file alone: the blocks are the paths file's
+                m.update(blocks=doc["meta"]["blocks"], downsample=[False] * doc["meta"]["blocks"])
+    doc = _result(sources.surviving)
+    if doc and study.paths is not None:
+        with fields_of(sources.surviving):
+            study.paths["surviving_checked"] = len(doc["records"])
+            study.paths["surviving_match"] = sum(bool(r["match"]) for r in doc["records"])
 
-    m, s = study.models.get("resnet"), study.single.get("resnet")
-    chance = ClassifierError.guessing(study.dataset.get("num_classes"))
-    if not isinstance(study.scored_by(), ClassifierError) or not m or not s or chance is None:
-        return None
-    root = Path(study.dir)
-    res = root / "results"
-    single_file, random_file = ((res / "compare" / "resnet-lesion-single.json", res / "compare" / "resnet-lesion-random.json")
-                                if (root / "run.json").exists() else (root / "lesion-single.json", root / "lesion-random.json"))
-    changes: list[tuple[int, int] | None] | None = None
-    n_images = int(study.dataset.get("n_test") or 0)
-    doc = _read(single_file)
-    if doc:
-        with _fields_of(single_file):
-            changes = [None] * m["blocks"]
-            for r in doc["records"]:
-                if r["kind"] == "single":
-                    changes[r["deleted"][0]] = (int(r["newly_wrong"]), int(r["newly_right"]))
-            n_images = int(doc["baseline"]["n"])
-    sets: dict[int, list[float]] = {}
-    doc = _read(random_file)
-    if doc:
-        with _fields_of(random_file):
-            for r in doc["records"]:
-                if r["kind"] == "random":
-                    sets.setdefault(int(r["k"]), []).append(float(r["error"]))
-    p = study.paths or {}
-    # the standard error of each length's mean, from its 95% interval (mean ± 1.96 se)
-    se = [(hi - lo) / (2 * 1.959964) for lo, hi in zip(p.get("low", []), p.get("high", []))]
-    r = study.reorder.get("resnet") or {}
-    settings = study.preset_settings or {}
-    source = m.get("source") or {}
-    pre = study.dataset.get("preprocessing") or {}
-    training = m.get("training") or {}
-    about = {
-        "dataset": str(study.dataset.get("label", study.dataset.get("name"))),
-        "test images": f"{n_images:,}",
-        "preprocessing": str(pre.get("normalize") or pre.get("mean") or "as trained") if pre else "as trained",
-        "family": re.sub(r"\d+", "", str(m.get("name", "?"))) or "?",
-        "training": (f"{training['epochs']} epochs in respaths" if training.get("epochs")
-                     else "published weights" + (f" ({Path(str(source['weights'])).parent.name})"
-                                                 if source.get("weights") else "") if source else "unknown"),
-        "budget": str((settings.get("budget") or {}).get("name") or settings.get("name") or "?"),
-    }
-    return Net(label=f"{m.get('name', 'resnet')} ({m['blocks']} blocks)", blocks=int(m["blocks"]),
-               downsample=list(m["downsample"]), chance=chance, baseline=float(s["baseline"]),
-               n_images=n_images, single=list(s["errors"]), single_changes=changes, random=sets,
-               tau=list(r.get("tau", [])), reorder_error=list(r.get("error", [])),
-               path_lengths=list(p.get("lengths", [])), path_mean=list(p.get("mean", [])), path_se=se, about=about)
+
+def _compared(study: Study, cmp: dict[str, Any]) -> None:
+    """respaths.experiments.compare's summary of the residual nets' lesions and paired test errors."""
+    for role, net in cmp["nets"].items():
+        if role in study.models:
+            study.models[role]["error"] = net["test"]["error"]
+            study.single[role] = {"baseline": net["single"]["baseline"], "errors": net["single"]["errors"]}
+            study.random[role] = dict(net["random"])
+    for role, v in cmp.get("versus", {}).items():
+        study.paired[f"{role}-vs-{cmp['reference']}"] = {
+            "diff": v["error_delta"], "ci": v["error_delta_ci"], "n": cmp["nets"][role]["test"]["n"],
+            "mcnemar_p": v.get("mcnemar_p"), "resilience": v.get("resilience"),
+            "random_delta": v.get("random_delta")}
+
+
+def _single(doc: dict[str, Any], blocks: int, worse: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
+    errors: list[float | None] = [None] * blocks
+    for r in doc["records"]:
+        if r.get("kind") == "single":
+            errors[r["deleted"][0]] = worse(r)
+    return {"baseline": worse(doc["baseline"]), "errors": errors, "ci": wilson_intervals(doc["records"], blocks)}
+
+
+def _paths(doc: dict[str, Any]) -> dict[str, Any]:
+    recs = sorted(doc["records"], key=lambda r: r["length"])
+    return {"n": doc["meta"]["blocks"], "lengths": [r["length"] for r in recs], "mean": [r["mean"] for r in recs],
+            "low": [r["ci"][0] if r["ci"][0] is not None else r["mean"] for r in recs],
+            "high": [r["ci"][1] if r["ci"][1] is not None else r["mean"] for r in recs],
+            "samples": doc["meta"]["samples"], "n_images": doc["meta"].get("n_images")}

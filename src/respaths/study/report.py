@@ -2,8 +2,11 @@
 
 One self-contained HTML file (figures embedded as base64 PNG, no network needed to view it). The
 report is built from a *study*: the `Study` record (respaths.study.read, which lists its parts) that
-`load_study(DIR)` assembles from the result files a `respaths reproduce` run leaves in DIR (see
-respaths.study.reproduce for the layout), or `load_results_folder(DIR)` from plain result files.
+`load_study(DIR)` assembles from a run directory's result files (respaths.io.layout names them), or
+from a folder of plain result files.
+
+Runs of residual nets of several depths also get a depth-series section (series_of, series_figures,
+series_html): each claim's statistic against the number of blocks, from respaths.study.series.
 
 roles: "resnet" (the normally trained residual net), "vgg", "stochastic" (stochastic depth),
 "fixed" (fixed-m). Every part is optional; a claim whose numbers are missing says "not measured".
@@ -28,13 +31,15 @@ from typing import Any, Sequence
 
 from . import figures as F
 from .. import paths
+from ..drawing import render, save
 from ..io.atomic import write_text
+from ..io.layout import FIGURES, FIGURES_DIR, RunLayout
 from ..core import UserError
 from .claims import (FAILS, HOLDS, INCONCLUSIVE, MISSING, NOT_RUN, PARTLY, RULE_NOTES, RULES, Claim,
                      budget_note, chance_error, claims, effective_left, metric_axis, numbers_of, path_summary, pct,
                      preset_note)
 from . import series as S
-from .read import Study, load_results_folder, load_study, series_net
+from .read import Study, load_study
 from ..layers.figures import plot as layer_plot
 
 # ---------------------------------------------------------------------------------------------
@@ -71,19 +76,19 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
 
     roles = [r for r in ("resnet", "vgg") if r in single]
     if roles:
-        out.append(("fig3-single-deletion", f"{axis.title} after deleting each block alone; downsampling blocks "
+        out.append((FIGURES["single"], f"{axis.title} after deleting each block alone; downsampling blocks "
                     "are marked, the dashed line is the whole net.",
                     F.single_deletion([panel(r) for r in roles], subtitle(study, roles), chance, axis=axis)))
     if "resnet" in rand:
         r = rand["resnet"]
-        out.append(("fig5a-random-deletion", f"Mean {noun} and its spread over random sets of k deleted blocks.",
+        out.append((FIGURES["random"], f"Mean {noun} and its spread over random sets of k deleted blocks.",
                     F.random_deletion([dict(label=m["resnet"]["label"], k=r["k"], mean=r["mean"], std=r["std"],
                                             n_samples=r.get("n_samples"),
                                             baseline=single.get("resnet", {}).get("baseline"))],
                                       subtitle(study, ["resnet"]), chance, axis=axis)))
     if "resnet" in study.reorder:
         r = study.reorder["resnet"]
-        out.append(("fig5b-reorder", "Each point is one shuffled order of the blocks (only blocks of equal shape "
+        out.append((FIGURES["reorder"], "Each point is one shuffled order of the blocks (only blocks of equal shape "
                     "swapped); the line is the mean per τ bin.",
                     F.reorder([dict(label=m["resnet"]["label"], tau=r["tau"], error=r["error"],
                                     baseline=r["baseline"])], subtitle(study, ["resnet"]), axis=axis)))
@@ -92,7 +97,7 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
         s = path_summary(p)
         n = p["n"]
         imgs = f"gradients on {p['n_images']:,} training images" if p.get("n_images") else None
-        out.append(("fig6-paths", "Path lengths, the gradient one path carries by length (log scale), and the "
+        out.append((FIGURES["paths"], "Path lengths, the gradient one path carries by length (log scale), and the "
                     "total per length with the effective range shaded.",
                     F.paths(n, p["lengths"], paths.path_fractions(n), p["mean"], p["low"],
                             p["high"], s["total"], s["effective"], s["held"], s["paths_share"],
@@ -103,14 +108,14 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
             measured = dict(label=m["resnet"]["label"], k=r["k"], mean=r["mean"],
                             effective_surviving=[effective_left(n, k, s) for k in r["k"]])
         ds = sorted({d for d in (1, 2, 5, 10, n // 2) if 1 <= d < n})
-        out.append(("fig7-surviving-paths", "Share of the paths of each length that survive d deletions, and the "
+        out.append((FIGURES["surviving"], "Share of the paths of each length that survive d deletions, and the "
                     "effective gradient left against the measured error.",
                     F.surviving_paths(n, ds, subtitle(study, ["resnet"]), s["effective"], measured, axis=axis)))
     sd_roles = [r for r in ("resnet", "stochastic", "fixed") if r in single]
     if "stochastic" in single and "resnet" in single:
         series = [dict(label=m[r]["label"], k=rand[r]["k"], mean=rand[r]["mean"], std=rand[r]["std"])
                   for r in sd_roles if r in rand]
-        out.append(("fig8-stochastic-depth", "Error increase from deleting each block for the same architecture "
+        out.append((FIGURES["stochastic"], "Error increase from deleting each block for the same architecture "
                     "trained normally, with stochastic depth and with fixed m; and k random deletions.",
                     F.stochastic_depth([panel(r) for r in sd_roles], sd_subtitle(study, sd_roles),
                                        random=series if len(series) > 1 else None)))
@@ -121,7 +126,7 @@ def make_figures(study: Study) -> list[tuple[str, str, Any]]:
 def layer_figures(run_dir: Path) -> list[tuple[str, str, Any]]:
     """Figures of `respaths layers` results saved in the run as results/layers-*.json (transformers)."""
     out = []
-    for path in sorted((run_dir / "results").glob("layers-*.json")):
+    for path in RunLayout(run_dir).layer_results():
         doc = json.loads(path.read_text())
         meta = doc.get("meta", {})
         if meta.get("command") == "layers":
@@ -255,7 +260,7 @@ def render_html(studies: list[Study], figures: list[dict[str, tuple[str, bytes]]
         for s, f in zip(studies, figures):
             if stem in f:
                 caption, png = f[stem]
-                link = f" <a href='figures/{stem}.svg'>SVG</a>" if one else ""
+                link = f" <a href='{FIGURES_DIR}/{stem}.svg'>SVG</a>" if one else ""
                 cells.append(f"<figure>{_img(png, stem + ' — ' + s.title)}<figcaption>"
                              f"{'' if one else _e(s.title) + ': '}{_e(caption)}{link}</figcaption></figure>")
             else:
@@ -289,23 +294,22 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
     folder = None
     if out is not None and (Path(out).is_dir() or Path(out).suffix.lower() not in (".html", ".htm")):
         folder = Path(out)
-        if (folder / "run.json").exists() and len(dirs) > 1:  # checked before anything is read or written
+        if RunLayout(folder).run_json.exists() and len(dirs) > 1:  # checked before anything is read or written
             raise UserError(f"{folder} is a run directory; give --out a new directory (or an .html file) for the "
                             f"report of several runs.")
-        out = folder / "report.html"
-    studies = [load_study(Path(d)) if (Path(d) / "run.json").exists() or not Path(d).is_dir()
-               else load_results_folder(Path(d)) for d in dirs]
+        out = RunLayout(folder).report
+    studies = [load_study(d) for d in dirs]
     if out is None and len(studies) > 1:
         raise UserError("several runs make one report: say where it goes with --out DIR or --out FILE.html.")
     figs = []
     for s in studies:
         drawn = {}
         for stem, caption, fig in make_figures(s):
-            png = (F.save(fig, Path(s.dir) / "figures" / stem)["png"] if len(studies) == 1
-                   else F.render(fig, "png"))
+            png = (save(fig, RunLayout(s.dir).figure(stem))["png"] if len(studies) == 1
+                   else render(fig, "png"))
             drawn[stem] = (caption, png)
         figs.append(drawn)
-    out = Path(out) if out else Path(studies[0].dir) / "report.html"
+    out = Path(out) if out else RunLayout(studies[0].dir).report
     out.parent.mkdir(parents=True, exist_ok=True)
     part = ""
     made = series_of(studies) if len(studies) > 1 else None
@@ -313,11 +317,11 @@ def build(dirs: Sequence[str | Path], out: str | Path | None = None) -> Path:
         nets, rows = made
         drawn_series = []
         for stem, caption, fig in series_figures(nets, rows):
-            png = F.save(fig, out.parent / "figures" / stem)["png"] if folder else F.render(fig, "png")
+            png = save(fig, RunLayout(out.parent).figure(stem))["png"] if folder else render(fig, "png")
             drawn_series.append((stem, caption, png))
         part = series_html(nets, rows, drawn_series, links=folder is not None)
         if folder:
-            write_text(folder / "series.json", json.dumps(series_record(nets, rows), indent=1) + "\n")
+            write_text(RunLayout(folder).series_json, json.dumps(series_record(nets, rows), indent=1) + "\n")
     write_text(out, render_html(studies, figs, part))
     return out
 
@@ -339,7 +343,7 @@ SERIES_INTERVALS = {
 
 def series_of(studies: Sequence[Study]) -> tuple[list[Any], list[Any]] | None:
     """(nets, rows) where the studies hold residual classifiers of at least two depths; else None."""
-    nets = [n for n in (series_net(s) for s in studies) if n is not None]
+    nets = [n for n in (S.series_net(s) for s in studies) if n is not None]
     if len({n.blocks for n in nets}) < 2:
         return None
     nets = sorted(nets, key=lambda n: n.blocks)
@@ -416,7 +420,8 @@ def series_figures(nets: Sequence[Any], rows: Sequence[Any]) -> list[tuple[str, 
         out.append(("series-random", "Random deletion: the mean error against the share of blocks deleted, and "
                     f"its rise at k/n = {S.RANDOM_AT:g} as a share of the gap to chance. " + extrapolation,
                     F.random_k_series(curves, dict(panel(["random_rise"], f"(b) rise at k/n = {S.RANDOM_AT:g}",
-                                                         "share of the gap to chance (%)", "share", ylim=(0, 1)),
+                                                         "share of the gap to chance (%)", "share", ylim=(0, 1),
+                                                         names=[f"rise at k/n = {S.RANDOM_AT:g}"]),
                                                    at_x=S.RANDOM_AT), sub, nets[0].chance)))
     add("series-reorder", "Reordering: Spearman ρ between Kendall τ and the error over the shuffled orders.",
         "Reordering against depth (Veit et al. fig. 5b)",

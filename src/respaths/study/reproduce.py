@@ -2,16 +2,9 @@
 
     respaths reproduce --preset quick --out runs/quick
 
-A run directory holds
-
-  run.json                 the preset, what was done and how long it took, versions, device, seeds
-  models/<role>/           one training run per model (checkpoint/, metrics.csv): resnet (pre-activation ResNet), vgg, stochastic
-                           (the ResNet trained with stochastic depth), fixed (trained with m blocks on)
-  results/<name>.json|csv  compare/ (respaths.experiments.compare: single and random-k deletion of the resnet,
-                           stochastic and fixed nets, their test errors compared image by image),
-                           single-vgg, reorder-resnet, paths-resnet, surviving-resnet
-  figures/*.png|svg        the paper's figures
-  report.html              the claims checked, the figures, the models and the run, in one file
+A run directory holds run.json, models/<role>/ (one training run per net: resnet, a pre-activation
+ResNet; vgg; stochastic, the ResNet trained with stochastic depth; fixed, trained with m blocks on),
+results/, figures/ and report.html; respaths.io.layout names each file.
 
 Every step is skipped when its output is already there, and the lesion and path steps resume from
 their journals, so running the same command again continues where it stopped. Presets:
@@ -35,14 +28,15 @@ from typing import Any, Callable
 import torch
 
 from ..adapters import view as make_view
-from ..io.checkpoint import load_checkpoint, read_meta
+from ..io.checkpoint import META, load_checkpoint, read_meta
 from ..core import UserError
 from ..data.sources import load_dataset
 from ..data.batches import normalize
 from ..models import blocks_of
-from .read import load_study, train_losses
+from .read import train_losses
+from ..io.layout import RunLayout
 from .run_record import RunRecord, default_device, settings_record
-from .run import Budget, Net, finish_run, run_experiments
+from .run import Budget, StudiedNet, finish_run, run_experiments
 from ..training.train import train
 
 ROLES = ("resnet", "vgg", "stochastic", "fixed")
@@ -50,6 +44,9 @@ ROLES = ("resnet", "vgg", "stochastic", "fixed")
 
 @dataclass(frozen=True)
 class Preset:
+    """A whole study: the nets it trains and how (the fields here), and how much of each experiment
+    (budget, named as the preset; its train_limit, test_limit and seed also bound and seed the training)."""
+
     name: str
     description: str
     dataset: str
@@ -58,25 +55,18 @@ class Preset:
     vgg: str
     vgg_width: float
     epochs: int
-    train_limit: int | None      # training images (None: all)
-    test_limit: int | None       # test images every experiment is measured on (None: all)
-    random_k: tuple[int, ...]    # numbers of randomly deleted blocks
-    random_samples: int
-    reorder_k: tuple[int, ...]   # numbers of swapped pairs
-    reorder_samples: int
-    path_samples: int            # sampled paths per length (the paper: 1,000)
-    path_batches: int            # training batches the path gradients are averaged over
-    path_batch_size: int
+    budget: Budget
     stochastic_depth: float = 0.5  # p_L of the linear decay rule (Huang et al.)
     fixed_share: float = 23 / 54   # m = round(share x blocks): the paper's 23 of 54
     batch_size: int = 128
     lr: float = 0.1
     schedule: str = "step"
     augment: bool = True         # random crop + flip (a short run learns faster without)
-    eval_batch_size: int = 500
-    fast: bool = False           # the lesion engine's BN folding + channels_last (changes rounding only)
-    seed: int = 0
     hidden: bool = False         # a preset for tests, left out of --help
+
+    def __post_init__(self) -> None:
+        if self.budget.name != self.name:
+            raise ValueError(f"preset {self.name!r} has the budget of {self.budget.name!r}")
 
     def blocks(self) -> int:
         return blocks_of(self.model)
@@ -85,47 +75,53 @@ class Preset:
         return max(1, round(self.fixed_share * self.blocks()))
 
     def config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The preset as run.json records it: one flat record, its keys in the order run.json has always
+        had them (a rerun into a run directory is compared with it)."""
+        fields = {**dataclasses.asdict(self.budget),
+                  **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "budget"}}
+        return {k: fields[k] for k in CONFIG_KEYS}
 
-    def budget(self):
-        """The preset's experiment sizes, as respaths.study.run runs them."""
-        return Budget(self.name, self.test_limit, self.random_k, self.random_samples, self.reorder_k,
-                      self.reorder_samples, self.path_samples, self.path_batches, self.path_batch_size,
-                      self.eval_batch_size, self.fast, self.seed, self.train_limit)
 
+CONFIG_KEYS = ("name", "description", "dataset", "model", "width", "vgg", "vgg_width", "epochs", "train_limit",
+               "test_limit", "random_k", "random_samples", "reorder_k", "reorder_samples", "path_samples",
+               "path_batches", "path_batch_size", "stochastic_depth", "fixed_share", "batch_size", "lr", "schedule",
+               "augment", "eval_batch_size", "fast", "seed", "hidden")
 
 PRESETS = {p.name: p for p in [
     Preset("quick", "Fashion-MNIST, a 27-block pre-activation ResNet (preresnet56) at half width and an "
                     "eighth-width VGG-15, one epoch on 20,000 images; 1,000 test images (minutes on a 2-core CPU)",
            dataset="fashion-mnist", model="preresnet56", width=0.5, vgg="vgg15", vgg_width=0.125, epochs=1,
-           train_limit=20000, test_limit=1000, random_k=(1, 2, 4, 6, 8, 10, 12), random_samples=4,
-           reorder_k=(1, 2, 4, 6, 8, 10), reorder_samples=3, path_samples=24, path_batches=1,
-           path_batch_size=32, batch_size=64, lr=0.1, schedule="cosine", augment=False, fast=True),
+           budget=Budget("quick", train_limit=20000, test_limit=1000, random_k=(1, 2, 4, 6, 8, 10, 12),
+                         random_samples=4, reorder_k=(1, 2, 4, 6, 8, 10), reorder_samples=3, path_samples=24,
+                         path_batches=1, path_batch_size=32, fast=True),
+           batch_size=64, lr=0.1, schedule="cosine", augment=False),
     Preset("fashion-cpu", "Fashion-MNIST, the paper's depth (preresnet110, 54 blocks) at half width and a "
                           "quarter-width VGG-15, 3 epochs on 30,000 images; 2,000 test images (about an hour "
                           "and a half on a 2-core CPU)",
            dataset="fashion-mnist", model="preresnet110", width=0.5, vgg="vgg15", vgg_width=0.25, epochs=3,
-           train_limit=30000, test_limit=2000, random_k=(1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20),
-           random_samples=5, reorder_k=(1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20), reorder_samples=5,
-           path_samples=100, path_batches=1, path_batch_size=64, schedule="cosine", augment=False, fast=True),
+           budget=Budget("fashion-cpu", train_limit=30000, test_limit=2000,
+                         random_k=(1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20), random_samples=5,
+                         reorder_k=(1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20), reorder_samples=5, path_samples=100,
+                         path_batches=1, path_batch_size=64, fast=True),
+           schedule="cosine", augment=False),
     Preset("fashion", "Fashion-MNIST, the paper's depths: preresnet110 (54 blocks) and VGG-15 at full width, "
                       "40 epochs on all 60,000 images, all 10,000 test images (days on a 2-core CPU, "
                       "minutes on a GPU)",
            dataset="fashion-mnist", model="preresnet110", width=1.0, vgg="vgg15", vgg_width=1.0, epochs=40,
-           train_limit=None, test_limit=None, random_k=tuple(range(1, 21)), random_samples=20,
-           reorder_k=tuple(range(1, 21)), reorder_samples=20, path_samples=1000, path_batches=4,
-           path_batch_size=128),
+           budget=Budget("fashion", train_limit=None, test_limit=None, random_k=tuple(range(1, 21)),
+                         random_samples=20, reorder_k=tuple(range(1, 21)), reorder_samples=20, path_samples=1000,
+                         path_batches=4, path_batch_size=128)),
     Preset("cifar10-paper", "CIFAR-10, the paper's setup: preresnet110 and VGG-15, 164 epochs, batch 128, "
                             "lr 0.1 /10 at epochs 82 and 123 (a GPU job)",
            dataset="cifar10", model="preresnet110", width=1.0, vgg="vgg15", vgg_width=1.0, epochs=164,
-           train_limit=None, test_limit=None, random_k=tuple(range(1, 21)), random_samples=20,
-           reorder_k=tuple(range(1, 21)), reorder_samples=20, path_samples=1000, path_batches=4,
-           path_batch_size=128),
+           budget=Budget("cifar10-paper", train_limit=None, test_limit=None, random_k=tuple(range(1, 21)),
+                         random_samples=20, reorder_k=tuple(range(1, 21)), reorder_samples=20, path_samples=1000,
+                         path_batches=4, path_batch_size=128)),
     Preset("tiny", "for tests: synthetic data, 9-block nets at 1/8 width, one short epoch",
            dataset="synthetic", model="preresnet20", width=0.125, vgg="vgg15", vgg_width=0.0625, epochs=1,
-           train_limit=384, test_limit=128, random_k=(1, 2, 4), random_samples=2, reorder_k=(1, 2, 3),
-           reorder_samples=2, path_samples=4, path_batches=1, path_batch_size=8, batch_size=32,
-           schedule="cosine", hidden=True),
+           budget=Budget("tiny", train_limit=384, test_limit=128, random_k=(1, 2, 4), random_samples=2,
+                         reorder_k=(1, 2, 3), reorder_samples=2, path_samples=4, path_batches=1, path_batch_size=8),
+           batch_size=32, schedule="cosine", hidden=True),
 ]}
 
 
@@ -142,7 +138,7 @@ def preset(name: str) -> Preset:
 def holds_other_settings(out: str | os.PathLike, p: Preset) -> bool:
     """Whether out/run.json records a run of other settings than p's (False without a readable record)."""
     try:
-        old = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))
+        old = json.loads(RunLayout(out).run_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(old, dict) and old.get("preset", {}) != settings_record(p)
@@ -171,12 +167,12 @@ def label(spec: dict[str, Any]) -> str:
     return s
 
 
-def trained(run_dir: Path, epochs: int) -> bool:
-    """Whether the trainer's checkpoint in run_dir has finished all epochs."""
-    if not (run_dir / "checkpoint" / "meta.json").exists():
+def trained(checkpoint: Path, epochs: int) -> bool:
+    """Whether the trainer's checkpoint has finished all epochs."""
+    if not (checkpoint / META).exists():
         return False
     try:
-        return int(read_meta(run_dir / "checkpoint").get("epoch", -1)) >= epochs
+        return int(read_meta(checkpoint).get("epoch", -1)) >= epochs
     except (UserError, ValueError, TypeError):
         return False
 
@@ -187,8 +183,8 @@ def train_role(p: Preset, role: str, run_dir: Path, device: torch.device, data_d
     spec = model_specs(p)[role]
     train(dict(model=spec["model"], dataset=p.dataset, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                schedule=p.schedule, width=spec["width"], stochastic_depth=spec.get("stochastic_depth"),
-               fixed_m=spec.get("fixed_m"), augment=p.augment, limit_train=p.train_limit, limit_test=p.test_limit,
-               seed=p.seed,
+               fixed_m=spec.get("fixed_m"), augment=p.augment, limit_train=p.budget.train_limit, limit_test=p.budget.test_limit,
+               seed=p.budget.seed,
                out=str(run_dir), data_dir=data_dir, device=str(device), eval_every=p.epochs, resume=True,
                progress=progress))
 
@@ -204,9 +200,10 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     """Run the study of `preset_name` into `out`; returns the report's path (or the run directory)."""
     p = preset(preset_name)
     out = Path(out)
+    layout = RunLayout(out)
     dev = torch.device(device) if device else default_device()
     # the test images before anything is written: a missing dataset leaves --out as it was
-    test = load_dataset(p.dataset, data_dir, split="test", limit=p.test_limit)
+    test = load_dataset(p.dataset, data_dir, split="test", limit=p.budget.test_limit)
     run = RunRecord(out, p, force)
     specs = model_specs(p)
     start_all = time.perf_counter()
@@ -216,25 +213,27 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
 
     # 1. the models
     for role in ROLES:
-        run_dir = out / "models" / role
-        step(f"train {role}", trained(run_dir, p.epochs),
+        run_dir = layout.model(role)
+        step(f"train {role}", trained(layout.checkpoint(role), p.epochs),
              lambda: train_role(p, role, run_dir, dev, data_dir, progress),
              f"training {role}: {label(specs[role])} for {p.epochs} epochs")
-    train_set = load_dataset(p.dataset, data_dir, split="train", limit=p.train_limit)
+    train_set = load_dataset(p.dataset, data_dir, split="train", limit=p.budget.train_limit)
     # 2. the same study code as `respaths study`, on the nets just trained
     probe = normalize(test.images[:2], test.mean, test.std).to(dev)
     nets = {}
     for role in ROLES:
-        model, meta = load_checkpoint(out / "models" / role / "checkpoint", device=dev)
+        model, meta = load_checkpoint(layout.checkpoint(role), device=dev)
         view = make_view(model, probe)
         view.name = view.name or specs[role]["model"]
-        nets[role] = Net(role, label(specs[role]), view, model, test, {"source": {"checkpoint": str(out / "models" / role)}},
+        nets[role] = StudiedNet(role, label(specs[role]), view, model, test, {"source": {"checkpoint": str(layout.model(role))}},
                          {"epochs": meta.get("epoch"), "seconds": run.data["steps"].get(f"train {role}", {}).get("seconds"),
-                          "train_loss": train_losses(out / "models" / role)})
+                          "train_loss": train_losses(layout.model(role))})
     run.data["models"] = {role: {**{k: v for k, v in net.record().items() if k != "source"}, "name": specs[role]["model"],
-                                 "checkpoint": f"models/{role}/checkpoint"} for role, net in nets.items()}
+                                 # relative to the run directory
+                                 "checkpoint": RunLayout(Path()).checkpoint(role).as_posix()}
+                          for role, net in nets.items()}
     run.data["dataset"] = {"name": test.name, "num_classes": test.num_classes, "n_test": len(test),
                            "n_train": len(train_set), "source": getattr(test, "source", "")}
     run.save()
-    run_experiments(out, nets, train_set, p.budget(), device=dev, step=step, progress=progress)
+    run_experiments(out, nets, train_set, p.budget, device=dev, step=step, progress=progress)
     return finish_run(run, out, report, start_all)

@@ -16,8 +16,9 @@ is there and the lesion and path steps resumed from their journals:
 Compared nets are named by role: `vgg` (a plain net) joins fig. 3, `stochastic` (the same net trained
 with stochastic depth) and `fixed` (trained with fixed m) join fig. 8 and their claims; the training
 claims are judged only for nets whose training respaths saw converge, so for brought nets they read
-inconclusive or not run. The run directory is reproduce's without models/: run.json, results/,
-figures/ and report.html.
+inconclusive or not run. A Hugging Face model directory with --text is studied alone, each
+experiment scored by its metric (text_experiments). The run directory is reproduce's without
+models/: run.json, results/, figures/ and report.html (respaths.io.layout names each file).
 """
 from __future__ import annotations
 
@@ -35,17 +36,18 @@ from ..experiments import lesion
 from .. import paths
 from ..experiments.compare import compare_views
 from ..core import UserError
+from ..drawing import save
 from ..data.batches import batches
 from ..data.sources import load_dataset
 from ..engine.options import EngineOptions
 from ..metrics import metric_named
 from ..opening import open_model, source_of
 from ..paths.experiment import run_path_gradients
-from .read import load_results_folder, train_losses
+from .read import load_result, train_losses
 from .report import build, make_figures
+from ..io.layout import ResultFolder, RunLayout, json_of
 from ..io.results import ResultStore
 from .run_record import RunRecord, cpu_time
-from .figures import save
 
 
 @dataclass(frozen=True)
@@ -87,16 +89,22 @@ def budget(name: str | Budget, **changes: Any) -> Budget:
 
 
 @dataclass
-class Net:
-    """One net of the study: its view, the test images as it expects them, and what is known of it."""
+class StudiedNet:
+    """One net of the study: its view, the test images (or text batches) as it expects them, and what is
+    known of it."""
 
     role: str
     label: str
     view: Any
     model: torch.nn.Module
-    test: Any
+    test: Any             # a Dataset of images, or a list of text batches
     meta: dict[str, Any]  # recorded in each of its result files (where it came from, preprocessing)
     training: dict[str, Any] = field(default_factory=dict)  # epochs, seconds, train_loss (None: not trained here)
+    opened: Any = None    # a transformer's OpenedModel (its path gradients read its batches and metric)
+
+    @property
+    def reads_text(self) -> bool:
+        return isinstance(self.test, list)
 
     @property
     def brought_meta(self) -> dict[str, Any] | None:
@@ -116,7 +124,7 @@ class Net:
                 "source": self.meta.get("source")}
 
 
-def residual(net: Net) -> bool:
+def residual(net: StudiedNet) -> bool:
     return any(b.residual for b in net.view.blocks)
 
 
@@ -145,49 +153,103 @@ def surviving_check(n: int, random_json: Path, prefix: Path) -> None:
     store.finish()
 
 
-def run_experiments(out: Path, nets: dict[str, Net], train_set: Any, b: Budget, *, device: torch.device,
-                    step: Callable[[str, bool, Callable[[], Any], str], None], progress: bool = True) -> None:
-    """Every test-time experiment of the paper on nets["resnet"] (and the compared nets) into out/results."""
+def run_experiments(out: Path, nets: dict[str, StudiedNet], train_set: Any, b: Budget, *, device: torch.device,
+                    step: Callable[[str, bool, Callable[[], Any], str], None], progress: bool = True,
+                    log: Callable[[str], None] = print) -> None:
+    """Every test-time experiment of the paper on nets["resnet"] (and the compared nets) into out/results:
+    step(name, done, run, what) runs each one not done yet. An image classifier's are
+    image_experiments', a transformer's text_experiments'."""
+    if nets["resnet"].reads_text:
+        text_experiments(RunLayout(out), nets["resnet"], b, device=device, step=step, progress=progress, log=log)
+    else:
+        image_experiments(RunLayout(out), nets, train_set, b, device=device, step=step, progress=progress)
+
+
+def image_experiments(run: RunLayout, nets: dict[str, StudiedNet], train_set: Any, b: Budget, *,
+                      device: torch.device, step: Callable[[str, bool, Callable[[], Any], str], None],
+                      progress: bool) -> None:
+    """compare (single and random deletion of the nets with shortcuts, paired), single deletion of the
+    others, reorder, path gradients on train_set and the surviving-paths check, into results/."""
     main = nets["resnet"]
     n = len(main.view)
-    res = out / "results"
     opts = dict(batch_size=b.eval_batch_size, device=device, progress=progress, engine=EngineOptions(fast=b.fast))
     deletable = len(main.view.deletable)
     random_k = [k for k in b.random_k if k < deletable] or [1]
     with_shortcuts = {r: net for r, net in nets.items() if residual(net)}
-    done = (res / "compare" / "compare.json").exists()
+    done = run.compare_json.exists()
     step("compare", done,
-         lambda: compare_views(with_shortcuts, out=res / "compare", reference="resnet", k=random_k,
+         lambda: compare_views(with_shortcuts, out=run.compare, reference="resnet", k=random_k,
                                samples=b.random_samples, seed=b.seed, **opts),
          "single and random deletion" + (f" of {', '.join(with_shortcuts)}" if len(with_shortcuts) > 1 else "")
-         + kept(done, sorted((res / "compare").glob("*-lesion-*.json")), "plans"))
+         + kept(done, run.compared_results(), "plans"))
     for role, net in nets.items():
         if role not in with_shortcuts:
-            done = (res / f"single-{role}.json").exists()
+            done = json_of(run.single(role)).exists()
             step(f"single {role}", done,
-                 lambda net=net: lesion.lesion_single(net.view, net.test, out=str(res / f"single-{net.role}"),
+                 lambda net=net: lesion.lesion_single(net.view, net.test, out=str(run.single(net.role)),
                                                       seed=b.seed, meta=net.brought_meta,
                                                       desc=f"single deletion, {net.role}", **opts),
-                 f"single deletion, {role}" + kept(done, [res / f"single-{role}.json"], "plans"))
+                 f"single deletion, {role}" + kept(done, [json_of(run.single(role))], "plans"))
     pairs = len(main.view.swappable_pairs())
     ks = [k for k in b.reorder_k if k <= pairs]
     if ks:
-        done = (res / "reorder-resnet.json").exists()
+        done = json_of(run.reorder("resnet")).exists()
         step("reorder resnet", done,
              lambda: lesion.reorder(main.view, main.test, k=ks, samples=b.reorder_samples, seed=b.seed,
-                                    out=str(res / "reorder-resnet"), meta=main.brought_meta,
+                                    out=str(run.reorder("resnet")), meta=main.brought_meta,
                                     desc="reordering blocks", **opts),
-             "reordering blocks" + kept(done, [res / "reorder-resnet.json"], "plans"))
-    done = (res / "paths-resnet.json").exists()
+             "reordering blocks" + kept(done, [json_of(run.reorder("resnet"))], "plans"))
+    done = json_of(run.paths("resnet")).exists()
     step("paths resnet", done,
-         lambda: path_gradients(main.view, train_set, res / "paths-resnet", b, device, progress,
+         lambda: path_gradients(main.view, train_set, run.paths("resnet"), b, device, progress,
                                 meta=main.brought_meta),
          f"path gradients ({b.path_samples} paths per length, {n + 1} lengths)"
-         + kept(done, [res / "paths-resnet.json"], "lengths"))
-    done = (res / "surviving-resnet.json").exists()
+         + kept(done, [json_of(run.paths("resnet"))], "lengths"))
+    done = json_of(run.surviving("resnet")).exists()
     step("surviving resnet", done,
-         lambda: surviving_check(n, res / "compare" / "resnet-lesion-random.json", res / "surviving-resnet"),
-         "surviving paths checked against the lesions" + kept(done, [res / "surviving-resnet.json"], "lesions"))
+         lambda: surviving_check(n, json_of(run.compared("resnet", "random")), run.surviving("resnet")),
+         "surviving paths checked against the lesions" + kept(done, [json_of(run.surviving("resnet"))], "lesions"))
+
+
+def text_experiments(run: RunLayout, net: StudiedNet, b: Budget, *, device: torch.device,
+                     step: Callable[[str, bool, Callable[[], Any], str], None], progress: bool,
+                     log: Callable[[str], None]) -> None:
+    """A transformer's: single deletion, random-k deletion, reordering, path gradients (decoders: of the
+    LM loss at the first block's input; classifiers: of the cross-entropy) and the surviving-paths
+    check, each scored by the model's metric, into results/ as a result folder."""
+    view, data, metric = net.view, net.test, net.opened.metric
+    res = run.folder
+    res.dir.mkdir(parents=True, exist_ok=True)
+    n, deletable, pairs = len(view), len(view.deletable), len(view.swappable_pairs())
+    random_k = [k for k in b.random_k if k < deletable] or [1]
+    reorder_k = [k for k in b.reorder_k if k <= pairs]
+    opts = dict(device=str(device), progress=progress, meta=net.meta)
+
+    def step_of(name: str, prefix: Path, fn: Callable[[], Any], what: str, unit: str = "plans") -> None:
+        done = json_of(prefix).exists()
+        step(name, done, fn, what + kept(done, [json_of(prefix)], unit))
+
+    step_of("single", res.lesion("single"),
+            lambda: lesion.lesion_single(view, data, out=str(res.lesion("single")), **opts), "single deletion")
+    step_of("random", res.lesion("random"),
+            lambda: lesion.lesion_random(view, data, k=random_k, samples=b.random_samples, seed=b.seed,
+                                         out=str(res.lesion("random")), **opts), "random deletion")
+    if reorder_k:
+        step_of("reorder", res.reorder,
+                lambda: lesion.reorder(view, data, k=reorder_k, samples=b.reorder_samples, seed=b.seed,
+                                       out=str(res.reorder), **opts), "reordering blocks")
+    if not metric_named(metric).path_loss:  # an encoder's cosine has none (paths.text_batches_for_paths)
+        log("[respaths] path gradients: skipped; an encoder's embedding cosine to the full model has no gradient "
+            "at the full model (run the study on a decoder for them)")
+        return
+    step_of("paths", res.paths,
+            lambda: paths.text_paths(net.opened, out=str(res.dir), samples=b.path_samples, lengths="all",
+                                     batches=b.path_batches, seed=b.seed, share=0.9, chunk=None, force=False,
+                                     progress=progress, device=device),
+            f"path gradients of the {metric_named(metric).label} ({b.path_samples} paths per length)", "lengths")
+    step_of("surviving resnet", run.surviving("resnet"),
+            lambda: surviving_check(n, json_of(res.lesion("random")), run.surviving("resnet")),
+            "surviving paths checked against the lesions", "lesions")
 
 
 def kept(done: bool, files: list[Path], unit: str) -> str:
@@ -201,7 +263,6 @@ def kept(done: bool, files: list[Path], unit: str) -> str:
         except (OSError, ValueError, KeyError, TypeError):  # damaged: the report's reader says so
             pass
     return f" ({n}/{n} {unit})"
-
 
 # ---------------------------------------------------------------------------------------------
 # respaths study
@@ -237,7 +298,8 @@ class StudySettings:
         return dataclasses.asdict(self)
 
 
-def open_net(role: str, model: str, weights: str | None, options: dict[str, Any], device: str) -> tuple[Net, Any]:
+def open_net(role: str, model: str, weights: str | None, options: dict[str, Any],
+             device: str) -> tuple[StudiedNet, Any]:
     opened = open_model(model, weights=weights, device=device, **options)
     if isinstance(opened.data, list) or opened.metric != "classifier":
         raise UserError("respaths study runs on image classifiers for now; for a transformer use respaths layers.")
@@ -246,7 +308,7 @@ def open_net(role: str, model: str, weights: str | None, options: dict[str, Any]
     label = src.get("checkpoint") or src.get("model")
     if src.get("weights"):
         label = f"{label} ({Path(src['weights']).name})"
-    net = Net(role, str(label), opened.view, opened.model, opened.data,
+    net = StudiedNet(role, str(label), opened.view, opened.model, opened.data,
               {"source": src, "preprocessing": d["preprocessing"], "fingerprint": d["fingerprint"]})
     # a net respaths trained (a `respaths train` directory) keeps its training losses, so that the report can
     # tell whether it converged before judging the paper's claims on it
@@ -278,20 +340,63 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
           budget_name: str | Budget = "quick", limit: int | None = None, seed: int = 0, device: str = "cpu",
           data_dir: str | None = None, force: bool = False, progress: bool = True, report: bool = True,
           fast: bool | None = None, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
-          **open_options: Any) -> Path:
-    """`respaths study`: open the model (a directory or a spec) and the compared ones, run every
-    test-time experiment, write the report; returns its path."""
+          text: str | None = None, seq_len: int = 128, batch_size: int = 8, **open_options: Any) -> Path:
+    """`respaths study`: open the model and the compared ones, run every test-time experiment on them
+    (run_experiments), write the report; returns its path.
+
+    An image classifier (a respaths checkpoint or run directory, or a model spec) is tested on its
+    dataset's test images, with --compare nets beside it. A Hugging Face model directory reads --text
+    FILE and is studied alone, each experiment scored by its metric (LM loss and perplexity, or
+    embedding cosine); run.json records the metric and its chance (ln V for a decoder), which the
+    report's figures and verdicts read. --limit counts test images, or text examples (windows of
+    --seq-len tokens for decoders, lines for encoders)."""
     if source_of(model).reads == "text":
-        return study_text(model, out, budget_name=budget_name, limit=limit, seed=seed, device=device, force=force,
-                          progress=progress, report=report, log=log, compare=compare, weights=weights,
-                          **open_options)
-    if open_options.get("text") is not None:
-        raise UserError("--text is for Hugging Face model directories; an image model takes --dataset.")
-    open_options = {k: v for k, v in open_options.items() if k not in ("text", "seq_len", "batch_size")}
-    b = budget(budget_name, seed=seed, fast=fast)
-    limit = limit or b.test_limit
-    b = replace(b, test_limit=limit)
-    options = dict(open_options, data_dir=data_dir, limit=limit)
+        b = budget(budget_name, seed=seed)  # a transformer's lesions run exact: --fast does not apply
+        subject = open_text(model, weights=weights, compare=compare, text=text, seq_len=seq_len,
+                            batch_size=batch_size, limit=limit, device=device, image_options=open_options)
+    else:
+        if text is not None:
+            raise UserError("--text is for Hugging Face model directories; an image model takes --dataset.")
+        b = budget(budget_name, seed=seed, fast=fast)
+        b = replace(b, test_limit=limit or b.test_limit)
+        subject = open_images(model, b, weights=weights, compare=compare, device=device, data_dir=data_dir,
+                              open_options=open_options)
+    out = Path(out)
+    run = RunRecord(out, subject.settings(b, seed), force)
+    run.data["kind"] = "study"
+    for note in subject.warnings:
+        log(f"warning: {note}.")
+    run.data.update(subject.record)
+    run.save()
+    start = time.perf_counter()
+    run_experiments(out, subject.nets, subject.train_set, b, device=torch.device(device),
+                    step=lambda name, done, fn, what: run.run_step(name, done, fn, what, log), progress=progress,
+                    log=log)
+    return finish_run(run, out, report, start)
+
+
+@dataclass
+class Subject:
+    """What `respaths study` opened: the nets (role "resnet" the one under study), the training images
+    its path gradients are measured on (images), and what run.json says of them."""
+
+    nets: dict[str, StudiedNet]
+    train_set: Any
+    description: str         # run.json's settings: "... of <model>"
+    dataset: str             # run.json's settings: the dataset's name, or "text"
+    record: dict[str, Any]   # run.json's "metric" (text), "models" and "dataset"
+    warnings: list[str] = field(default_factory=list)
+
+    def settings(self, b: Budget, seed: int) -> StudySettings:
+        return StudySettings(f"study-{b.name}", f"respaths study, {b.name} budget, of {self.description}",
+                             {r: n.meta["source"] for r, n in self.nets.items()}, self.dataset,
+                             json.loads(json.dumps(dataclasses.asdict(b))), seed)
+
+
+def open_images(model: str, b: Budget, *, weights: str | None, compare: list[str] | None, device: str,
+                data_dir: str | None, open_options: dict[str, Any]) -> Subject:
+    """An image classifier and its --compare nets, tested on the same images; the training images."""
+    options = dict(open_options, data_dir=data_dir, limit=b.test_limit)
     main, opened = open_net("resnet", model, weights, options, device)
     if not residual(main):
         raise UserError(f"{model} has no residual blocks, so there are no paths to study; give a residual net "
@@ -310,44 +415,16 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     train_set = load_dataset(main.test.name, data_dir, split="train", limit=b.train_limit,
                              image_size=open_options.get("image_size"))
     train_set = replace(train_set, mean=main.test.mean, std=main.test.std)
-    settings = StudySettings(f"study-{b.name}", f"respaths study, {b.name} budget, of {main.label}",
-                             {r: n.meta["source"] for r, n in nets.items()}, main.test.name,
-                             json.loads(json.dumps(dataclasses.asdict(b))), seed)
-    out = Path(out)
-    run = RunRecord(out, settings, force)
-    run.data["kind"] = "study"
-    dev = torch.device(device)
-
-    def step(name: str, done: bool, fn: Callable[[], Any], what: str) -> None:
-        run.run_step(name, done, fn, what, log)
-
-    for note in opened.warnings:
-        log(f"warning: {note}.")
-    run.data["models"] = {r: n.record() for r, n in nets.items()}
-    run.data["dataset"] = {"name": main.test.name, "num_classes": main.test.num_classes, "n_test": len(main.test),
-                           "n_train": len(train_set), "source": getattr(main.test, "source", ""),
-                           "preprocessing": main.meta["preprocessing"]}
-    run.save()
-    start = time.perf_counter()
-    run_experiments(out, nets, train_set, b, device=dev, step=step, progress=progress)
-    return finish_run(run, out, report, start)
+    record = {"models": {r: n.record() for r, n in nets.items()},
+              "dataset": {"name": main.test.name, "num_classes": main.test.num_classes, "n_test": len(main.test),
+                          "n_train": len(train_set), "source": getattr(main.test, "source", ""),
+                          "preprocessing": main.meta["preprocessing"]}}
+    return Subject(nets, train_set, main.label, main.test.name, record, opened.warnings)
 
 
-# ---------------------------------------------------------------------------------------------
-# respaths study on a Hugging Face model with --text: the same experiments, scored by its metric
-
-
-def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit: int | None, seed: int, device: str,
-               force: bool, progress: bool, report: bool, log: Callable[[str], None], compare: list[str] | None,
-               weights: str | None, text: str | None = None, seq_len: int = 128, batch_size: int = 8,
-               **image_options: Any) -> Path:
-    """`respaths study HF_DIR --text FILE`: single deletion, random-k deletion, reordering, path gradients
-    (decoders: of the LM loss at the first block's input; classifiers: of the cross-entropy) and the
-    surviving-paths check, each scored by the model's metric (LM loss and perplexity, or embedding
-    cosine), into OUT/results/{lesion-single,lesion-random,reorder,paths,surviving-resnet}.json; run.json
-    records the metric and its chance (ln V for a decoder), which the report's figures and verdicts read.
-
-    --limit counts text examples (windows of --seq-len tokens for decoders, lines for encoders)."""
+def open_text(model: str, *, weights: str | None, compare: list[str] | None, text: str | None, seq_len: int,
+              batch_size: int, limit: int | None, device: str, image_options: dict[str, Any]) -> Subject:
+    """A Hugging Face model directory and its --text batches, studied alone by its metric."""
     if compare:
         raise UserError("--compare is for image models; a transformer's study has one model.")
     if weights:
@@ -356,70 +433,22 @@ def study_text(model: str, out: str | Path, *, budget_name: str | Budget, limit:
     if given or image_options.get("num_classes") or image_options.get("model_kwargs"):
         raise UserError("a Hugging Face model directory reads text: give --text FILE, not --dataset, --num-classes, "
                         "--model-kwargs or image preprocessing options.")
-    b = budget(budget_name, seed=seed)
     opened = open_model(model, text=text, seq_len=seq_len, batch_size=batch_size, limit=limit, device=device)
-    view, data, metric = opened.view, opened.data, opened.metric
-    d = opened.description
-    view = lesion._probed(view, data, device)
+    data, metric, d = opened.data, opened.metric, opened.description
+    view = lesion.probed(opened.view, data, device)
     if not any(blk.residual for blk in view.blocks):
         raise UserError(f"{model} has no residual blocks, so there are no paths to study.")
-    n, deletable, pairs = len(view), len(view.deletable), len(view.swappable_pairs())
-    random_k = [k for k in b.random_k if k < deletable] or [1]
-    reorder_k = [k for k in b.reorder_k if k <= pairs]
     label = f"{Path(model).name} ({d['source']['model_class']})"
-    settings = StudySettings(f"study-{b.name}", f"respaths study, {b.name} budget, of {label} on {Path(text).name}",
-                             {"resnet": d["source"]}, "text", json.loads(json.dumps(dataclasses.asdict(b))), seed)
-    out = Path(out)
-    run = RunRecord(out, settings, force)
-    run.data["kind"] = "study"
-    res = out / "results"
-    res.mkdir(parents=True, exist_ok=True)
-    scored = metric_named(metric)
-    run.data["metric"] = {"name": metric, "label": scored.label, "chance": scored.chance(view)}
-    run.data["models"] = {"resnet": {"name": view.name, "label": label, "blocks": n,
-                                     "downsample": [blk.downsample for blk in view.blocks],
-                                     "parameters": sum(t.numel() for t in opened.model.parameters()),
-                                     "fixed_m": None, "stochastic_depth": None,
-                                     "training": {"epochs": None, "seconds": None, "train_loss": None},
-                                     "source": d["source"]}}
-    run.data["dataset"] = {"name": "text", "text": d["text"], "seq_len": seq_len, "batch_size": batch_size,
-                           "n_test": sum(len(x["input_ids"]) for x in data), "batches": len(data)}
-    run.save()
+    # what each of its result files records of it
     meta = {"source": d["source"], "text": d["text"], "seq_len": seq_len, "text_batch_size": batch_size,
             "fingerprint": d["fingerprint"]}
-    opts = dict(device=device, progress=progress, meta=meta)
-
-    def step(name: str, file: str, fn: Callable[[], Any], what: str) -> None:
-        done = (res / f"{file}.json").exists()
-        unit = {"paths": "lengths", "surviving-resnet": "lesions"}.get(file, "plans")
-        run.run_step(name, done, fn, what + kept(done, [res / f"{file}.json"], unit), log)
-
-    step("single", "lesion-single", lambda: lesion.lesion_single(view, data, out=str(res / "lesion-single"), **opts),
-         "single deletion")
-    step("random", "lesion-random", lambda: lesion.lesion_random(view, data, k=random_k, samples=b.random_samples,
-                                                                 seed=seed, out=str(res / "lesion-random"), **opts),
-         "random deletion")
-    if reorder_k:
-        step("reorder", "reorder", lambda: lesion.reorder(view, data, k=reorder_k, samples=b.reorder_samples,
-                                                          seed=seed, out=str(res / "reorder"), **opts),
-             "reordering blocks")
-    if scored.path_loss:  # an encoder's cosine has none: no gradient at the full model (paths.text_batches_for_paths)
-        step("paths", "paths", lambda: paths.text_paths(opened, out=str(res), samples=b.path_samples, lengths="all",
-                                                        batches=b.path_batches, seed=seed, share=0.9, chunk=None,
-                                                        force=False, progress=progress,
-                                                        device=torch.device(device)),
-             f"path gradients of the {scored.label} ({b.path_samples} paths per length)")
-        step("surviving resnet", "surviving-resnet",
-             lambda: surviving_check(n, res / "lesion-random.json", res / "surviving-resnet"),
-             "surviving paths checked against the lesions")
-    else:
-        log("[respaths] path gradients: skipped; an encoder's embedding cosine to the full model has no gradient "
-            "at the full model (run the study on a decoder for them)")
-    return finish_run(run, out, report)
-
-
-FIGURE_OF = {"lesion-single": "fig3-single-deletion", "lesion-random": "fig5a-random-deletion",
-             "reorder": "fig5b-reorder", "paths": "fig6-paths"}
+    net = StudiedNet("resnet", label, view, opened.model, data, meta, opened=opened)
+    scored = metric_named(metric)
+    record = {"metric": {"name": metric, "label": scored.label, "chance": scored.chance(view)},
+              "models": {"resnet": net.record()},
+              "dataset": {"name": "text", "text": d["text"], "seq_len": seq_len, "batch_size": batch_size,
+                          "n_test": sum(len(x["input_ids"]) for x in data), "batches": len(data)}}
+    return Subject({"resnet": net}, None, f"{label} on {Path(text).name}", "text", record, opened.warnings)
 
 
 def save_result_figure(json_path: str | Path) -> Path | None:
@@ -427,11 +456,11 @@ def save_result_figure(json_path: str | Path) -> Path | None:
     (PREFIX.png and PREFIX.svg); returns the PNG's path (None where the file has no figure)."""
     json_path = Path(json_path)
     name = json_path.stem
-    if name not in FIGURE_OF:
+    if name not in ResultFolder.FIGURE_OF:
         return None
-    study = load_results_folder(json_path.parent, only=(name,))
+    study = load_result(json_path)
     for stem, _, fig in make_figures(study):
-        if stem == FIGURE_OF[name]:
+        if stem == ResultFolder.FIGURE_OF[name]:
             save(fig, json_path.with_suffix(""))
             return json_path.with_suffix(".png")
     return None

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..io.atomic import write_text
+from ..io.layout import RunLayout, training_metrics
 from ..io.results import written_by_respaths
 from ..core import UserError
 from ..version import __version__
@@ -37,7 +38,7 @@ class RunRecord:
     """run.json: which preset, when each step ran and for how long; refuses a different preset."""
 
     def __init__(self, out: Path, p: Any, force: bool):
-        self.path = out / "run.json"
+        self.path = RunLayout(out).run_json
         out.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and not force:
             try:
@@ -98,13 +99,13 @@ def delete_own_files(out: Path) -> None:
             for p in (run / "checkpoint", run / "checkpoint.old"):
                 if checkpoint(p):
                     shutil.rmtree(p)
-            for p in (run / "metrics.csv", run / "run.json"):
+            for p in (training_metrics(run), run / "run.json"):
                 p.unlink(missing_ok=True)
     for sub in ("results", "figures"):
         for p in sorted((out / sub).rglob("*")) if (out / sub).is_dir() else []:
             if p.is_file() and (written_by_respaths(p) or drawn_by_matplotlib(p)):
                 p.unlink()
-    for sub in ("models", "results", "figures"):
+    for sub in RunLayout.SUBDIRS:
         folders = sorted((p for p in (out / sub).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
         for p in [*folders, out / sub] if (out / sub).is_dir() else []:
             if not any(p.iterdir()):

@@ -19,14 +19,19 @@ is the textbook one, with a t on (nets - 2) degrees of freedom, so three nets gi
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import stats as sps
 
 from .. import paths
+from ..io.layout import ResultFolder, RunLayout, json_of
+from ..metrics import ClassifierError
 from .claims import RULES
+from .read import Study, fields_of, read_json
 
 PAPER_BLOCKS = 54  # the paper's ResNet-110 on CIFAR-10: 54 residual blocks
 LEVEL = 0.95
@@ -80,8 +85,8 @@ class TrendModel:
 
 TREND_MODELS = {
     "power": TrendModel("power law", "log y = a + b·log n", math.log, math.log, math.exp,
-                        "a positive cost or size; if each of n blocks were an equal member of an ensemble, "
-                        "one block's share would fall like 1/n, a power of n, and stay positive"),
+                        "a positive cost or factor; if each of n blocks were an equal member of an ensemble, "
+                        "one block's share would fall like 1/n, a power of n, and it stays positive"),
     "log-linear": TrendModel("linear in log n", "y = a + b·log n", math.log, lambda y: y, lambda y: y,
                              "a bounded share or correlation with no law to follow: the plainest line, with "
                              "doublings of depth as equal steps; the prediction is clipped to its range"),
@@ -366,8 +371,7 @@ STATISTICS: list[tuple[str, str, str, str, str, str, tuple[float, float] | None]
     ("random_rise", "random", f"random deletion: rise at k/n = {RANDOM_AT:g}, share of the gap", "share",
      "random sets", "log-linear", (0.0, 1.0)),
     ("reorder_rho", "reorder", "reordering: Spearman ρ(τ, error)", "rho", "orders", "log-linear", (-1.0, 1.0)),
-    ("gradient_factor", "gradient", "gradient factor per extra block", "factor", "sampled paths", "log-linear",
-     (0.0, math.inf)),
+    ("gradient_factor", "gradient", "gradient factor per extra block", "factor", "sampled paths", "power", None),
     ("effective_low", "effective", "effective range: shortest length", "blocks", "sampled paths", "linear",
      (0.0, math.inf)),
     ("effective_high", "effective", "effective range: longest length", "blocks", "sampled paths", "linear",
@@ -414,3 +418,60 @@ def random_curve_band(net: Net, seed: int = 0, reps: int = BOOTSTRAP) -> dict[st
         low.append(lo)
         high.append(hi)
     return {"x": x, "mean": mean, "low": low, "high": high}
+
+
+# ---------------------------------------------------------------------------------------------
+# A study as one net of a depth series
+
+def series_net(study: Study) -> Net | None:
+    """The residual net of a classifier's study as plain numbers for the depth series, with the details
+    the series' intervals need from the result files (each deletion's changed images, each random set's
+    error); None for a study without single-deletion results or with a metric other than test error."""
+    m, s = study.models.get("resnet"), study.single.get("resnet")
+    chance = ClassifierError.guessing(study.dataset.get("num_classes"))
+    if not isinstance(study.scored_by(), ClassifierError) or not m or not s or chance is None:
+        return None
+    run = RunLayout(study.dir)
+    single_file, random_file = ((json_of(run.compared("resnet", "single")), json_of(run.compared("resnet", "random")))
+                                if run.run_json.exists() else
+                                (ResultFolder(run.root).file("lesion-single"), ResultFolder(run.root).file("lesion-random")))
+    changes: list[tuple[int, int] | None] | None = None
+    n_images = int(study.dataset.get("n_test") or 0)
+    doc = read_json(single_file)
+    if doc:
+        with fields_of(single_file):
+            changes = [None] * m["blocks"]
+            for r in doc["records"]:
+                if r["kind"] == "single":
+                    changes[r["deleted"][0]] = (int(r["newly_wrong"]), int(r["newly_right"]))
+            n_images = int(doc["baseline"]["n"])
+    sets: dict[int, list[float]] = {}
+    doc = read_json(random_file)
+    if doc:
+        with fields_of(random_file):
+            for r in doc["records"]:
+                if r["kind"] == "random":
+                    sets.setdefault(int(r["k"]), []).append(float(r["error"]))
+    p = study.paths or {}
+    # the standard error of each length's mean, from its 95% interval (mean ± 1.96 se)
+    se = [(hi - lo) / (2 * 1.959964) for lo, hi in zip(p.get("low", []), p.get("high", []))]
+    r = study.reorder.get("resnet") or {}
+    settings = study.preset_settings or {}
+    source = m.get("source") or {}
+    pre = study.dataset.get("preprocessing") or {}
+    training = m.get("training") or {}
+    about = {
+        "dataset": str(study.dataset.get("label", study.dataset.get("name"))),
+        "test images": f"{n_images:,}",
+        "preprocessing": str(pre.get("normalize") or pre.get("mean") or "as trained") if pre else "as trained",
+        "family": re.sub(r"\d+", "", str(m.get("name", "?"))) or "?",
+        "training": (f"{training['epochs']} epochs in respaths" if training.get("epochs")
+                     else "published weights" + (f" ({Path(str(source['weights'])).parent.name})"
+                                                 if source.get("weights") else "") if source else "unknown"),
+        "budget": str((settings.get("budget") or {}).get("name") or settings.get("name") or "?"),
+    }
+    return Net(label=f"{m.get('name', 'resnet')} ({m['blocks']} blocks)", blocks=int(m["blocks"]),
+               downsample=list(m["downsample"]), chance=chance, baseline=float(s["baseline"]),
+               n_images=n_images, single=list(s["errors"]), single_changes=changes, random=sets,
+               tau=list(r.get("tau", [])), reorder_error=list(r.get("error", [])),
+               path_lengths=list(p.get("lengths", [])), path_mean=list(p.get("mean", [])), path_se=se, about=about)

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..io.atomic import recover_dir, write_text
+from ..io.layout import training_metrics
 from ..io.checkpoint import load_train_state, read_meta, read_weights, save_checkpoint
 from ..core import UserError, eval_mode
 from ..data.sources import Dataset, load_dataset
@@ -341,7 +342,7 @@ class Trainer:
     def start_over(self) -> None:
         """--force: delete the run's own files in out (nothing else there)."""
         out = self.out
-        for p in (out / "checkpoint", out / "checkpoint.old", out / "metrics.csv", out / "run.json"):
+        for p in (out / "checkpoint", out / "checkpoint.old", training_metrics(out), out / "run.json"):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -361,7 +362,7 @@ class Trainer:
     def save(self) -> None:
         if self.rank == 0:
             save_checkpoint(self.out / "checkpoint", self.model, self.meta(), self.train_state())
-            write_metrics(self.out / "metrics.csv", self.history)
+            write_metrics(training_metrics(self.out), self.history)
 
     def restore(self, ckpt: Path) -> None:
         meta, state = read_meta(ckpt), load_train_state(ckpt)
