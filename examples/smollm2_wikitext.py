@@ -137,7 +137,7 @@ def table(rows: list[dict], steps: int) -> str:
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines.append("")
     for m in ("greedy", "influence-order", "angular-prune"):
-        lines.append(f"{METHODS[m]}, layers in the order removed: {first[m]}")
+        lines.append(f"{METHODS[m]}, the layers removed at k = {steps}: {first[m]}")
     return "\n".join(lines)
 
 
