@@ -80,17 +80,6 @@ class OpenOptions:
 
 
 @dataclass
-class OpenedModel:
-    model: nn.Module
-    view: ResidualView
-    data: Any  # a respaths Dataset (images) or a list of batches (text); None when no data was asked for
-    metric: str  # "classifier" | "lm" | "cosine"
-    description: dict[str, Any] = field(default_factory=dict)
-    tokenizer: Any = None
-    warnings: list[str] = field(default_factory=list)  # why the numbers may mean little (see degenerate_warnings)
-
-
-@dataclass
 class Loaded:
     """A model as its source built it, before any data."""
 
