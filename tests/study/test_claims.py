@@ -146,3 +146,21 @@ def test_a_small_budget_says_what_it_cannot_resolve(tmp_path):
             "ρ(k, mean error) and the largest step are not resolved") in note, note
     study.dataset["n_test"], study.random["resnet"]["n_samples"], study.paths["samples"] = 10_000, 20, 1000
     assert claims.budget_note(study) is None  # the paper's sizes
+
+
+def test_a_k_with_fewer_distinct_sets_than_asked_is_not_a_small_budget(tmp_path):
+    """The samples of one k are distinct, so a 15-block net has only 15 sets at k = 1: the paper budget's
+    20 sets per k is still what ran, and the report must not call it small or say 15 sets per k."""
+    import dataclasses
+    study = load_study(write_run(tmp_path / "run"))
+    study.dataset["n_test"], study.paths["samples"] = 10_000, 1000
+    study.random["resnet"]["n_samples"] = 15  # the minimum over k, at the k where only 15 exist
+    settings = {"name": "study-paper", "budget": {"name": "paper", "random_samples": 20}}
+    study = dataclasses.replace(study, preset_settings=settings)
+    assert claims.budget_note(study) is None
+    c = {c.key: c for c in claims.claims(study)}["random"]
+    assert "20 random sets per k (15 at a k where only 15 distinct sets exist)" in c.measured, c.measured
+    # a run that asked for fewer than the paper's 20 is still a small budget
+    study = dataclasses.replace(study, preset_settings={"name": "quick", "random_samples": 4})
+    study.random["resnet"]["n_samples"] = 4
+    assert "4 random sets per k" in claims.budget_note(study)

@@ -93,14 +93,38 @@ def budget_note(study: Study) -> str | None:
         return _budget_note(study)
 
 
+def sets_asked(study: Study) -> int | None:
+    """The random sets per k the run asked for (run.json's settings; a study keeps them in its budget)."""
+    settings = study.preset_settings or {}
+    asked = (settings.get("budget") or settings).get("random_samples")
+    return asked if isinstance(asked, int) else None
+
+
+def sets_ran(study: Study, r: dict) -> int:
+    """The random sets per k that ran: those asked for where a k had fewer (all that exist), else the
+    fewest any k had."""
+    n, asked = r.get("n_samples") or 0, sets_asked(study)
+    return asked if asked and n < asked else n
+
+
+def sets_per_k(study: Study, r: dict) -> str:
+    """How many random sets each k had. The samples of one k are distinct, so where fewer sets exist
+    than were asked for (k = 1 of a 15-block net: 15), that k has all of them: the budget asked is
+    not smaller for it."""
+    n, asked = r.get("n_samples"), sets_asked(study)
+    if asked and n is not None and n < asked:
+        return f"{asked} random sets per k ({n} at a k where only {n} distinct sets exist)"
+    return f"{n if n is not None else '?'} random sets per k"
+
+
 def _budget_note(study: Study) -> str | None:
     r, p = study.random.get("resnet"), study.paths
     n_test = study.dataset.get("n_test") or 0
     small = []
     if not study.metric and 0 < n_test < PAPER_SIZES["test_images"]:
         small.append(f"{n_test:,} test images")
-    if r and 0 < (r.get("n_samples") or 0) < PAPER_SIZES["random_samples"]:
-        small.append(f"{r['n_samples']} random sets per k")
+    if r and 0 < sets_ran(study, r) < PAPER_SIZES["random_samples"]:
+        small.append(sets_per_k(study, r))
     if p and 0 < (p.get("samples") or 0) < PAPER_SIZES["path_samples"]:
         small.append(f"{p['samples']} paths per length")
     if not small:
@@ -324,7 +348,7 @@ def claim_random(study: Study) -> Claim:
     largest = (f"the largest step between consecutive k is {100 * big:.0f}% of the whole rise" if rise > 0 else
                "no rise: the mean error at the largest k is not above " + ("the whole net's" if base is not None
                                                                            else f"that at k = {ks[0]}"))
-    c.measured = (f"{_label(study, 'resnet')}, {r.get('n_samples', '?')} random sets per k for k = {values(ks)}: "
+    c.measured = (f"{_label(study, 'resnet')}, {sets_per_k(study, r)} for k = {values(ks)}: "
                   f"mean error {pct(mean[0])} at k = {ks[0]} to {pct(mean[-1])} at k = {ks[-1]}; Spearman ρ(k, mean "
                   f"error) = {rho:.3f}; {largest}.")
     c.rule = (f"holds if ρ ≥ {RULES['random_rho']} and no step exceeds {100 * RULES['random_max_step']:.0f}% "
