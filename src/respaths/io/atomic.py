@@ -90,9 +90,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         _remove(tmp)
-        raise
+        error = os_error_of(e, path) if isinstance(e, Exception) and not isinstance(e, OSError) else None
+        if error is None:
+            raise
+        raise error from None
     fsync_dir(path.parent)
 
 
@@ -118,7 +121,9 @@ def recover_dir(path: str | os.PathLike) -> Path:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `path`; when the block ends normally it replaces
     `path` as a whole, with two renames (path -> path.old, tmp -> path), so that a crash at any moment
-    leaves the old directory or the new one (recover_dir finishes an interrupted swap)."""
+    leaves the old directory or the new one (recover_dir finishes an interrupted swap). A library's
+    error that stands for a failed write (os_error_of: a full disk, as torch or safetensors report it)
+    is raised as the OSError naming `path`."""
     path = recover_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(path.parent)
@@ -135,9 +140,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             _remove(old_path(path))
             os.replace(path, old_path(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         _remove(tmp)
-        raise
+        error = os_error_of(e, path) if isinstance(e, Exception) and not isinstance(e, OSError) else None
+        if error is None:
+            raise
+        raise error from None
     fsync_dir(path.parent)
     _remove(old_path(path))
 

@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import atomic_dir, old_path, os_error_of, recover_dir
+from .atomic import atomic_dir, old_path, recover_dir
 from ..core import UserError
 from ..models import build_from_config
 from ..version import __version__
@@ -43,14 +43,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
                     train_state: dict[str, Any] | None = None) -> Path:
     """Write model weights, meta.json (model name & config added from `model.config`) and, if given,
     the training state, replacing any checkpoint at `path` atomically."""
-    try:
-        with atomic_dir(path) as tmp:  # also removes what a killed save left behind
-            _write_checkpoint(tmp, model, meta, train_state)
-    except (RuntimeError, SafetensorError) as e:
-        error = os_error_of(e, path)  # a full disk, as torch or safetensors report it
-        if error is None:
-            raise
-        raise error from None
+    with atomic_dir(path) as tmp:  # also removes what a killed save left behind, and names a full disk
+        _write_checkpoint(tmp, model, meta, train_state)
     return Path(path)
 
 

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from ..core import UserError
-from .atomic import atomic_dir, os_error_of
+from .atomic import atomic_dir
 
 PRUNE_META = "respaths_prune.json"
 FORMAT = "respaths.pruned/2"  # /1: removed blocks kept their slots (a Skipped module each); read too
@@ -37,15 +37,9 @@ def save_weights(model: nn.Module) -> Callable[[Path], None]:
 def write_pruned(out: str | Path, info: dict[str, Any], write_model: Callable[[Path], None]) -> Path:
     """Replace the directory out, as a whole, by what write_model(directory) writes and PRUNE_META
     holding info."""
-    try:
-        with atomic_dir(out) as tmp:
-            write_model(tmp)
-            (tmp / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
-    except (RuntimeError, SafetensorError) as e:
-        error = os_error_of(e, out)  # a full disk, as torch or safetensors report it
-        if error is None:
-            raise
-        raise error from None
+    with atomic_dir(out) as tmp:  # a full disk, as torch or safetensors report it, is an OSError naming out
+        write_model(tmp)
+        (tmp / PRUNE_META).write_text(json.dumps({"format": FORMAT, **info}, indent=1) + "\n")
     return Path(out)
 
 
