@@ -2,6 +2,7 @@
 and the claims' tests read it)."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -20,6 +21,14 @@ N = 9
 DOWN = [False, False, False, True, False, False, True, False, False]
 
 
+
+def write_results(results: Path, name: str, records: list, **extra) -> None:
+    """One result file under a synthetic run's results/, written as respaths writes it."""
+    s = ResultStore(results / name, {"experiment": name})
+    for r in records:
+        s.append(r)
+    s.finish(**extra)
+
 def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, fixed_diff: float = 0.002,
               losses: dict | None = None) -> Path:
     losses = {"resnet": [0.9, 0.31, 0.305], "vgg": [0.9, 0.41, 0.405], "stochastic": [0.9, 0.36, 0.357],
@@ -37,12 +46,7 @@ def write_run(out: Path, *, resnet_hit: float = 0.005, vgg_error: float = 0.86, 
            "steps": {"train resnet": {"seconds": 12.5}}, "environment": {"torch": torch.__version__, "device": "cpu"}}
     (out / "run.json").write_text(json.dumps(run))
     res = out / "results"
-
-    def store(name, records, **extra):
-        s = ResultStore(res / name, {"experiment": name})
-        for r in records:
-            s.append(r)
-        s.finish(**extra)
+    store = functools.partial(write_results, res)
 
     base = {"resnet": 0.10, "vgg": 0.09, "stochastic": 0.11, "fixed": 0.10 + fixed_diff}
     nets, versus = {}, {}
@@ -114,12 +118,7 @@ def write_depth_run(out: Path, n: int, *, images: int = 1000, dataset: str = "ci
            "environment": {"torch": torch.__version__, "device": "cpu"}}
     (out / "run.json").write_text(json.dumps(run))
     res = out / "results"
-
-    def store(name, records, **extra):
-        s = ResultStore(res / name, {"experiment": name})
-        for r in records:
-            s.append(r)
-        s.finish(**extra)
+    store = functools.partial(write_results, res)
 
     wrong0 = round(base * images)
     single = []
