@@ -716,26 +716,39 @@ def test_reproduce_force_deletes_only_its_own_files(tmp_path, capsys, monkeypatc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from respaths.io.layout import FIGURES
     from respaths.study import reproduce
     out = tmp_path / "run"
+    result = '{"schema": "respaths.io.results/1", "meta": {}}'
     ours = [out / "models" / "resnet" / "metrics.csv", out / "models" / "resnet" / "run.json",
             out / "results" / "lesion-single.json", out / "results" / "lesion-single.csv",
-            out / "results" / "compare" / "resnet-lesion-single.json", out / "figures" / "fig3.png"]
+            out / "results" / "compare" / "resnet-lesion-single.json", out / "results" / "layers-bi.json",
+            out / "figures" / f"{FIGURES['single']}.png", out / "figures" / f"{FIGURES['paths']}.svg",
+            out / "figures" / "layers-bi.png", out / "results" / "layers-bi.png"]
     checkpoint(out / "models" / "resnet" / "checkpoint")
-    for p, text in zip(ours[:5], ["epoch,test_error\n1,0.5\n", '{"settings": {}}',
-                                  '{"schema": "respaths.io.results/1", "meta": {}}', "key,error\nx,1\n",
-                                  '{"schema": "respaths.io.results/1", "meta": {}}']):
+    for p, text in zip(ours[:6], ["epoch,test_error\n1,0.5\n", '{"settings": {}}', result, "key,error\nx,1\n",
+                                  result, result]):
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    png = io.BytesIO()
-    plt.figure().savefig(png, format="png")
-    ours[5].parent.mkdir()
-    ours[5].write_bytes(png.getvalue())
+    plots = {}
+    for fmt in ("png", "svg"):
+        buf = io.BytesIO()
+        plt.figure().savefig(buf, format=fmt)
+        plots[fmt] = buf.getvalue()
+    (out / "figures").mkdir()
+    for p in ours[6:]:
+        p.write_bytes(plots[p.suffix[1:]])
+    # the user's own, some of them matplotlib plots too: none is a file respaths writes
     users = {out / "models" / "notes.txt": "mine", out / "models" / "resnet" / "notes.txt": "mine too",
              out / "results" / "mine.json": '{"a": 1}', out / "results" / "mine.csv": "name,score\nme,1\n",
-             out / "figures" / "photo.png": "\x89PNG not a plot"}
+             out / "figures" / "photo.png": "\x89PNG not a plot",
+             out / "figures" / f"{FIGURES['random']}.png": "\x89PNG a photo under a figure's name"}
     for p, text in users.items():
         p.write_text(text)
+    user_plots = [out / "figures" / "mine.png", out / "figures" / "mine.svg", out / "results" / "mine.png",
+                  out / "figures" / "layers-mine.png"]
+    for p in user_plots:
+        p.write_bytes(plots[p.suffix[1:]])
     (out / "run.json").write_text('{"schema": "respaths.run/1", "preset": {"name": "tiny"}, "steps": {}, "models": {}}')
 
     class Stop(Exception):  # the work itself is not what this test is about: stop once --force has acted
@@ -749,6 +762,7 @@ def test_reproduce_force_deletes_only_its_own_files(tmp_path, capsys, monkeypatc
     assert [p for p in ours if p.exists()] == [] and not (out / "models" / "resnet" / "checkpoint").exists()
     assert not (out / "results" / "compare").exists()  # emptied, so removed
     assert {p: p.read_text() for p in users} == users
+    assert [p for p in user_plots if p.read_bytes() != plots[p.suffix[1:]]] == []
 
 
 def test_image_size_on_a_checkpoints_own_dataset_names_where_it_applies(tmp_path, capsys):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..io.atomic import write_text
-from ..io.layout import RunLayout, training_metrics
+from ..io.layout import FIGURES, RunLayout, training_metrics
 from ..io.results import written_by_respaths
 from ..core import UserError
 from ..version import __version__
@@ -88,12 +88,14 @@ def delete_own_files(out: Path) -> None:
     else there (a user's notes, data or plots); folders left empty go too.
 
     Ours are: in models/ each training run's checkpoint (a folder with meta.json), checkpoint.old,
-    metrics.csv and run.json, beside such a checkpoint; in results/ and figures/ result files with
-    respaths' schema (io.results.written_by_respaths) and the figures, which respaths draws only with
-    matplotlib (a PNG or SVG whose head names it)."""
+    metrics.csv and run.json, beside such a checkpoint; in results/ result files with respaths' schema
+    (io.results.written_by_respaths) and the CSV and figures written beside one (PREFIX.csv, .png, .svg);
+    in figures/ the report's figures, by their stems. A figure also has to be one matplotlib drew (a PNG or
+    SVG whose head names it), as respaths' are: a same-named file of the user's is not ours."""
     def checkpoint(p: Path) -> bool:
         return p.is_dir() and (p / "meta.json").is_file()
 
+    layout = RunLayout(out)
     for run in sorted((out / "models").glob("*")) if (out / "models").is_dir() else []:
         if run.is_dir() and (checkpoint(run / "checkpoint") or checkpoint(run / "checkpoint.old")):
             for p in (run / "checkpoint", run / "checkpoint.old"):
@@ -101,10 +103,16 @@ def delete_own_files(out: Path) -> None:
                     shutil.rmtree(p)
             for p in (training_metrics(run), run / "run.json"):
                 p.unlink(missing_ok=True)
-    for sub in ("results", "figures"):
-        for p in sorted((out / sub).rglob("*")) if (out / sub).is_dir() else []:
-            if p.is_file() and (written_by_respaths(p) or drawn_by_matplotlib(p)):
-                p.unlink()
+    results = sorted(layout.results.rglob("*")) if layout.results.is_dir() else []
+    documents = [p for p in results if p.suffix in (".json", ".jsonl") and written_by_respaths(p)]
+    prefixes = {p.with_name(p.name.removesuffix(".partial.jsonl").removesuffix(".json")) for p in documents}
+    beside = [p.with_name(p.name + ext) for p in prefixes for ext in (".csv", ".png", ".svg")]
+    # a matplotlib plot of the user's in figures/ is not ours: only the stems the report draws are
+    stems = {*FIGURES.values(), *(p.stem for p in layout.layer_results() if p in documents)}
+    figures = [layout.figures / f"{stem}{ext}" for stem in stems for ext in (".png", ".svg")]
+    for p in [*documents, *sorted(beside), *sorted(figures)]:
+        if p.is_file() and (drawn_by_matplotlib(p) if p.suffix in (".png", ".svg") else written_by_respaths(p)):
+            p.unlink()
     for sub in RunLayout.SUBDIRS:
         folders = sorted((p for p in (out / sub).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
         for p in [*folders, out / sub] if (out / sub).is_dir() else []:
