@@ -443,6 +443,24 @@ def test_cli_prune_of_a_pruned_model_whose_downsampling_block_went(tmp_path, cap
         assert torch.equal(thrice(x), respaths.view(model, x)(x, delete_blocks(9, [0, 3, 5, 6])))
 
 
+def test_cli_prune_again_of_a_torchvision_resnet_whose_projection_block_went(tmp_path):
+    """torchvision keeps a removed layer2.0 (its projection computes) as a Skipped module too; the pruned
+    directory prunes again, and reloads from the spec the first pruning recorded."""
+    tv = pytest.importorskip("torchvision")
+    from respaths import cli
+    torch.manual_seed(0)
+    model = randomise_bn(tv.models.resnet18(num_classes=10))
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    spec = ["torchvision:resnet18", "--weights", str(tmp_path / "w.safetensors"), "--num-classes", "10"]
+    assert cli.main(["prune", *spec, "--blocks", "layer2.0", "--out", str(tmp_path / "once")]) == 0
+    assert cli.main(["prune", str(tmp_path / "once"), "--blocks", "1,4", "--out", str(tmp_path / "twice")]) == 0
+    twice, info = respaths.load_pruned(tmp_path / "twice")
+    assert info["removed"] == [1, 2, 5] and info["base"]["spec"] == "torchvision:resnet18"
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(twice(x), respaths.view(model, x)(x, delete_blocks(8, [1, 2, 5])))
+
+
 def test_cnn_lists_are_shortened_and_renumbered(tmp_path):
     tv = pytest.importorskip("torchvision")
     from respaths.prune import Skipped, rebuild_recipe

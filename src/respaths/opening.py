@@ -562,6 +562,7 @@ def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
                 model = prune(model, [j - sum(g < j for g in gone) for j in step], example,
                               renumber=info["format"] != "respaths.pruned/1")
                 gone += step
+        model.respaths_pruned["base"] = base  # pruned again, it is rebuilt from the same model
     else:
         raise UserError(f"{path / PRUNE_META} says neither the model before pruning nor how to rebuild it; "
                         f"write it again with respaths prune.")

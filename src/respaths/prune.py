@@ -158,6 +158,7 @@ def prune(model: nn.Module, blocks: Iterable[int | str], example_input: Any = No
     else:
         remove_cnn_blocks(twin, v, gone, renumber)
     twin.respaths_pruned = {"removed": removed, "steps": steps, "names_before": names,
+                            **({"base": before["base"]} if before and "base" in before else {}),
                             "input_shape": list(example_input.shape[1:]) if torch.is_tensor(example_input) else
                             (before or {}).get("input_shape")}
     return twin
@@ -345,6 +346,7 @@ def save_pruned(model: nn.Module, out: str | Path, *, tokenizer: Any = None, cop
                 meta["copied_from_source"] = copy_extras(Path(copy_from), tmp)  # before write_pruned writes meta
         return write_pruned(out, meta, write_model)
     meta["input_shape"] = record.get("input_shape")
+    base = base or record.get("base")  # a reloaded pruned model's: the model before its first pruning
     if base is None and isinstance(model, Net):
         base = {"respaths_model": {"name": model.config.get("name"), "config": dict(model.config)}}
     recipe = rebuild_recipe(model, model_kwargs)

@@ -8,18 +8,23 @@ from typing import Any, Callable
 from torch import nn
 
 from ..core import Block, UserError, identity
+from ..prune import Skipped
 
 DECLARE = "declare the model with respaths.declare (docs/study-your-own-model.md, 'Bring your own model')"
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 
 def stage_blocks(model: nn.Module, kinds: dict[type, tuple[Callable, Callable[[nn.Module], Any]]],
-                 what: str, expected: str) -> list[Block]:
-    """One Block per block of layer1..layer4. kinds: block class -> (branch(block, x), post_of(block));
-    another class is a UserError naming the block, what model it is in and the classes expected."""
-    blocks = []
+                 what: str, expected: str) -> list[Block | Skipped]:
+    """One Block per block of layer1..layer4, and a pruned model's Skipped modules as they are (for
+    prune.fold_skipped). kinds: block class -> (branch(block, x), post_of(block)); another class is a
+    UserError naming the block, what model it is in and the classes expected."""
+    blocks: list[Block | Skipped] = []
     for s, layer_name in enumerate(STAGES):
         for j, b in enumerate(getattr(model, layer_name)):
+            if isinstance(b, Skipped):
+                blocks.append(b)
+                continue
             if type(b) not in kinds:
                 raise UserError(f"{layer_name}.{j} of this {what} is a {type(b).__name__}, not {expected}; {DECLARE}.")
             branch, post_of = kinds[type(b)]

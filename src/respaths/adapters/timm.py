@@ -30,6 +30,7 @@ from functools import partial
 from torch import Tensor, nn
 
 from ..core import Block, ResidualView, UserError, identity
+from ..prune import fold_skipped
 from .declared import out_of_place
 from .resnet_stages import DECLARE, stage_blocks
 
@@ -73,8 +74,9 @@ def adapt_resnet(model: nn.Module, tr) -> ResidualView:
     post = {name: (lambda b, act=name: out_of_place(getattr(b, act))) for name in ("act2", "act3", "act")}
     kinds = {tr.BasicBlock: (basic_branch, post["act2"]), tr.Bottleneck: (bottleneck_branch, post["act3"]),
              sknet.SelectiveKernelBasic: (sk_branch, post["act"]), sknet.SelectiveKernelBottleneck: (sk_branch, post["act"])}
-    blocks = stage_blocks(model, kinds, "timm ResNet", "timm's BasicBlock, Bottleneck or SelectiveKernel block")
-    return ResidualView(partial(resnet_stem, model), blocks, model.forward_head, model=model,
+    stem, blocks = fold_skipped(partial(resnet_stem, model), stage_blocks(
+        model, kinds, "timm ResNet", "timm's BasicBlock, Bottleneck or SelectiveKernel block"))
+    return ResidualView(stem, blocks, model.forward_head, model=model,
                         name=getattr(model, "default_cfg", {}).get("architecture", "") or type(model).__name__,
                         adapter="timm")
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import ResidualView, UserError
+from ..prune import fold_skipped
 from .resnet_stages import stage_blocks
 
 
@@ -51,6 +52,7 @@ def adapt(model: nn.Module, **_) -> ResidualView | None:
     # post is the block's final ReLU, applied out of place: deleting an identity block
     # computes post(x), and an in-place ReLU would overwrite the caller's activation.
     kinds = {tv.BasicBlock: (basic_branch, lambda b: torch.relu), tv.Bottleneck: (bottleneck_branch, lambda b: torch.relu)}
-    blocks = stage_blocks(model, kinds, "torchvision ResNet", "a BasicBlock or Bottleneck")
-    return ResidualView(partial(stem, model), blocks, partial(head, model), model=model,
+    stem_fn, blocks = fold_skipped(partial(stem, model), stage_blocks(model, kinds, "torchvision ResNet",
+                                                                      "a BasicBlock or Bottleneck"))
+    return ResidualView(stem_fn, blocks, partial(head, model), model=model,
                         name=cls.__name__, adapter="torchvision")
