@@ -404,6 +404,45 @@ def test_timm_vit_loses_its_blocks_and_timm_rebuilds_it(tmp_path):
         assert torch.equal(reloaded(x), want)
 
 
+def test_cli_prune_of_a_pruned_model_whose_downsampling_block_went(tmp_path, capsys):
+    """A removed downsampling block stays as its shortcut (a Skipped module); pruning that model again
+    removes the union of blocks from the original, by the naive reference too, and reloads."""
+    from respaths import cli
+    from respaths.experiments.lesion import lesioned_model
+    from respaths.prune import Skipped
+    model, w = saved_resnet(tmp_path)
+    spec = ["respaths:resnet20", "--weights", str(w), "--model-kwargs", "width=0.25"]
+    down = [b.index for b in respaths.view(model, torch.randn(2, 3, 16, 16)).blocks if b.downsample]
+    assert down == [3, 6]
+    assert cli.main(["prune", *spec, "--dataset", "synthetic", "--limit", "8", "--blocks", "3",
+                     "--out", str(tmp_path / "once")]) == 0
+    once, _ = respaths.load_pruned(tmp_path / "once")
+    assert isinstance(once.blocks[3], Skipped)
+    # its blocks are the original's but block 3: 5 is its 4th, 0 stays a Skipped (the stem's ReLU before it)
+    assert [b.name for b in respaths.view(once).blocks] == [f"blocks.{i}" for i in (0, 1, 2, 4, 5, 6, 7, 8)]
+    assert cli.main(["prune", str(tmp_path / "once"), "--blocks", "0,4", "--out", str(tmp_path / "twice")]) == 0
+    info = json.loads((tmp_path / "twice" / "respaths_prune.json").read_text())
+    assert info["removed"] == [0, 3, 5] and info["steps"] == [[3], [0, 5]] and info["blocks_after"] == 6
+    twice, _ = respaths.load_pruned(tmp_path / "twice")
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    plan = delete_blocks(9, [0, 3, 5])
+    with torch.no_grad():
+        want = lesioned_model(model.eval(), plan, x)(x)  # the original with the blocks replaced, a plain forward
+        torch.testing.assert_close(respaths.view(model, x)(x, plan), want, rtol=1e-5, atol=1e-6)
+        assert torch.equal(twice(x), respaths.view(model, x)(x, plan))
+        torch.testing.assert_close(twice(x), want, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(twice(x), once(x))
+        # the naive reference on a pruned model: a deleted block before a Skipped module leaves it in its slot
+        torch.testing.assert_close(lesioned_model(once, delete_blocks(8, [2]), x)(x),
+                                   respaths.view(once, x)(x, delete_blocks(8, [2])), rtol=1e-5, atol=1e-6)
+    # and once more, a downsampling block of the pruned-again model (its 4th block, the original's 6)
+    assert cli.main(["prune", str(tmp_path / "twice"), "--blocks", "3", "--out", str(tmp_path / "thrice")]) == 0
+    thrice, info = respaths.load_pruned(tmp_path / "thrice")
+    assert info["removed"] == [0, 3, 5, 6] and info["steps"] == [[3], [0, 5], [6]]
+    with torch.no_grad():
+        assert torch.equal(thrice(x), respaths.view(model, x)(x, delete_blocks(9, [0, 3, 5, 6])))
+
+
 def test_cnn_lists_are_shortened_and_renumbered(tmp_path):
     tv = pytest.importorskip("torchvision")
     from respaths.prune import Skipped, rebuild_recipe

@@ -556,8 +556,12 @@ def load_pruned(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict[
         else:
             model = load_model(base["spec"], num_classes=base.get("num_classes"), **(base.get("model_kwargs") or {}))[0]
         example = torch.zeros(1, *info["input_shape"]) if info.get("input_shape") else None
-        with torch.no_grad():
-            model = prune(model.eval(), info["removed"], example, renumber=info["format"] != "respaths.pruned/1")
+        model, gone = model.eval(), []
+        with torch.no_grad():  # each pruning as it was done, its blocks counted in the model it pruned
+            for step in info.get("steps", [info["removed"]]):
+                model = prune(model, [j - sum(g < j for g in gone) for j in step], example,
+                              renumber=info["format"] != "respaths.pruned/1")
+                gone += step
     else:
         raise UserError(f"{path / PRUNE_META} says neither the model before pruning nor how to rebuild it; "
                         f"write it again with respaths prune.")

@@ -76,6 +76,38 @@ class Skipped(nn.Module):
         return x if shortcut is None else post(shortcut(x))
 
 
+class AfterSkipped:
+    """A pruned model seen again (respaths.view): a Skipped module is no block of its own but runs after
+    what precedes it, a kept block's post or the stem; `own` is that post (or stem) alone, which surgery
+    on the block uses, as the Skipped module stays in its own slot."""
+
+    def __init__(self, own: Any, skipped: Skipped):
+        self.own, self.skipped = own, skipped
+
+    def __call__(self, x: Any) -> Any:
+        return self.skipped(self.own(x))
+
+
+def own_post(block: Any) -> Any:
+    """The block's own post, without a Skipped module that follows it in a pruned model."""
+    return block.post.own if isinstance(block.post, AfterSkipped) else block.post
+
+
+def fold_skipped(stem: Any, blocks: list[Any]) -> tuple[Any, list[Any]]:
+    """(stem, blocks) of a view whose block list holds Skipped modules (a pruned model's removed
+    downsampling blocks), each folded into the post of the block before it, or into the stem: so the
+    view's blocks are the kept ones, numbered as the first model's minus the removed."""
+    kept: list[Any] = []
+    for b in blocks:
+        if not isinstance(b, Skipped):
+            kept.append(b)
+        elif kept:
+            kept[-1].post = AfterSkipped(kept[-1].post, b)
+        else:
+            stem = AfterSkipped(stem, b)
+    return stem, kept
+
+
 def resolve(view: Any, model: nn.Module, blocks: Iterable[int | str]) -> list[int]:
     """Block indices from indices or names (a view block's name or the block module's own name)."""
     by_name = {b.name: b.index for b in view.blocks}
@@ -118,11 +150,14 @@ def prune(model: nn.Module, blocks: Iterable[int | str], example_input: Any = No
     names = before["names_before"] if before else [b.name for b in v.blocks]
     kept_before = [j for j in range(len(names)) if j not in set(before["removed"])] if before else list(range(len(v)))
     removed = sorted(set(before["removed"] if before else []) | {kept_before[i] for i in gone})
+    # each pruning's removals, in the first model's blocks: a pruned model pruned again is rebuilt by the
+    # same steps (respaths.load_pruned), as a step may leave a Skipped module where one pruning would not
+    steps = [*(before.get("steps", [before["removed"]]) if before else []), [kept_before[i] for i in gone]]
     if v.adapter == "hf":
         twin = prune_hf(twin, v, gone)
     else:
         remove_cnn_blocks(twin, v, gone, renumber)
-    twin.respaths_pruned = {"removed": removed, "names_before": names,
+    twin.respaths_pruned = {"removed": removed, "steps": steps, "names_before": names,
                             "input_shape": list(example_input.shape[1:]) if torch.is_tensor(example_input) else
                             (before or {}).get("input_shape")}
     return twin
@@ -147,7 +182,7 @@ def remove_cnn_blocks(twin: nn.Module, v: Any, gone: list[int], renumber: bool) 
             del parent._modules[name]
             emptied[id(parent)] = parent
         else:
-            parent._modules[name] = Skipped(b.shortcut, b.post)
+            parent._modules[name] = Skipped(b.shortcut, own_post(b))
     for parent in emptied.values():  # renumbered 0..n-1, as the library numbers a list it built
         parent._modules = type(parent._modules)((str(j), m) for j, m in enumerate(parent._modules.values()))
 
@@ -165,9 +200,10 @@ def removal_is_identity(v: Any, i: int) -> bool:
         return True
     if not is_identity(b.shortcut):
         return False
-    if is_identity(b.post):
+    if is_identity(own_post(b)):
         return True
-    return is_relu(b.post) and i > 0 and is_relu(v.blocks[i - 1].post)
+    # a Skipped module that follows the block before (a pruned model's) makes its output: not a ReLU's here
+    return is_relu(own_post(b)) and i > 0 and is_relu(v.blocks[i - 1].post)
 
 
 def prune_hf(model: nn.Module, v: Any, gone: list[int]) -> nn.Module:
@@ -296,6 +332,8 @@ def save_pruned(model: nn.Module, out: str | Path, *, tokenizer: Any = None, cop
     names = record["names_before"]
     meta: dict[str, Any] = {"removed": record["removed"], "removed_names": [names[i] for i in record["removed"]],
                             "blocks_before": len(names), "blocks_after": len(names) - len(record["removed"])}
+    if len(record.get("steps", ())) > 1:  # pruned again: load_pruned repeats the steps
+        meta["steps"] = record["steps"]
     meta.update(info or {})
     transformers = sys.modules.get("transformers")
     if transformers is not None and isinstance(model, transformers.PreTrainedModel):

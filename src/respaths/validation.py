@@ -16,7 +16,8 @@ from typing import Any
 from .core import UserError
 from .distributed import launched
 from .opening import reads_text
-from .io.layout import RUN_FILES, RunLayout, training_metrics
+from .io.atomic import old_path
+from .io.layout import RUN_FILES, RunLayout, training_checkpoint, training_metrics
 
 KIND_OF_COMMAND = {"train": "train", "reproduce": "reproduce", "demo": "reproduce", "study": "study"}
 IMAGE_COMMANDS = "respaths evaluate, lesion, reorder, paths, study or prune"
@@ -64,7 +65,7 @@ def check_out_dir(command: str, out: str | os.PathLike, force: bool) -> None:
         if command == "demo" and record["preset"].get("name") != "quick":
             raise UserError(f"{out} holds a reproduce run of the {record['preset'].get('name')!r} preset, not a demo; "
                             f"choose another --out.")
-    elif command == "train" and training_metrics(out).exists() and not (out / "checkpoint").exists():
+    elif command == "train" and training_metrics(out).exists() and not training_checkpoint(out).exists():
         raise UserError(f"{training_metrics(out)} was not written by respaths train (there is no checkpoint beside it); "
                         f"move it away or choose another --out.")
     elif command != "train":
@@ -73,8 +74,8 @@ def check_out_dir(command: str, out: str | os.PathLike, force: bool) -> None:
             raise UserError(f"{out} holds {taken[0]} but no run.json, so it is not a respaths run; move it away or "
                             f"choose another --out.")
     if command == "train":
-        ckpt = out / "checkpoint"
-        for path in (ckpt, out / "checkpoint.old"):
+        ckpt = training_checkpoint(out)
+        for path in (ckpt, old_path(ckpt)):
             if path.exists() and not (path.is_dir() and (path / "meta.json").is_file()):
                 raise UserError(f"{path} is not a respaths checkpoint, and respaths would replace it; move it away "
                                 f"or choose another --out (respaths never overwrites files it did not write, even "

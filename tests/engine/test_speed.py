@@ -44,3 +44,22 @@ def test_half_precision_on_request():
     for a, b in zip(exact, half):
         assert not torch.equal(a.examples["logits"], b.examples["logits"])
         torch.testing.assert_close(b.examples["logits"], a.examples["logits"], rtol=0.1, atol=0.1 * float(a.examples["logits"].abs().max()))
+
+
+def test_compile_on_a_hugging_face_view_reads_each_batchs_own_mask():
+    """--compile on a transformer: its blocks read the batch's attention mask through a context variable
+    (respaths.adapters.hf), which the compiled block must read anew for every batch, not keep from the
+    first. Two batches of one shape, padded on the right and on the left, give the eager engine's loss."""
+    from torch._dynamo.utils import counters
+
+    from respaths import metrics
+    from tests.tiny_transformers import text_inputs, tiny as tiny_transformer
+    view = respaths.view(tiny_transformer("gpt2"))
+    data = [text_inputs("right"), text_inputs("left")]
+    plans = [full_plan(len(view)), delete_blocks(len(view), [2]), delete_blocks(len(view), [0, 4])]
+    eager = evaluate_plans(view, data, plans, metric=metrics.LMLoss())
+    counters.clear()
+    compiled = evaluate_plans(view, data, plans, metric=metrics.LMLoss(), engine=EngineOptions(compile=True))
+    assert counters["stats"]["unique_graphs"] > 0  # the blocks did run compiled
+    for a, b in zip(eager, compiled):
+        assert b["n"] == a["n"] and b["loss"] == pytest.approx(a["loss"], rel=1e-6)

@@ -135,6 +135,25 @@ def test_different_run_is_refused_unless_resume_or_force(tmp_path):
     assert r.meta["train"]["width"] == 0.25 and load_checkpoint(r.checkpoint)[1]["model"]["config"]["width"] == 0.25
 
 
+def test_the_trainer_takes_its_file_names_from_the_run_layout(tmp_path, monkeypatch):
+    """respaths.io.layout names a training run's files: the trainer writes, resumes from and starts over
+    with the names it is given, and spells none of its own."""
+    from respaths.training import trainer
+    monkeypatch.setattr(trainer, "training_checkpoint", lambda d: Path(d) / "weights")
+    monkeypatch.setattr(trainer, "training_settings", lambda d: Path(d) / "settings.json")
+    out = tmp_path / "run"
+    r = train(dict(TINY, epochs=1, limit_train=64, out=str(out)))
+    assert r.checkpoint == out / "weights"
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "settings.json", "weights"]
+    again = train(dict(TINY, epochs=1, limit_train=64, width=0.25, out=str(out), resume=True))
+    assert again.meta["train"]["width"] == 0.5  # the run was found where the layout says
+    (out / "weights.old").mkdir()  # a previous checkpoint left by an interrupted save
+    (out / "weights.old" / "meta.json").write_text("{}")
+    r = train(dict(TINY, epochs=1, limit_train=64, width=0.25, out=str(out), force=True))
+    assert r.meta["train"]["width"] == 0.25
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "settings.json", "weights"]
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     t = Trainer(TrainConfig(**dict(TINY, epochs=3, limit_train=64, out=str(tmp_path))))
     step = t.train_step

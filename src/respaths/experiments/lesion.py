@@ -57,7 +57,7 @@ from ..engine.options import EngineOptions
 from ..engine.trie import evaluate_plans
 from ..engine.batching import batch_length, count_examples, first_examples, iterate_batches
 from ..metrics import ClassifierError, Metric, PlanResult, inputs_of, metric_for, metric_named, to_device
-from ..prune import Skipped
+from ..prune import Skipped, own_post
 from ..io.results import ResultStore
 
 DEFAULT_CHUNK = 64
@@ -483,7 +483,7 @@ def Deleted(block: Any) -> nn.Module:
     uses stay registered and it accepts (and ignores) a transformer layer's keyword arguments."""
     if block.shortcut is None and not block.deletable:
         block.deleted(None)  # raises: a plain layer that changes shape
-    return Skipped(block.shortcut, block.post)
+    return Skipped(block.shortcut, own_post(block))  # a Skipped module after it (a pruned model's) stays in its slot
 
 
 def stand_in(view: ResidualView, step: Any) -> nn.Module:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_dir, old_path, recover_dir
+from .layout import training_checkpoint
 from ..core import UserError
 from ..models import build_from_config
 from ..version import __version__
@@ -34,8 +35,9 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
     """The checkpoint a user means: the directory itself, or the `checkpoint/` inside the run directory
     that `respaths train --out DIR` wrote."""
     path = recover_dir(path)
-    if not (path / META).is_file() and ((path / "checkpoint").exists() or old_path(path / "checkpoint").is_dir()):
-        return recover_dir(path / "checkpoint")
+    inside = training_checkpoint(path)
+    if not (path / META).is_file() and (inside.exists() or old_path(inside).is_dir()):
+        return recover_dir(inside)
     return path
 
 

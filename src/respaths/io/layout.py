@@ -64,6 +64,17 @@ def training_metrics(train_dir: str | os.PathLike) -> Path:
     return Path(train_dir) / "metrics.csv"
 
 
+def training_checkpoint(train_dir: str | os.PathLike) -> Path:
+    """A training run's latest end-of-epoch checkpoint (respaths.io.checkpoint); while it is replaced, the
+    previous one is checkpoint.old beside it (respaths.io.atomic.old_path)."""
+    return Path(train_dir) / "checkpoint"
+
+
+def training_settings(train_dir: str | os.PathLike) -> Path:
+    """A training run's settings, for people (its checkpoint holds them too)."""
+    return Path(train_dir) / "run.json"
+
+
 def prefix_lock(prefix: str | os.PathLike) -> Path:
     """The lock of a command that writes one prefix's files (`respaths layers`), not a whole directory."""
     prefix = Path(prefix)
@@ -155,7 +166,7 @@ class RunLayout:
         return self.root / "models" / role
 
     def checkpoint(self, role: str) -> Path:
-        return self.model(role) / "checkpoint"
+        return training_checkpoint(self.model(role))
 
     SUBDIRS = ("models", "results", FIGURES_DIR)  # what --force deletes
 

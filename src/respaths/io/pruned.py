@@ -3,7 +3,8 @@
     model.safetensors    the weights of a pruned image model (a Hugging Face model: its own
                          save_pretrained files instead)
     respaths_prune.json  what was removed and why, the metric before and after, and how to rebuild
-                         the model ("base": the model before pruning; "removed": its blocks that went)
+                         the model ("base": the model before pruning; "removed": its blocks that went;
+                         "steps": a model pruned again, the blocks each pruning removed)
 
 The directory is written whole or not at all (io.atomic.atomic_dir). Rebuilding the model needs the
 model sources, so it is respaths.opening.load_pruned; this module only reads and writes the files.

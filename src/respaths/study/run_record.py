@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..io.atomic import write_text
-from ..io.layout import FIGURES, RunLayout, training_metrics
+from ..io.atomic import old_path, write_text
+from ..io.layout import FIGURES, RunLayout, training_checkpoint, training_metrics, training_settings
 from ..io.results import written_by_respaths
 from ..core import UserError
 from ..version import __version__
@@ -97,11 +97,12 @@ def delete_own_files(out: Path) -> None:
 
     layout = RunLayout(out)
     for run in sorted((out / "models").glob("*")) if (out / "models").is_dir() else []:
-        if run.is_dir() and (checkpoint(run / "checkpoint") or checkpoint(run / "checkpoint.old")):
-            for p in (run / "checkpoint", run / "checkpoint.old"):
+        ckpts = (training_checkpoint(run), old_path(training_checkpoint(run)))
+        if run.is_dir() and any(checkpoint(p) for p in ckpts):
+            for p in ckpts:
                 if checkpoint(p):
                     shutil.rmtree(p)
-            for p in (training_metrics(run), run / "run.json"):
+            for p in (training_metrics(run), training_settings(run)):
                 p.unlink(missing_ok=True)
     results = sorted(layout.results.rglob("*")) if layout.results.is_dir() else []
     documents = [p for p in results if p.suffix in (".json", ".jsonl") and written_by_respaths(p)]

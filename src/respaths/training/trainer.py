@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..io.atomic import recover_dir, write_text
-from ..io.layout import training_metrics
+from ..io.atomic import old_path, recover_dir, write_text
+from ..io.layout import training_checkpoint, training_metrics, training_settings
 from ..io.checkpoint import load_train_state, read_meta, read_weights, save_checkpoint
 from ..core import UserError, eval_mode
 from ..data.sources import Dataset, load_dataset
@@ -303,7 +303,7 @@ class Trainer:
         if cfg.force:  # everything checked: --force is the last step before the work
             self.start_over()
         self.out.mkdir(parents=True, exist_ok=True)  # the run may start writing
-        write_text(self.out / "run.json", json.dumps({"settings": run_settings(cfg)}, indent=1) + "\n")
+        write_text(training_settings(self.out), json.dumps({"settings": run_settings(cfg)}, indent=1) + "\n")
 
     # -- the output directory ------------------------------------------------------------------
     def claim_out_dir(self) -> Path | None:
@@ -312,13 +312,13 @@ class Trainer:
         Reads only: --force deletes the old run in start_over, once every option has been checked and the
         model built, and run.json is written then too."""
         cfg, out = self.cfg, self.out
-        for path in (out / "checkpoint", out / "checkpoint.old"):
+        for path in (training_checkpoint(out), old_path(training_checkpoint(out))):
             if path.exists() and not (path.is_dir() and (path / "meta.json").is_file()):
                 raise UserError(f"{path} is not a respaths checkpoint, and this run would replace it; move it away "
                                 f"or choose another --out.")
         if cfg.force:
             return None
-        ckpt = recover_dir(out / "checkpoint")
+        ckpt = recover_dir(training_checkpoint(out))
         if not (ckpt / "meta.json").is_file():
             if cfg.resume:
                 self.log(f"nothing to resume in {out}; starting a new run")
@@ -342,7 +342,8 @@ class Trainer:
     def start_over(self) -> None:
         """--force: delete the run's own files in out (nothing else there)."""
         out = self.out
-        for p in (out / "checkpoint", out / "checkpoint.old", training_metrics(out), out / "run.json"):
+        for p in (training_checkpoint(out), old_path(training_checkpoint(out)), training_metrics(out),
+                  training_settings(out)):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -361,7 +362,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.rank == 0:
-            save_checkpoint(self.out / "checkpoint", self.model, self.meta(), self.train_state())
+            save_checkpoint(training_checkpoint(self.out), self.model, self.meta(), self.train_state())
             write_metrics(training_metrics(self.out), self.history)
 
     def restore(self, ckpt: Path) -> None:
@@ -453,7 +454,7 @@ class Trainer:
 
     def check_finite(self, loss: float, step: int) -> None:
         if not math.isfinite(loss):
-            kept = (f"the checkpoint of epoch {self.epoch} in {self.out / 'checkpoint'} is kept"
+            kept = (f"the checkpoint of epoch {self.epoch} in {training_checkpoint(self.out)} is kept"
                     if self.epoch else "no checkpoint was written")
             raise UserError(f"the training loss became {loss} in epoch {self.epoch + 1} (step {step}), so "
                             f"training stopped; {kept}; try a lower --lr or --precision fp32.")
@@ -489,9 +490,9 @@ class Trainer:
             test = self.evaluate()
             final = dict(final, test_error=test["error"], test_loss=test["loss"])
         self.log(f"final test error {final['test_error']:.2%} (loss {final['test_loss']:.4f}) on "
-                 f"{len(self.test_set)} {cfg.dataset} test images; checkpoint in {self.out / 'checkpoint'}")
+                 f"{len(self.test_set)} {cfg.dataset} test images; checkpoint in {training_checkpoint(self.out)}")
         self.model.eval()
-        return TrainResult(self.out, self.out / "checkpoint", final["test_error"], final["test_loss"],
+        return TrainResult(self.out, training_checkpoint(self.out), final["test_error"], final["test_loss"],
                            self.history, self.model, self.meta())
 
     def log(self, msg: str, bar: tqdm | None = None) -> None:
