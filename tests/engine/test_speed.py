@@ -1,5 +1,6 @@
 """The engine's speed options (respaths.engine.speed): BatchNorm folding and half precision, against
 the exact engine."""
+import shutil
 import warnings
 
 import pytest
@@ -46,6 +47,8 @@ def test_half_precision_on_request():
         torch.testing.assert_close(b.examples["logits"], a.examples["logits"], rtol=0.1, atol=0.1 * float(a.examples["logits"].abs().max()))
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's inductor needs a C++ compiler (g++) on CPU")
 def test_compile_on_a_hugging_face_view_reads_each_batchs_own_mask():
     """--compile on a transformer: its blocks read the batch's attention mask through a context variable
     (respaths.adapters.hf), which the compiled block must read anew for every batch, not keep from the
