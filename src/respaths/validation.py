@@ -16,7 +16,7 @@ from typing import Any
 from .core import UserError
 from .distributed import launched
 from .opening import reads_text
-from .io.atomic import old_path
+from .io.checkpoint import refuse_foreign_checkpoints
 from .io.layout import RUN_FILES, RunLayout, training_checkpoint, training_metrics
 
 KIND_OF_COMMAND = {"train": "train", "reproduce": "reproduce", "demo": "reproduce", "study": "study"}
@@ -74,12 +74,7 @@ def check_out_dir(command: str, out: str | os.PathLike, force: bool) -> None:
             raise UserError(f"{out} holds {taken[0]} but no run.json, so it is not a respaths run; move it away or "
                             f"choose another --out.")
     if command == "train":
-        ckpt = training_checkpoint(out)
-        for path in (ckpt, old_path(ckpt)):
-            if path.exists() and not (path.is_dir() and (path / "meta.json").is_file()):
-                raise UserError(f"{path} is not a respaths checkpoint, and respaths would replace it; move it away "
-                                f"or choose another --out (respaths never overwrites files it did not write, even "
-                                f"with --force).")
+        refuse_foreign_checkpoints(out)
 
 
 def given(args: argparse.Namespace, name: str) -> bool:

@@ -41,6 +41,22 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def is_checkpoint(path: Path) -> bool:
+    """A folder respaths wrote as a checkpoint (it holds meta.json)."""
+    return path.is_dir() and (path / META).is_file()
+
+
+def refuse_foreign_checkpoints(train_dir: str | os.PathLike) -> None:
+    """Refuse a training run's directory whose checkpoint (or checkpoint.old) is something respaths did not
+    write: training would replace it."""
+    ckpt = training_checkpoint(train_dir)
+    for path in (ckpt, old_path(ckpt)):
+        if path.exists() and not is_checkpoint(path):
+            raise UserError(f"{path} is not a respaths checkpoint, and respaths would replace it; move it away "
+                            f"or choose another --out (respaths never overwrites files it did not write, even "
+                            f"with --force).")
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any],
                     train_state: dict[str, Any] | None = None) -> Path:
     """Write model weights, meta.json (model name & config added from `model.config`) and, if given,

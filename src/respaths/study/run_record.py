@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..io.atomic import old_path, write_text
+from ..io.checkpoint import is_checkpoint
 from ..io.layout import FIGURES, RunLayout, training_checkpoint, training_metrics, training_settings
 from ..io.results import written_by_respaths
 from ..core import UserError
@@ -92,15 +93,12 @@ def delete_own_files(out: Path) -> None:
     (io.results.written_by_respaths) and the CSV and figures written beside one (PREFIX.csv, .png, .svg);
     in figures/ the report's figures, by their stems. A figure also has to be one matplotlib drew (a PNG or
     SVG whose head names it), as respaths' are: a same-named file of the user's is not ours."""
-    def checkpoint(p: Path) -> bool:
-        return p.is_dir() and (p / "meta.json").is_file()
-
     layout = RunLayout(out)
     for run in sorted((out / "models").glob("*")) if (out / "models").is_dir() else []:
         ckpts = (training_checkpoint(run), old_path(training_checkpoint(run)))
-        if run.is_dir() and any(checkpoint(p) for p in ckpts):
+        if run.is_dir() and any(is_checkpoint(p) for p in ckpts):
             for p in ckpts:
-                if checkpoint(p):
+                if is_checkpoint(p):
                     shutil.rmtree(p)
             for p in (training_metrics(run), training_settings(run)):
                 p.unlink(missing_ok=True)

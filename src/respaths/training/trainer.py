@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 from ..io.atomic import old_path, recover_dir, write_text
 from ..io.layout import training_checkpoint, training_metrics, training_settings
-from ..io.checkpoint import load_train_state, read_meta, read_weights, save_checkpoint
+from ..io.checkpoint import (is_checkpoint, load_train_state, read_meta, read_weights, refuse_foreign_checkpoints,
+                             save_checkpoint)
 from ..core import UserError, eval_mode
 from ..data.sources import Dataset, load_dataset
 from ..data.batches import batches
@@ -312,14 +313,11 @@ class Trainer:
         Reads only: --force deletes the old run in start_over, once every option has been checked and the
         model built, and run.json is written then too."""
         cfg, out = self.cfg, self.out
-        for path in (training_checkpoint(out), old_path(training_checkpoint(out))):
-            if path.exists() and not (path.is_dir() and (path / "meta.json").is_file()):
-                raise UserError(f"{path} is not a respaths checkpoint, and this run would replace it; move it away "
-                                f"or choose another --out.")
+        refuse_foreign_checkpoints(out)  # also for train() from Python, which the CLI's check_out_dir does not see
         if cfg.force:
             return None
         ckpt = recover_dir(training_checkpoint(out))
-        if not (ckpt / "meta.json").is_file():
+        if not is_checkpoint(ckpt):
             if cfg.resume:
                 self.log(f"nothing to resume in {out}; starting a new run")
             return None
