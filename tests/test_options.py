@@ -74,6 +74,7 @@ def test_help_says_each_default_once_and_never_none(command):
 
 def test_default_threads_leave_busy_cores_alone(monkeypatch):
     import os
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))  # one core busy with another job
     assert cli.default_threads() == 1
@@ -81,6 +82,21 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
     assert cli.default_threads() == 2
     monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 7.0, 7.0))
     assert cli.default_threads() == 1
+
+
+def test_default_threads_follow_omp_num_threads(monkeypatch):
+    """OMP_NUM_THREADS=1 torchrun ... (docs/distributed.md) must give each rank one thread even on an idle
+    machine, where the load rule alone would give every rank all the cores."""
+    import os
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cli.default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")  # never more than the cores
+    assert cli.default_threads() == 4
+    for junk in ("", "0", "two"):  # unset in effect: the load rule
+        monkeypatch.setenv("OMP_NUM_THREADS", junk)
+        assert cli.default_threads() == 4
 
 
 def test_threads_hold_for_the_command_and_are_restored(monkeypatch):

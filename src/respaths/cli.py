@@ -511,14 +511,18 @@ def _progress_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
 
 def _threads_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--threads", type=thread_count,
-                   help="CPU threads for torch (default: the cores not already busy, so that a shared machine is "
-                        "not oversubscribed; see docs/performance.md)")
+                   help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores not already busy, so "
+                        "that a shared machine is not oversubscribed; see docs/performance.md)")
 
 
 def default_threads() -> int:
-    """The cores this process may use that are not already busy (by the 1-minute load average), at least
-    one: more threads than free cores make OpenMP's threads wait for each other (docs/performance.md)."""
+    """OMP_NUM_THREADS where it is set (the user's choice, or torchrun's one per rank), at most the cores;
+    otherwise the cores this process may use that are not already busy (by the 1-minute load average), at
+    least one: more threads than free cores make OpenMP's threads wait for each other (docs/performance.md)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if asked.isdigit() and int(asked) > 0:
+        return min(cores, int(asked))
     try:
         busy = round(os.getloadavg()[0])
     except OSError:
