@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
+from pathlib import Path
 import statistics
 
 import numpy as np
@@ -186,3 +188,22 @@ def test_report_writes_the_series_and_a_fourth_net_joins(runs, tmp_path, capsys)
         from respaths.study.report import build
         build([runs[5], runs[9]], runs[5])
     assert not (runs[5] / "report.html").exists() and (runs[5] / "run.json").read_text() == before
+
+
+def test_the_committed_runs_give_the_committed_series(tmp_path):
+    """The README's depth numbers: `respaths report` on the three committed paper runs (docs/runs) gives
+    the committed series.json again, so a change in the reader, a statistic or a trend shows up here."""
+    root = Path(__file__).resolve().parents[2] / "docs" / "runs"
+    names = ["r20-paper", "r32-paper", "r56-paper"]
+    if not all((root / n / "run.json").is_file() for n in names):
+        pytest.skip("the committed paper runs are not in this checkout")
+    for n in names:  # copies: report must not touch the committed folders
+        shutil.copytree(root / n, tmp_path / n)
+    out = tmp_path / "depth-series"
+    assert cli.main(["report", *(str(tmp_path / n) for n in names), "--out", str(out)]) == 0
+    got = json.loads((out / "series.json").read_text())
+    want = json.loads((root / "depth-series" / "series.json").read_text())
+    assert [n["blocks"] for n in got["nets"]] == [9, 15, 27]
+    assert got == want
+    single = next(s for s in got["statistics"] if s["key"] == "single_median_pp")
+    assert [round(100 * v["value"], 2) for v in single["values"]] == [19.71, 8.47, 2.97]  # the README's medians
