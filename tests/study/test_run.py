@@ -230,3 +230,26 @@ def test_study_shows_a_bar_per_step_and_a_resumed_run_says_how_much_it_kept(tmp_
     err = capsys.readouterr().err.replace("\r", "\n")
     assert f"single deletion: 3/{n_single} plans already done in {prefix}, kept" in err
     assert re.search(rf"^single deletion:\s+\d+%.*\| 3/{n_single} \[", err, re.M), err
+
+
+def test_a_step_computed_outside_the_run_is_marked_untimed(tmp_path):
+    """A piece run outside `respaths study` (the reordering under torchrun, say) leaves its result with no
+    time in run.json; the study then finds it done and records it as untimed, and the report's total says
+    it leaves that step out instead of reading as the whole run's time."""
+    out = tmp_path / "s"
+    argv = ["study", "respaths:resnet14", "--dataset", "synthetic", "--limit", "16", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    run_json = out / "run.json"
+    run = json.loads(run_json.read_text())
+    timed_reorder = run["steps"].pop("reorder resnet")  # as if the reordering had been computed by another process
+    assert timed_reorder["seconds"] > 0
+    run_json.write_text(json.dumps(run))
+    assert cli.main(argv) == 0
+    steps = json.loads(run_json.read_text())["steps"]
+    assert steps["reorder resnet"]["timed"] is False and "seconds" not in steps["reorder resnet"]
+    assert steps["paths resnet"]["seconds"] == run["steps"]["paths resnet"]["seconds"]  # timed before: kept as it was
+    html = (out / "report.html").read_text()
+    # the report was written before this call's own "report" time replaced the first call's
+    total = sum(v["seconds"] for k, v in steps.items() if "seconds" in v and k != "report") + run["steps"]["report"]["seconds"]
+    assert f"{total:.0f} s wall clock" in html and "without reorder resnet (not timed here)" in html
+    assert re.search(r"reorder resnet: not timed: found done, computed outside this run(&#x27;|')s calls", html)

@@ -292,6 +292,9 @@ def _how_it_was_run(out: Path, run: dict[str, Any]) -> dict[str, Any]:
     """run.json's record of the run, as the report's last table shows it."""
     env, p = run.get("environment", {}), run["preset"]
     steps = run.get("steps", {})
+    untimed = [k for k, v in steps.items() if "seconds" not in v]  # found done, computed outside the run's calls
+    timed = {k: v for k, v in steps.items() if "seconds" in v}
+    not_timed = "not timed: found done, computed outside this run's calls"
     return {
         "preset": f"{p['name']}: {p['description']}",
         "versions": {k: env[k] for k in ("respaths", "python", "torch", "numpy", "scipy", "matplotlib")
@@ -299,10 +302,11 @@ def _how_it_was_run(out: Path, run: dict[str, Any]) -> dict[str, Any]:
         "device": env.get("device", "?"), "host": env.get("host", "?"),
         "seeds": {"training": p["seed"], "random deletion": p["seed"], "reordering": p["seed"],
                   "path sampling": p["seed"]},
-        "durations (wall clock)": {k: v["seconds"] for k, v in steps.items()},
-        "CPU time (all threads)": {k: v.get("cpu_seconds", "?") for k, v in steps.items()},
-        "total time of the steps": (f"{sum(v['seconds'] for v in steps.values()):.0f} s wall clock, "
-                                    f"{sum(v.get('cpu_seconds', 0) for v in steps.values()):.0f} s CPU"),
+        "durations (wall clock)": {k: v.get("seconds", not_timed) for k, v in steps.items()},
+        "CPU time (all threads)": {k: v.get("cpu_seconds", "?" if k in timed else not_timed) for k, v in steps.items()},
+        "total time the run's calls recorded": (f"{sum(v['seconds'] for v in timed.values()):.0f} s wall clock, "
+                                    f"{sum(v.get('cpu_seconds', 0) for v in timed.values()):.0f} s CPU"
+                                    + (f", without {', '.join(untimed)} (not timed here)" if untimed else "")),
         "finished": run.get("finished", "not yet"),
         "directory": str(out),  # as given: a committed report names no machine's paths
     }

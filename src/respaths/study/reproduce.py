@@ -235,5 +235,6 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     run.data["dataset"] = {"name": test.name, "num_classes": test.num_classes, "n_test": len(test),
                            "n_train": len(train_set), "source": getattr(test, "source", "")}
     run.save()
-    run_experiments(out, nets, train_set, p.budget, device=dev, step=step, progress=progress)
+    run_experiments(out, nets, train_set, p.budget, device=dev, progress=progress,
+                    step=lambda name, done, fn, what: run.run_step(name, done, fn, what, log, note_untimed=True))
     return finish_run(run, out, report, start_all)

@@ -64,10 +64,16 @@ class RunRecord:
     def save(self) -> None:
         write_json(self.path, self.data)
 
-    def run_step(self, name: str, done: bool, fn: Any, what: str, log: Any) -> None:
-        """Run one step of the study unless done (said in the log), and record its wall and CPU time."""
+    def run_step(self, name: str, done: bool, fn: Any, what: str, log: Any, note_untimed: bool = False) -> None:
+        """Run one step of the study unless done (said in the log), and record its wall and CPU time.
+
+        note_untimed: a step found done with no time recorded was computed outside this run's calls (a
+        piece under torchrun, say); record it as untimed, so the report's total says it leaves it out."""
         if done:
             log(f"[respaths] {what}: already done, kept")
+            if note_untimed and name not in self.data["steps"]:
+                self.data["steps"][name] = {"timed": False, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+                self.save()
             return
         log(f"[respaths] {what} ...")
         t, c = time.perf_counter(), cpu_time()
