@@ -304,9 +304,10 @@ def _how_it_was_run(out: Path, run: dict[str, Any]) -> dict[str, Any]:
                   "path sampling": p["seed"]},
         "durations (wall clock)": {k: v.get("seconds", not_timed) for k, v in steps.items()},
         "CPU time (all threads)": {k: v.get("cpu_seconds", "?" if k in timed else not_timed) for k, v in steps.items()},
-        "total time the run's calls recorded": (f"{sum(v['seconds'] for v in timed.values()):.0f} s wall clock, "
-                                    f"{sum(v.get('cpu_seconds', 0) for v in timed.values()):.0f} s CPU"
-                                    + (f", without {', '.join(untimed)} (not timed here)" if untimed else "")),
+        "total time the run's calls recorded": (
+            f"{sum(v['seconds'] for v in timed.values()):.0f} s wall clock, "
+            f"{sum(v.get('cpu_seconds', 0) for v in timed.values()):.0f} s CPU"
+            + (f", without {', '.join(untimed)} (not timed here)" if untimed else "")),
         "finished": run.get("finished", "not yet"),
         "directory": str(out),  # as given: a committed report names no machine's paths
     }
