@@ -211,12 +211,12 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     def step(name: str, done: bool, fn: Callable[[], Any], what: str) -> None:
         run.run_step(name, done, fn, what, log)
 
-    # 1. the models
+    # 1. the models (one found trained is reused: no step of this run, timed or not)
     for role in ROLES:
         run_dir = layout.model(role)
-        step(f"train {role}", trained(layout.checkpoint(role), p.epochs),
-             lambda: train_role(p, role, run_dir, dev, data_dir, progress),
-             f"training {role}: {label(specs[role])} for {p.epochs} epochs")
+        run.run_step(f"train {role}", trained(layout.checkpoint(role), p.epochs),
+                     lambda: train_role(p, role, run_dir, dev, data_dir, progress),
+                     f"training {role}: {label(specs[role])} for {p.epochs} epochs", log, note_untimed=False)
     train_set = load_dataset(p.dataset, data_dir, split="train", limit=p.budget.train_limit)
     # 2. the same study code as `respaths study`, on the nets just trained
     probe = normalize(test.images[:2], test.mean, test.std).to(dev)
@@ -235,6 +235,5 @@ def reproduce(preset_name: str, out: str | os.PathLike, *, force: bool = False, 
     run.data["dataset"] = {"name": test.name, "num_classes": test.num_classes, "n_test": len(test),
                            "n_train": len(train_set), "source": getattr(test, "source", "")}
     run.save()
-    run_experiments(out, nets, train_set, p.budget, device=dev, progress=progress,
-                    step=lambda name, done, fn, what: run.run_step(name, done, fn, what, log, note_untimed=True))
+    run_experiments(out, nets, train_set, p.budget, device=dev, step=step, progress=progress)
     return finish_run(run, out, report, start_all)

@@ -370,8 +370,7 @@ def study(model: str, out: str | Path, *, weights: str | None = None, compare: l
     run.save()
     start = time.perf_counter()
     run_experiments(out, subject.nets, subject.train_set, b, device=torch.device(device),
-                    step=lambda name, done, fn, what: run.run_step(name, done, fn, what, log, note_untimed=True),
-                    progress=progress,
+                    step=lambda name, done, fn, what: run.run_step(name, done, fn, what, log), progress=progress,
                     log=log)
     return finish_run(run, out, report, start)
 

@@ -64,11 +64,12 @@ class RunRecord:
     def save(self) -> None:
         write_json(self.path, self.data)
 
-    def run_step(self, name: str, done: bool, fn: Any, what: str, log: Any, note_untimed: bool = False) -> None:
+    def run_step(self, name: str, done: bool, fn: Any, what: str, log: Any, note_untimed: bool = True) -> None:
         """Run one step of the study unless done (said in the log), and record its wall and CPU time.
 
-        note_untimed: a step found done with no time recorded was computed outside this run's calls (a
-        piece under torchrun, say); record it as untimed, so the report's total says it leaves it out."""
+        A step found done with no time recorded was computed outside this run's calls (a piece under
+        torchrun, say): it is recorded as untimed, so the report's total says it leaves it out. Not with
+        note_untimed=False: reproduce's reused models were not a step of this run at all."""
         if done:
             log(f"[respaths] {what}: already done, kept")
             if note_untimed and name not in self.data["steps"]:
